@@ -1,0 +1,402 @@
+//! The embedded log: one directory of segment files per partition under `<data-dir>/log`,
+//! one writer thread per partition that group-commits appends (one write and one `fdatasync`
+//! for everything that queued up while the previous batch was syncing), and a recovery on open
+//! that truncates a torn tail at the first bad record and never touches the records before it.
+
+pub mod segment;
+mod writer;
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+
+use super::durable_file::{sync_dir, write_atomically};
+use super::{Appending, Entry, Error, EventLog, Offset, Visitor};
+use segment::{SegmentFile, Tail};
+
+/// Tuning of the embedded log; `config/default.toml` documents each key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// Partition count; fixed when the data directory is first created.
+    pub partitions: u32,
+    /// A segment is sealed and a new one started once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// Segments grow in zero-filled steps of this size, so that most `fdatasync`s write data
+    /// only and no file-size metadata. 0 turns preallocation off.
+    pub preallocate_bytes: u64,
+    /// Upper bound on the bytes one group commit writes.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            partitions: 4,
+            segment_bytes: 64 << 20,
+            preallocate_bytes: 4 << 20,
+            max_batch_bytes: 4 << 20,
+        }
+    }
+}
+
+/// What recovery did to a partition on open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    pub partition: u32,
+    pub segment: PathBuf,
+    /// Where the first bad record started; the segment now ends here.
+    pub position: u64,
+    pub dropped_bytes: u64,
+    pub reason: String,
+}
+
+/// The durable extent of a partition, shared between its writer and readers.
+#[derive(Clone, Debug)]
+struct View {
+    segments: Vec<SegmentFile>,
+    /// Offset of the next record: everything below it is durable.
+    end: Offset,
+    /// Durable bytes of the last segment (the file may be longer: preallocated zeros).
+    active_bytes: u64,
+    /// Set when the writer stopped after a failed write or sync.
+    failure: Option<String>,
+}
+
+struct Partition {
+    requests: Option<mpsc::Sender<writer::Request>>,
+    view: Arc<Mutex<View>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+pub struct EmbeddedLog {
+    partitions: Vec<Partition>,
+    recoveries: Vec<Recovery>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Meta {
+    partitions: u32,
+}
+
+const META_FILE: &str = "meta.json";
+
+/// `<data-dir>/log`, where the embedded log lives.
+pub fn log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("log")
+}
+
+/// The directory of one partition's segments.
+pub fn partition_dir(data_dir: &Path, partition: u32) -> PathBuf {
+    log_dir(data_dir).join(format!("partition-{partition:04}"))
+}
+
+/// Reads the partition count recorded in a data directory, if it has a log.
+pub fn recorded_partitions(data_dir: &Path) -> Result<Option<u32>, Error> {
+    let path = log_dir(data_dir).join(META_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(Error::io("reading", &path, error)),
+    };
+    let meta: Meta = serde_json::from_slice(&bytes).map_err(|error| {
+        Error::Corrupt(format!(
+            "{} is not a log description: {error}",
+            path.display()
+        ))
+    })?;
+    if meta.partitions == 0 {
+        return Err(Error::Corrupt(format!(
+            "{} records 0 partitions",
+            path.display()
+        )));
+    }
+    Ok(Some(meta.partitions))
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the log under `data_dir`, recovering every partition.
+    pub fn open(data_dir: &Path, options: Options) -> Result<Self, Error> {
+        if options.partitions == 0 {
+            return Err(Error::Config("partitions must be at least 1".into()));
+        }
+        if options.segment_bytes == 0 || options.max_batch_bytes == 0 {
+            return Err(Error::Config(
+                "segment_bytes and max_batch_bytes must be positive".into(),
+            ));
+        }
+        let root = log_dir(data_dir);
+        std::fs::create_dir_all(&root).map_err(|error| Error::io("creating", &root, error))?;
+        match recorded_partitions(data_dir)? {
+            Some(found) if found != options.partitions => {
+                return Err(Error::PartitionCountMismatch {
+                    location: format!("data directory {}", data_dir.display()),
+                    configured: options.partitions,
+                    found,
+                });
+            }
+            Some(_) => {}
+            None => {
+                let meta = serde_json::to_vec(&Meta {
+                    partitions: options.partitions,
+                })
+                .map_err(|error| Error::Config(error.to_string()))?;
+                write_atomically(&root.join(META_FILE), &meta)?;
+            }
+        }
+        let mut partitions = Vec::new();
+        let mut recoveries = Vec::new();
+        for partition in 0..options.partitions {
+            let (opened, recovery) = open_partition(data_dir, partition, &options)?;
+            partitions.push(opened);
+            recoveries.extend(recovery);
+        }
+        Ok(EmbeddedLog {
+            partitions,
+            recoveries,
+        })
+    }
+
+    /// What recovery truncated when the log was opened (also logged as warnings).
+    pub fn recoveries(&self) -> &[Recovery] {
+        &self.recoveries
+    }
+
+    fn partition(&self, partition: u32) -> Result<&Partition, Error> {
+        self.partitions
+            .get(partition as usize)
+            .ok_or(Error::NoSuchPartition {
+                partition,
+                partitions: self.partitions.len() as u32,
+            })
+    }
+}
+
+fn open_partition(
+    data_dir: &Path,
+    partition: u32,
+    options: &Options,
+) -> Result<(Partition, Option<Recovery>), Error> {
+    let dir = partition_dir(data_dir, partition);
+    std::fs::create_dir_all(&dir).map_err(|error| Error::io("creating", &dir, error))?;
+    let (mut segments, others) =
+        segment::list(&dir).map_err(|error| Error::io("listing", &dir, error))?;
+    for other in others {
+        tracing::warn!(partition, path = %other.display(), "ignoring a file that is not a segment");
+    }
+    if segments.is_empty() {
+        let first = SegmentFile {
+            base: 0,
+            path: dir.join(segment::file_name(0)),
+        };
+        File::create_new(&first.path).map_err(|error| Error::io("creating", &first.path, error))?;
+        sync_dir(&dir)?;
+        segments.push(first);
+    }
+
+    // Scan every segment; the log ends in the last one that holds a record.
+    let mut scans = Vec::with_capacity(segments.len());
+    let mut buffer = Vec::new();
+    for segment in &segments {
+        read_file(&segment.path, None, &mut buffer)?;
+        scans.push(
+            segment::scan::<std::convert::Infallible>(&buffer, |_, _| Ok(()))
+                .unwrap_or_else(|never| match never {}),
+        );
+    }
+    let last = scans.iter().rposition(|scan| scan.records > 0).unwrap_or(0);
+    for index in 0..=last {
+        if index > 0 {
+            let expected = segments[index - 1].base + scans[index - 1].records;
+            if segments[index].base != expected {
+                return Err(Error::Corrupt(format!(
+                    "segment {} starts at offset {} but the segment before it ends at offset {expected}",
+                    segments[index].path.display(),
+                    segments[index].base
+                )));
+            }
+        }
+        if index < last
+            && let Tail::Damaged { position, reason } = &scans[index].tail
+        {
+            return Err(Error::Corrupt(format!(
+                "segment {} is damaged at byte {position} ({reason}) but later segments hold records; \
+                 refusing to drop them",
+                segments[index].path.display()
+            )));
+        }
+    }
+    // Segments after the last record hold nothing: a roll that a crash interrupted.
+    for empty in segments.drain(last + 1..) {
+        tracing::info!(partition, path = %empty.path.display(), "removing a segment that holds no record");
+        std::fs::remove_file(&empty.path)
+            .map_err(|error| Error::io("removing", &empty.path, error))?;
+        sync_dir(&dir)?;
+    }
+    let active = &segments[last];
+    let scan = &scans[last];
+    let mut recovery = None;
+    if let Tail::Damaged { position, reason } = &scan.tail {
+        let length = file_length(&active.path)?;
+        let file = File::options()
+            .write(true)
+            .open(&active.path)
+            .map_err(|error| Error::io("opening", &active.path, error))?;
+        file.set_len(*position)
+            .and_then(|()| file.sync_all())
+            .map_err(|error| Error::io("truncating", &active.path, error))?;
+        tracing::warn!(
+            partition,
+            segment = %active.path.display(),
+            position,
+            dropped_bytes = length - position,
+            reason = reason.as_str(),
+            "truncated a torn tail"
+        );
+        recovery = Some(Recovery {
+            partition,
+            segment: active.path.clone(),
+            position: *position,
+            dropped_bytes: length - position,
+            reason: reason.clone(),
+        });
+    }
+    let view = View {
+        end: active.base + scan.records,
+        active_bytes: scan.valid_bytes,
+        segments,
+        failure: None,
+    };
+    let view = Arc::new(Mutex::new(view));
+    let (requests, writer) = writer::start(partition, dir, options.clone(), view.clone())?;
+    Ok((
+        Partition {
+            requests: Some(requests),
+            view,
+            writer: Some(writer),
+        },
+        recovery,
+    ))
+}
+
+fn file_length(path: &Path) -> Result<u64, Error> {
+    std::fs::metadata(path)
+        .map(|metadata| metadata.len())
+        .map_err(|error| Error::io("reading metadata of", path, error))
+}
+
+/// Reads `path` (at most `limit` bytes) into `buffer`, replacing its contents.
+fn read_file(path: &Path, limit: Option<u64>, buffer: &mut Vec<u8>) -> Result<(), Error> {
+    buffer.clear();
+    let file = File::open(path).map_err(|error| Error::io("opening", path, error))?;
+    let result = match limit {
+        Some(limit) => file.take(limit).read_to_end(buffer),
+        None => (&file).read_to_end(buffer),
+    };
+    result
+        .map(drop)
+        .map_err(|error| Error::io("reading", path, error))
+}
+
+fn lock(view: &Mutex<View>) -> std::sync::MutexGuard<'_, View> {
+    // A writer that panicked mid-update cannot leave the view half-written: every update is a
+    // plain assignment, so a poisoned lock still guards a consistent view.
+    view.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl EventLog for EmbeddedLog {
+    fn partitions(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    fn append(&self, partition: u32, entries: Vec<Entry>) -> Appending {
+        let stopped = move |reason: String| Error::WriterStopped { partition, reason };
+        let sender = match self.partition(partition) {
+            Ok(opened) => opened.requests.as_ref(),
+            Err(error) => return futures::future::ready(Err(error)).boxed(),
+        };
+        if let Some(entry) = entries.iter().find(|entry| {
+            entry.payload.is_empty() || entry.payload.len() > segment::MAX_RECORD_BYTES
+        }) {
+            let error = Error::Config(format!(
+                "a record payload must hold 1 to {} bytes, not {}",
+                segment::MAX_RECORD_BYTES,
+                entry.payload.len()
+            ));
+            return futures::future::ready(Err(error)).boxed();
+        }
+        let (reply, replied) = tokio::sync::oneshot::channel();
+        let sent = sender.map(|sender| sender.send(writer::Request { entries, reply }));
+        if !matches!(sent, Some(Ok(()))) {
+            return futures::future::ready(Err(stopped("the log is closed".into()))).boxed();
+        }
+        async move {
+            replied
+                .await
+                .unwrap_or_else(|_| Err(stopped("the writer exited".into())))
+        }
+        .boxed()
+    }
+
+    fn high_watermark(&self, partition: u32) -> Result<Offset, Error> {
+        Ok(lock(&self.partition(partition)?.view).end)
+    }
+
+    fn read(&self, partition: u32, from: Offset, visit: &mut Visitor<'_>) -> Result<Offset, Error> {
+        let view = lock(&self.partition(partition)?.view).clone();
+        let start = view.segments[0].base;
+        if from < start || from > view.end {
+            return Err(Error::OffsetOutOfRange {
+                partition,
+                requested: from,
+                start,
+                end: view.end,
+            });
+        }
+        let first = view
+            .segments
+            .iter()
+            .rposition(|segment| segment.base <= from)
+            .unwrap_or(0);
+        let last = view.segments.len() - 1;
+        let mut buffer = Vec::new();
+        for (index, segment) in view.segments.iter().enumerate().skip(first) {
+            let limit = (index == last).then_some(view.active_bytes);
+            read_file(&segment.path, limit, &mut buffer)?;
+            let scan = segment::scan::<Error>(&buffer, |index, payload| {
+                let offset = segment.base + index;
+                if offset >= from && offset < view.end {
+                    visit(offset, payload)?;
+                }
+                Ok(())
+            })?;
+            if let Tail::Damaged { position, reason } = scan.tail {
+                return Err(Error::Corrupt(format!(
+                    "segment {} is damaged at byte {position} ({reason}) inside its durable part",
+                    segment.path.display()
+                )));
+            }
+        }
+        Ok(view.end)
+    }
+}
+
+impl Drop for EmbeddedLog {
+    /// Lets each writer finish what is queued, then waits for it.
+    fn drop(&mut self) {
+        for partition in &mut self.partitions {
+            partition.requests.take();
+        }
+        for partition in &mut self.partitions {
+            if let Some(writer) = partition.writer.take() {
+                let _ = writer.join();
+            }
+        }
+    }
+}

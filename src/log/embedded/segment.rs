@@ -1,0 +1,195 @@
+//! Segment files: the on-disk record format and the scan that validates it.
+//!
+//! A record is `length: u32 LE | crc32c: u32 LE | payload`, where the checksum covers the
+//! length bytes and the payload (so a damaged length is caught too). A length of zero marks
+//! the end of the records: the writer preallocates segments with zeros, and payloads are never
+//! empty (every encoded value starts with its codec version byte).
+
+use std::path::{Path, PathBuf};
+
+use crate::log::Offset;
+
+pub const HEADER_BYTES: usize = 8;
+/// Larger lengths are treated as damage rather than believed.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
+
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// Appends the framed record for `payload` to `buffer`.
+pub fn frame_into(payload: &[u8], buffer: &mut Vec<u8>) {
+    let length = (payload.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&length), payload);
+    buffer.extend_from_slice(&length);
+    buffer.extend_from_slice(&crc.to_le_bytes());
+    buffer.extend_from_slice(payload);
+}
+
+/// How a segment's bytes end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tail {
+    /// The last record ends exactly at the end of the bytes.
+    Exact,
+    /// Only zeros follow the last record: preallocated space.
+    Zeros,
+    /// Bytes follow the last valid record that are not a valid record: a torn or damaged
+    /// write. Everything from `position` on is not part of the log.
+    Damaged { position: u64, reason: String },
+}
+
+/// The result of walking a segment's records.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    pub records: u64,
+    /// Bytes up to the end of the last valid record.
+    pub valid_bytes: u64,
+    pub tail: Tail,
+}
+
+/// Walks the valid records of `bytes`, calling `visit(index, payload)` for each, and stops at
+/// the first one that is not valid.
+pub fn scan<E>(
+    bytes: &[u8],
+    mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<Scan, E> {
+    let mut position = 0usize;
+    let mut records = 0u64;
+    let tail = loop {
+        let rest = &bytes[position..];
+        if rest.is_empty() {
+            break Tail::Exact;
+        }
+        let damaged = |reason: &str| {
+            if rest.iter().all(|&byte| byte == 0) {
+                Tail::Zeros
+            } else {
+                Tail::Damaged {
+                    position: position as u64,
+                    reason: reason.to_owned(),
+                }
+            }
+        };
+        if rest.len() < HEADER_BYTES {
+            break damaged("incomplete record header");
+        }
+        let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if length == 0 {
+            break damaged("zero length followed by non-zero bytes");
+        }
+        if length > MAX_RECORD_BYTES {
+            break damaged("record length beyond the maximum");
+        }
+        if rest.len() - HEADER_BYTES < length {
+            break damaged("record runs past the end of the segment");
+        }
+        let payload = &rest[HEADER_BYTES..HEADER_BYTES + length];
+        if crc32c::crc32c_append(crc32c::crc32c(&rest[..4]), payload) != crc {
+            break damaged("checksum mismatch");
+        }
+        visit(records, payload)?;
+        records += 1;
+        position += HEADER_BYTES + length;
+    };
+    Ok(Scan {
+        records,
+        valid_bytes: position as u64,
+        tail,
+    })
+}
+
+/// The file name of the segment whose first record has offset `base`.
+pub fn file_name(base: Offset) -> String {
+    format!("{base:020}{SEGMENT_SUFFIX}")
+}
+
+/// The base offset named by a segment file name, if it is one.
+pub fn parse_file_name(name: &str) -> Option<Offset> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A segment file of a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentFile {
+    pub base: Offset,
+    pub path: PathBuf,
+}
+
+/// The segment files in `dir`, ordered by base offset, and the other files found there.
+pub fn list(dir: &Path) -> std::io::Result<(Vec<SegmentFile>, Vec<PathBuf>)> {
+    let mut segments = Vec::new();
+    let mut others = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        match entry.file_name().to_str().and_then(parse_file_name) {
+            Some(base) if entry.file_type()?.is_file() => segments.push(SegmentFile { base, path }),
+            _ => others.push(path),
+        }
+    }
+    segments.sort_by_key(|segment| segment.base);
+    others.sort();
+    Ok((segments, others))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for payload in payloads {
+            frame_into(payload, &mut bytes);
+        }
+        bytes
+    }
+
+    fn count(bytes: &[u8]) -> Scan {
+        scan::<Infallible>(bytes, |_, _| Ok(())).unwrap()
+    }
+
+    #[test]
+    fn scans_exact_and_preallocated_segments() {
+        let mut bytes = framed(&[b"one", b"two", b"three"]);
+        let scan = count(&bytes);
+        assert_eq!((scan.records, scan.tail), (3, Tail::Exact));
+        let valid = bytes.len() as u64;
+        bytes.resize(4096, 0);
+        let scan = count(&bytes);
+        assert_eq!(
+            (scan.records, scan.valid_bytes, scan.tail),
+            (3, valid, Tail::Zeros)
+        );
+    }
+
+    #[test]
+    fn every_cut_and_every_flip_of_the_last_record_is_detected() {
+        let bytes = framed(&[b"first record", b"second record"]);
+        let first_end = (HEADER_BYTES + 12) as u64;
+        for cut in first_end as usize + 1..bytes.len() {
+            let scan = count(&bytes[..cut]);
+            assert_eq!(scan.records, 1, "cut at {cut}");
+            assert_eq!(scan.valid_bytes, first_end);
+            assert!(matches!(scan.tail, Tail::Damaged { .. }), "cut at {cut}");
+        }
+        for flip in first_end as usize..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[flip] ^= 0x40;
+            let scan = count(&damaged);
+            assert_eq!(scan.records, 1, "flip at {flip}");
+            assert!(matches!(scan.tail, Tail::Damaged { position, .. } if position == first_end));
+        }
+    }
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(file_name(42), "00000000000000000042.seg");
+        assert_eq!(parse_file_name(&file_name(42)), Some(42));
+        assert_eq!(parse_file_name("42.seg"), None);
+        assert_eq!(parse_file_name("0000000000000000004x.seg"), None);
+    }
+}

@@ -1,0 +1,210 @@
+//! The writer thread of one partition: group commit.
+//!
+//! It takes the first queued request, drains whatever else is queued (up to a byte budget),
+//! frames it all into one buffer, writes it with one positioned write, calls `fdatasync` once,
+//! and only then tells each requester its offsets. While it syncs, new requests queue up and
+//! form the next batch, so the number of syncs stays bounded by the disk, not by the callers.
+//! A failed write or sync stops the writer for good: after a failed `fdatasync` the page cache
+//! can no longer be trusted, so the only safe continuation is to reopen and recover.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use super::segment::{self, SegmentFile};
+use super::{Options, View, lock};
+use crate::log::durable_file::sync_dir;
+use crate::log::{Entry, Error, Offset};
+
+pub struct Request {
+    pub entries: Vec<Entry>,
+    pub reply: oneshot::Sender<Result<Vec<Offset>, Error>>,
+}
+
+struct Writer {
+    partition: u32,
+    dir: PathBuf,
+    options: Options,
+    view: Arc<Mutex<View>>,
+    file: File,
+    path: PathBuf,
+    /// Offset of the next record.
+    next: Offset,
+    /// Where the next record starts in the active segment.
+    position: u64,
+    /// Length of the active segment file, zero-filled past `position`.
+    allocated: u64,
+    /// Framed records of the batch being written; reused so steady state allocates nothing.
+    buffer: Vec<u8>,
+}
+
+pub fn start(
+    partition: u32,
+    dir: PathBuf,
+    options: Options,
+    view: Arc<Mutex<View>>,
+) -> Result<(mpsc::Sender<Request>, JoinHandle<()>), Error> {
+    let (path, next, position) = {
+        let view = lock(&view);
+        let active = view.segments.last().expect("a partition has a segment");
+        (active.path.clone(), view.end, view.active_bytes)
+    };
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|error| Error::io("opening", &path, error))?;
+    let allocated = file
+        .metadata()
+        .map_err(|error| Error::io("reading metadata of", &path, error))?
+        .len();
+    let writer = Writer {
+        partition,
+        dir,
+        options,
+        view,
+        file,
+        path,
+        next,
+        position,
+        allocated,
+        buffer: Vec::new(),
+    };
+    let (requests, queue) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("log-writer-{partition}"))
+        .spawn(move || writer.run(queue))
+        .map_err(|error| Error::io("starting the writer thread for", "the log", error))?;
+    Ok((requests, thread))
+}
+
+impl Writer {
+    fn run(mut self, queue: mpsc::Receiver<Request>) {
+        let mut batch: Vec<Request> = Vec::new();
+        while let Ok(first) = queue.recv() {
+            let mut bytes = batch_bytes(&first);
+            batch.push(first);
+            while bytes < self.options.max_batch_bytes {
+                match queue.try_recv() {
+                    Ok(request) => {
+                        bytes += batch_bytes(&request);
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            match self.write_batch(&batch) {
+                Ok(mut offset) => {
+                    for request in batch.drain(..) {
+                        let count = request.entries.len() as u64;
+                        let _ = request.reply.send(Ok((offset..offset + count).collect()));
+                        offset += count;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(partition = self.partition, %error, "log writer stopped");
+                    lock(&self.view).failure = Some(error.to_string());
+                    let stopped = Error::WriterStopped {
+                        partition: self.partition,
+                        reason: error.to_string(),
+                    };
+                    for request in batch.drain(..).chain(queue.iter()) {
+                        let _ = request.reply.send(Err(stopped.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes and syncs one batch; returns the offset of its first record.
+    fn write_batch(&mut self, batch: &[Request]) -> Result<Offset, Error> {
+        self.buffer.clear();
+        let mut count = 0u64;
+        for request in batch {
+            for entry in &request.entries {
+                segment::frame_into(&entry.payload, &mut self.buffer);
+            }
+            count += request.entries.len() as u64;
+        }
+        if self.position > 0
+            && self.position + self.buffer.len() as u64 > self.options.segment_bytes
+        {
+            self.roll()?;
+        }
+        let end = self.position + self.buffer.len() as u64;
+        self.preallocate(end)?;
+        self.file
+            .write_all_at(&self.buffer, self.position)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|error| Error::io("appending to", &self.path, error))?;
+        let first = self.next;
+        self.position = end;
+        self.next += count;
+        let mut view = lock(&self.view);
+        view.end = self.next;
+        view.active_bytes = self.position;
+        Ok(first)
+    }
+
+    /// Zero-fills the active segment in `preallocate_bytes` steps until it reaches `end`. The
+    /// sync of the batch that follows makes the new length durable; later batches then
+    /// overwrite zeros in place and their syncs carry no metadata.
+    fn preallocate(&mut self, end: u64) -> Result<(), Error> {
+        let step = self.options.preallocate_bytes;
+        if step == 0 || end <= self.allocated {
+            return Ok(());
+        }
+        let target = end.div_ceil(step) * step;
+        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = self.allocated.max(self.position);
+        while at < target {
+            let length = (target - at).min(ZEROS.len() as u64) as usize;
+            self.file
+                .write_all_at(&ZEROS[..length], at)
+                .map_err(|error| Error::io("preallocating", &self.path, error))?;
+            at += length as u64;
+        }
+        self.allocated = target;
+        Ok(())
+    }
+
+    /// Seals the active segment at its exact length and starts the next one. The seal is
+    /// durable before the new file exists, so recovery never sees a sealed segment with a tail.
+    fn roll(&mut self) -> Result<(), Error> {
+        self.file
+            .set_len(self.position)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|error| Error::io("sealing", &self.path, error))?;
+        let next = SegmentFile {
+            base: self.next,
+            path: self.dir.join(segment::file_name(self.next)),
+        };
+        self.file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&next.path)
+            .map_err(|error| Error::io("creating", &next.path, error))?;
+        sync_dir(&self.dir)?;
+        self.path = next.path.clone();
+        self.position = 0;
+        self.allocated = 0;
+        let mut view = lock(&self.view);
+        view.segments.push(next);
+        view.active_bytes = 0;
+        Ok(())
+    }
+}
+
+fn batch_bytes(request: &Request) -> usize {
+    request
+        .entries
+        .iter()
+        .map(|entry| entry.payload.len() + segment::HEADER_BYTES)
+        .sum()
+}

@@ -1,0 +1,121 @@
+//! The event log: the only durable state of Taskfold.
+//!
+//! Shards append the events they decide and reply to callers only when the log says the events
+//! are durable; on start they replay their partition from the newest snapshot. Two backends
+//! implement [`EventLog`] and partition keys identically: [`embedded`] (segment files on one
+//! machine, the default) and [`kafka`] (a Kafka topic, for more than one machine).
+
+pub mod codec;
+mod durable_file;
+pub mod embedded;
+pub mod inspect;
+pub mod kafka;
+pub mod load;
+pub mod partition;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+pub use partition::partition_for;
+
+/// Position of a record within its partition; the first record of a partition is at 0.
+pub type Offset = u64;
+
+/// A record to append: the entity key (Kafka's message key; the embedded log keeps only the
+/// payload, which carries the key inside its envelope) and the encoded envelope.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// Resolves to the offsets of the appended records once they are durable.
+pub type Appending = BoxFuture<'static, Result<Vec<Offset>, Error>>;
+
+/// A partitioned, append-only log of encoded events.
+pub trait EventLog: Send + Sync {
+    /// How many partitions the log has; fixed for the life of the log.
+    fn partitions(&self) -> u32;
+
+    /// The partition that owns `key`.
+    fn partition_of(&self, key: &str) -> u32 {
+        partition_for(key.as_bytes(), self.partitions())
+    }
+
+    /// Appends `entries`, in order, to `partition`. The records are ordered after every earlier
+    /// `append` to the same partition as soon as this call returns; the returned future
+    /// resolves when they are durable, never before.
+    fn append(&self, partition: u32, entries: Vec<Entry>) -> Appending;
+
+    /// The offset the next appended record of `partition` will get.
+    fn high_watermark(&self, partition: u32) -> Result<Offset, Error>;
+
+    /// Calls `visit` with every durable record of `partition` from offset `from` up to the
+    /// high watermark as of the call, in order. Returns the offset after the last record
+    /// visited. Blocking: run it off async executors.
+    fn read(&self, partition: u32, from: Offset, visit: &mut Visitor<'_>) -> Result<Offset, Error>;
+}
+
+/// Receives `(offset, payload)`; an error stops the read and is returned from it.
+pub type Visitor<'a> = dyn FnMut(Offset, &[u8]) -> Result<(), Error> + 'a;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("{location}: {configured} partitions configured but {found} found")]
+    PartitionCountMismatch {
+        location: String,
+        configured: u32,
+        found: u32,
+    },
+    #[error("partition {partition} does not exist (the log has {partitions})")]
+    NoSuchPartition { partition: u32, partitions: u32 },
+    #[error(
+        "offset {requested} of partition {partition} is not in the log (it holds {start}..{end})"
+    )]
+    OffsetOutOfRange {
+        partition: u32,
+        requested: Offset,
+        start: Offset,
+        end: Offset,
+    },
+    #[error("corrupt log: {0}")]
+    Corrupt(String),
+    #[error("codec: {0}")]
+    Codec(Arc<codec::Error>),
+    #[error("kafka: {context}: {reason}")]
+    Kafka { context: String, reason: String },
+    #[error("the log writer of partition {partition} has stopped: {reason}")]
+    WriterStopped { partition: u32, reason: String },
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+impl From<codec::Error> for Error {
+    fn from(error: codec::Error) -> Self {
+        Error::Codec(Arc::new(error))
+    }
+}

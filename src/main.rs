@@ -1,0 +1,140 @@
+//! The `taskfold` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use taskfold::log::{self, EventLog, embedded};
+
+#[derive(Parser)]
+#[command(
+    name = "taskfold",
+    version,
+    about = "A task-execution platform on an event log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Look into the event log.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Measure throughput and latency.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Partitions, segments, record counts, offsets and snapshots of an embedded log.
+    Inspect {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Decode every record and check it belongs to its partition (checksums are always
+        /// checked); exit with status 1 if anything is wrong.
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Durable appends from concurrent appenders, each waiting for its append to be durable.
+    Log(BenchLog),
+}
+
+#[derive(Args)]
+struct BenchLog {
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    appenders: usize,
+    /// Events in total.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    #[arg(long, default_value_t = 4)]
+    keys_per_appender: usize,
+    #[arg(long, default_value_t = 200)]
+    event_bytes: usize,
+    /// Partitions of a new log (an existing log keeps its own).
+    #[arg(long)]
+    partitions: Option<u32>,
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+    #[arg(long)]
+    preallocate_bytes: Option<u64>,
+    /// Print `ack <key> <at-millis> <partition> <offset>` for every durable event.
+    #[arg(long)]
+    report_acks: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("taskfold: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Log(LogCommand::Inspect { data_dir, verify }) => {
+            let report = log::inspect::inspect(&data_dir, verify)?;
+            print!("{report}");
+            Ok(if verify && report.has_problems() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Bench(BenchCommand::Log(bench)) => bench_log(bench),
+    }
+}
+
+fn bench_log(bench: BenchLog) -> anyhow::Result<ExitCode> {
+    let defaults = embedded::Options::default();
+    let partitions = match bench.partitions {
+        Some(partitions) => partitions,
+        None => embedded::recorded_partitions(&bench.data_dir)?.unwrap_or(defaults.partitions),
+    };
+    let options = embedded::Options {
+        partitions,
+        segment_bytes: bench.segment_bytes.unwrap_or(defaults.segment_bytes),
+        preallocate_bytes: bench
+            .preallocate_bytes
+            .unwrap_or(defaults.preallocate_bytes),
+        ..defaults
+    };
+    let log: Arc<dyn EventLog> = Arc::new(
+        embedded::EmbeddedLog::open(&bench.data_dir, options)
+            .with_context(|| format!("opening the log in {}", bench.data_dir.display()))?,
+    );
+    let load = log::load::Options {
+        appenders: bench.appenders,
+        events: bench.events,
+        keys_per_appender: bench.keys_per_appender,
+        event_bytes: bench.event_bytes,
+        report_acks: bench.report_acks,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(log::load::run(log, load))?;
+    eprintln!("{report}");
+    Ok(ExitCode::SUCCESS)
+}

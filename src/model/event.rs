@@ -1,0 +1,47 @@
+//! Internal events: what the log stores and what the fold applies.
+//!
+//! These never reach users as they are; projections derive Taskcluster's public messages from
+//! them. New variants go at the end of the enum (the codec identifies variants by position);
+//! any other change to an existing variant needs a new codec format version.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Priority, ReasonCreated, ReasonResolved, Slugid, TaskDefinition, Timestamp};
+
+/// One record of the log: which entity it belongs to, when it happened, and what happened.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The entity id; the log partitions by it, so every event of an entity is in one
+    /// partition, in order.
+    pub key: String,
+    /// The instant the command that produced the event was decided. Replay reads time only
+    /// from here, never from the clock.
+    pub at: Timestamp,
+    pub event: Event,
+}
+
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum Event {
+    /// A task was created with this definition (defaults applied, dates normalized).
+    TaskDefined {
+        task_id: Slugid,
+        definition: Box<TaskDefinition>,
+    },
+    /// A new run was added in state `pending`.
+    RunPending { run_id: u32, reason: ReasonCreated },
+    /// A worker claimed the pending run.
+    RunClaimed {
+        run_id: u32,
+        worker_group: String,
+        worker_id: String,
+        taken_until: Timestamp,
+    },
+    /// The worker holding the run extended its claim.
+    RunReclaimed { run_id: u32, taken_until: Timestamp },
+    /// The run reached a final state; the reason implies which.
+    RunResolved { run_id: u32, reason: ReasonResolved },
+    /// A dependency of this task resolved in a way that satisfies it.
+    DependencySatisfied { dependency: Slugid },
+    /// `changeTaskPriority`.
+    PriorityChanged { priority: Priority },
+}

@@ -1,0 +1,255 @@
+//! The fold: task state as a pure, total function of its events.
+//!
+//! `apply` never fails and never reads the clock: an event that does not fit the state (a claim
+//! of a run that is not pending, say) changes nothing. Deciding which events to emit is the
+//! engine's job; this module only says what they mean.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Envelope, Event, Priority, ReasonCreated, ReasonResolved, RunState, RunStatus, Slugid,
+    TaskDefinition, TaskState, TaskStatus, Timestamp,
+};
+
+/// A task as folded from its events.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Task {
+    pub task_id: Slugid,
+    pub definition: TaskDefinition,
+    /// Starts at `definition.retries`; automatic retries use it up.
+    pub retries_left: u32,
+    /// Current priority; `changeTaskPriority` moves it away from the definition's.
+    pub priority: Priority,
+    pub runs: Vec<Run>,
+    pub satisfied_dependencies: BTreeSet<Slugid>,
+}
+
+/// A run inside the folded task. Unlike [`RunStatus`], every field is always encoded, so the
+/// type can live in binary snapshots.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Run {
+    pub state: RunState,
+    pub reason_created: ReasonCreated,
+    pub reason_resolved: Option<ReasonResolved>,
+    pub worker_group: Option<String>,
+    pub worker_id: Option<String>,
+    pub taken_until: Option<Timestamp>,
+    pub scheduled: Timestamp,
+    pub started: Option<Timestamp>,
+    pub resolved: Option<Timestamp>,
+}
+
+impl Task {
+    pub fn new(task_id: Slugid, definition: TaskDefinition) -> Self {
+        Task {
+            task_id,
+            retries_left: definition.retries,
+            priority: definition.priority,
+            definition,
+            runs: Vec::new(),
+            satisfied_dependencies: BTreeSet::new(),
+        }
+    }
+
+    pub fn state(&self) -> TaskState {
+        self.runs
+            .last()
+            .map_or(TaskState::Unscheduled, |run| run.state.into())
+    }
+
+    /// Applies one event of this task, at the instant the envelope records.
+    pub fn apply(&mut self, at: Timestamp, event: &Event) {
+        let latest = self.runs.len().checked_sub(1);
+        let latest_run = |run_id: u32| latest.filter(|&index| index == run_id as usize);
+        match event {
+            // A task is defined once; a repeat changes nothing.
+            Event::TaskDefined { .. } => {}
+            Event::RunPending { run_id, reason } => {
+                let previous_resolved = self.runs.last().is_none_or(|run| run.state.is_resolved());
+                if *run_id as usize == self.runs.len() && previous_resolved {
+                    if reason.consumes_retry() {
+                        self.retries_left = self.retries_left.saturating_sub(1);
+                    }
+                    self.runs.push(Run {
+                        state: RunState::Pending,
+                        reason_created: *reason,
+                        reason_resolved: None,
+                        worker_group: None,
+                        worker_id: None,
+                        taken_until: None,
+                        scheduled: at,
+                        started: None,
+                        resolved: None,
+                    });
+                }
+            }
+            Event::RunClaimed {
+                run_id,
+                worker_group,
+                worker_id,
+                taken_until,
+            } => {
+                if let Some(run) = latest_run(*run_id).map(|index| &mut self.runs[index])
+                    && run.state == RunState::Pending
+                {
+                    run.state = RunState::Running;
+                    run.worker_group = Some(worker_group.clone());
+                    run.worker_id = Some(worker_id.clone());
+                    run.taken_until = Some(*taken_until);
+                    run.started = Some(at);
+                }
+            }
+            Event::RunReclaimed {
+                run_id,
+                taken_until,
+            } => {
+                if let Some(run) = latest_run(*run_id).map(|index| &mut self.runs[index])
+                    && run.state == RunState::Running
+                {
+                    run.taken_until = Some(*taken_until);
+                }
+            }
+            Event::RunResolved { run_id, reason } => {
+                if let Some(run) = latest_run(*run_id).map(|index| &mut self.runs[index])
+                    && !run.state.is_resolved()
+                {
+                    run.state = reason.final_state();
+                    run.reason_resolved = Some(*reason);
+                    run.resolved = Some(at);
+                }
+            }
+            Event::DependencySatisfied { dependency } => {
+                self.satisfied_dependencies.insert(*dependency);
+            }
+            Event::PriorityChanged { priority } => self.priority = *priority,
+        }
+    }
+
+    /// The status as the API returns it.
+    pub fn status(&self) -> TaskStatus {
+        let definition = &self.definition;
+        TaskStatus {
+            task_id: self.task_id,
+            provisioner_id: definition.provisioner_id.clone(),
+            worker_type: definition.worker_type.clone(),
+            task_queue_id: definition.task_queue_id.clone(),
+            scheduler_id: definition.scheduler_id.clone(),
+            project_id: definition.project_id.clone(),
+            task_group_id: definition.task_group_id,
+            priority: self.priority,
+            deadline: definition.deadline,
+            expires: definition.expires,
+            retries_left: self.retries_left,
+            state: self.state(),
+            runs: self
+                .runs
+                .iter()
+                .enumerate()
+                .map(|(run_id, run)| RunStatus {
+                    run_id: run_id as u32,
+                    state: run.state,
+                    reason_created: run.reason_created,
+                    reason_resolved: run.reason_resolved,
+                    worker_group: run.worker_group.clone(),
+                    worker_id: run.worker_id.clone(),
+                    taken_until: run.taken_until,
+                    scheduled: run.scheduled,
+                    started: run.started,
+                    resolved: run.resolved,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Every task of a partition, keyed by the envelope key (the task id's text).
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct Tasks {
+    pub by_key: HashMap<String, Task>,
+}
+
+impl Tasks {
+    /// Applies one envelope. Events for a task that was never defined change nothing.
+    pub fn apply(&mut self, envelope: &Envelope) {
+        match &envelope.event {
+            Event::TaskDefined {
+                task_id,
+                definition,
+            } => {
+                self.by_key
+                    .entry(envelope.key.clone())
+                    .or_insert_with(|| Task::new(*task_id, (**definition).clone()));
+            }
+            event => {
+                if let Some(task) = self.by_key.get_mut(&envelope.key) {
+                    task.apply(envelope.at, event);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::task::tests::sample_definition;
+
+    fn envelope(task: Slugid, millis: i64, event: Event) -> Envelope {
+        Envelope {
+            key: task.to_string(),
+            at: Timestamp::from_millis(millis),
+            event,
+        }
+    }
+
+    #[test]
+    fn a_run_lifecycle_folds_into_taskcluster_status() {
+        let task_id = Slugid::nice();
+        let mut tasks = Tasks::default();
+        let events = [
+            Event::TaskDefined {
+                task_id,
+                definition: Box::new(sample_definition(task_id)),
+            },
+            Event::RunPending {
+                run_id: 0,
+                reason: ReasonCreated::Scheduled,
+            },
+            Event::RunClaimed {
+                run_id: 0,
+                worker_group: "wg".into(),
+                worker_id: "w1".into(),
+                taken_until: Timestamp::from_millis(1_200_000),
+            },
+            Event::RunResolved {
+                run_id: 0,
+                reason: ReasonResolved::WorkerShutdown,
+            },
+            Event::RunPending {
+                run_id: 1,
+                reason: ReasonCreated::Retry,
+            },
+            // Not the latest run: ignored.
+            Event::RunClaimed {
+                run_id: 0,
+                worker_group: "wg".into(),
+                worker_id: "w2".into(),
+                taken_until: Timestamp::from_millis(9),
+            },
+        ];
+        for (millis, event) in events.into_iter().enumerate() {
+            tasks.apply(&envelope(task_id, millis as i64, event));
+        }
+        let status = tasks.by_key[&task_id.to_string()].status();
+        assert_eq!(status.state, TaskState::Pending);
+        assert_eq!(status.retries_left, 4);
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["runs"][0]["state"], "exception");
+        assert_eq!(json["runs"][0]["reasonResolved"], "worker-shutdown");
+        assert_eq!(json["runs"][0]["workerId"], "w1");
+        assert_eq!(json["runs"][1]["reasonCreated"], "retry");
+        assert!(json["runs"][1].get("workerId").is_none());
+    }
+}

@@ -1,0 +1,118 @@
+//! Timestamps with Taskcluster's wire format, `YYYY-MM-DDTHH:MM:SS.sssZ`.
+//!
+//! Stored as milliseconds since the Unix epoch: Taskcluster keeps millisecond precision, and an
+//! integer makes events compact and comparisons exact.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An instant with millisecond precision.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Timestamp(i64);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{input}` is not a date-time: {reason}")]
+pub struct ParseTimestampError {
+    input: String,
+    reason: String,
+}
+
+impl Timestamp {
+    pub fn from_millis(millis: i64) -> Self {
+        Timestamp(millis)
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// The current wall-clock time. Only commands read the clock; replay never does.
+    pub fn now() -> Self {
+        Timestamp(Utc::now().timestamp_millis())
+    }
+
+    pub fn plus_millis(self, millis: i64) -> Self {
+        Timestamp(self.0.saturating_add(millis))
+    }
+
+    fn to_datetime(self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_millis(self.0)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_datetime() {
+            Some(at) => f.write_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            None => write!(f, "@{}ms", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = ParseTimestampError;
+
+    /// Accepts any RFC 3339 date-time (any offset, any fraction) and keeps whole milliseconds,
+    /// as Taskcluster normalizes every date it stores.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        DateTime::parse_from_rfc3339(input)
+            .map(|at| Timestamp(at.timestamp_millis()))
+            .map_err(|error| ParseTimestampError {
+                input: input.chars().take(64).collect(),
+                reason: error.to_string(),
+            })
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_i64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            i64::deserialize(deserializer).map(Timestamp)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_taskcluster() {
+        let at: Timestamp = "2026-01-01T00:20:00Z".parse().unwrap();
+        assert_eq!(at.to_string(), "2026-01-01T00:20:00.000Z");
+        let at: Timestamp = "2026-01-01T01:20:00.123456+01:00".parse().unwrap();
+        assert_eq!(at.to_string(), "2026-01-01T00:20:00.123Z");
+        assert_eq!(
+            serde_json::to_string(&at).unwrap(),
+            "\"2026-01-01T00:20:00.123Z\""
+        );
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!("yesterday".parse::<Timestamp>().is_err());
+        assert!(serde_json::from_str::<Timestamp>("12").is_err());
+    }
+}
