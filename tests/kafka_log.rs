@@ -236,3 +236,37 @@ fn broker_refuses_a_topic_with_another_partition_count() {
     std::thread::sleep(Duration::from_millis(100));
     assert_partition_count_mismatch(open_real(&brokers, topic, 4));
 }
+
+/// More records than librdkafka's local queue holds (100,000 messages), sent to slow brokers:
+/// `append` must wait for room inside the call and still keep every record, in call order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mock_waits_for_room_when_the_producer_queue_is_full() {
+    let mock = mock_cluster();
+    let log = open_on_mock(&mock, 4);
+    let slow = |delay| {
+        for broker in 1..=3 {
+            mock.broker_round_trip_time(broker, delay)
+                .expect("set the broker's round trip time");
+        }
+    };
+    slow(Duration::from_millis(1000));
+    let keys = log_suite::fresh_keys(100);
+    let mut appends = Vec::new();
+    for index in 0..120_000 {
+        let key = &keys[index % keys.len()];
+        let envelope = log_suite::envelope(key, index / keys.len());
+        let partition = log.partition_of(key);
+        appends.push((
+            partition,
+            log.append(partition, vec![log_suite::entry(&envelope)]),
+        ));
+    }
+    slow(Duration::ZERO);
+    let mut last: Vec<Option<u64>> = vec![None; log.partitions() as usize];
+    for (partition, appending) in appends {
+        let offsets = appending.await.expect("append");
+        let expected = last[partition as usize].map_or(0, |offset| offset + 1);
+        assert_eq!(offsets, [expected], "partition {partition} in call order");
+        last[partition as usize] = Some(expected);
+    }
+}

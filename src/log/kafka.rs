@@ -513,12 +513,12 @@ fn create_topic(options: &Options) -> Result<(), Error> {
 
 /// Waits until a topic just created shows up in the metadata; brokers create asynchronously.
 fn wait_for_topic<C: ClientContext>(client: &Client<C>, options: &Options) -> Result<u32, Error> {
-    let deadline = Instant::now() + Duration::from_millis(options.timeout_ms);
+    let started = Instant::now();
     loop {
         if let Some(found) = topic_partitions(client, options)? {
             return Ok(found);
         }
-        if Instant::now() > deadline {
+        if started.elapsed() > Duration::from_millis(options.timeout_ms) {
             return Err(Error::Kafka {
                 context: format!("creating kafka topic `{}`", options.topic),
                 reason: format!("the topic did not appear within {} ms", options.timeout_ms),

@@ -17,8 +17,6 @@ use super::{Error, Offset, codec};
 const MAGIC: &[u8; 8] = b"TFSNAP\x00\x01";
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 4;
 const SUFFIX: &str = ".snap";
-/// Older snapshots are kept as fallbacks in case the newest turns out unreadable.
-const KEEP: usize = 2;
 
 /// The snapshot directory of one partition.
 pub fn partition_dir(data_dir: &Path, partition: u32) -> PathBuf {
@@ -67,10 +65,26 @@ pub fn write<T: Serialize>(
     bytes[28..32].copy_from_slice(&crc.to_le_bytes());
     let path = dir.join(format!("{offset:020}{SUFFIX}"));
     write_atomically(&path, &bytes)?;
-    for old in list(data_dir, partition)?.into_iter().rev().skip(KEEP) {
-        std::fs::remove_file(&old.path).map_err(|error| Error::io("removing", &old.path, error))?;
-    }
+    prune(data_dir, partition, offset)?;
     Ok(path)
+}
+
+/// Keeps the snapshot just written and, as a fallback in case it turns out unreadable later,
+/// the newest older one that is intact; removes the rest, damaged ones included.
+fn prune(data_dir: &Path, partition: u32, newest: Offset) -> Result<(), Error> {
+    let mut fallback_kept = false;
+    for file in list(data_dir, partition)?.into_iter().rev() {
+        if file.offset >= newest {
+            continue;
+        }
+        if !fallback_kept && read_checked(&file, partition).is_ok() {
+            fallback_kept = true;
+            continue;
+        }
+        std::fs::remove_file(&file.path)
+            .map_err(|error| Error::io("removing", &file.path, error))?;
+    }
+    Ok(())
 }
 
 /// The snapshot files of `partition`, oldest first (by the offset in their names).
@@ -188,7 +202,8 @@ mod tests {
         std::fs::write(&newest.path, &bytes[..bytes.len() - 1]).unwrap();
         assert_eq!(load_newest(data, 0).unwrap(), Some((10, vec![1u32])));
 
-        // An unknown codec version in the state is skipped the same way.
+        // An unknown codec version in the state is skipped the same way. (Writing it also
+        // pruned the damaged snapshot at 20 and kept the intact one at 10.)
         write(data, 0, 30, &vec![3u32]).unwrap();
         let newest = list(data, 0).unwrap().pop().unwrap();
         let mut bytes = std::fs::read(&newest.path).unwrap();
@@ -204,14 +219,14 @@ mod tests {
             load_newest(data, 0)
                 .unwrap()
                 .map(|(offset, _): (u64, Vec<u32>)| offset),
-            Some(20)
+            Some(10)
         );
 
         // A snapshot of another partition copied here does not pass for this one.
         std::fs::create_dir_all(partition_dir(data, 1)).unwrap();
         std::fs::copy(
-            partition_dir(data, 0).join(format!("{:020}.snap", 20)),
-            partition_dir(data, 1).join(format!("{:020}.snap", 20)),
+            partition_dir(data, 0).join(format!("{:020}.snap", 10)),
+            partition_dir(data, 1).join(format!("{:020}.snap", 10)),
         )
         .unwrap();
         assert_eq!(load_newest::<Vec<u32>>(data, 1).unwrap(), None);

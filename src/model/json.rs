@@ -1,22 +1,54 @@
-//! Free-form JSON inside events (task payloads, `extra`).
+//! Free-form JSON inside events (task payloads, `extra`), kept as compact JSON text.
 //!
-//! The log's binary codec cannot carry a self-describing `serde_json::Value`, so in binary
-//! formats the value travels as its compact JSON text; in JSON it is the value itself.
+//! The queue never looks inside these values, so they stay text: decoding an event validates
+//! the text but builds no tree, which keeps replay fast. Values are made from a parsed
+//! `serde_json::Value` (see [`Json::from_value`]), so equal values have equal text and
+//! comparing texts compares values.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
-#[derive(Clone, PartialEq, Debug, Default)]
-pub struct Json(pub serde_json::Value);
+#[derive(Clone, Debug)]
+pub struct Json(Box<RawValue>);
 
 impl Json {
+    /// The compact text of `value`.
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        let text = value.to_string();
+        // A Value always prints as valid JSON.
+        Json(RawValue::from_string(text).expect("a JSON value prints as JSON"))
+    }
+
     pub fn empty_object() -> Self {
-        Json(serde_json::Value::Object(Default::default()))
+        Json::from_value(&serde_json::Value::Object(Default::default()))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value as a tree, for the rare reader that needs to look inside.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.as_str()).expect("stored JSON text is valid")
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Default for Json {
+    fn default() -> Self {
+        Json::empty_object()
     }
 }
 
 impl From<serde_json::Value> for Json {
     fn from(value: serde_json::Value) -> Self {
-        Json(value)
+        Json::from_value(&value)
     }
 }
 
@@ -25,8 +57,7 @@ impl Serialize for Json {
         if serializer.is_human_readable() {
             self.0.serialize(serializer)
         } else {
-            let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
-            serializer.serialize_str(&text)
+            serializer.serialize_str(self.as_str())
         }
     }
 }
@@ -34,12 +65,27 @@ impl Serialize for Json {
 impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         if deserializer.is_human_readable() {
-            serde_json::Value::deserialize(deserializer).map(Json)
+            // Re-printing normalizes whitespace and number forms, keeping equal values equal.
+            serde_json::Value::deserialize(deserializer).map(|value| Json::from_value(&value))
         } else {
-            let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-            serde_json::from_str(&text)
+            let text = String::deserialize(deserializer)?;
+            RawValue::from_string(text)
                 .map(Json)
                 .map_err(serde::de::Error::custom)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_values_have_equal_text() {
+        let a: Json = serde_json::from_str(r#"{ "a" : [1, 2.5, "x"] }"#).unwrap();
+        let b = Json::from_value(&serde_json::json!({"a": [1, 2.5, "x"]}));
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), r#"{"a":[1,2.5,"x"]}"#);
+        assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"a":[1,2.5,"x"]}"#);
     }
 }

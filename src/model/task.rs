@@ -115,8 +115,8 @@ pub(crate) mod tests {
             deadline: created.plus_millis(86_400_000),
             expires: created.plus_millis(365 * 86_400_000),
             scopes: vec![],
-            payload: Json(
-                serde_json::json!({"image": "debian:12", "command": ["true"], "maxRunTime": 600}),
+            payload: Json::from_value(
+                &serde_json::json!({"image": "debian:12", "command": ["true"], "maxRunTime": 600}),
             ),
             metadata: Metadata {
                 name: "build".into(),

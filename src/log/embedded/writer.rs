@@ -160,7 +160,7 @@ impl Writer {
             return Ok(());
         }
         let target = end.div_ceil(step) * step;
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let mut at = self.allocated.max(self.position);
         while at < target {
             let length = (target - at).min(ZEROS.len() as u64) as usize;
