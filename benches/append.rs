@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use taskfold::log::embedded::{EmbeddedLog, Options};
-use taskfold::log::load::claim_event;
+use taskfold::log::load::ClaimEvents;
 use taskfold::log::{Entry, EventLog, codec};
 use taskfold::model::{Slugid, Timestamp};
 
@@ -43,10 +43,10 @@ fn append_events(
             let events = total / appenders + u64::from(appender < total % appenders);
             tasks.push(tokio::spawn(async move {
                 let key = Slugid::nice();
+                let claims = ClaimEvents::new(EVENT_BYTES);
                 let partition = partition.unwrap_or_else(|| log.partition_of(&key.to_string()));
                 for sequence in 0..events {
-                    let envelope =
-                        claim_event(key, Timestamp::from_millis(sequence as i64), EVENT_BYTES);
+                    let envelope = claims.event(key, Timestamp::from_millis(sequence as i64));
                     let payload = codec::encode(&envelope).unwrap();
                     log.append(
                         partition,

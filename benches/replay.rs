@@ -7,7 +7,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
 use taskfold::log::embedded::{EmbeddedLog, Options};
-use taskfold::log::load::claim_event;
+use taskfold::log::load::ClaimEvents;
 use taskfold::log::{Entry, EventLog, codec};
 use taskfold::model::{Envelope, Slugid, Timestamp};
 
@@ -26,15 +26,15 @@ fn replay(c: &mut Criterion) {
         },
     )
     .unwrap();
+    let claims = ClaimEvents::new(200);
     let keys: Vec<Slugid> = (0..10_000).map(|_| Slugid::nice()).collect();
     for chunk in 0..EVENTS / 1000 {
         let entries = (0..1000)
             .map(|i| {
                 let sequence = chunk * 1000 + i;
-                let envelope = claim_event(
+                let envelope = claims.event(
                     keys[sequence as usize % keys.len()],
                     Timestamp::from_millis(sequence as i64),
-                    200,
                 );
                 Entry {
                     key: envelope.key.clone(),

@@ -64,26 +64,38 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// A claim event whose encoding is about `size` bytes: a worker id long enough to fill it, as
-/// cloud host names tend to be.
-pub fn claim_event(key: Slugid, at: Timestamp, size: usize) -> Envelope {
-    let mut envelope = Envelope {
-        key: key.to_string(),
-        at,
-        event: Event::RunClaimed {
-            run_id: 0,
-            worker_group: "us-east-1-builders".into(),
+/// Makes claim events whose encoding is about a given size: the worker id is made long enough
+/// to fill it, as cloud host names tend to be. The padding is worked out once.
+#[derive(Clone, Debug)]
+pub struct ClaimEvents {
+    worker_id: String,
+}
+
+impl ClaimEvents {
+    pub fn new(size: usize) -> Self {
+        let mut events = ClaimEvents {
             worker_id: "i-0a1b2c3d4e5f".into(),
-            taken_until: at.plus_millis(1_200_000),
-        },
-    };
-    let encoded = codec::encode(&envelope)
-        .map(|bytes| bytes.len())
-        .unwrap_or(size);
-    if let Event::RunClaimed { worker_id, .. } = &mut envelope.event {
-        worker_id.extend(std::iter::repeat_n('x', size.saturating_sub(encoded)));
+        };
+        let sample = events.event(Slugid::nice(), Timestamp::now());
+        let encoded = codec::encode(&sample).map_or(size, |bytes| bytes.len());
+        events
+            .worker_id
+            .extend(std::iter::repeat_n('x', size.saturating_sub(encoded)));
+        events
     }
-    envelope
+
+    pub fn event(&self, key: Slugid, at: Timestamp) -> Envelope {
+        Envelope {
+            key: key.to_string(),
+            at,
+            event: Event::RunClaimed {
+                run_id: 0,
+                worker_group: "us-east-1-builders".into(),
+                worker_id: self.worker_id.clone(),
+                taken_until: at.plus_millis(1_200_000),
+            },
+        }
+    }
 }
 
 /// Runs the load against `log` and reports what it measured.
@@ -148,12 +160,13 @@ async fn append_loop(
     let keys: Vec<Slugid> = (0..options.keys_per_appender.max(1))
         .map(|_| Slugid::nice())
         .collect();
+    let claims = ClaimEvents::new(options.event_bytes);
     let mut latencies = Vec::with_capacity(events as usize);
     let mut bytes = 0;
     for sequence in 0..events {
         let key = keys[sequence as usize % keys.len()];
         let at = Timestamp::from_millis(start_millis + sequence as i64);
-        let envelope = claim_event(key, at, options.event_bytes);
+        let envelope = claims.event(key, at);
         let payload = codec::encode(&envelope)?;
         bytes += payload.len() as u64;
         let partition = log.partition_of(&envelope.key);

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh Debian machine (idempotently:
+# anything already present is kept), starts the services they talk to, and runs the whole
+# suite. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+TANSU_VERSION=0.6.0
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Build tools for rdkafka's bundled librdkafka and libsql (C compiler, make, perl for
+# librdkafka's configure, Python for the helper below).
+missing=()
+for tool in cc c++ make perl python3; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing build tools (missing: ${missing[*]})"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential perl python3
+fi
+
+# tansu, a Kafka-protocol broker, for the Kafka backend's end-to-end tests.
+if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    echo "installing tansu $TANSU_VERSION (a long build, done once per machine)"
+    cargo install --quiet --version "$TANSU_VERSION" tansu --features libsql
+fi
+
+work=$(mktemp -d)
+tansu_pid=
+cleanup() {
+    if [ -n "$tansu_pid" ]; then kill "$tansu_pid" 2>/dev/null || true; wait "$tansu_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+broker="127.0.0.1:$port"
+# tansu resolves the sqlite path against its working directory; its memory:// storage
+# miscounts high watermarks, so the tests use sqlite.
+(cd "$work" && exec tansu broker --silent \
+    --listener-url "tcp://$broker" --advertised-listener-url "tcp://$broker" \
+    --storage-engine sqlite://tansu.db >"$work/tansu.log" 2>&1) &
+tansu_pid=$!
+for _ in $(seq 1 300); do
+    if tansu topic list --broker "tcp://$broker" >/dev/null 2>&1; then break; fi
+    if ! kill -0 "$tansu_pid" 2>/dev/null; then
+        echo "tansu exited:"; cat "$work/tansu.log"; exit 1
+    fi
+    sleep 0.1
+done
+tansu topic list --broker "tcp://$broker" >/dev/null
+echo "tansu $TANSU_VERSION ready on $broker"
+export TASKFOLD_TEST_KAFKA_BROKERS="$broker"
+
+cargo fmt --check
+cargo clippy --quiet --all-targets -- -D warnings
+cargo test --all-targets
