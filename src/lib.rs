@@ -6,3 +6,4 @@
 
 pub mod log;
 pub mod model;
+pub mod settings;

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use taskfold::log::{self, EventLog, embedded};
+use taskfold::log;
+use taskfold::settings::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -51,8 +51,13 @@ enum BenchCommand {
 
 #[derive(Args)]
 struct BenchLog {
+    /// Where the embedded log lives (unused with the Kafka backend).
     #[arg(long)]
     data_dir: PathBuf,
+    /// Configuration file, layered over the built-in defaults (`config/default.toml`); the
+    /// backend and its settings come from `[log]`.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     appenders: usize,
     /// Events in total.
@@ -62,11 +67,13 @@ struct BenchLog {
     keys_per_appender: usize,
     #[arg(long, default_value_t = 200)]
     event_bytes: usize,
-    /// Partitions of a new log (an existing log keeps its own).
+    /// Overrides `log.partitions`.
     #[arg(long)]
     partitions: Option<u32>,
+    /// Overrides `log.embedded.segment_bytes`.
     #[arg(long)]
     segment_bytes: Option<u64>,
+    /// Overrides `log.embedded.preallocate_bytes`.
     #[arg(long)]
     preallocate_bytes: Option<u64>,
     /// Print `ack <key> <at-millis> <partition> <offset>` for every durable event.
@@ -107,23 +114,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_log(bench: BenchLog) -> anyhow::Result<ExitCode> {
-    let defaults = embedded::Options::default();
-    let partitions = match bench.partitions {
-        Some(partitions) => partitions,
-        None => embedded::recorded_partitions(&bench.data_dir)?.unwrap_or(defaults.partitions),
-    };
-    let options = embedded::Options {
-        partitions,
-        segment_bytes: bench.segment_bytes.unwrap_or(defaults.segment_bytes),
-        preallocate_bytes: bench
-            .preallocate_bytes
-            .unwrap_or(defaults.preallocate_bytes),
-        ..defaults
-    };
-    let log: Arc<dyn EventLog> = Arc::new(
-        embedded::EmbeddedLog::open(&bench.data_dir, options)
-            .with_context(|| format!("opening the log in {}", bench.data_dir.display()))?,
-    );
+    let mut settings = Settings::load(bench.config.as_deref())?.log;
+    settings.partitions = bench.partitions.unwrap_or(settings.partitions);
+    let embedded = &mut settings.embedded;
+    embedded.segment_bytes = bench.segment_bytes.unwrap_or(embedded.segment_bytes);
+    embedded.preallocate_bytes = bench
+        .preallocate_bytes
+        .unwrap_or(embedded.preallocate_bytes);
+    let log = log::open(&settings, &bench.data_dir)
+        .with_context(|| format!("opening the {:?} log", settings.backend))?;
     let load = log::load::Options {
         appenders: bench.appenders,
         events: bench.events,

@@ -22,7 +22,7 @@ use super::{Appending, Entry, Error, EventLog, Offset, Visitor};
 
 /// Connection and topic settings of the Kafka log; `config/default.toml` documents each key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Options {
     /// Where the client first connects; it learns the rest of the cluster from there.
     pub brokers: String,
@@ -30,6 +30,8 @@ pub struct Options {
     pub topic: String,
     /// Must equal the topic's partition count: keys are hashed modulo it, so a different
     /// count would send an entity's events to a partition its earlier events are not in.
+    /// Set from `log.partitions`, the one place the count is configured.
+    #[serde(skip)]
     pub partitions: u32,
     /// Used only when this process creates the topic; events are the only copy of the state,
     /// so production clusters want 3.
@@ -49,17 +51,9 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// The built-in defaults of `config/default.toml`.
     fn default() -> Self {
-        Options {
-            brokers: "127.0.0.1:9092".into(),
-            topic: "taskfold-events".into(),
-            partitions: 4,
-            replication_factor: 1,
-            create_topic: true,
-            linger_ms: 2,
-            timeout_ms: 10_000,
-            delivery_timeout_ms: 30_000,
-        }
+        crate::settings::Settings::defaults().log.kafka_options()
     }
 }
 
@@ -538,14 +532,6 @@ fn kafka_error(context: impl Into<String>, error: KafkaError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn options_have_serde_defaults_and_reject_unknown_keys() {
-        let options: Options = serde_json::from_str(r#"{"topic": "t"}"#).unwrap();
-        assert_eq!(options.topic, "t");
-        assert_eq!(options.partitions, Options::default().partitions);
-        assert!(serde_json::from_str::<Options>(r#"{"partition": 3}"#).is_err());
-    }
 
     #[test]
     fn bad_options_are_config_errors() {

@@ -21,6 +21,22 @@ use futures::future::BoxFuture;
 
 pub use partition::partition_for;
 
+use crate::settings::{Backend, LogSettings};
+
+/// Opens the log the settings choose; an embedded log lives under `data_dir`.
+pub fn open(
+    settings: &LogSettings,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn EventLog>, Error> {
+    Ok(match settings.backend {
+        Backend::Embedded => Arc::new(embedded::EmbeddedLog::open(
+            data_dir,
+            settings.embedded_options(),
+        )?),
+        Backend::Kafka => Arc::new(kafka::KafkaLog::open(settings.kafka_options())?),
+    })
+}
+
 /// Position of a record within its partition; the first record of a partition is at 0.
 pub type Offset = u64;
 

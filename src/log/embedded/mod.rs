@@ -19,11 +19,13 @@ use super::durable_file::{sync_dir, write_atomically};
 use super::{Appending, Entry, Error, EventLog, Offset, Visitor};
 use segment::{SegmentFile, Tail};
 
-/// Tuning of the embedded log; `config/default.toml` documents each key.
+/// Tuning of the embedded log; `config/default.toml` documents each key and holds the defaults.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Options {
     /// Partition count; fixed when the data directory is first created.
+    /// Set from `log.partitions`, the one place the count is configured.
+    #[serde(skip)]
     pub partitions: u32,
     /// A segment is sealed and a new one started once it holds this many bytes.
     pub segment_bytes: u64,
@@ -35,13 +37,9 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// The built-in defaults of `config/default.toml`.
     fn default() -> Self {
-        Options {
-            partitions: 4,
-            segment_bytes: 64 << 20,
-            preallocate_bytes: 4 << 20,
-            max_batch_bytes: 4 << 20,
-        }
+        crate::settings::Settings::defaults().log.embedded_options()
     }
 }
 
