@@ -18,6 +18,10 @@ use taskfold::log::load::ClaimEvents;
 use taskfold::log::{Entry, EventLog, codec};
 use taskfold::model::{Slugid, Timestamp};
 
+/// The allocator the `taskfold` binary runs with, so the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENT_BYTES: usize = 200;
 
 fn bench_dir() -> tempfile::TempDir {
@@ -27,14 +31,29 @@ fn bench_dir() -> tempfile::TempDir {
     }
 }
 
-/// Runs `appenders` concurrent appenders until `total` events are durable; returns the time.
+/// How appenders use one log.
+#[derive(Clone, Copy)]
+struct Load {
+    appenders: u64,
+    /// Events per `append` call: 1 for callers acknowledged one by one; more for a shard that
+    /// appends the events of many commands at once.
+    batch: u64,
+    /// All appenders on this partition, or each on the partition its key hashes to.
+    partition: Option<u32>,
+}
+
+/// Runs the load until `total` events are durable; returns the time it took.
 fn append_events(
     runtime: &tokio::runtime::Runtime,
     log: &Arc<EmbeddedLog>,
-    partition: Option<u32>,
-    appenders: u64,
+    load: Load,
     total: u64,
 ) -> Duration {
+    let Load {
+        appenders,
+        batch,
+        partition,
+    } = load;
     let started = Instant::now();
     runtime.block_on(async {
         let mut tasks = Vec::new();
@@ -45,18 +64,22 @@ fn append_events(
                 let key = Slugid::nice();
                 let claims = ClaimEvents::new(EVENT_BYTES);
                 let partition = partition.unwrap_or_else(|| log.partition_of(&key.to_string()));
-                for sequence in 0..events {
-                    let envelope = claims.event(key, Timestamp::from_millis(sequence as i64));
-                    let payload = codec::encode(&envelope).unwrap();
-                    log.append(
-                        partition,
-                        vec![Entry {
-                            key: envelope.key,
-                            payload,
-                        }],
-                    )
-                    .await
-                    .unwrap();
+                let mut sequence = 0;
+                while sequence < events {
+                    let count = batch.min(events - sequence);
+                    let entries = (sequence..sequence + count)
+                        .map(|sequence| {
+                            let envelope =
+                                claims.event(key, Timestamp::from_millis(sequence as i64));
+                            let payload = codec::encode(&envelope).unwrap();
+                            Entry {
+                                key: envelope.key,
+                                payload,
+                            }
+                        })
+                        .collect();
+                    log.append(partition, entries).await.unwrap();
+                    sequence += count;
                 }
             }));
         }
@@ -77,61 +100,51 @@ fn durable_append(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Elements(1));
-    let cases: [(&str, u64, Options, Option<u32>); 5] = [
-        (
-            "1_partition",
-            1,
-            Options {
-                partitions: 1,
-                ..Options::default()
-            },
-            Some(0),
-        ),
-        (
-            "1_partition",
-            64,
-            Options {
-                partitions: 1,
-                ..Options::default()
-            },
-            Some(0),
-        ),
-        (
-            "1_partition",
-            1024,
-            Options {
-                partitions: 1,
-                ..Options::default()
-            },
-            Some(0),
-        ),
+    let partitions = |partitions| Options {
+        partitions,
+        ..Options::default()
+    };
+    let one_by_one = |appenders| Load {
+        appenders,
+        batch: 1,
+        partition: Some(0),
+    };
+    let cases = [
+        ("1_partition", one_by_one(1), partitions(1)),
+        ("1_partition", one_by_one(64), partitions(1)),
+        ("1_partition", one_by_one(1024), partitions(1)),
         (
             "1_partition_no_prealloc",
-            64,
+            one_by_one(64),
             Options {
-                partitions: 1,
                 preallocate_bytes: 0,
-                ..Options::default()
+                ..partitions(1)
             },
-            Some(0),
         ),
         (
             "4_partitions",
-            1024,
-            Options {
-                partitions: 4,
-                ..Options::default()
+            Load {
+                partition: None,
+                ..one_by_one(1024)
             },
-            None,
+            partitions(4),
+        ),
+        (
+            "1_partition_batches_of_64",
+            Load {
+                batch: 64,
+                ..one_by_one(64)
+            },
+            partitions(1),
         ),
     ];
-    for (name, appenders, options, partition) in cases {
+    for (name, load, options) in cases {
         let dir = bench_dir();
         let log = Arc::new(EmbeddedLog::open(dir.path(), options).unwrap());
-        group.bench_function(
-            BenchmarkId::new(name, format!("{appenders}_appenders")),
-            |b| b.iter_custom(|iters| append_events(&runtime, &log, partition, appenders, iters)),
-        );
+        let id = BenchmarkId::new(name, format!("{}_appenders", load.appenders));
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| append_events(&runtime, &log, load, iters))
+        });
     }
     group.finish();
 }

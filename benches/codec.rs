@@ -5,6 +5,10 @@ use std::hint::black_box;
 use taskfold::log::codec;
 use taskfold::model::{Envelope, Event, Slugid, TaskDefinition, Timestamp};
 
+/// The allocator the `taskfold` binary runs with, so the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn task_defined() -> Envelope {
     let task_id = Slugid::nice();
     let definition: TaskDefinition = serde_json::from_value(serde_json::json!({

@@ -11,6 +11,10 @@ use taskfold::log::load::ClaimEvents;
 use taskfold::log::{Entry, EventLog, codec};
 use taskfold::model::{Envelope, Slugid, Timestamp};
 
+/// The allocator the `taskfold` binary runs with, so the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENTS: u64 = 1_000_000;
 
 fn replay(c: &mut Criterion) {

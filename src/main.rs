@@ -9,6 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use taskfold::log;
 use taskfold::settings::Settings;
 
+/// Events are allocated on runtime threads and freed on log writer threads. The system
+/// allocator serializes such cross-thread frees on its arena locks; mimalloc does not (about
+/// +20 % durable appends/s with 1024 appenders, measured with `taskfold bench log`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "taskfold",

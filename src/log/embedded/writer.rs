@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -85,19 +86,17 @@ pub fn start(
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Request>) {
         let mut batch: Vec<Request> = Vec::new();
+        // Requests in the previous batch, and how long its sync took: see `gather`.
+        let mut expected = 1;
+        let mut last_sync = Duration::ZERO;
         while let Ok(first) = queue.recv() {
-            let mut bytes = batch_bytes(&first);
             batch.push(first);
-            while bytes < self.options.max_batch_bytes {
-                match queue.try_recv() {
-                    Ok(request) => {
-                        bytes += batch_bytes(&request);
-                        batch.push(request);
-                    }
-                    Err(_) => break,
-                }
-            }
-            match self.write_batch(&batch) {
+            self.gather(&queue, &mut batch, expected, last_sync / 2);
+            expected = batch.len();
+            let started = Instant::now();
+            let written = self.write_batch(&batch);
+            last_sync = started.elapsed();
+            match written {
                 Ok(mut offset) => {
                     for request in batch.drain(..) {
                         let count = request.entries.len() as u64;
@@ -118,6 +117,39 @@ impl Writer {
                     return;
                 }
             }
+        }
+    }
+
+    /// Adds what is queued to `batch`, up to the byte budget. If that is fewer requests than
+    /// the previous batch held, waits up to `patience` for the rest: callers woken by the
+    /// previous sync are still coming back, and without the wait they would split into a small
+    /// batch now and the rest one sync later, halving what each sync carries. A lone caller
+    /// never waits (the previous batch held one request).
+    fn gather(
+        &self,
+        queue: &mpsc::Receiver<Request>,
+        batch: &mut Vec<Request>,
+        expected: usize,
+        patience: Duration,
+    ) {
+        let mut bytes: usize = batch.iter().map(batch_bytes).sum();
+        let deadline = Instant::now() + patience;
+        while bytes < self.options.max_batch_bytes {
+            let next = match queue.try_recv() {
+                Ok(request) => Some(request),
+                Err(_) if batch.len() < expected => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        None
+                    } else {
+                        queue.recv_timeout(deadline - now).ok()
+                    }
+                }
+                Err(_) => None,
+            };
+            let Some(request) = next else { break };
+            bytes += batch_bytes(&request);
+            batch.push(request);
         }
     }
 
