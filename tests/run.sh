@@ -59,4 +59,6 @@ export TASKFOLD_TEST_KAFKA_BROKERS="$broker"
 
 cargo fmt --check
 cargo clippy --quiet --all-targets -- -D warnings
-cargo test --all-targets
+# Benchmarks run once each in test mode, so they are known to work; then every test.
+cargo test --benches
+cargo test

@@ -241,9 +241,8 @@ impl EventLog for KafkaLog {
             Ok(kafka_partition) => kafka_partition,
             Err(error) => return futures::future::ready(Err(error)).boxed(),
         };
-        // A record without a payload reads back as corruption, so refuse to write one.
-        if entries.iter().any(|entry| entry.payload.is_empty()) {
-            let error = Error::Config("a record payload must not be empty".into());
+        // Larger records fail at the broker anyway (its `message.max.bytes`), with its reason.
+        if let Err(error) = super::check_payloads(&entries, usize::MAX) {
             return futures::future::ready(Err(error)).boxed();
         }
         // Every record is queued before this returns, which is what orders it after earlier

@@ -75,6 +75,21 @@ pub trait EventLog: Send + Sync {
     fn read(&self, partition: u32, from: Offset, visit: &mut Visitor<'_>) -> Result<Offset, Error>;
 }
 
+/// Refuses payloads a log cannot hold: empty ones (a record without a payload reads back as
+/// damage) and ones over `max_bytes`.
+pub(crate) fn check_payloads(entries: &[Entry], max_bytes: usize) -> Result<(), Error> {
+    match entries
+        .iter()
+        .find(|entry| entry.payload.is_empty() || entry.payload.len() > max_bytes)
+    {
+        Some(entry) => Err(Error::Config(format!(
+            "a record payload must hold 1 to {max_bytes} bytes, not {}",
+            entry.payload.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Receives `(offset, payload)`; an error stops the read and is returned from it.
 pub type Visitor<'a> = dyn FnMut(Offset, &[u8]) -> Result<(), Error> + 'a;
 

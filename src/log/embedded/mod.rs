@@ -319,14 +319,7 @@ impl EventLog for EmbeddedLog {
             Ok(opened) => opened.requests.as_ref(),
             Err(error) => return futures::future::ready(Err(error)).boxed(),
         };
-        if let Some(entry) = entries.iter().find(|entry| {
-            entry.payload.is_empty() || entry.payload.len() > segment::MAX_RECORD_BYTES
-        }) {
-            let error = Error::Config(format!(
-                "a record payload must hold 1 to {} bytes, not {}",
-                segment::MAX_RECORD_BYTES,
-                entry.payload.len()
-            ));
+        if let Err(error) = super::check_payloads(&entries, segment::MAX_RECORD_BYTES) {
             return futures::future::ready(Err(error)).boxed();
         }
         let (reply, replied) = tokio::sync::oneshot::channel();
