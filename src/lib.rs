@@ -4,6 +4,7 @@
 //! API, the worker and the projections.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod log;
 pub mod model;
 pub mod settings;

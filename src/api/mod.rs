@@ -1,0 +1,6 @@
+//! The Taskcluster Queue v1 HTTP API: routes, Taskcluster's error shapes, pagination.
+//! Handlers turn requests into commands for the engine; nothing here changes state itself.
+
+pub mod error;
+
+pub use error::{ApiError, ErrorCode};
