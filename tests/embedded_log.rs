@@ -304,6 +304,21 @@ fn bad_data_directories_give_clear_errors_or_logged_recovery() {
     assert_eq!(log.recoveries()[0].dropped_bytes, 100);
     assert_eq!(log.high_watermark(0).unwrap(), 0);
 
+    // A damaged segment after the last record (no valid record in it) is removed and reported.
+    drop(log);
+    let key = Slugid::nice();
+    append_all(
+        &EmbeddedLog::open(dir.path(), options(1)).unwrap(),
+        &[reclaim(key, 1)],
+    );
+    let stray = embedded::partition_dir(dir.path(), 0).join(embedded::segment::file_name(1));
+    std::fs::write(&stray, vec![0x5c; 64]).unwrap();
+    let log = EmbeddedLog::open(dir.path(), options(1)).unwrap();
+    assert_eq!(log.recoveries().len(), 1);
+    assert_eq!(log.recoveries()[0].segment, stray);
+    assert!(!stray.exists());
+    assert_eq!(read_all(&log, 0), vec![reclaim(key, 1)]);
+
     // Empty payloads and unknown partitions are refused at the call.
     assert!(
         block_on(log.append(

@@ -180,7 +180,7 @@ fn open_partition(
     data_dir: &Path,
     partition: u32,
     options: &Options,
-) -> Result<(Partition, Option<Recovery>), Error> {
+) -> Result<(Partition, Vec<Recovery>), Error> {
     let dir = partition_dir(data_dir, partition);
     std::fs::create_dir_all(&dir).map_err(|error| Error::io("creating", &dir, error))?;
     let (mut segments, others) =
@@ -230,16 +230,35 @@ fn open_partition(
             )));
         }
     }
-    // Segments after the last record hold nothing: a roll that a crash interrupted.
-    for empty in segments.drain(last + 1..) {
-        tracing::info!(partition, path = %empty.path.display(), "removing a segment that holds no record");
+    // Segments after the last record hold no record: a roll that a crash interrupted, or
+    // damage. Either way they go; damage is reported like a torn tail.
+    let mut recoveries = Vec::new();
+    for (empty, scan) in segments.drain(last + 1..).zip(&scans[last + 1..]) {
+        if let Tail::Damaged { reason, .. } = &scan.tail {
+            let dropped_bytes = file_length(&empty.path)?;
+            tracing::warn!(
+                partition,
+                segment = %empty.path.display(),
+                dropped_bytes,
+                reason = reason.as_str(),
+                "removed a damaged segment that holds no record"
+            );
+            recoveries.push(Recovery {
+                partition,
+                segment: empty.path.clone(),
+                position: 0,
+                dropped_bytes,
+                reason: reason.clone(),
+            });
+        } else {
+            tracing::info!(partition, path = %empty.path.display(), "removing an empty segment");
+        }
         std::fs::remove_file(&empty.path)
             .map_err(|error| Error::io("removing", &empty.path, error))?;
         sync_dir(&dir)?;
     }
     let active = &segments[last];
     let scan = &scans[last];
-    let mut recovery = None;
     if let Tail::Damaged { position, reason } = &scan.tail {
         let length = file_length(&active.path)?;
         let file = File::options()
@@ -257,7 +276,7 @@ fn open_partition(
             reason = reason.as_str(),
             "truncated a torn tail"
         );
-        recovery = Some(Recovery {
+        recoveries.push(Recovery {
             partition,
             segment: active.path.clone(),
             position: *position,
@@ -279,7 +298,7 @@ fn open_partition(
             view,
             writer: Some(writer),
         },
-        recovery,
+        recoveries,
     ))
 }
 
