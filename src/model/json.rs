@@ -1,22 +1,21 @@
 //! Free-form JSON inside events (task payloads, `extra`), kept as compact JSON text.
 //!
-//! The queue never looks inside these values, so they stay text: decoding an event validates
-//! the text but builds no tree, which keeps replay fast. Values are made from a parsed
-//! `serde_json::Value` (see [`Json::from_value`]), so equal values have equal text and
+//! The queue never looks inside these values, so they stay text: decoding an event neither
+//! parses nor validates it (the log's checksums already vouch for the bytes), which keeps
+//! replay fast. Values are only made from a parsed `serde_json::Value` (see
+//! [`Json::from_value`]), so the text is always valid, equal values have equal text, and
 //! comparing texts compares values.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-#[derive(Clone, Debug)]
-pub struct Json(Box<RawValue>);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Json(Box<str>);
 
 impl Json {
     /// The compact text of `value`.
     pub fn from_value(value: &serde_json::Value) -> Self {
-        let text = value.to_string();
-        // A Value always prints as valid JSON.
-        Json(RawValue::from_string(text).expect("a JSON value prints as JSON"))
+        Json(value.to_string().into_boxed_str())
     }
 
     pub fn empty_object() -> Self {
@@ -25,18 +24,12 @@ impl Json {
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     /// The value as a tree, for the rare reader that needs to look inside.
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::from_str(self.as_str()).expect("stored JSON text is valid")
-    }
-}
-
-impl PartialEq for Json {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
     }
 }
 
@@ -55,7 +48,9 @@ impl From<serde_json::Value> for Json {
 impl Serialize for Json {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
-            self.0.serialize(serializer)
+            // Emitted verbatim; the check is cheap next to the I/O of a response.
+            let raw = RawValue::from_string(self.0.to_string()).map_err(serde::ser::Error::custom)?;
+            raw.serialize(serializer)
         } else {
             serializer.serialize_str(self.as_str())
         }
@@ -68,10 +63,7 @@ impl<'de> Deserialize<'de> for Json {
             // Re-printing normalizes whitespace and number forms, keeping equal values equal.
             serde_json::Value::deserialize(deserializer).map(|value| Json::from_value(&value))
         } else {
-            let text = String::deserialize(deserializer)?;
-            RawValue::from_string(text)
-                .map(Json)
-                .map_err(serde::de::Error::custom)
+            String::deserialize(deserializer).map(|text| Json(text.into_boxed_str()))
         }
     }
 }
