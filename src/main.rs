@@ -29,12 +29,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the Queue API under `<rootUrl>/api/queue/v1/`.
+    Serve(Serve),
     /// Look into the event log.
     #[command(subcommand)]
     Log(LogCommand),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct Serve {
+    /// Address to listen on, `HOST:PORT`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Where the embedded log and blobs live.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Configuration file, layered over the built-in defaults (`config/default.toml`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The deployment's root URL (default `http://<listen>`).
+    #[arg(long)]
+    root_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +109,7 @@ struct BenchLog {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -117,7 +136,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Bench(BenchCommand::Log(bench)) => bench_log(bench),
+        Command::Serve(serve) => serve_queue(serve),
     }
+}
+
+fn serve_queue(serve: Serve) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(serve.config.as_deref())?;
+    let _log = log::open(&settings.log, &serve.data_dir)
+        .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
+    let options = taskfold::api::server::Options {
+        root_url: serve
+            .root_url
+            .unwrap_or_else(|| format!("http://{}", serve.listen)),
+        listen: serve.listen,
+    };
+    actix_web::rt::System::new().block_on(taskfold::api::server::serve(options))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench_log(bench: BenchLog) -> anyhow::Result<ExitCode> {

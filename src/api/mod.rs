@@ -2,5 +2,7 @@
 //! Handlers turn requests into commands for the engine; nothing here changes state itself.
 
 pub mod error;
+pub mod response;
+pub mod server;
 
 pub use error::{ApiError, ErrorCode};

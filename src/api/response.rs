@@ -1,0 +1,114 @@
+//! How the API answers: JSON pretty-printed with two spaces, Taskcluster's error body, and the
+//! headers every Taskcluster API response carries.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::middleware::DefaultHeaders;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::ApiError;
+use crate::model::Timestamp;
+
+/// What an error body tells about the call that failed (Taskcluster's `requestInfo`).
+#[derive(Clone, Debug, Default)]
+pub struct CallInfo {
+    /// The API method's name, e.g. `createTask`.
+    pub method: &'static str,
+    /// The URL parameters, decoded.
+    pub params: serde_json::Map<String, Value>,
+    /// The request body as JSON (`{}` when there was none).
+    pub payload: Value,
+}
+
+/// A JSON reply, formatted as Taskcluster formats them.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
+    match serde_json::to_string_pretty(value) {
+        Ok(body) => HttpResponse::build(status)
+            .content_type("application/json; charset=utf-8")
+            .body(body),
+        Err(error) => {
+            tracing::error!(%error, "a reply does not serialize");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+/// Taskcluster's error body: the code, the message followed by a summary block, and what the
+/// call was.
+pub fn error(error: &ApiError, call: &CallInfo, now: Timestamp) -> HttpResponse {
+    let status = error.status();
+    let message = format!(
+        "{}\n\n---\n\n* method:     {}\n* errorCode:  {}\n* statusCode: {status}\n* time:       {now}",
+        error.message, call.method, error.code
+    );
+    let body = json!({
+        "code": error.code.as_str(),
+        "message": message,
+        "requestInfo": {
+            "method": call.method,
+            "params": call.params,
+            "payload": call.payload,
+            "time": now,
+        },
+    });
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, &body)
+}
+
+/// Unknown routes answer as Taskcluster's web framework does, not with the error shape.
+pub fn not_found() -> HttpResponse {
+    json(StatusCode::NOT_FOUND, &json!({"error": "Not found"}))
+}
+
+/// Headers on every API response: no caching, and CORS open to any origin.
+pub fn api_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("Cache-Control", "no-store no-cache must-revalidate"))
+        .add(("Access-Control-Allow-Origin", "*"))
+        .add(("Access-Control-Max-Age", "900"))
+        .add((
+            "Access-Control-Allow-Methods",
+            "OPTIONS,GET,HEAD,POST,PUT,DELETE,TRACE,CONNECT",
+        ))
+        .add((
+            "Access-Control-Allow-Headers",
+            "X-Requested-With,Content-Type,Authorization,Accept,Origin,Cache-Control",
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ErrorCode;
+    use actix_web::body::MessageBody;
+
+    #[test]
+    fn error_body_has_taskclusters_shape() {
+        let call = CallInfo {
+            method: "task",
+            params: [("taskId".to_owned(), json!("fN1SbArXTPSVFNUvaOlinQ"))]
+                .into_iter()
+                .collect(),
+            payload: json!({}),
+        };
+        let response = error(
+            &ApiError::new(ErrorCode::ResourceNotFound, "task not found"),
+            &call,
+            "2026-11-22T10:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let bytes = response.into_body().try_into_bytes().unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["code"], "ResourceNotFound");
+        assert_eq!(
+            body["message"],
+            "task not found\n\n---\n\n* method:     task\n* errorCode:  ResourceNotFound\n* statusCode: 404\n* time:       2026-11-22T10:00:00.000Z"
+        );
+        assert_eq!(
+            body["requestInfo"]["params"]["taskId"],
+            "fN1SbArXTPSVFNUvaOlinQ"
+        );
+        assert_eq!(body["requestInfo"]["time"], "2026-11-22T10:00:00.000Z");
+    }
+}
