@@ -44,4 +44,8 @@ pub enum Event {
     DependencySatisfied { dependency: Slugid },
     /// `changeTaskPriority`.
     PriorityChanged { priority: Priority },
+    /// A run was added already resolved, to record that a task without runs was canceled or
+    /// passed its deadline (its `reasonCreated` is `exception`). It was never pending, so no
+    /// worker could see it.
+    ExceptionRunAdded { run_id: u32, reason: ReasonResolved },
 }

@@ -13,6 +13,10 @@ use super::{
     TaskDefinition, TaskState, TaskStatus, Timestamp,
 };
 
+/// Most runs a task may have (Taskcluster's `MAX_RUNS_ALLOWED`): `rerunTask` refuses to add
+/// more, and a rerun gives back only as many retries as still fit under it.
+pub const MAX_RUNS_PER_TASK: u32 = 50;
+
 /// A task as folded from its events.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct Task {
@@ -72,6 +76,12 @@ impl Task {
                     if reason.consumes_retry() {
                         self.retries_left = self.retries_left.saturating_sub(1);
                     }
+                    if *reason == ReasonCreated::Rerun {
+                        // A rerun restores the retries, but never beyond the run cap: the new
+                        // run and all its retries together stay within MAX_RUNS_PER_TASK.
+                        let room = (MAX_RUNS_PER_TASK - 1).saturating_sub(*run_id);
+                        self.retries_left = self.definition.retries.min(room);
+                    }
                     self.runs.push(Run {
                         state: RunState::Pending,
                         reason_created: *reason,
@@ -124,6 +134,22 @@ impl Task {
                 self.satisfied_dependencies.insert(*dependency);
             }
             Event::PriorityChanged { priority } => self.priority = *priority,
+            Event::ExceptionRunAdded { run_id, reason } => {
+                let previous_resolved = self.runs.last().is_none_or(|run| run.state.is_resolved());
+                if *run_id as usize == self.runs.len() && previous_resolved {
+                    self.runs.push(Run {
+                        state: reason.final_state(),
+                        reason_created: ReasonCreated::Exception,
+                        reason_resolved: Some(*reason),
+                        worker_group: None,
+                        worker_id: None,
+                        taken_until: None,
+                        scheduled: at,
+                        started: None,
+                        resolved: Some(at),
+                    });
+                }
+            }
         }
     }
 

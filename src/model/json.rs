@@ -49,7 +49,8 @@ impl Serialize for Json {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
             // Emitted verbatim; the check is cheap next to the I/O of a response.
-            let raw = RawValue::from_string(self.0.to_string()).map_err(serde::ser::Error::custom)?;
+            let raw =
+                RawValue::from_string(self.0.to_string()).map_err(serde::ser::Error::custom)?;
             raw.serialize(serializer)
         } else {
             serializer.serialize_str(self.as_str())

@@ -13,6 +13,8 @@ pub use event::{Envelope, Event};
 pub use fold::{Run, Task, Tasks};
 pub use ids::Slugid;
 pub use json::Json;
-pub use status::{ReasonCreated, ReasonResolved, RunState, RunStatus, TaskState, TaskStatus};
-pub use task::{Metadata, Priority, Requires, TaskDefinition};
+pub use status::{
+    ExceptionReason, ReasonCreated, ReasonResolved, RunState, RunStatus, TaskState, TaskStatus,
+};
+pub use task::{CreateTaskRequest, Metadata, Priority, Requires, TaskDefinition};
 pub use time::Timestamp;

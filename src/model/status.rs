@@ -137,6 +137,43 @@ impl ReasonResolved {
     }
 }
 
+/// The reasons a worker may give to `reportException` (`task-exception-request.yml`); the
+/// others (`canceled`, `claim-expired`, `deadline-exceeded`, …) are the queue's own.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExceptionReason {
+    WorkerShutdown,
+    MalformedPayload,
+    ResourceUnavailable,
+    InternalError,
+    IntermittentTask,
+}
+
+impl ExceptionReason {
+    /// The reason the new run gets when this exception is retried automatically, if it is.
+    pub fn retry(self) -> Option<ReasonCreated> {
+        match self {
+            ExceptionReason::WorkerShutdown => Some(ReasonCreated::Retry),
+            ExceptionReason::IntermittentTask => Some(ReasonCreated::TaskRetry),
+            ExceptionReason::MalformedPayload
+            | ExceptionReason::ResourceUnavailable
+            | ExceptionReason::InternalError => None,
+        }
+    }
+}
+
+impl From<ExceptionReason> for ReasonResolved {
+    fn from(reason: ExceptionReason) -> Self {
+        match reason {
+            ExceptionReason::WorkerShutdown => ReasonResolved::WorkerShutdown,
+            ExceptionReason::MalformedPayload => ReasonResolved::MalformedPayload,
+            ExceptionReason::ResourceUnavailable => ReasonResolved::ResourceUnavailable,
+            ExceptionReason::InternalError => ReasonResolved::InternalError,
+            ExceptionReason::IntermittentTask => ReasonResolved::IntermittentTask,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An instant with millisecond precision.
@@ -36,6 +36,24 @@ impl Timestamp {
 
     pub fn plus_millis(self, millis: i64) -> Self {
         Timestamp(self.0.saturating_add(millis))
+    }
+
+    /// The same wall-clock instant (UTC) one calendar year later, as JavaScript's
+    /// `setFullYear(getFullYear() + 1)` computes it: 29 February becomes 1 March. Taskcluster
+    /// derives a task's default `expires` this way, and idempotent creation compares it.
+    pub fn plus_one_year(self) -> Self {
+        let Some(at) = self.to_datetime() else {
+            return self.plus_millis(365 * 86_400_000);
+        };
+        let next = at.with_year(at.year() + 1).or_else(|| {
+            // Only 29 February has no counterpart; JavaScript rolls it over to 1 March.
+            (at - chrono::Duration::days(1))
+                .with_year(at.year() + 1)
+                .map(|day_before| day_before + chrono::Duration::days(1))
+        });
+        next.map_or(self.plus_millis(365 * 86_400_000), |next| {
+            Timestamp(next.timestamp_millis())
+        })
     }
 
     fn to_datetime(self) -> Option<DateTime<Utc>> {
@@ -107,6 +125,28 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&at).unwrap(),
             "\"2026-01-01T00:20:00.123Z\""
+        );
+    }
+
+    #[test]
+    fn one_year_later_follows_javascript() {
+        let later = |text: &str| {
+            text.parse::<Timestamp>()
+                .unwrap()
+                .plus_one_year()
+                .to_string()
+        };
+        assert_eq!(
+            later("2026-11-22T10:00:00.123Z"),
+            "2027-11-22T10:00:00.123Z"
+        );
+        assert_eq!(
+            later("2028-02-29T23:59:59.999Z"),
+            "2029-03-01T23:59:59.999Z"
+        );
+        assert_eq!(
+            later("2027-02-28T00:00:00.000Z"),
+            "2028-02-28T00:00:00.000Z"
         );
     }
 
