@@ -63,7 +63,8 @@ pub trait EventLog: Send + Sync {
 
     /// Appends `entries`, in order, to `partition`. The records are ordered after every earlier
     /// `append` to the same partition as soon as this call returns; the returned future
-    /// resolves when they are durable, never before.
+    /// resolves when they are durable, never before. Appends to one partition become durable
+    /// in the order they were made: once one resolves `Ok`, every earlier one has too.
     fn append(&self, partition: u32, entries: Vec<Entry>) -> Appending;
 
     /// The offset the next appended record of `partition` will get.

@@ -52,8 +52,17 @@ pub fn write<T: Serialize>(
     offset: Offset,
     state: &T,
 ) -> Result<PathBuf, Error> {
-    let dir = partition_dir(data_dir, partition);
-    std::fs::create_dir_all(&dir).map_err(|error| Error::io("creating", &dir, error))?;
+    write_encoded(
+        data_dir,
+        partition,
+        offset,
+        &encode(partition, offset, state)?,
+    )
+}
+
+/// The bytes of a snapshot file for `state`. Split from [`write_encoded`] so that a caller can
+/// capture its state now and write it later, once everything up to `offset` is durable.
+pub fn encode<T: Serialize>(partition: u32, offset: Offset, state: &T) -> Result<Vec<u8>, Error> {
     let mut bytes = vec![0; HEADER_BYTES];
     codec::encode_into(state, &mut bytes)?;
     let length = (bytes.len() - HEADER_BYTES) as u64;
@@ -63,8 +72,20 @@ pub fn write<T: Serialize>(
     bytes[20..28].copy_from_slice(&length.to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[..28]), &bytes[HEADER_BYTES..]);
     bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    Ok(bytes)
+}
+
+/// Writes a snapshot made by [`encode`] and prunes older ones. Returns the file written.
+pub fn write_encoded(
+    data_dir: &Path,
+    partition: u32,
+    offset: Offset,
+    bytes: &[u8],
+) -> Result<PathBuf, Error> {
+    let dir = partition_dir(data_dir, partition);
+    std::fs::create_dir_all(&dir).map_err(|error| Error::io("creating", &dir, error))?;
     let path = dir.join(format!("{offset:020}{SUFFIX}"));
-    write_atomically(&path, &bytes)?;
+    write_atomically(&path, bytes)?;
     prune(data_dir, partition, offset)?;
     Ok(path)
 }

@@ -1,0 +1,144 @@
+//! The dispatcher: the pending queues of every task queue, and the claimWork calls parked
+//! until work arrives. Shards tell it, as they apply events, which runs became pending and
+//! which stopped being pending; a parked caller is handed hints the moment one arrives. No
+//! polling anywhere.
+
+use std::collections::{HashMap, VecDeque};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::pending::{PendingQueues, PendingRun};
+use crate::model::Priority;
+
+#[derive(Default)]
+pub struct Dispatcher {
+    queues: PendingQueues,
+    /// Parked claimWork calls per task queue, oldest first.
+    waiters: HashMap<String, VecDeque<Waiter>>,
+}
+
+struct Waiter {
+    wanted: usize,
+    reply: oneshot::Sender<Vec<PendingRun>>,
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+}
+
+impl Dispatcher {
+    fn take(&mut self, task_queue_id: &str, wanted: usize) -> Vec<PendingRun> {
+        std::iter::from_fn(|| self.queues.pop(task_queue_id))
+            .take(wanted)
+            .collect()
+    }
+
+    /// Hands queued hints to parked callers, oldest first.
+    fn serve_waiters(&mut self, task_queue_id: &str) {
+        while let Some(waiter) = self
+            .waiters
+            .get_mut(task_queue_id)
+            .and_then(|waiters| waiters.pop_front())
+        {
+            // A caller that gave up is skipped before any hint is taken for it.
+            if waiter.reply.is_closed() {
+                continue;
+            }
+            let hints = self.take(task_queue_id, waiter.wanted);
+            if hints.is_empty() {
+                self.waiters
+                    .entry(task_queue_id.to_owned())
+                    .or_default()
+                    .push_front(waiter);
+                return;
+            }
+            // The caller tries to claim them; a hint whose claim fails was stale anyway.
+            let _ = waiter.reply.send(hints);
+        }
+    }
+}
+
+/// `run` of a task in `task_queue_id` is pending (new, or its priority changed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pending {
+    pub task_queue_id: String,
+    pub run: PendingRun,
+    pub priority: Priority,
+}
+
+impl Handler<Pending> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, message: Pending, _: &mut Context<Self>) {
+        self.queues
+            .push(&message.task_queue_id, message.run, message.priority);
+        self.serve_waiters(&message.task_queue_id);
+    }
+}
+
+/// `run` is no longer pending.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NotPending {
+    pub task_queue_id: String,
+    pub run: PendingRun,
+}
+
+impl Handler<NotPending> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, message: NotPending, _: &mut Context<Self>) {
+        self.queues.remove(&message.task_queue_id, message.run);
+    }
+}
+
+/// Up to `wanted` hints now, or, when there are none, a receiver that gets them as soon as
+/// they arrive.
+#[derive(Message)]
+#[rtype(result = "Take")]
+pub struct TakeOrPark {
+    pub task_queue_id: String,
+    pub wanted: usize,
+}
+
+#[derive(MessageResponse)]
+pub enum Take {
+    Hints(Vec<PendingRun>),
+    Parked(oneshot::Receiver<Vec<PendingRun>>),
+}
+
+impl Handler<TakeOrPark> for Dispatcher {
+    type Result = Take;
+
+    fn handle(&mut self, message: TakeOrPark, _: &mut Context<Self>) -> Take {
+        let hints = self.take(&message.task_queue_id, message.wanted);
+        if !hints.is_empty() {
+            return Take::Hints(hints);
+        }
+        let (reply, receiver) = oneshot::channel();
+        let waiters = self.waiters.entry(message.task_queue_id).or_default();
+        waiters.retain(|waiter| !waiter.reply.is_closed());
+        waiters.push_back(Waiter {
+            wanted: message.wanted,
+            reply,
+        });
+        Take::Parked(receiver)
+    }
+}
+
+/// How many runs are pending in a task queue.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct CountPending {
+    pub task_queue_id: String,
+}
+
+impl Handler<CountPending> for Dispatcher {
+    type Result = u64;
+
+    fn handle(&mut self, message: CountPending, _: &mut Context<Self>) -> u64 {
+        self.queues.count(&message.task_queue_id) as u64
+    }
+}

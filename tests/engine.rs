@@ -1,0 +1,160 @@
+//! The engine on a real embedded log: commands reply only once durable, claimWork parks and
+//! wakes the moment work arrives, dependencies schedule their dependents, and a restart
+//! replays everything acknowledged.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use taskfold::engine::task::{self, Command};
+use taskfold::engine::{ClaimWork, Engine, EngineSettings};
+use taskfold::log::EventLog;
+use taskfold::log::embedded::{EmbeddedLog, Options};
+use taskfold::model::{CreateTaskRequest, RunState, Slugid, TaskDefinition, TaskState, Timestamp};
+
+fn settings() -> EngineSettings {
+    EngineSettings {
+        task: task::Settings::default(),
+        snapshot_every_events: 50,
+    }
+}
+
+async fn start(dir: &std::path::Path) -> Engine {
+    let log: Arc<dyn EventLog> = Arc::new(
+        EmbeddedLog::open(
+            dir,
+            Options {
+                partitions: 3,
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    );
+    Engine::start(log, dir.to_owned(), settings())
+        .await
+        .unwrap()
+}
+
+fn definition(task_id: Slugid, queue: &str, dependencies: &[Slugid]) -> TaskDefinition {
+    let now = Timestamp::now();
+    let request = CreateTaskRequest::from_json(serde_json::json!({
+        "taskQueueId": queue,
+        "created": now.to_string(),
+        "deadline": now.plus_millis(3_600_000).to_string(),
+        "dependencies": dependencies.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+        "payload": {},
+        "metadata": {"name": "t", "description": "d", "owner": "o@example.com", "source": "https://example.com"},
+    }))
+    .unwrap();
+    request.into_definition(task_id).unwrap()
+}
+
+fn claim(queue: &str, tasks: u32) -> ClaimWork {
+    ClaimWork {
+        task_queue_id: queue.into(),
+        worker_group: "wg".into(),
+        worker_id: "w1".into(),
+        tasks,
+    }
+}
+
+#[actix_web::test]
+async fn lifecycle_long_poll_dependencies_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path()).await;
+
+    // A parked claimWork wakes as soon as a task arrives.
+    let parked = {
+        let engine = engine.clone();
+        actix_web::rt::spawn(async move {
+            let started = Instant::now();
+            let claimed = engine
+                .claim_work(claim("p/w", 4), Instant::now() + Duration::from_secs(10))
+                .await;
+            (claimed, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = Slugid::nice();
+    let created = engine
+        .create_task(first, definition(first, "p/w", &[]))
+        .await
+        .unwrap();
+    assert_eq!(created.state(), TaskState::Pending);
+    let (claimed, waited) = parked.await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+    assert_eq!(claimed[0].task.runs[0].state, RunState::Running);
+
+    // A dependent waits for its dependency, then becomes pending by itself.
+    let dependent = Slugid::nice();
+    let waiting = engine
+        .create_task(dependent, definition(dependent, "p/w", &[first]))
+        .await
+        .unwrap();
+    assert_eq!(waiting.state(), TaskState::Unscheduled);
+    let missing = Slugid::nice();
+    let error = engine
+        .create_task(
+            Slugid::nice(),
+            definition(Slugid::nice(), "p/w", &[missing]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 400);
+    engine
+        .execute(first, Command::ReportCompleted { run_id: 0 })
+        .await
+        .unwrap();
+    let mut scheduled = None;
+    for _ in 0..100 {
+        let task = engine.task(dependent).await.unwrap();
+        if task.state() == TaskState::Pending {
+            scheduled = Some(task);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(scheduled.is_some(), "the dependent was never scheduled");
+    assert_eq!(engine.pending_count("p/w").await, 1);
+
+    // Many tasks, so that snapshots are taken; then a restart replays them all.
+    let mut ids = Vec::new();
+    for _ in 0..120 {
+        let id = Slugid::nice();
+        engine
+            .create_task(id, definition(id, "q/w", &[]))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let claimed = engine
+        .claim_work(claim("q/w", 32), Instant::now() + Duration::from_secs(1))
+        .await;
+    assert_eq!(claimed.len(), 32);
+    drop(engine);
+    let snapshots: usize = (0..3)
+        .map(|partition| {
+            taskfold::log::snapshot::list(dir.path(), partition)
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert!(snapshots > 0, "shards took snapshots");
+    let restarted = start(dir.path()).await;
+    for id in &ids {
+        assert!(restarted.task(*id).await.is_some(), "task {id} lost");
+    }
+    assert_eq!(restarted.pending_count("q/w").await, 120 - 32);
+    let again = restarted
+        .claim_work(claim("q/w", 32), Instant::now() + Duration::from_secs(1))
+        .await;
+    assert_eq!(
+        again.len(),
+        32,
+        "pending tasks are claimable after a restart"
+    );
+    assert!(
+        again.iter().all(|claimed| !claimed.task.runs.is_empty()),
+        "claims carry their task"
+    );
+}
