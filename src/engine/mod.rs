@@ -75,10 +75,16 @@ impl Engine {
             dispatcher: dispatcher.clone(),
             resolver: resolver.clone(),
         };
+        // Partitions replay in parallel, each on a blocking thread.
+        let replays: Vec<_> = (0..log.partitions())
+            .map(|partition| {
+                let context = context.clone();
+                tokio::task::spawn_blocking(move || TaskShard::replay(partition, context))
+            })
+            .collect();
         let mut shards = Vec::new();
-        for partition in 0..log.partitions() {
-            let context = context.clone();
-            let shard = tokio::task::spawn_blocking(move || TaskShard::replay(partition, context))
+        for replay in replays {
+            let shard = replay
                 .await
                 .map_err(|error| crate::log::Error::Config(format!("replay failed: {error}")))??;
             shards.push(shard.start());
