@@ -1,0 +1,194 @@
+//! `taskfold bench lifecycle`: full task lifecycles over real HTTP, Hawk-signed, against any
+//! Queue API (Taskfold's or Taskcluster's): createTask → claimWork → reportCompleted, from
+//! `concurrency` clients at once. Reports lifecycles per second and each call's latency.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{Error, QueueClient};
+use crate::model::{Slugid, Timestamp};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub tasks: u64,
+    pub concurrency: usize,
+    /// Show a progress bar on standard error.
+    pub progress: bool,
+}
+
+/// Latencies of one API method.
+#[derive(Debug, Default)]
+pub struct CallLatencies {
+    pub method: &'static str,
+    pub samples: Vec<Duration>,
+}
+
+impl CallLatencies {
+    fn percentile(&self, fraction: f64) -> Duration {
+        let mut sorted = self.samples.clone();
+        sorted.sort_unstable();
+        sorted
+            .get(((sorted.len() as f64 * fraction) as usize).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub lifecycles: u64,
+    pub elapsed: Duration,
+    pub calls: [CallLatencies; 3],
+    /// claimWork calls that came back with no task although this client had just created one.
+    pub empty_claims: u64,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} lifecycles in {:.2} s: {:.0} lifecycles/s ({} empty claims)",
+            self.lifecycles,
+            self.elapsed.as_secs_f64(),
+            self.lifecycles as f64 / self.elapsed.as_secs_f64(),
+            self.empty_claims
+        )?;
+        for call in &self.calls {
+            writeln!(
+                f,
+                "  {:<16} p50 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}  ({} calls)",
+                call.method,
+                call.percentile(0.5),
+                call.percentile(0.99),
+                call.percentile(1.0),
+                call.samples.len()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A task for the bench queue: minimal, valid, due within the hour.
+fn definition(task_queue_id: &str) -> Value {
+    let now = Timestamp::now();
+    json!({
+        "taskQueueId": task_queue_id,
+        "created": now.to_string(),
+        "deadline": now.plus_millis(3_600_000).to_string(),
+        "payload": {},
+        "metadata": {
+            "name": "lifecycle bench",
+            "description": "createTask, claimWork, reportCompleted",
+            "owner": "bench@taskfold.invalid",
+            "source": "https://taskfold.invalid/bench"
+        }
+    })
+}
+
+/// Runs the load; must run inside an actix System (the HTTP client is single-threaded).
+pub async fn run(client: QueueClient, options: Options) -> Result<Report, Error> {
+    // A queue of its own, so the claims take only this run's tasks.
+    let worker_type = format!(
+        "lifecycle-{}",
+        Slugid::nice().to_string().to_lowercase().replace('_', "-")
+    );
+    let worker_type: String = worker_type
+        .chars()
+        .take(38)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_owned();
+    let task_queue_id = format!("taskfold-bench/{worker_type}");
+    let started_tasks = Rc::new(Cell::new(0u64));
+    let finished = Rc::new(Cell::new(0u64));
+    let empty_claims = Rc::new(Cell::new(0u64));
+    let calls = Rc::new(RefCell::new([
+        CallLatencies {
+            method: "createTask",
+            samples: Vec::new(),
+        },
+        CallLatencies {
+            method: "claimWork",
+            samples: Vec::new(),
+        },
+        CallLatencies {
+            method: "reportCompleted",
+            samples: Vec::new(),
+        },
+    ]));
+    let progress = if options.progress {
+        indicatif::ProgressBar::new(options.tasks)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let begun = Instant::now();
+    let mut clients = Vec::new();
+    for worker in 0..options.concurrency.max(1) {
+        let client = client.clone();
+        let task_queue_id = task_queue_id.clone();
+        let (started_tasks, finished, empty_claims, calls, progress) = (
+            started_tasks.clone(),
+            finished.clone(),
+            empty_claims.clone(),
+            calls.clone(),
+            progress.clone(),
+        );
+        let tasks = options.tasks;
+        clients.push(actix_web::rt::spawn(async move {
+            let claim =
+                json!({"workerGroup": "bench", "workerId": format!("worker-{worker}"), "tasks": 1});
+            while started_tasks.get() < tasks {
+                started_tasks.set(started_tasks.get() + 1);
+                let timed = Instant::now();
+                client
+                    .create_task(Slugid::nice(), &definition(&task_queue_id))
+                    .await?;
+                calls.borrow_mut()[0].samples.push(timed.elapsed());
+
+                let timed = Instant::now();
+                let claimed = client.claim_work(&task_queue_id, &claim).await?;
+                calls.borrow_mut()[1].samples.push(timed.elapsed());
+                let Some(task) = claimed["tasks"]
+                    .as_array()
+                    .and_then(|tasks| tasks.first())
+                    .cloned()
+                else {
+                    empty_claims.set(empty_claims.get() + 1);
+                    continue;
+                };
+                let task_id = task["status"]["taskId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let run_id = task["runId"].as_u64().unwrap_or_default();
+
+                let timed = Instant::now();
+                client.report_completed(&task_id, run_id).await?;
+                calls.borrow_mut()[2].samples.push(timed.elapsed());
+                finished.set(finished.get() + 1);
+                progress.inc(1);
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for client in clients {
+        client.await.map_err(|error| Error::Transport {
+            method: awc::http::Method::GET,
+            path: String::new(),
+            reason: format!("a bench client failed: {error}"),
+        })??;
+    }
+    progress.finish_and_clear();
+    let calls = Rc::try_unwrap(calls)
+        .map(RefCell::into_inner)
+        .unwrap_or_default();
+    Ok(Report {
+        lifecycles: finished.get(),
+        elapsed: begun.elapsed(),
+        calls,
+        empty_claims: empty_claims.get(),
+    })
+}
