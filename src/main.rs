@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use taskfold::api::{access, server};
+use taskfold::engine::{Engine, EngineSettings};
 use taskfold::log;
 use taskfold::settings::Settings;
 
@@ -72,6 +74,21 @@ enum LogCommand {
 enum BenchCommand {
     /// Durable appends from concurrent appenders, each waiting for its append to be durable.
     Log(BenchLog),
+    /// Full task lifecycles over HTTP (createTask → claimWork → reportCompleted), Hawk-signed
+    /// with `TASKCLUSTER_CLIENT_ID` / `TASKCLUSTER_ACCESS_TOKEN`.
+    Lifecycle(BenchLifecycle),
+}
+
+#[derive(Args)]
+struct BenchLifecycle {
+    /// The deployment's root URL, e.g. `http://127.0.0.1:8080`.
+    #[arg(long)]
+    root_url: String,
+    #[arg(long, default_value_t = 10_000)]
+    tasks: u64,
+    /// Clients running lifecycles at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
 }
 
 #[derive(Args)]
@@ -136,13 +153,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Bench(BenchCommand::Log(bench)) => bench_log(bench),
+        Command::Bench(BenchCommand::Lifecycle(bench)) => bench_lifecycle(bench),
         Command::Serve(serve) => serve_queue(serve),
     }
 }
 
 fn serve_queue(serve: Serve) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(serve.config.as_deref())?;
-    let _log = log::open(&settings.log, &serve.data_dir)
+    let root_access_token = std::env::var(access::ROOT_ACCESS_TOKEN_VARIABLE).ok();
+    let access = access::Access::from_settings(&settings.auth, root_access_token.as_deref())?;
+    let log = log::open(&settings.log, &serve.data_dir)
         .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
     let options = taskfold::api::server::Options {
         root_url: serve
@@ -150,7 +170,43 @@ fn serve_queue(serve: Serve) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| format!("http://{}", serve.listen)),
         listen: serve.listen,
     };
-    actix_web::rt::System::new().block_on(taskfold::api::server::serve(options))?;
+    let engine_settings = EngineSettings {
+        task: settings.queue.task_settings(),
+        snapshot_every_events: settings.queue.snapshot_every_events,
+    };
+    actix_web::rt::System::new().block_on(async {
+        let engine = Engine::start(log, serve.data_dir.clone(), engine_settings)
+            .await
+            .context("replaying the log")?;
+        let state = server::State::new(engine, access, &settings);
+        server::serve(options, state).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
+    let credentials = match (
+        std::env::var("TASKCLUSTER_CLIENT_ID"),
+        std::env::var("TASKCLUSTER_ACCESS_TOKEN"),
+    ) {
+        (Ok(client_id), Ok(access_token)) => Some(taskfold::auth::credentials::Credentials {
+            client_id,
+            access_token,
+            certificate: std::env::var("TASKCLUSTER_CERTIFICATE").ok(),
+        }),
+        _ => None,
+    };
+    let client =
+        taskfold::client::QueueClient::new(&bench.root_url, credentials, bench.concurrency)?;
+    let options = taskfold::client::lifecycle::Options {
+        tasks: bench.tasks,
+        concurrency: bench.concurrency,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let report =
+        actix_web::rt::System::new().block_on(taskfold::client::lifecycle::run(client, options))?;
+    print!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 

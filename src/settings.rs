@@ -2,10 +2,13 @@
 //! with `--config`, then environment variables `TASKFOLD__SECTION__KEY`, then command-line flags.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{Client, Role};
 use crate::log::{embedded, kafka};
+use crate::model::Timestamp;
 
 /// The built-in defaults; the file is also the documentation of every key.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -14,6 +17,9 @@ pub const DEFAULTS: &str = include_str!("../config/default.toml");
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub log: LogSettings,
+    pub queue: QueueSettings,
+    pub api: ApiSettings,
+    pub auth: AuthSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -23,6 +29,75 @@ pub struct LogSettings {
     pub partitions: u32,
     pub embedded: embedded::Options,
     pub kafka: kafka::Options,
+}
+
+/// The queue's rules and the engine that keeps them (`[queue]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    pub claim_timeout_seconds: u64,
+    pub max_deadline_days: u64,
+    pub snapshot_every_events: u64,
+}
+
+/// The HTTP API (`[api]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub claim_work_timeout_seconds: u64,
+    pub max_body_bytes: usize,
+}
+
+/// Who may call the API (`[auth]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub queue_access_token: String,
+    pub clients: Vec<ClientSettings>,
+    pub roles: Vec<RoleSettings>,
+}
+
+/// One static client, as `[[auth.clients]]` writes it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub client_id: String,
+    pub access_token: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub expires: Option<Timestamp>,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// One role, as `[[auth.roles]]` writes it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSettings {
+    pub role_id: String,
+    pub scopes: Vec<String>,
+}
+
+impl From<&ClientSettings> for Client {
+    fn from(client: &ClientSettings) -> Self {
+        Client {
+            client_id: client.client_id.clone(),
+            access_token: client.access_token.clone(),
+            scopes: client.scopes.clone(),
+            expires: client.expires,
+            disabled: client.disabled,
+        }
+    }
+}
+
+impl From<&RoleSettings> for Role {
+    fn from(role: &RoleSettings) -> Self {
+        Role {
+            role_id: role.role_id.clone(),
+            scopes: role.scopes.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -70,6 +145,16 @@ impl Settings {
     }
 }
 
+impl QueueSettings {
+    /// The task decisions' knobs.
+    pub fn task_settings(&self) -> crate::engine::task::Settings {
+        crate::engine::task::Settings {
+            claim_timeout: Duration::from_secs(self.claim_timeout_seconds),
+            max_deadline: Duration::from_secs(self.max_deadline_days.saturating_mul(86_400)),
+        }
+    }
+}
+
 impl LogSettings {
     pub fn embedded_options(&self) -> embedded::Options {
         embedded::Options {
@@ -103,6 +188,47 @@ mod tests {
             settings.log.partitions
         );
         assert!(embedded::Options::default().segment_bytes > 0);
+        assert_eq!(
+            settings.queue.task_settings(),
+            crate::engine::task::Settings::default()
+        );
+        assert_eq!(settings.api.claim_work_timeout_seconds, 20);
+        assert!(settings.auth.clients.is_empty());
+        let anonymous = &settings.auth.roles[0];
+        assert_eq!(anonymous.role_id, "anonymous");
+        assert!(anonymous.scopes.contains(&"queue:status:*".to_owned()));
+    }
+
+    #[test]
+    fn clients_and_roles_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("taskfold.toml");
+        std::fs::write(
+            &file,
+            "[[auth.clients]]\nclient_id = \"project/ci\"\naccess_token = \"secret\"\n\
+             scopes = [\"queue:status:*\"]\nexpires = \"2030-01-01T00:00:00Z\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        let client = Client::from(&settings.auth.clients[0]);
+        assert_eq!(client.client_id, "project/ci");
+        assert_eq!(client.scopes, ["queue:status:*"]);
+        assert!(!client.disabled);
+        assert_eq!(
+            client.expires,
+            Some("2030-01-01T00:00:00.000Z".parse().unwrap())
+        );
+        // The default roles stay when a file only adds clients, and go when it sets roles.
+        assert_eq!(settings.auth.roles[0].role_id, "anonymous");
+        std::fs::write(&file, "[[auth.roles]]\nrole_id = \"x\"\nscopes = []\n").unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        let roles: Vec<&str> = settings
+            .auth
+            .roles
+            .iter()
+            .map(|r| r.role_id.as_str())
+            .collect();
+        assert_eq!(roles, ["x"]);
     }
 
     #[test]

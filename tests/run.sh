@@ -13,16 +13,29 @@ as_root() {
 }
 
 # Build tools for rdkafka's bundled librdkafka and libsql (C compiler, make, perl for
-# librdkafka's configure, Python for the helper below).
+# librdkafka's configure, Python for the helper below and, with venv, the interop tests).
 missing=()
 for tool in cc c++ make perl python3; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
+if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing build tools (missing: ${missing[*]})"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential perl python3
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential perl python3 python3-venv
 fi
+
+# The official Taskcluster Python client and pytest, in a venv under the target directory, for
+# the interop tests that drive the real server (tests/python).
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+venv="$target_dir/python-venv"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest
 
 # tansu, a Kafka-protocol broker, for the Kafka backend's end-to-end tests.
 if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
@@ -62,3 +75,8 @@ cargo clippy --quiet --all-targets -- -D warnings
 # Benchmarks run once each in test mode, so they are known to work; then every test.
 cargo test --benches
 cargo test
+# Last, so that its summary closes the output: the official Python client against the real
+# `taskfold serve`.
+cargo build --quiet
+TASKFOLD_BINARY="$target_dir/debug/taskfold" PYTHONDONTWRITEBYTECODE=1 \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/python

@@ -1,8 +1,11 @@
 //! The Taskcluster Queue v1 HTTP API: routes, Taskcluster's error shapes, pagination.
 //! Handlers turn requests into commands for the engine; nothing here changes state itself.
 
+pub mod access;
+mod call;
 pub mod error;
 pub mod response;
+mod routes;
 pub mod server;
 
 pub use error::{ApiError, ErrorCode};

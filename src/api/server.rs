@@ -1,12 +1,17 @@
 //! `taskfold serve`: the HTTP server of the Queue API under `<rootUrl>/api/queue/v1/`.
+//! Handlers share one [`State`]: the engine they send commands to, and the clients they
+//! authenticate against.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::json;
 
-use super::response;
+use super::access::Access;
+use super::{response, routes};
+use crate::engine::Engine;
+use crate::settings::Settings;
 
 /// Where the server listens and how it is reached.
 #[derive(Clone, Debug)]
@@ -16,15 +21,43 @@ pub struct Options {
     pub root_url: String,
 }
 
-struct ServerState {
+/// Workers expect a claimWork answer within Taskcluster's 20 s.
+const MAX_CLAIM_WORK_TIMEOUT_SECONDS: u64 = 20;
+
+/// What every handler uses.
+pub struct State {
+    pub engine: Engine,
+    pub access: Access,
+    /// How long claimWork waits for work (`api.claim_work_timeout_seconds`).
+    pub claim_work_timeout: Duration,
+    /// How far in the future a new task's deadline may be (`queue.max_deadline_days`).
+    pub max_deadline: Duration,
+    /// Largest request body (`api.max_body_bytes`).
+    pub max_body_bytes: usize,
     started: Instant,
 }
 
+impl State {
+    pub fn new(engine: Engine, access: Access, settings: &Settings) -> State {
+        State {
+            engine,
+            access,
+            claim_work_timeout: Duration::from_secs(
+                settings
+                    .api
+                    .claim_work_timeout_seconds
+                    .min(MAX_CLAIM_WORK_TIMEOUT_SECONDS),
+            ),
+            max_deadline: settings.queue.task_settings().max_deadline,
+            max_body_bytes: settings.api.max_body_bytes,
+            started: Instant::now(),
+        }
+    }
+}
+
 /// Serves until the process is stopped.
-pub async fn serve(options: Options) -> std::io::Result<()> {
-    let state = web::Data::new(ServerState {
-        started: Instant::now(),
-    });
+pub async fn serve(options: Options, state: State) -> std::io::Result<()> {
+    let state = web::Data::new(state);
     tracing::info!(
         listen = options.listen.as_str(),
         root_url = options.root_url.as_str(),
@@ -32,24 +65,34 @@ pub async fn serve(options: Options) -> std::io::Result<()> {
     );
     HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .configure(|config| app(config, state.clone()))
             .wrap(actix_web::middleware::Compress::default())
-            .service(
-                web::scope("/api/queue/v1")
-                    .wrap(response::api_headers())
-                    .route("/ping", web::get().to(ping)),
-            )
-            .route("/__lbheartbeat__", web::get().to(heartbeat))
-            .route("/__heartbeat__", web::get().to(heartbeat))
-            .route("/__version__", web::get().to(version))
-            .default_service(web::to(|| async { response::not_found() }))
     })
     .bind(&options.listen)?
     .run()
     .await
 }
 
-async fn ping(state: web::Data<ServerState>) -> HttpResponse {
+/// The whole application: the API under its base path, the monitoring routes, and the 404 of
+/// everything else.
+pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
+    let max_body_bytes = state.max_body_bytes;
+    config
+        .app_data(state)
+        .app_data(web::PayloadConfig::new(max_body_bytes))
+        .service(
+            web::scope("/api/queue/v1")
+                .wrap(response::api_headers())
+                .route("/ping", web::get().to(ping))
+                .configure(routes::configure),
+        )
+        .route("/__lbheartbeat__", web::get().to(heartbeat))
+        .route("/__heartbeat__", web::get().to(heartbeat))
+        .route("/__version__", web::get().to(version))
+        .default_service(web::to(|| async { response::not_found() }));
+}
+
+async fn ping(state: web::Data<State>) -> HttpResponse {
     response::json(
         StatusCode::OK,
         &json!({"alive": true, "uptime": state.started.elapsed().as_secs_f64()}),

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::pending::{PendingQueues, PendingRun};
+use super::pending::{Hint, PendingQueues, PendingRun};
 use crate::model::Priority;
 
 #[derive(Default)]
@@ -20,7 +20,7 @@ pub struct Dispatcher {
 
 struct Waiter {
     wanted: usize,
-    reply: oneshot::Sender<Vec<PendingRun>>,
+    reply: oneshot::Sender<Vec<Hint>>,
 }
 
 impl Actor for Dispatcher {
@@ -28,7 +28,7 @@ impl Actor for Dispatcher {
 }
 
 impl Dispatcher {
-    fn take(&mut self, task_queue_id: &str, wanted: usize) -> Vec<PendingRun> {
+    fn take(&mut self, task_queue_id: &str, wanted: usize) -> Vec<Hint> {
         std::iter::from_fn(|| self.queues.pop(task_queue_id))
             .take(wanted)
             .collect()
@@ -53,8 +53,13 @@ impl Dispatcher {
                     .push_front(waiter);
                 return;
             }
-            // The caller tries to claim them; a hint whose claim fails was stale anyway.
-            let _ = waiter.reply.send(hints);
+            // The caller tries to claim them (a hint whose claim fails was stale anyway). One
+            // that went away just now gets nothing: its hints go back.
+            if let Err(hints) = waiter.reply.send(hints) {
+                for hint in hints {
+                    self.queues.restore(task_queue_id, hint);
+                }
+            }
         }
     }
 }
@@ -105,8 +110,8 @@ pub struct TakeOrPark {
 
 #[derive(MessageResponse)]
 pub enum Take {
-    Hints(Vec<PendingRun>),
-    Parked(oneshot::Receiver<Vec<PendingRun>>),
+    Hints(Vec<Hint>),
+    Parked(oneshot::Receiver<Vec<Hint>>),
 }
 
 impl Handler<TakeOrPark> for Dispatcher {
@@ -140,5 +145,24 @@ impl Handler<CountPending> for Dispatcher {
 
     fn handle(&mut self, message: CountPending, _: &mut Context<Self>) -> u64 {
         self.queues.count(&message.task_queue_id) as u64
+    }
+}
+
+/// Hints a caller took but will not try to claim (it gave up waiting just as they arrived).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore {
+    pub task_queue_id: String,
+    pub hints: Vec<Hint>,
+}
+
+impl Handler<Restore> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, message: Restore, _: &mut Context<Self>) {
+        for hint in message.hints {
+            self.queues.restore(&message.task_queue_id, hint);
+        }
+        self.serve_waiters(&message.task_queue_id);
     }
 }

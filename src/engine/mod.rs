@@ -23,7 +23,7 @@ use crate::api::{ApiError, ErrorCode};
 use crate::log::EventLog;
 use crate::model::{RunState, Slugid, Task, TaskDefinition};
 use dependencies::DependencyResolver;
-use dispatcher::{CountPending, Dispatcher, Take, TakeOrPark};
+use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
 use shard::{Execute, Get, ShardContext, TaskShard};
 use task::{Command, ResolvedDependency};
 
@@ -207,10 +207,22 @@ impl Engine {
             });
             let hints = match take.await {
                 Ok(Take::Hints(hints)) => hints,
-                Ok(Take::Parked(parked)) => {
-                    match tokio::time::timeout_at(until.into(), parked).await {
+                Ok(Take::Parked(mut parked)) => {
+                    match tokio::time::timeout_at(until.into(), &mut parked).await {
                         Ok(Ok(hints)) => hints,
-                        _ => return Vec::new(),
+                        Ok(Err(_)) => return Vec::new(),
+                        Err(_elapsed) => {
+                            // Hints may have been sent just as time ran out: close the channel
+                            // and give back whatever made it in, so none is stranded.
+                            parked.close();
+                            if let Ok(hints) = parked.try_recv() {
+                                self.dispatcher.do_send(Restore {
+                                    task_queue_id: request.task_queue_id.clone(),
+                                    hints,
+                                });
+                            }
+                            return Vec::new();
+                        }
                     }
                 }
                 Err(_) => return Vec::new(),
@@ -220,6 +232,7 @@ impl Engine {
             let attempts: Vec<_> = hints
                 .into_iter()
                 .map(|hint| {
+                    let hint = hint.run;
                     let command = Command::Claim {
                         run_id: hint.run_id,
                         worker_group: request.worker_group.clone(),

@@ -18,6 +18,14 @@ pub struct PendingRun {
     pub run_id: u32,
 }
 
+/// A run handed out by [`PendingQueues::pop`]; it keeps its place, so a hint that was not
+/// used can be [`restored`](PendingQueues::restore) exactly where it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hint {
+    pub run: PendingRun,
+    place: (u8, u64),
+}
+
 #[derive(Debug, PartialEq, Eq)]
 struct Entry {
     rank: u8,
@@ -76,14 +84,31 @@ impl PendingQueues {
 
     /// The next run to offer a worker of `task_queue_id`, skipping hints of runs no longer
     /// pending. The run stays counted as pending until `remove`.
-    pub fn pop(&mut self, task_queue_id: &str) -> Option<PendingRun> {
+    pub fn pop(&mut self, task_queue_id: &str) -> Option<Hint> {
         let queue = self.queues.get_mut(task_queue_id)?;
         while let Some(entry) = queue.heap.pop() {
             if queue.pending.contains(&entry.run) {
-                return Some(entry.run);
+                return Some(Hint {
+                    run: entry.run,
+                    place: (entry.rank, entry.sequence),
+                });
             }
         }
         None
+    }
+
+    /// Puts back a hint nobody tried to claim, in its old place.
+    pub fn restore(&mut self, task_queue_id: &str, hint: Hint) {
+        if let Some(queue) = self.queues.get_mut(task_queue_id)
+            && queue.pending.contains(&hint.run)
+        {
+            let (rank, sequence) = hint.place;
+            queue.heap.push(Entry {
+                rank,
+                sequence,
+                run: hint.run,
+            });
+        }
     }
 
     /// Runs pending in `task_queue_id` (0 for a queue never seen).
@@ -113,7 +138,9 @@ mod tests {
         queues.push("p/w", run(3), Priority::Lowest);
         queues.push("p/w", run(4), Priority::High);
         queues.push("other/w", run(5), Priority::Highest);
-        let order: Vec<PendingRun> = std::iter::from_fn(|| queues.pop("p/w")).collect();
+        let order: Vec<PendingRun> = std::iter::from_fn(|| queues.pop("p/w"))
+            .map(|hint| hint.run)
+            .collect();
         assert_eq!(order, vec![run(2), run(4), run(1), run(3)]);
         assert_eq!(
             queues.count("p/w"),
@@ -132,8 +159,12 @@ mod tests {
         queues.remove("p/w", run(1));
         queues.push("p/w", run(3), Priority::VeryHigh);
         assert_eq!(queues.count("p/w"), 2);
-        assert_eq!(queues.pop("p/w"), Some(run(3)));
-        assert_eq!(queues.pop("p/w"), Some(run(2)));
+        assert_eq!(queues.pop("p/w").map(|hint| hint.run), Some(run(3)));
+        let second = queues.pop("p/w").unwrap();
+        assert_eq!(second.run, run(2));
+        // An unused hint goes back where it was, ahead of the stale one of run 3.
+        queues.restore("p/w", second);
+        assert_eq!(queues.pop("p/w").map(|hint| hint.run), Some(run(2)));
         // The stale low-priority hint of run 3 is still offered until run 3 is removed.
         queues.remove("p/w", run(3));
         assert_eq!(queues.pop("p/w"), None);

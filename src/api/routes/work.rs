@@ -1,0 +1,293 @@
+//! The worker interface: `claimWork`, `reclaimTask`, `reportCompleted`, `reportFailed`,
+//! `reportException`, and the pending count (`pendingTasks`) that autoscalers read.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::web::Data;
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::tasks::status_reply;
+use super::template;
+use crate::api::call::{Body, Call};
+use crate::api::server::State;
+use crate::api::{ApiError, ErrorCode, response};
+use crate::auth::ScopeExpression;
+use crate::auth::credentials::{ClaimedRun, task_credentials};
+use crate::engine::ClaimWork;
+use crate::engine::task::Command;
+use crate::model::{ExceptionReason, Slugid, Task, Timestamp};
+
+static CLAIM_WORK: LazyLock<ScopeExpression> = LazyLock::new(|| {
+    template(json!({"AllOf": [
+        "queue:claim-work:<taskQueueId>",
+        "queue:worker-id:<workerGroup>/<workerId>",
+    ]}))
+});
+static RECLAIM_TASK: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:reclaim-task:<taskId>/<runId>")));
+static RESOLVE_TASK: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:resolve-task:<taskId>/<runId>")));
+static PENDING_COUNT: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:pending-count:<taskQueueId>")));
+
+/// Most runs one claimWork call may ask for (`claim-work-request.yml`).
+const MAX_TASKS_PER_CLAIM: i64 = 32;
+
+/// The body of claimWork.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClaimWorkRequest {
+    worker_group: String,
+    worker_id: String,
+    #[serde(default = "one")]
+    tasks: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl ClaimWorkRequest {
+    /// The schema's patterns and limits.
+    fn check(&self) -> Result<(), ApiError> {
+        let mut problems = Vec::new();
+        for (field, value) in [
+            ("workerGroup", &self.worker_group),
+            ("workerId", &self.worker_id),
+        ] {
+            let valid = (1..=38).contains(&value.len())
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                problems.push(format!("`{field}` must match `^[a-zA-Z0-9-_]{{1,38}}$`"));
+            }
+        }
+        if !(1..=MAX_TASKS_PER_CLAIM).contains(&self.tasks) {
+            problems.push(format!(
+                "`tasks` must be an integer from 1 to {MAX_TASKS_PER_CLAIM}"
+            ));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::InputValidationError,
+            format!(
+                "the request does not match claim-work-request:\n{}",
+                problems.join("\n")
+            ),
+        ))
+    }
+}
+
+/// The body of reportException.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptionRequest {
+    reason: ExceptionReason,
+}
+
+/// `POST /claim-work/<taskQueueId>`: waits up to the configured time (20 s) for pending runs
+/// and claims up to `tasks` of them; each comes with temporary credentials for the run.
+pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("claimWork", request, body)
+        .answer(async |call| {
+            let task_queue_id = call.task_queue_id_param()?;
+            let input: ClaimWorkRequest = call.input("claim-work-request")?;
+            input.check()?;
+            call.authorize(
+                &state.access.clients,
+                &CLAIM_WORK,
+                &[
+                    ("taskQueueId", &task_queue_id),
+                    ("workerGroup", &input.worker_group),
+                    ("workerId", &input.worker_id),
+                ],
+            )?;
+            let until = Instant::now() + state.claim_work_timeout;
+            let claims = state
+                .engine
+                .claim_work(
+                    ClaimWork {
+                        task_queue_id,
+                        worker_group: input.worker_group,
+                        worker_id: input.worker_id,
+                        // Checked above to be 1..=32.
+                        tasks: input.tasks as u32,
+                    },
+                    until,
+                )
+                .await;
+            let now = Timestamp::now();
+            let tasks = claims
+                .iter()
+                .map(|claimed| {
+                    let mut claim = run_claim(&state, &claimed.task, claimed.run_id, now)?;
+                    claim.insert("task".into(), json!(claimed.task.definition));
+                    Ok(Value::Object(claim))
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            Ok(response::json(StatusCode::OK, &json!({ "tasks": tasks })))
+        })
+        .await
+}
+
+/// `POST /task/<taskId>/runs/<runId>/reclaim`: extends the claim and hands out fresh
+/// credentials.
+pub async fn reclaim_task(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("reclaimTask", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &RECLAIM_TASK)?;
+            let (task_id, run_id) = run_params(call)?;
+            let task = state
+                .engine
+                .execute(task_id, Command::Reclaim { run_id })
+                .await?;
+            let claim = run_claim(&state, &task, run_id, Timestamp::now())?;
+            Ok(response::json(StatusCode::OK, &Value::Object(claim)))
+        })
+        .await
+}
+
+/// `POST /task/<taskId>/runs/<runId>/completed`. The legacy body `{"success": false}` still
+/// means failed.
+pub async fn report_completed(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("reportCompleted", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &RESOLVE_TASK)?;
+            let (task_id, run_id) = run_params(call)?;
+            let command = if call.payload().get("success") == Some(&Value::Bool(false)) {
+                Command::ReportFailed { run_id }
+            } else {
+                Command::ReportCompleted { run_id }
+            };
+            let task = state.engine.execute(task_id, command).await?;
+            Ok(status_reply(&task))
+        })
+        .await
+}
+
+/// `POST /task/<taskId>/runs/<runId>/failed`.
+pub async fn report_failed(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("reportFailed", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &RESOLVE_TASK)?;
+            let (task_id, run_id) = run_params(call)?;
+            let task = state
+                .engine
+                .execute(task_id, Command::ReportFailed { run_id })
+                .await?;
+            Ok(status_reply(&task))
+        })
+        .await
+}
+
+/// `POST /task/<taskId>/runs/<runId>/exception`.
+pub async fn report_exception(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("reportException", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &RESOLVE_TASK)?;
+            let (task_id, run_id) = run_params(call)?;
+            let input: ExceptionRequest = call.input("task-exception-request")?;
+            let command = Command::ReportException {
+                run_id,
+                reason: input.reason,
+            };
+            let task = state.engine.execute(task_id, command).await?;
+            Ok(status_reply(&task))
+        })
+        .await
+}
+
+/// `GET /pending/<taskQueueId>`: how many runs wait in the queue.
+pub async fn pending_tasks(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("pendingTasks", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &PENDING_COUNT)?;
+            let task_queue_id = call.task_queue_id_param()?;
+            let count = state.engine.pending_count(&task_queue_id).await;
+            let (provisioner_id, worker_type) = task_queue_id
+                .split_once('/')
+                .expect("checked to be <provisionerId>/<workerType>");
+            Ok(response::json(
+                StatusCode::OK,
+                &json!({
+                    "provisionerId": provisioner_id,
+                    "workerType": worker_type,
+                    "taskQueueId": task_queue_id,
+                    "pendingTasks": count,
+                }),
+            ))
+        })
+        .await
+}
+
+fn run_params(call: &Call) -> Result<(Slugid, u32), ApiError> {
+    Ok((call.slugid_param("taskId")?, call.run_id_param()?))
+}
+
+/// What claimWork and reclaimTask say about a claimed run: `status`, `runId`, `workerGroup`,
+/// `workerId`, `takenUntil` and the run's credentials, signed by the queue, valid from `now`
+/// until the claim ends.
+fn run_claim(
+    state: &State,
+    task: &Task,
+    run_id: u32,
+    now: Timestamp,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let internal = |what: &str| {
+        ApiError::new(
+            ErrorCode::InternalServerError,
+            format!("run {run_id} of task {} {what}", task.task_id),
+        )
+    };
+    let run = task
+        .runs
+        .get(run_id as usize)
+        .ok_or_else(|| internal("is missing after its claim"))?;
+    let (Some(worker_group), Some(worker_id), Some(taken_until)) =
+        (&run.worker_group, &run.worker_id, run.taken_until)
+    else {
+        return Err(internal("has no claim after its claim"));
+    };
+    let task_id = task.task_id.to_string();
+    let claimed = ClaimedRun {
+        task_id: &task_id,
+        run_id,
+        worker_group,
+        worker_id,
+        taken_until,
+    };
+    let credentials = task_credentials(
+        &claimed,
+        &task.definition.scopes,
+        &state.access.queue_credentials,
+        now,
+    )
+    .map_err(|error| internal(&format!("cannot get credentials: {error}")))?;
+    let reply = json!({
+        "status": task.status(),
+        "runId": run_id,
+        "workerGroup": worker_group,
+        "workerId": worker_id,
+        "takenUntil": taken_until,
+        "credentials": credentials,
+    });
+    match reply {
+        Value::Object(map) => Ok(map),
+        _ => unreachable!("json! of an object literal is an object"),
+    }
+}

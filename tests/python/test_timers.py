@@ -1,0 +1,89 @@
+"""What happens with time: claims that run out, deadlines that pass, long polls that end empty,
+and parked workers sharing the work that arrives."""
+
+import datetime
+import threading
+import time
+
+import taskcluster
+
+from conftest import claim, new_task_id, task_definition, wait_for
+
+
+def test_an_expired_claim_is_retried(quick_server, task_queue_id):
+    queue = quick_server.queue()
+    task_id = new_task_id()
+    queue.createTask(task_id, task_definition(task_queue_id, retries=1))
+    [claimed] = claim(queue, task_queue_id)
+    assert claimed["status"]["taskId"] == task_id
+
+    def retried():
+        status = queue.status(task_id)["status"]
+        return status if len(status["runs"]) == 2 else None
+
+    status = wait_for(retried)
+    assert status, queue.status(task_id)
+    assert status["runs"][0]["state"] == "exception"
+    assert status["runs"][0]["reasonResolved"] == "claim-expired"
+    assert status["runs"][1]["reasonCreated"] == "retry"
+    assert status["retriesLeft"] == 0
+    [again] = claim(queue, task_queue_id)
+    assert again["runId"] == 1
+
+
+def test_a_passed_deadline_resolves_the_task(quick_server, task_queue_id):
+    queue = quick_server.queue()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    task_id = new_task_id()
+    queue.createTask(task_id, task_definition(
+        task_queue_id, created=taskcluster.stringDate(now),
+        deadline=taskcluster.stringDate(now + datetime.timedelta(seconds=2))))
+
+    def resolved():
+        status = queue.status(task_id)["status"]
+        return status if status["state"] == "exception" else None
+
+    status = wait_for(resolved)
+    assert status, queue.status(task_id)
+    assert status["runs"][-1]["reasonResolved"] == "deadline-exceeded"
+    assert queue.pendingTasks(task_queue_id)["pendingTasks"] == 0
+
+
+def test_an_empty_long_poll_ends_with_no_tasks(quick_server, task_queue_id):
+    started = time.monotonic()
+    assert claim(quick_server.queue(), task_queue_id) == []
+    assert time.monotonic() - started >= 0.9
+
+
+def test_parked_workers_share_the_work_that_arrives(server, queue, task_queue_id):
+    results = []
+    lock = threading.Lock()
+
+    def worker(worker_id):
+        tasks = claim(server.queue(), task_queue_id, worker_id=worker_id)
+        with lock:
+            results.append(tasks)
+
+    workers = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(3)]
+    for thread in workers:
+        thread.start()
+    time.sleep(1)  # let all three park
+    created = {new_task_id() for _ in range(3)}
+    for task_id in created:
+        queue.createTask(task_id, task_definition(task_queue_id))
+    for thread in workers:
+        thread.join(timeout=30)
+    claimed = [t["status"]["taskId"] for tasks in results for t in tasks]
+    # Each task went to exactly one worker, and no worker came back empty while work waited.
+    assert sorted(claimed) == sorted(created)
+    assert all(len(tasks) == 1 for tasks in results)
+
+
+def test_claim_work_takes_as_many_as_asked_when_they_wait(queue, task_queue_id):
+    created = {new_task_id() for _ in range(5)}
+    for task_id in created:
+        queue.createTask(task_id, task_definition(task_queue_id))
+    claimed = claim(queue, task_queue_id, tasks=3)
+    assert len(claimed) == 3
+    assert {c["status"]["taskId"] for c in claimed} < created
+    assert queue.pendingTasks(task_queue_id)["pendingTasks"] == 2
