@@ -141,11 +141,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a report to standard output; a reader that went away (`| head`) is not an error.
+fn print_report(report: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let _ = write!(std::io::stdout().lock(), "{report}");
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Log(LogCommand::Inspect { data_dir, verify }) => {
             let report = log::inspect::inspect(&data_dir, verify)?;
-            print!("{report}");
+            print_report(&report);
             Ok(if verify && report.has_problems() {
                 ExitCode::from(1)
             } else {
@@ -206,7 +212,7 @@ fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
     };
     let report =
         actix_web::rt::System::new().block_on(taskfold::client::lifecycle::run(client, options))?;
-    print!("{report}");
+    print_report(&report);
     Ok(ExitCode::SUCCESS)
 }
 
