@@ -8,7 +8,6 @@ use serde::Deserialize;
 
 use crate::auth::{Client, Role};
 use crate::log::{embedded, kafka};
-use crate::model::Timestamp;
 
 /// The built-in defaults; the file is also the documentation of every key.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -53,51 +52,11 @@ pub struct ApiSettings {
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub queue_access_token: String,
-    pub clients: Vec<ClientSettings>,
-    pub roles: Vec<RoleSettings>,
-}
-
-/// One static client, as `[[auth.clients]]` writes it.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientSettings {
-    pub client_id: String,
-    pub access_token: String,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    pub expires: Option<Timestamp>,
-    #[serde(default)]
-    pub disabled: bool,
-}
-
-/// One role, as `[[auth.roles]]` writes it.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleSettings {
-    pub role_id: String,
-    pub scopes: Vec<String>,
-}
-
-impl From<&ClientSettings> for Client {
-    fn from(client: &ClientSettings) -> Self {
-        Client {
-            client_id: client.client_id.clone(),
-            access_token: client.access_token.clone(),
-            scopes: client.scopes.clone(),
-            expires: client.expires,
-            disabled: client.disabled,
-        }
-    }
-}
-
-impl From<&RoleSettings> for Role {
-    fn from(role: &RoleSettings) -> Self {
-        Role {
-            role_id: role.role_id.clone(),
-            scopes: role.scopes.clone(),
-        }
-    }
+    /// `[[auth.clients]]`: static clients (`client_id`, `access_token`, `scopes`, optional
+    /// `expires`, `disabled`).
+    pub clients: Vec<Client>,
+    /// `[[auth.roles]]`: roles (`role_id`, `scopes`).
+    pub roles: Vec<Role>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -210,7 +169,7 @@ mod tests {
         )
         .unwrap();
         let settings = Settings::load(Some(&file)).unwrap();
-        let client = Client::from(&settings.auth.clients[0]);
+        let client = settings.auth.clients[0].clone();
         assert_eq!(client.client_id, "project/ci");
         assert_eq!(client.scopes, ["queue:status:*"]);
         assert!(!client.disabled);

@@ -5,7 +5,7 @@
 //! with those verify against this same table.
 
 use crate::auth::credentials::random_seed;
-use crate::auth::{Client, Clients, Credentials, Role, Roles, clients, roles};
+use crate::auth::{Client, Clients, Credentials, Roles, clients, roles};
 use crate::settings::AuthSettings;
 
 pub const ROOT_CLIENT_ID: &str = "static/taskcluster/root";
@@ -37,7 +37,7 @@ impl Access {
         settings: &AuthSettings,
         root_access_token: Option<&str>,
     ) -> Result<Access, Error> {
-        let roles = Roles::new(settings.roles.iter().map(Role::from))?;
+        let roles = Roles::new(settings.roles.iter().cloned())?;
         let queue_access_token = if settings.queue_access_token.is_empty() {
             random_seed()
         } else {
@@ -55,7 +55,7 @@ impl Access {
             expires: None,
             disabled: false,
         };
-        let mut table: Vec<Client> = settings.clients.iter().map(Client::from).collect();
+        let mut table: Vec<Client> = settings.clients.clone();
         table.push(everything(QUEUE_CLIENT_ID, &queue_credentials.access_token));
         if let Some(token) = root_access_token {
             table.push(everything(ROOT_CLIENT_ID, token));
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn a_configured_client_may_not_take_a_static_name() {
         let mut settings = Settings::defaults().auth.clone();
-        settings.clients.push(crate::settings::ClientSettings {
+        settings.clients.push(Client {
             client_id: ROOT_CLIENT_ID.into(),
             access_token: "x".into(),
             scopes: vec![],

@@ -12,9 +12,9 @@ use super::roles::{self, Roles};
 use super::scopes::{ScopeSet, is_grantable_scope};
 use crate::model::Timestamp;
 
-/// One client as configured.
+/// One client as configured (`[[auth.clients]]`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct Client {
     pub client_id: String,
     pub access_token: String,

@@ -46,9 +46,9 @@ pub enum Error {
     Cycle(Vec<String>),
 }
 
-/// One role as configured.
+/// One role as configured (`[[auth.roles]]`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct Role {
     pub role_id: String,
     pub scopes: Vec<String>,
