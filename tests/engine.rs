@@ -158,3 +158,93 @@ async fn lifecycle_long_poll_dependencies_and_restart() {
         "claims carry their task"
     );
 }
+
+/// A dependency that resolved just before a crash, before its dependent was told: after the
+/// restart the dependent is scheduled all the same.
+#[actix_web::test]
+async fn a_restart_schedules_dependents_of_tasks_resolved_before_the_crash() {
+    use taskfold::log::{Entry, codec};
+    use taskfold::model::{Envelope, Event, ReasonCreated, ReasonResolved};
+
+    let dir = tempfile::tempdir().unwrap();
+    // The dependency's shard announces first, before the dependent's shard registers it.
+    let in_partition = |partition| loop {
+        let id = Slugid::nice();
+        if taskfold::log::partition_for(id.to_string().as_bytes(), 3) == partition {
+            break id;
+        }
+    };
+    let (dependency, dependent) = (in_partition(0), in_partition(2));
+    {
+        let log = EmbeddedLog::open(
+            dir.path(),
+            Options {
+                partitions: 3,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let now = Timestamp::now();
+        let history = [
+            (
+                dependency,
+                Event::TaskDefined {
+                    task_id: dependency,
+                    definition: Box::new(definition(dependency, "p/w", &[])),
+                },
+            ),
+            (
+                dependency,
+                Event::RunPending {
+                    run_id: 0,
+                    reason: ReasonCreated::Scheduled,
+                },
+            ),
+            (
+                dependency,
+                Event::RunClaimed {
+                    run_id: 0,
+                    worker_group: "wg".into(),
+                    worker_id: "w".into(),
+                    taken_until: now.plus_millis(60_000),
+                },
+            ),
+            (
+                dependency,
+                Event::RunResolved {
+                    run_id: 0,
+                    reason: ReasonResolved::Completed,
+                },
+            ),
+            (
+                dependent,
+                Event::TaskDefined {
+                    task_id: dependent,
+                    definition: Box::new(definition(dependent, "p/w", &[dependency])),
+                },
+            ),
+        ];
+        for (task_id, event) in history {
+            let envelope = Envelope {
+                key: task_id.to_string(),
+                at: now,
+                event,
+            };
+            let entry = Entry {
+                key: envelope.key.clone(),
+                payload: codec::encode(&envelope).unwrap(),
+            };
+            log.append(log.partition_of(&envelope.key), vec![entry])
+                .await
+                .unwrap();
+        }
+    }
+    let engine = start(dir.path()).await;
+    for _ in 0..100 {
+        if engine.task(dependent).await.unwrap().state() == TaskState::Pending {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the dependent was not scheduled after the restart");
+}

@@ -24,7 +24,7 @@ use crate::log::EventLog;
 use crate::model::{RunState, Slugid, Task, TaskDefinition};
 use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
-use shard::{Execute, Get, ShardContext, TaskShard};
+use shard::{Execute, Get, ShardContext, TaskShard, Waiting};
 use task::{Command, ResolvedDependency};
 
 /// The engine's settings (the `[queue]` section of the configuration).
@@ -95,7 +95,31 @@ impl Engine {
             dispatcher,
         };
         resolver.do_send(dependencies::Attach(engine.clone()));
+        engine.recheck_waiting_dependents().await;
         Ok(engine)
+    }
+
+    /// After a replay, shards announce resolutions and registrations in no particular order
+    /// across partitions, so a dependency that resolved just before a crash, before its
+    /// dependent heard of it, would go unnoticed: look at every waiting dependency once.
+    async fn recheck_waiting_dependents(&self) {
+        for shard in self.shards.iter() {
+            let Ok(waiting) = shard.send(Waiting).await else {
+                continue;
+            };
+            for (dependent, dependencies) in waiting {
+                for dependency in dependencies {
+                    if let Some(resolved) = self
+                        .task(dependency)
+                        .await
+                        .as_ref()
+                        .and_then(final_resolution)
+                    {
+                        self.notify(dependent, Command::SatisfyDependency(resolved));
+                    }
+                }
+            }
+        }
     }
 
     fn shard(&self, task_id: Slugid) -> &Addr<TaskShard> {

@@ -368,3 +368,32 @@ impl Handler<Get> for TaskShard {
         })
     }
 }
+
+/// The unscheduled tasks of this shard that still wait for dependencies, with those
+/// dependencies.
+#[derive(Message)]
+#[rtype(result = "Vec<(Slugid, Vec<Slugid>)>")]
+pub struct Waiting;
+
+impl Handler<Waiting> for TaskShard {
+    type Result = Vec<(Slugid, Vec<Slugid>)>;
+
+    fn handle(&mut self, _: Waiting, _: &mut Context<Self>) -> Self::Result {
+        self.tasks
+            .by_key
+            .values()
+            .filter(|task| task.runs.is_empty())
+            .map(|task| {
+                let waiting = task
+                    .definition
+                    .dependencies
+                    .iter()
+                    .filter(|dependency| !task.satisfied_dependencies.contains(dependency))
+                    .copied()
+                    .collect::<Vec<_>>();
+                (task.task_id, waiting)
+            })
+            .filter(|(_, waiting)| !waiting.is_empty())
+            .collect()
+    }
+}
