@@ -39,17 +39,21 @@ fn entry(key: Slugid, millis: i64) -> Entry {
     }
 }
 
-#[test]
-fn reports_partitions_segments_offsets_and_snapshots() {
-    let dir = tempfile::tempdir().unwrap();
+/// A one-partition log under `dir` holding `entries`, closed again.
+fn write_log(dir: &Path, entries: Vec<Entry>) {
     let options = Options {
         partitions: 1,
         ..Options::default()
     };
-    let log = EmbeddedLog::open(dir.path(), options).unwrap();
+    let log = EmbeddedLog::open(dir, options).unwrap();
+    block_on(log.append(0, entries)).unwrap();
+}
+
+#[test]
+fn reports_partitions_segments_offsets_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
     let key = Slugid::nice();
-    block_on(log.append(0, (0..25).map(|i| entry(key, i)).collect())).unwrap();
-    drop(log);
+    write_log(dir.path(), (0..25).map(|i| entry(key, i)).collect());
     snapshot::write(dir.path(), 0, 20, &vec![1u32, 2, 3]).unwrap();
 
     let (output, text) = inspect(dir.path(), true);
@@ -70,16 +74,13 @@ fn reports_partitions_segments_offsets_and_snapshots() {
 #[test]
 fn verify_fails_on_records_that_do_not_decode_and_on_damage() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        partitions: 1,
-        ..Options::default()
-    };
-    let log = EmbeddedLog::open(dir.path(), options).unwrap();
     let key = Slugid::nice();
     let mut future_format = entry(key, 2);
     future_format.payload[0] = 9;
-    block_on(log.append(0, vec![entry(key, 1), future_format, entry(key, 3)])).unwrap();
-    drop(log);
+    write_log(
+        dir.path(),
+        vec![entry(key, 1), future_format, entry(key, 3)],
+    );
     // A snapshot cut short is reported as unusable, not believed.
     let snapshot = snapshot::write(dir.path(), 0, 3, &vec![7u32; 100]).unwrap();
     let bytes = std::fs::read(&snapshot).unwrap();
