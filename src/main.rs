@@ -184,7 +184,13 @@ fn serve_queue(serve: Serve) -> anyhow::Result<ExitCode> {
         let engine = Engine::start(log, serve.data_dir.clone(), engine_settings)
             .await
             .context("replaying the log")?;
-        let state = server::State::new(engine, access, &settings);
+        let state = server::State::new(
+            engine,
+            access,
+            &settings,
+            &serve.data_dir,
+            &options.root_url,
+        );
         server::serve(options, state).await?;
         anyhow::Ok(())
     })?;

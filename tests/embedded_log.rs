@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use taskfold::log::embedded::{self, EmbeddedLog, Options};
 use taskfold::log::{Entry, Error, EventLog, codec};
 use taskfold::model::{
-    Envelope, Event, Json, Metadata, Priority, ReasonCreated, ReasonResolved, Requires, Slugid,
-    TaskDefinition, Tasks, Timestamp,
+    Entities, Envelope, Event, Json, Metadata, Priority, ReasonCreated, ReasonResolved, Requires,
+    Slugid, TaskDefinition, Timestamp,
 };
 
 /// The behavioural suite every backend passes, on a fresh embedded log.
@@ -454,7 +454,7 @@ proptest! {
                 event,
             })
             .collect();
-        let mut direct = Tasks::default();
+        let mut direct = Entities::default();
         for envelope in &envelopes {
             direct.apply(envelope);
         }
@@ -476,17 +476,17 @@ proptest! {
         }
         drop(log);
         let log = EmbeddedLog::open(dir.path(), options(2)).unwrap();
-        let mut replayed = Tasks::default();
+        let mut replayed = Entities::default();
         for partition in 0..2 {
             for envelope in read_all(&log, partition) {
                 replayed.apply(&envelope);
             }
         }
         prop_assert_eq!(&replayed, &direct);
-        for (key, task) in &direct.by_key {
+        for (key, task) in &direct.tasks {
             prop_assert_eq!(
                 serde_json::to_value(task.status()).unwrap(),
-                serde_json::to_value(replayed.by_key[key].status()).unwrap()
+                serde_json::to_value(replayed.tasks[key].status()).unwrap()
             );
         }
     }

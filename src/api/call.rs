@@ -136,6 +136,23 @@ impl Call {
             .unwrap_or_default()
     }
 
+    /// `continuationToken` and `limit` of the query string.
+    pub fn page(&self, default_limit: usize) -> Result<super::pagination::Page, ApiError> {
+        super::pagination::Page::from_query(self.request.query_string(), default_limit)
+    }
+
+    /// The query argument `name`, percent-decoded, if given.
+    pub fn query(&self, name: &str) -> Option<String> {
+        self.request.query_string().split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then(|| {
+                percent_encoding::percent_decode_str(value)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+    }
+
     /// The parameter `name` as a slugid (`taskId`, `taskGroupId`).
     pub fn slugid_param(&self, name: &str) -> Result<Slugid, ApiError> {
         self.param(name)

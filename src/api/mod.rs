@@ -2,8 +2,10 @@
 //! Handlers turn requests into commands for the engine; nothing here changes state itself.
 
 pub mod access;
+pub mod blobs;
 mod call;
 pub mod error;
+pub mod pagination;
 pub mod response;
 mod routes;
 pub mod server;

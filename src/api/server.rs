@@ -2,6 +2,7 @@
 //! Handlers share one [`State`]: the engine they send commands to, and the clients they
 //! authenticate against.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
@@ -9,6 +10,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::json;
 
 use super::access::Access;
+use super::blobs::{self, BlobStore};
 use super::{response, routes};
 use crate::engine::Engine;
 use crate::settings::Settings;
@@ -28,6 +30,8 @@ const MAX_CLAIM_WORK_TIMEOUT_SECONDS: u64 = 20;
 pub struct State {
     pub engine: Engine,
     pub access: Access,
+    /// Where `s3` artifacts are kept, and how their URLs are signed.
+    pub blobs: BlobStore,
     /// How long claimWork waits for work (`api.claim_work_timeout_seconds`).
     pub claim_work_timeout: Duration,
     /// How far in the future a new task's deadline may be (`queue.max_deadline_days`).
@@ -38,10 +42,22 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(engine: Engine, access: Access, settings: &Settings) -> State {
+    pub fn new(
+        engine: Engine,
+        access: Access,
+        settings: &Settings,
+        data_dir: &Path,
+        root_url: &str,
+    ) -> State {
+        let blobs = BlobStore::new(
+            data_dir,
+            access.queue_credentials.access_token.clone(),
+            root_url,
+        );
         State {
             engine,
             access,
+            blobs,
             claim_work_timeout: Duration::from_secs(
                 settings
                     .api
@@ -85,6 +101,13 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
                 .wrap(response::api_headers())
                 .route("/ping", web::get().to(ping))
                 .configure(routes::configure),
+        )
+        .service(
+            web::resource("/blobs/{taskId}/{runId}/{name:.+}")
+                .route(web::put().to(blobs::put))
+                .route(web::get().to(blobs::get))
+                .route(web::head().to(blobs::get))
+                .default_service(web::to(|| async { response::not_found() })),
         )
         .route("/__lbheartbeat__", web::get().to(heartbeat))
         .route("/__heartbeat__", web::get().to(heartbeat))

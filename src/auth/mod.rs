@@ -16,6 +16,7 @@
 //! authorization failure a 403 `InsufficientScopes`.
 
 pub mod bewit;
+pub mod blob_url;
 pub mod clients;
 pub mod credentials;
 mod encoding;

@@ -6,11 +6,15 @@
 //! the task's partition, parks claimWork calls at the dispatcher, and checks dependencies at
 //! creation.
 
+pub mod artifact;
 pub mod dependencies;
 pub mod dispatcher;
+pub mod group;
+pub mod index;
 pub mod pending;
 pub mod shard;
 pub mod task;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,11 +25,17 @@ use serde_json::json;
 
 use crate::api::{ApiError, ErrorCode};
 use crate::log::EventLog;
-use crate::model::{RunState, Slugid, Task, TaskDefinition};
+use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker};
 use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
-use shard::{Execute, Get, ShardContext, TaskShard, Waiting};
+use group::GroupCommand;
+use index::Listing;
+use shard::{
+    Count, Execute, ExecuteGroup, Get, GetGroup, List, RecordWorker, ShardContext, TaskShard,
+    Waiting,
+};
 use task::{Command, ResolvedDependency};
+use workers::{WorkerDirectory, WorkerName};
 
 /// The engine's settings (the `[queue]` section of the configuration).
 #[derive(Clone, Debug)]
@@ -40,6 +50,7 @@ pub struct Engine {
     shards: Arc<[Addr<TaskShard>]>,
     log: Arc<dyn EventLog>,
     dispatcher: Addr<Dispatcher>,
+    directory: Addr<WorkerDirectory>,
 }
 
 /// A claimWork call.
@@ -67,6 +78,7 @@ impl Engine {
     ) -> Result<Engine, crate::log::Error> {
         let dispatcher = Dispatcher::default().start();
         let resolver = DependencyResolver::default().start();
+        let directory = WorkerDirectory::default().start();
         let context = ShardContext {
             log: log.clone(),
             data_dir,
@@ -74,6 +86,7 @@ impl Engine {
             snapshot_every_events: settings.snapshot_every_events.max(1),
             dispatcher: dispatcher.clone(),
             resolver: resolver.clone(),
+            directory: directory.clone(),
         };
         // Partitions replay in parallel, each on a blocking thread.
         let replays: Vec<_> = (0..log.partitions())
@@ -93,6 +106,7 @@ impl Engine {
             shards: shards.into(),
             log,
             dispatcher,
+            directory,
         };
         resolver.do_send(dependencies::Attach(engine.clone()));
         engine.recheck_waiting_dependents().await;
@@ -123,15 +137,27 @@ impl Engine {
     }
 
     fn shard(&self, task_id: Slugid) -> &Addr<TaskShard> {
-        let partition = self.log.partition_of(&task_id.to_string());
-        &self.shards[partition as usize]
+        self.shard_of(&task_id.to_string())
+    }
+
+    fn shard_of(&self, key: &str) -> &Addr<TaskShard> {
+        &self.shards[self.log.partition_of(key) as usize]
+    }
+
+    /// The worker directory, for the API's worker and task-queue reads.
+    pub fn directory(&self) -> &Addr<WorkerDirectory> {
+        &self.directory
     }
 
     /// Runs one command on the task's shard; resolves once its events are durable, with the
     /// task's state after it.
     pub async fn execute(&self, task_id: Slugid, command: Command) -> Result<Task, ApiError> {
         self.shard(task_id)
-            .send(Execute { task_id, command })
+            .send(Execute {
+                task_id,
+                command,
+                join: None,
+            })
             .await
             .unwrap_or_else(|error| Err(mailbox_error(error)))
     }
@@ -140,7 +166,13 @@ impl Engine {
     pub fn notify(&self, task_id: Slugid, command: Command) {
         let shard = self.shard(task_id).clone();
         actix::spawn(async move {
-            let _ = shard.send(Execute { task_id, command }).await;
+            let _ = shard
+                .send(Execute {
+                    task_id,
+                    command,
+                    join: None,
+                })
+                .await;
         });
     }
 
@@ -193,11 +225,35 @@ impl Engine {
             })));
         }
         let dependencies = definition.dependencies.clone();
+        let group_id = definition.task_group_id;
+        let join = GroupCommand::Join {
+            scheduler_id: definition.scheduler_id.clone(),
+            task_expires: definition.expires,
+        };
         let command = Command::Define {
             definition: Box::new(definition),
             resolved_dependencies,
         };
-        let mut created = self.execute(task_id, command).await?;
+        // The group must accept the task first (Taskcluster's `ensureTaskGroup`). When the
+        // group lives in the task's partition (a group named after one of its tasks), both
+        // decisions are one append.
+        let join = if self.log.partition_of(&group_id.to_string())
+            == self.log.partition_of(&task_id.to_string())
+        {
+            Some(join)
+        } else {
+            self.execute_group(group_id, join).await?;
+            None
+        };
+        let mut created = self
+            .shard(task_id)
+            .send(Execute {
+                task_id,
+                command,
+                join,
+            })
+            .await
+            .unwrap_or_else(|error| Err(mailbox_error(error)))?;
         // The second look: a dependency that resolved after the first look but before this
         // task registered with the resolver would otherwise go unnoticed.
         if created.runs.is_empty() {
@@ -224,6 +280,23 @@ impl Engine {
     /// `until` for work to arrive. Every claim is durable before it is returned.
     pub async fn claim_work(&self, request: ClaimWork, until: Instant) -> Vec<Claimed> {
         let wanted = request.tasks.clamp(1, 32) as usize;
+        let name = WorkerName {
+            task_queue_id: request.task_queue_id.clone(),
+            worker_group: request.worker_group.clone(),
+            worker_id: request.worker_id.clone(),
+        };
+        let now = Timestamp::now();
+        self.directory.do_send(workers::Seen {
+            name: name.clone(),
+            at: now,
+        });
+        // A quarantined worker is answered as if there were no work, after the full wait.
+        if let Ok(Some(worker)) = self.directory.send(workers::Lookup(name)).await
+            && worker.record.quarantined(now)
+        {
+            tokio::time::sleep_until(until.into()).await;
+            return Vec::new();
+        }
         loop {
             let take = self.dispatcher.send(TakeOrPark {
                 task_queue_id: request.task_queue_id.clone(),
@@ -265,6 +338,7 @@ impl Engine {
                     let sent = self.shard(hint.task_id).send(Execute {
                         task_id: hint.task_id,
                         command,
+                        join: None,
                     });
                     async move { (hint.run_id, sent.await) }
                 })
@@ -281,6 +355,79 @@ impl Engine {
                 return claimed;
             }
         }
+    }
+
+    /// Runs one command on a task group's shard.
+    pub async fn execute_group(
+        &self,
+        task_group_id: Slugid,
+        command: GroupCommand,
+    ) -> Result<TaskGroup, ApiError> {
+        self.shard(task_group_id)
+            .send(ExecuteGroup {
+                task_group_id,
+                command,
+            })
+            .await
+            .unwrap_or_else(|error| Err(mailbox_error(error)))
+    }
+
+    /// The task group as of everything durable, or `None`.
+    pub async fn task_group(&self, task_group_id: Slugid) -> Option<TaskGroup> {
+        self.shard(task_group_id)
+            .send(GetGroup { task_group_id })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Up to `limit` tasks of a listing after the task `after`, in task-id order, gathered
+    /// from every shard; `true` when more may follow.
+    pub async fn list(
+        &self,
+        listing: Listing,
+        after: Option<Slugid>,
+        limit: usize,
+    ) -> (Vec<Task>, bool) {
+        let parts = self.shards.iter().map(|shard| {
+            shard.send(List {
+                listing: listing.clone(),
+                after,
+                limit,
+            })
+        });
+        let mut tasks: Vec<Task> = futures::future::join_all(parts)
+            .await
+            .into_iter()
+            .flat_map(Result::unwrap_or_default)
+            .collect();
+        tasks.sort_by_key(|task| task.task_id);
+        let more = tasks.len() > limit;
+        tasks.truncate(limit);
+        (tasks, more)
+    }
+
+    /// How many tasks a listing has, over every shard.
+    pub async fn count(&self, listing: Listing) -> u64 {
+        let parts = self
+            .shards
+            .iter()
+            .map(|shard| shard.send(Count(listing.clone())));
+        futures::future::join_all(parts)
+            .await
+            .into_iter()
+            .map(|count| count.unwrap_or(0) as u64)
+            .sum()
+    }
+
+    /// Records a quarantine or a declared expiry in the worker's shard.
+    pub async fn record_worker(&self, name: WorkerName, event: Event) -> Result<Worker, ApiError> {
+        let key =
+            crate::model::worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
+        self.shard_of(&key)
+            .send(RecordWorker { name, event })
+            .await
+            .unwrap_or_else(|error| Err(mailbox_error(error)))
     }
 
     pub async fn pending_count(&self, task_queue_id: &str) -> u64 {

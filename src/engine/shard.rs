@@ -15,11 +15,16 @@ use futures::future::{BoxFuture, Shared};
 
 use super::dependencies::{self, DependencyResolver};
 use super::dispatcher::{Dispatcher, NotPending, Pending};
+use super::group::{self, GroupCommand};
+use super::index::{Indexes, Listing};
 use super::pending::PendingRun;
 use super::task::{self, Command, ResolvedDependency};
+use super::workers::{self, WorkerDirectory, WorkerName};
 use crate::api::{ApiError, ErrorCode};
 use crate::log::{Entry, EventLog, Offset, codec, snapshot};
-use crate::model::{Envelope, RunState, Slugid, Task, Tasks, Timestamp};
+use crate::model::{
+    Entities, Envelope, Event, RunState, Slugid, Task, TaskGroup, Timestamp, Worker, worker_key,
+};
 
 /// What the shard needs besides its state.
 #[derive(Clone)]
@@ -31,6 +36,7 @@ pub struct ShardContext {
     pub snapshot_every_events: u64,
     pub dispatcher: Addr<Dispatcher>,
     pub resolver: Addr<DependencyResolver>,
+    pub directory: Addr<WorkerDirectory>,
 }
 
 type Barrier = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -38,7 +44,8 @@ type Barrier = Shared<BoxFuture<'static, Result<(), String>>>;
 pub struct TaskShard {
     partition: u32,
     context: ShardContext,
-    tasks: Tasks,
+    state: Entities,
+    indexes: Indexes,
     /// Resolves when everything appended so far is durable; replies that change nothing wait
     /// on it too, so no reply ever shows state a crash could lose.
     barrier: Option<Barrier>,
@@ -64,30 +71,31 @@ const TIMER_TICK: Duration = Duration::from_millis(250);
 impl TaskShard {
     /// Replays the partition (newest snapshot, then the log after it). Blocking.
     pub fn replay(partition: u32, context: ShardContext) -> Result<Self, crate::log::Error> {
-        let (offset, mut tasks) =
-            match snapshot::load_newest::<Tasks>(&context.data_dir, partition)? {
-                Some((offset, tasks)) => (offset, tasks),
-                None => (0, Tasks::default()),
+        let (offset, mut state) =
+            match snapshot::load_newest::<Entities>(&context.data_dir, partition)? {
+                Some((offset, state)) => (offset, state),
+                None => (0, Entities::default()),
             };
         let start = context
             .log
             .high_watermark(partition)
             .map(|end| offset.min(end))?;
         let end = context.log.read(partition, start, &mut |_, payload| {
-            tasks.apply(&codec::decode::<Envelope>(payload)?);
+            state.apply(&codec::decode::<Envelope>(payload)?);
             Ok(())
         })?;
         tracing::info!(
             partition,
             snapshot = offset,
             end,
-            tasks = tasks.by_key.len(),
+            tasks = state.tasks.len(),
             "replayed"
         );
         Ok(TaskShard {
             partition,
             context,
-            tasks,
+            state,
+            indexes: Indexes::default(),
             barrier: None,
             next_offset: end,
             events_since_snapshot: end - start,
@@ -97,17 +105,27 @@ impl TaskShard {
     }
 
     fn task(&self, task_id: Slugid) -> Option<&Task> {
-        self.tasks.by_key.get(&task_id.to_string())
+        self.state.tasks.get(&task_id.to_string())
     }
 
-    /// Re-derives timers, pending hints and dependency registrations from the state.
+    fn group(&self, task_group_id: Slugid) -> Option<&TaskGroup> {
+        self.state.groups.get(&task_group_id.to_string())
+    }
+
+    /// Re-derives timers, pending hints, dependency registrations, indexes and the worker
+    /// directory from the state.
     fn announce_all(&mut self) {
-        let task_ids: Vec<Slugid> = self
-            .tasks
-            .by_key
-            .values()
-            .map(|task| task.task_id)
-            .collect();
+        let now = Timestamp::now();
+        for (key, worker) in &self.state.workers {
+            if let Some(name) = WorkerName::from_key(key) {
+                self.context.directory.do_send(workers::Recorded {
+                    name,
+                    record: worker.clone(),
+                    at: now,
+                });
+            }
+        }
+        let task_ids: Vec<Slugid> = self.state.tasks.values().map(|task| task.task_id).collect();
         for task_id in task_ids {
             self.announce(task_id, true);
         }
@@ -115,9 +133,13 @@ impl TaskShard {
 
     /// Tells the timers, the dispatcher and the resolver what the task's state now means.
     fn announce(&mut self, task_id: Slugid, defined_now: bool) {
-        let Some(task) = self.task(task_id) else {
+        let Some(task) = self.state.tasks.get(&task_id.to_string()) else {
             return;
         };
+        if defined_now {
+            self.indexes.defined(task);
+        }
+        self.indexes.changed(task);
         let queue = task.definition.task_queue_id.clone();
         let resolved = task.runs.last().is_some_and(|run| run.state.is_resolved());
         let deadline = task.definition.deadline;
@@ -152,9 +174,23 @@ impl TaskShard {
             Some(run) => {
                 let run_id = task.runs.len() as u32 - 1;
                 self.context.dispatcher.do_send(NotPending {
-                    task_queue_id: queue,
+                    task_queue_id: queue.clone(),
                     run: PendingRun { task_id, run_id },
                 });
+                if let (RunState::Running, Some(worker_group), Some(worker_id)) =
+                    (run.state, &run.worker_group, &run.worker_id)
+                {
+                    self.context.directory.do_send(workers::Claimed {
+                        name: WorkerName {
+                            task_queue_id: queue.clone(),
+                            worker_group: worker_group.clone(),
+                            worker_id: worker_id.clone(),
+                        },
+                        task_id,
+                        run_id,
+                        at: run.started.unwrap_or(run.scheduled),
+                    });
+                }
                 if let (RunState::Running, Some(taken_until)) = (run.state, run.taken_until) {
                     timers.push((
                         taken_until,
@@ -180,62 +216,108 @@ impl TaskShard {
         }
     }
 
-    /// Decides and applies `command`, hands its events to the log, and returns what the reply
-    /// waits for.
+    /// Decides and applies `command` (after `join`, the group decision of a task being
+    /// created whose group lives in this partition too), hands the events to the log, and
+    /// returns what the reply waits for.
     fn run(
         &mut self,
         task_id: Slugid,
         command: Command,
+        join: Option<GroupCommand>,
     ) -> BoxFuture<'static, Result<Task, ApiError>> {
-        if self.failed {
-            return futures::future::ready(Err(restart_required())).boxed();
-        }
         let now = Timestamp::now();
         let defines = matches!(command, Command::Define { .. });
-        let events = match task::decide(
+        let decided = self.decide_joined(task_id, command, join, now);
+        let committed = decided.and_then(|events| {
+            let changed = !events.is_empty();
+            self.commit(now, events)?;
+            if changed {
+                self.announce(task_id, defines);
+            }
+            Ok(())
+        });
+        if let Err(error) = committed {
+            return futures::future::ready(Err(error)).boxed();
+        }
+        let task = self.task(task_id).cloned();
+        self.reply(task, move || {
+            ApiError::not_found(format!("task `{task_id}` not found"))
+        })
+    }
+
+    /// The events of a task command, each with its key, preceded by the events of the group
+    /// join `join` when it is given; either decision's error is the answer.
+    fn decide_joined(
+        &self,
+        task_id: Slugid,
+        command: Command,
+        join: Option<GroupCommand>,
+        now: Timestamp,
+    ) -> Result<Vec<(String, Event)>, ApiError> {
+        let mut events = Vec::new();
+        if let (Some(join), Command::Define { definition, .. }) = (join, &command) {
+            let group_id = definition.task_group_id;
+            let group_events = group::decide(group_id, self.group(group_id), join)?;
+            let key = group_id.to_string();
+            events.extend(group_events.into_iter().map(|event| (key.clone(), event)));
+        }
+        let task_events = task::decide(
             task_id,
             self.task(task_id),
             command,
             now,
             &self.context.task_settings,
-        ) {
-            Ok(events) => events,
-            Err(error) => return futures::future::ready(Err(error)).boxed(),
-        };
-        if !events.is_empty() {
-            let key = task_id.to_string();
-            let mut entries = Vec::with_capacity(events.len());
-            for event in events {
-                let envelope = Envelope {
-                    key: key.clone(),
-                    at: now,
-                    event,
-                };
-                let payload = match codec::encode(&envelope) {
-                    Ok(payload) => payload,
-                    Err(error) => return futures::future::ready(Err(internal(error))).boxed(),
-                };
-                self.tasks.apply(&envelope);
-                entries.push(Entry {
-                    key: key.clone(),
-                    payload,
-                });
-            }
-            let count = entries.len() as u64;
-            let appending = self.context.log.append(self.partition, entries);
-            // Appends to one partition become durable in order (see `EventLog::append`), so
-            // the newest append stands for all before it.
-            let barrier: Barrier =
-                async move { appending.await.map(drop).map_err(|error| error.to_string()) }
-                    .boxed()
-                    .shared();
-            self.barrier = Some(barrier);
-            self.next_offset += count;
-            self.events_since_snapshot += count;
-            self.announce(task_id, defines);
+        )?;
+        let key = task_id.to_string();
+        events.extend(task_events.into_iter().map(|event| (key.clone(), event)));
+        Ok(events)
+    }
+
+    /// Applies `events` to the state and hands them to the log as one append; the barrier
+    /// then stands for them.
+    fn commit(&mut self, now: Timestamp, events: Vec<(String, Event)>) -> Result<(), ApiError> {
+        if self.failed {
+            return Err(restart_required());
         }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut entries = Vec::with_capacity(events.len());
+        for (key, event) in events {
+            let envelope = Envelope {
+                key,
+                at: now,
+                event,
+            };
+            let payload = codec::encode(&envelope).map_err(internal)?;
+            self.state.apply(&envelope);
+            entries.push(Entry {
+                key: envelope.key,
+                payload,
+            });
+        }
+        let count = entries.len() as u64;
+        let appending = self.context.log.append(self.partition, entries);
+        // Appends to one partition become durable in order (see `EventLog::append`), so the
+        // newest append stands for all before it.
+        let barrier: Barrier =
+            async move { appending.await.map(drop).map_err(|error| error.to_string()) }
+                .boxed()
+                .shared();
+        self.barrier = Some(barrier);
+        self.next_offset += count;
+        self.events_since_snapshot += count;
+        Ok(())
+    }
+
+    /// A reply of `value` once everything appended so far is durable; `missing` is the error
+    /// when there is no value.
+    fn reply<T: Send + 'static>(
+        &self,
+        value: Option<T>,
+        missing: impl FnOnce() -> ApiError + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, ApiError>> {
         let barrier = self.barrier.clone();
-        let task = self.task(task_id).cloned();
         async move {
             if let Some(barrier) = barrier {
                 barrier.await.map_err(|reason| {
@@ -243,7 +325,7 @@ impl TaskShard {
                     restart_required()
                 })?;
             }
-            task.ok_or_else(|| ApiError::not_found(format!("task `{task_id}` not found")))
+            value.ok_or_else(missing)
         }
         .boxed()
     }
@@ -254,7 +336,7 @@ impl TaskShard {
         }
         self.events_since_snapshot = 0;
         let (partition, offset) = (self.partition, self.next_offset);
-        let encoded = match snapshot::encode(partition, offset, &self.tasks) {
+        let encoded = match snapshot::encode(partition, offset, &self.state) {
             Ok(encoded) => encoded,
             Err(error) => {
                 tracing::error!(partition, %error, "cannot encode a snapshot");
@@ -304,7 +386,7 @@ impl TaskShard {
                 },
                 Timer::Deadline => Command::ExceedDeadline,
             };
-            let reply = self.run(task_id, command);
+            let reply = self.run(task_id, command, None);
             // Timer commands have no caller; an error (a raced state) is expected and harmless.
             context.spawn(reply.map(|_| ()).into_actor(self));
         }
@@ -335,13 +417,16 @@ impl Actor for TaskShard {
 pub struct Execute {
     pub task_id: Slugid,
     pub command: Command,
+    /// For a `Define` whose task group lives in this partition: the group decision, made
+    /// first and appended together with the task's events.
+    pub join: Option<GroupCommand>,
 }
 
 impl Handler<Execute> for TaskShard {
     type Result = ResponseFuture<Result<Task, ApiError>>;
 
     fn handle(&mut self, message: Execute, _: &mut Context<Self>) -> Self::Result {
-        let reply = self.run(message.task_id, message.command);
+        let reply = self.run(message.task_id, message.command, message.join);
         self.maybe_snapshot();
         reply
     }
@@ -379,8 +464,8 @@ impl Handler<Waiting> for TaskShard {
     type Result = Vec<(Slugid, Vec<Slugid>)>;
 
     fn handle(&mut self, _: Waiting, _: &mut Context<Self>) -> Self::Result {
-        self.tasks
-            .by_key
+        self.state
+            .tasks
             .values()
             .filter(|task| task.runs.is_empty())
             .map(|task| {
@@ -395,5 +480,119 @@ impl Handler<Waiting> for TaskShard {
             })
             .filter(|(_, waiting)| !waiting.is_empty())
             .collect()
+    }
+}
+
+/// Runs one command for one task group of this shard.
+#[derive(Message)]
+#[rtype(result = "Result<TaskGroup, ApiError>")]
+pub struct ExecuteGroup {
+    pub task_group_id: Slugid,
+    pub command: GroupCommand,
+}
+
+impl Handler<ExecuteGroup> for TaskShard {
+    type Result = ResponseFuture<Result<TaskGroup, ApiError>>;
+
+    fn handle(&mut self, message: ExecuteGroup, _: &mut Context<Self>) -> Self::Result {
+        let group_id = message.task_group_id;
+        let key = group_id.to_string();
+        let decided = group::decide(group_id, self.group(group_id), message.command);
+        let committed = decided.and_then(|events| {
+            let events = events.into_iter().map(|event| (key.clone(), event));
+            self.commit(Timestamp::now(), events.collect())
+        });
+        if let Err(error) = committed {
+            return Box::pin(futures::future::ready(Err(error)));
+        }
+        self.maybe_snapshot();
+        let group = self.group(group_id).cloned();
+        self.reply(group, move || group::group_not_found(group_id))
+    }
+}
+
+/// Records what the log keeps of a worker: a quarantine or a declared expiry.
+#[derive(Message)]
+#[rtype(result = "Result<Worker, ApiError>")]
+pub struct RecordWorker {
+    pub name: WorkerName,
+    pub event: Event,
+}
+
+impl Handler<RecordWorker> for TaskShard {
+    type Result = ResponseFuture<Result<Worker, ApiError>>;
+
+    fn handle(&mut self, message: RecordWorker, _: &mut Context<Self>) -> Self::Result {
+        let name = message.name;
+        let key = worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
+        let now = Timestamp::now();
+        if let Err(error) = self.commit(now, vec![(key.clone(), message.event)]) {
+            return Box::pin(futures::future::ready(Err(error)));
+        }
+        self.maybe_snapshot();
+        let worker = self.state.workers.get(&key).cloned();
+        if let Some(record) = &worker {
+            self.context.directory.do_send(workers::Recorded {
+                name,
+                record: record.clone(),
+                at: now,
+            });
+        }
+        self.reply(worker, || internal("the worker record was not applied"))
+    }
+}
+
+/// Reads one task group, as of everything durable.
+#[derive(Message)]
+#[rtype(result = "Option<TaskGroup>")]
+pub struct GetGroup {
+    pub task_group_id: Slugid,
+}
+
+impl Handler<GetGroup> for TaskShard {
+    type Result = ResponseFuture<Option<TaskGroup>>;
+
+    fn handle(&mut self, message: GetGroup, _: &mut Context<Self>) -> Self::Result {
+        let group = self.group(message.task_group_id).cloned();
+        Box::pin(self.reply(group, || internal("absent")).map(Result::ok))
+    }
+}
+
+/// This shard's part of a listing: up to `limit` tasks after `after`, in task-id order.
+#[derive(Message)]
+#[rtype(result = "Vec<Task>")]
+pub struct List {
+    pub listing: Listing,
+    pub after: Option<Slugid>,
+    pub limit: usize,
+}
+
+impl Handler<List> for TaskShard {
+    type Result = ResponseFuture<Vec<Task>>;
+
+    fn handle(&mut self, message: List, _: &mut Context<Self>) -> Self::Result {
+        let tasks: Vec<Task> = self
+            .indexes
+            .page(&message.listing, message.after, message.limit)
+            .into_iter()
+            .filter_map(|task_id| self.task(task_id).cloned())
+            .collect();
+        Box::pin(
+            self.reply(Some(tasks), || internal("absent"))
+                .map(Result::unwrap_or_default),
+        )
+    }
+}
+
+/// How many tasks of this shard a listing has.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Count(pub Listing);
+
+impl Handler<Count> for TaskShard {
+    type Result = usize;
+
+    fn handle(&mut self, Count(listing): Count, _: &mut Context<Self>) -> usize {
+        self.indexes.count(&listing)
     }
 }

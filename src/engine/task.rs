@@ -13,8 +13,8 @@ use std::time::Duration;
 use crate::api::ApiError;
 use crate::model::fold::MAX_RUNS_PER_TASK;
 use crate::model::{
-    Event, ExceptionReason, Priority, ReasonCreated, ReasonResolved, Requires, Run, RunState,
-    Slugid, Task, TaskDefinition, Timestamp,
+    Artifact, Event, ExceptionReason, Priority, ReasonCreated, ReasonResolved, Requires, Run,
+    RunState, Slugid, Task, TaskDefinition, Timestamp,
 };
 
 /// The knobs of the task decisions.
@@ -88,6 +88,12 @@ pub enum Command {
     SatisfyDependency(ResolvedDependency),
     /// `changeTaskPriority`.
     ChangePriority { priority: Priority },
+    /// `createArtifact`.
+    CreateArtifact {
+        run_id: u32,
+        name: String,
+        artifact: Box<Artifact>,
+    },
 }
 
 /// Decides `command` for the task `task_id`, whose folded state is `task` (`None` if it was
@@ -137,6 +143,11 @@ pub fn decide(
             .map(|task| decision.satisfy(task, &[dependency]))
             .unwrap_or_default()),
         Command::ChangePriority { priority } => decision.change_priority(task, priority),
+        Command::CreateArtifact {
+            run_id,
+            name,
+            artifact,
+        } => super::artifact::decide(task, run_id, name, *artifact, now),
     }
 }
 
@@ -551,7 +562,7 @@ mod tests {
     use crate::api::ErrorCode;
     use crate::log::codec;
     use crate::model::task::tests::sample_definition;
-    use crate::model::{Envelope, TaskState, TaskStatus, Tasks};
+    use crate::model::{Entities, Envelope, TaskState, TaskStatus};
     use proptest::prelude::*;
 
     const MINUTE: i64 = 60_000;
@@ -613,7 +624,7 @@ mod tests {
     struct Harness {
         task_id: Slugid,
         settings: Settings,
-        tasks: Tasks,
+        tasks: Entities,
         log: Vec<Envelope>,
     }
 
@@ -622,7 +633,7 @@ mod tests {
             Harness {
                 task_id: Slugid::nice(),
                 settings: Settings::default(),
-                tasks: Tasks::default(),
+                tasks: Entities::default(),
                 log: Vec::new(),
             }
         }
@@ -635,7 +646,7 @@ mod tests {
         }
 
         fn task(&self) -> Option<&Task> {
-            self.tasks.by_key.get(&self.task_id.to_string())
+            self.tasks.tasks.get(&self.task_id.to_string())
         }
 
         fn status(&self) -> TaskStatus {
@@ -1518,8 +1529,8 @@ mod tests {
         }
     }
 
-    fn fold(log: &[Envelope]) -> Tasks {
-        let mut tasks = Tasks::default();
+    fn fold(log: &[Envelope]) -> Entities {
+        let mut tasks = Entities::default();
         for envelope in log {
             tasks.apply(envelope);
         }

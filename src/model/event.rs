@@ -6,7 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Priority, ReasonCreated, ReasonResolved, Slugid, TaskDefinition, Timestamp};
+use super::{
+    Artifact, Priority, QuarantineChange, ReasonCreated, ReasonResolved, Slugid, TaskDefinition,
+    Timestamp,
+};
 
 /// One record of the log: which entity it belongs to, when it happened, and what happened.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
@@ -48,4 +51,23 @@ pub enum Event {
     /// passed its deadline (its `reasonCreated` is `exception`). It was never pending, so no
     /// worker could see it.
     ExceptionRunAdded { run_id: u32, reason: ReasonResolved },
+    /// `createArtifact` made or replaced the artifact `name` of the run.
+    ArtifactCreated {
+        run_id: u32,
+        name: String,
+        artifact: Artifact,
+    },
+    /// A task joined the group (keyed by the group id): the first one creates it, and a
+    /// later-expiring one moves its expiry.
+    TaskGroupJoined {
+        task_group_id: Slugid,
+        scheduler_id: String,
+        expires: Timestamp,
+    },
+    /// `sealTaskGroup`.
+    TaskGroupSealed,
+    /// `quarantineWorker` (keyed by the worker's key).
+    WorkerQuarantined { change: QuarantineChange },
+    /// `declareWorker`.
+    WorkerDeclared { expires: Timestamp },
 }

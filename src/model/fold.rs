@@ -4,13 +4,13 @@
 //! of a run that is not pending, say) changes nothing. Deciding which events to emit is the
 //! engine's job; this module only says what they mean.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Envelope, Event, Priority, ReasonCreated, ReasonResolved, RunState, RunStatus, Slugid,
-    TaskDefinition, TaskState, TaskStatus, Timestamp,
+    Artifact, Envelope, Event, Priority, ReasonCreated, ReasonResolved, RunState, RunStatus,
+    Slugid, TaskDefinition, TaskGroup, TaskState, TaskStatus, Timestamp, Worker,
 };
 
 /// Most runs a task may have (Taskcluster's `MAX_RUNS_ALLOWED`): `rerunTask` refuses to add
@@ -28,6 +28,8 @@ pub struct Task {
     pub priority: Priority,
     pub runs: Vec<Run>,
     pub satisfied_dependencies: BTreeSet<Slugid>,
+    /// Every artifact of every run, by run and name (so a run's are in name order).
+    pub artifacts: BTreeMap<(u32, String), Artifact>,
 }
 
 /// A run inside the folded task. Unlike [`RunStatus`], every field is always encoded, so the
@@ -54,6 +56,7 @@ impl Task {
             definition,
             runs: Vec::new(),
             satisfied_dependencies: BTreeSet::new(),
+            artifacts: BTreeMap::new(),
         }
     }
 
@@ -134,6 +137,21 @@ impl Task {
                 self.satisfied_dependencies.insert(*dependency);
             }
             Event::PriorityChanged { priority } => self.priority = *priority,
+            Event::ArtifactCreated {
+                run_id,
+                name,
+                artifact,
+            } => {
+                if (*run_id as usize) < self.runs.len() {
+                    self.artifacts
+                        .insert((*run_id, name.clone()), artifact.clone());
+                }
+            }
+            // Events of other entities.
+            Event::TaskGroupJoined { .. }
+            | Event::TaskGroupSealed
+            | Event::WorkerQuarantined { .. }
+            | Event::WorkerDeclared { .. } => {}
             Event::ExceptionRunAdded { run_id, reason } => {
                 let previous_resolved = self.runs.last().is_none_or(|run| run.state.is_resolved());
                 if *run_id as usize == self.runs.len() && previous_resolved {
@@ -190,26 +208,57 @@ impl Task {
     }
 }
 
-/// Every task of a partition, keyed by the envelope key (the task id's text).
+/// Every entity of a partition, each map keyed by the envelope key: tasks and task groups by
+/// their id's text (a group and the task that shares its id share a key, and so a partition),
+/// workers by [`worker_key`](super::worker_key).
 #[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
-pub struct Tasks {
-    pub by_key: HashMap<String, Task>,
+pub struct Entities {
+    pub tasks: HashMap<String, Task>,
+    pub groups: HashMap<String, TaskGroup>,
+    pub workers: HashMap<String, Worker>,
 }
 
-impl Tasks {
-    /// Applies one envelope. Events for a task that was never defined change nothing.
+impl Entities {
+    /// Applies one envelope. Events for an entity that was never created change nothing.
     pub fn apply(&mut self, envelope: &Envelope) {
+        let key = &envelope.key;
         match &envelope.event {
             Event::TaskDefined {
                 task_id,
                 definition,
             } => {
-                self.by_key
-                    .entry(envelope.key.clone())
+                self.tasks
+                    .entry(key.clone())
                     .or_insert_with(|| Task::new(*task_id, (**definition).clone()));
             }
+            Event::TaskGroupJoined {
+                task_group_id,
+                scheduler_id,
+                expires,
+            } => {
+                let group = self.groups.entry(key.clone()).or_insert_with(|| TaskGroup {
+                    task_group_id: *task_group_id,
+                    scheduler_id: scheduler_id.clone(),
+                    expires: *expires,
+                    sealed: None,
+                });
+                group.expires = group.expires.max(*expires);
+            }
+            Event::TaskGroupSealed => {
+                if let Some(group) = self.groups.get_mut(key) {
+                    group.sealed.get_or_insert(envelope.at);
+                }
+            }
+            Event::WorkerQuarantined { change } => {
+                let worker = self.workers.entry(key.clone()).or_default();
+                worker.quarantine_until = Some(change.quarantine_until);
+                worker.quarantine_details.push(change.clone());
+            }
+            Event::WorkerDeclared { expires } => {
+                self.workers.entry(key.clone()).or_default().expires = Some(*expires);
+            }
             event => {
-                if let Some(task) = self.by_key.get_mut(&envelope.key) {
+                if let Some(task) = self.tasks.get_mut(key) {
                     task.apply(envelope.at, event);
                 }
             }
@@ -233,7 +282,7 @@ mod tests {
     #[test]
     fn a_run_lifecycle_folds_into_taskcluster_status() {
         let task_id = Slugid::nice();
-        let mut tasks = Tasks::default();
+        let mut tasks = Entities::default();
         let events = [
             Event::TaskDefined {
                 task_id,
@@ -268,7 +317,7 @@ mod tests {
         for (millis, event) in events.into_iter().enumerate() {
             tasks.apply(&envelope(task_id, millis as i64, event));
         }
-        let status = tasks.by_key[&task_id.to_string()].status();
+        let status = tasks.tasks[&task_id.to_string()].status();
         assert_eq!(status.state, TaskState::Pending);
         assert_eq!(status.retries_left, 4);
         let json = serde_json::to_value(&status).unwrap();

@@ -1,20 +1,28 @@
 //! The model: identifiers, the Taskcluster task definition and status types with their exact
 //! JSON shapes, and the internal events that the log stores. No I/O lives here.
 
+pub mod artifact;
 pub mod event;
 pub mod fold;
+pub mod group;
 pub mod ids;
 pub mod json;
 pub mod status;
 pub mod task;
 pub mod time;
+pub mod worker;
 
+pub use artifact::{Artifact, Storage};
 pub use event::{Envelope, Event};
-pub use fold::{Run, Task, Tasks};
+pub use fold::{Entities, Run, Task};
+pub use group::TaskGroup;
 pub use ids::Slugid;
 pub use json::Json;
 pub use status::{
     ExceptionReason, ReasonCreated, ReasonResolved, RunState, RunStatus, TaskState, TaskStatus,
 };
-pub use task::{CreateTaskRequest, Metadata, Priority, Requires, TaskDefinition};
+pub use task::{
+    CreateTaskRequest, Metadata, Priority, Requires, TaskDefinition, split_task_queue_id,
+};
 pub use time::Timestamp;
+pub use worker::{QuarantineChange, Worker, worker_key};

@@ -2,6 +2,9 @@
 //! checks the request in Taskcluster's order (see [`Call`](super::call::Call)), turns it into
 //! a command for the engine, and replies with Taskcluster's response shape.
 
+mod artifacts;
+mod groups;
+mod queues;
 mod tasks;
 mod work;
 
@@ -43,7 +46,94 @@ pub fn configure(config: &mut web::ServiceConfig) {
             resource("/task/{taskId}/runs/{runId}/exception")
                 .route(web::post().to(work::report_exception)),
         )
-        .service(resource("/pending/{taskQueueId:.+}").route(web::get().to(work::pending_tasks)));
+        .service(resource("/pending/{taskQueueId:.+}").route(web::get().to(work::pending_tasks)))
+        .service(
+            resource("/task/{taskId}/priority").route(web::post().to(tasks::change_task_priority)),
+        )
+        .service(resource("/tasks").route(web::post().to(tasks::tasks)))
+        .service(resource("/tasks/status").route(web::post().to(tasks::statuses)))
+        .service(
+            resource("/task/{taskId}/dependents").route(web::get().to(tasks::list_dependent_tasks)),
+        )
+        .service(
+            resource("/task-group/{taskGroupId}/list")
+                .route(web::get().to(groups::list_task_group)),
+        )
+        .service(resource("/task-group/{taskGroupId}").route(web::get().to(groups::get_task_group)))
+        .service(
+            resource("/task-group/{taskGroupId}/seal")
+                .route(web::post().to(groups::seal_task_group)),
+        )
+        .service(
+            resource("/task-group/{taskGroupId}/cancel")
+                .route(web::post().to(groups::cancel_task_group)),
+        )
+        .service(
+            resource("/task/{taskId}/runs/{runId}/artifacts/{name:.+}")
+                .route(web::post().to(artifacts::create_artifact))
+                .route(web::put().to(artifacts::finish_artifact))
+                .route(web::get().to(artifacts::get_artifact)),
+        )
+        .service(
+            resource("/task/{taskId}/artifacts/{name:.+}")
+                .route(web::get().to(artifacts::get_latest_artifact)),
+        )
+        .service(
+            resource("/task/{taskId}/runs/{runId}/artifacts")
+                .route(web::get().to(artifacts::list_artifacts)),
+        )
+        .service(
+            resource("/task/{taskId}/artifacts")
+                .route(web::get().to(artifacts::list_latest_artifacts)),
+        )
+        .service(
+            resource("/task/{taskId}/runs/{runId}/artifact-info/{name:.+}")
+                .route(web::get().to(artifacts::artifact_info)),
+        )
+        .service(
+            resource("/task/{taskId}/artifact-info/{name:.+}")
+                .route(web::get().to(artifacts::latest_artifact_info)),
+        )
+        .service(
+            resource("/task/{taskId}/runs/{runId}/artifact-content/{name:.+}")
+                .route(web::get().to(artifacts::artifact)),
+        )
+        .service(
+            resource("/task/{taskId}/artifact-content/{name:.+}")
+                .route(web::get().to(artifacts::latest_artifact)),
+        )
+        // The task queue id holds a `/`: the longer routes go first.
+        .service(
+            resource("/task-queues/{taskQueueId:.+}/counts")
+                .route(web::get().to(queues::task_queue_counts)),
+        )
+        .service(
+            resource("/task-queues/{taskQueueId:.+}/pending")
+                .route(web::get().to(queues::list_pending_tasks)),
+        )
+        .service(
+            resource("/task-queues/{taskQueueId:.+}/claimed")
+                .route(web::get().to(queues::list_claimed_tasks)),
+        )
+        .service(resource("/task-queues").route(web::get().to(queues::list_task_queues)))
+        .service(
+            resource("/task-queues/{taskQueueId:.+}").route(web::get().to(queues::get_task_queue)),
+        )
+        .service(
+            resource("/provisioners/{provisionerId}/worker-types/{workerType}/workers")
+                .route(web::get().to(queues::list_workers)),
+        )
+        .service(
+            resource(
+                "/provisioners/{provisionerId}/worker-types/{workerType}/workers/{workerGroup}/{workerId}",
+            )
+            .route(web::get().to(queues::get_worker))
+            .route(web::put().to(queues::quarantine_worker)),
+        )
+        .service(
+            resource("/provisioners/{provisionerId}/worker-types/{workerType}/{workerGroup}/{workerId}")
+                .route(web::put().to(queues::declare_worker)),
+        );
 }
 
 /// An endpoint's scope template, from Taskcluster's JSON form (for `static` templates).

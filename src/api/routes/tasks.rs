@@ -1,4 +1,5 @@
-//! Tasks: `task`, `status`, `createTask`, `scheduleTask`, `rerunTask`, `cancelTask`.
+//! Tasks: `task`, `status`, `createTask`, `scheduleTask`, `rerunTask`, `cancelTask`,
+//! `changeTaskPriority`, the batch reads `tasks` and `statuses`, and `listDependentTasks`.
 
 use std::sync::LazyLock;
 
@@ -7,13 +8,18 @@ use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
 
+use serde::Deserialize;
+
+use super::groups::task_entry;
 use super::template;
 use crate::api::call::{Body, Call};
+use crate::api::pagination::{self, MAX_LIMIT};
 use crate::api::server::State;
 use crate::api::{ApiError, response};
 use crate::auth::ScopeExpression;
+use crate::engine::index::Listing;
 use crate::engine::task::Command;
-use crate::model::{CreateTaskRequest, Priority, Task, TaskDefinition};
+use crate::model::{CreateTaskRequest, Priority, Slugid, Task, TaskDefinition};
 
 static GET_TASK: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:get-task:<taskId>")));
@@ -23,6 +29,14 @@ static SCHEDULE_TASK: LazyLock<ScopeExpression> =
     LazyLock::new(|| task_action_scopes("schedule-task"));
 static RERUN_TASK: LazyLock<ScopeExpression> = LazyLock::new(|| task_action_scopes("rerun-task"));
 static CANCEL_TASK: LazyLock<ScopeExpression> = LazyLock::new(|| task_action_scopes("cancel-task"));
+static CHANGE_TASK_PRIORITY: LazyLock<ScopeExpression> = LazyLock::new(|| {
+    template(json!({"AnyOf": [
+        "queue:change-task-priority:<taskId>",
+        "queue:change-task-priority-in-queue:<taskQueueId>",
+    ]}))
+});
+static LIST_DEPENDENT_TASKS: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:list-dependent-tasks:<taskId>")));
 
 /// What scheduling, rerunning and canceling a task require: the action on this very task, or
 /// on its project, or the legacy pair of the action and the task's scheduler and group.
@@ -216,11 +230,147 @@ async fn task_action(
     .await
 }
 
+/// The body of `changeTaskPriority`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ChangePriorityRequest {
+    new_priority: Priority,
+}
+
+/// `POST /task/<taskId>/priority`: a new priority for an unresolved task; a running run keeps
+/// its place, a pending one moves in its queue.
+pub async fn change_task_priority(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("changeTaskPriority", request, body)
+        .answer(async |call| {
+            let task_id = call.slugid_param("taskId")?;
+            let input: ChangePriorityRequest = call.input("change-task-priority-request")?;
+            let Some(task) = state.engine.task(task_id).await else {
+                return Err(ApiError::not_found(format!("Task `{task_id}` not found"))
+                    .with_details(json!({ "taskId": task_id })));
+            };
+            let task_id_text = task_id.to_string();
+            call.authorize(
+                &state.access.clients,
+                &CHANGE_TASK_PRIORITY,
+                &[
+                    ("taskId", &task_id_text),
+                    ("taskQueueId", &task.definition.task_queue_id),
+                ],
+            )?;
+            let command = Command::ChangePriority {
+                priority: input.new_priority,
+            };
+            let task = state.engine.execute(task_id, command).await?;
+            Ok(status_reply(&task))
+        })
+        .await
+}
+
+/// The body of the batch reads (`tasks-request`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TasksRequest {
+    task_ids: Vec<Slugid>,
+}
+
+/// Authorizes one scope per requested task and loads the tasks that exist, in request order.
+async fn batch(state: &State, call: &mut Call, scope: &str) -> Result<Vec<Task>, ApiError> {
+    let input: TasksRequest = call.input("tasks-request")?;
+    let ids: Vec<String> = input.task_ids.iter().map(Slugid::to_string).collect();
+    let params: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(index, id)| (format!("taskId{index}"), id.clone()))
+        .collect();
+    let template = ScopeExpression::AllOf(
+        (0..ids.len())
+            .map(|index| ScopeExpression::scope(format!("{scope}:<taskId{index}>")))
+            .collect(),
+    );
+    let params: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    call.authorize(&state.access.clients, &template, &params)?;
+    let loads = input
+        .task_ids
+        .iter()
+        .map(|&task_id| state.engine.task(task_id));
+    Ok(futures::future::join_all(loads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// `POST /tasks`: the definitions of the given tasks; unknown ones are left out.
+pub async fn tasks(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("tasks", request, body)
+        .answer(async |call| {
+            let tasks = batch(&state, call, "queue:get-task").await?;
+            let entries: Vec<_> = tasks
+                .iter()
+                .map(|task| json!({"taskId": task.task_id, "task": task.definition}))
+                .collect();
+            Ok(response::json(StatusCode::OK, &json!({ "tasks": entries })))
+        })
+        .await
+}
+
+/// `POST /tasks/status`: the statuses of the given tasks; unknown ones are left out.
+pub async fn statuses(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("statuses", request, body)
+        .answer(async |call| {
+            let tasks = batch(&state, call, "queue:status").await?;
+            let entries: Vec<_> = tasks
+                .iter()
+                .map(|task| json!({"taskId": task.task_id, "status": task.status()}))
+                .collect();
+            Ok(response::json(
+                StatusCode::OK,
+                &json!({ "statuses": entries }),
+            ))
+        })
+        .await
+}
+
+/// `GET /task/<taskId>/dependents`: the tasks that depend on this one, a page at a time.
+pub async fn list_dependent_tasks(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("listDependentTasks", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &LIST_DEPENDENT_TASKS)?;
+            let page = call.page(MAX_LIMIT)?;
+            let task = load(&state, call, "Are you sure this task exists?").await?;
+            let listing = Listing::Dependents(task.task_id);
+            let (tasks, more) = state
+                .engine
+                .list(listing, page.after_task()?, page.limit)
+                .await;
+            let mut reply = json!({
+                "taskId": task.task_id,
+                "tasks": tasks.iter().map(task_entry).collect::<Vec<_>>(),
+            });
+            let last = tasks.last().map(|task| task.task_id.to_string());
+            if let Some(token) = pagination::token(last.as_deref(), more) {
+                reply["continuationToken"] = json!(token);
+            }
+            Ok(response::json(StatusCode::OK, &reply))
+        })
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::ScopeSet;
-    use crate::model::Slugid;
     use crate::model::task::tests::sample_definition;
 
     #[test]

@@ -1,0 +1,160 @@
+//! Task groups: `listTaskGroup`, `getTaskGroup`, `sealTaskGroup`, `cancelTaskGroup`.
+
+use std::sync::LazyLock;
+
+use actix_web::http::StatusCode;
+use actix_web::web::Data;
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::{Value, json};
+
+use super::template;
+use crate::api::call::{Body, Call};
+use crate::api::pagination::{self, MAX_LIMIT};
+use crate::api::server::State;
+use crate::api::{ApiError, ErrorCode, response};
+use crate::auth::ScopeExpression;
+use crate::engine::group::{GroupCommand, group_not_found};
+use crate::engine::index::Listing;
+use crate::engine::task::Command;
+use crate::model::{Task, TaskGroup};
+
+static LIST_TASK_GROUP: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:list-task-group:<taskGroupId>")));
+static SEAL_TASK_GROUP: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:seal-task-group:<schedulerId>/<taskGroupId>")));
+static CANCEL_TASK_GROUP: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:cancel-task-group:<schedulerId>/<taskGroupId>")));
+
+/// `{status, task}`, an entry of the task lists.
+pub(super) fn task_entry(task: &Task) -> Value {
+    json!({"status": task.status(), "task": task.definition})
+}
+
+async fn load(state: &State, call: &Call) -> Result<TaskGroup, ApiError> {
+    let task_group_id = call.slugid_param("taskGroupId")?;
+    state
+        .engine
+        .task_group(task_group_id)
+        .await
+        .ok_or_else(|| group_not_found(task_group_id))
+}
+
+/// `GET /task-group/<taskGroupId>/list`: the group and a page of its tasks.
+pub async fn list_task_group(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("listTaskGroup", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &LIST_TASK_GROUP)?;
+            let page = call.page(MAX_LIMIT)?;
+            let group = load(&state, call).await?;
+            let listing = Listing::Members(group.task_group_id);
+            let (tasks, more) = state
+                .engine
+                .list(listing, page.after_task()?, page.limit)
+                .await;
+            let mut reply = group.to_json();
+            reply["tasks"] = tasks.iter().map(task_entry).collect();
+            let last = tasks.last().map(|task| task.task_id.to_string());
+            if let Some(token) = pagination::token(last.as_deref(), more) {
+                reply["continuationToken"] = json!(token);
+            }
+            Ok(response::json(StatusCode::OK, &reply))
+        })
+        .await
+}
+
+/// `GET /task-group/<taskGroupId>`.
+pub async fn get_task_group(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("getTaskGroup", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &LIST_TASK_GROUP)?;
+            let group = load(&state, call).await?;
+            Ok(response::json(StatusCode::OK, &group.to_json()))
+        })
+        .await
+}
+
+/// Authorizes a group action whose scope names the group's scheduler (so the group is
+/// loaded first: 404 before 401/403).
+async fn authorized_group(
+    state: &State,
+    call: &mut Call,
+    scopes: &ScopeExpression,
+) -> Result<TaskGroup, ApiError> {
+    let group = load(state, call).await?;
+    let task_group_id = group.task_group_id.to_string();
+    call.authorize(
+        &state.access.clients,
+        scopes,
+        &[
+            ("taskGroupId", &task_group_id),
+            ("schedulerId", &group.scheduler_id),
+        ],
+    )?;
+    Ok(group)
+}
+
+/// `POST /task-group/<taskGroupId>/seal`: no task may join the group afterwards.
+pub async fn seal_task_group(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("sealTaskGroup", request, body)
+        .answer(async |call| {
+            let group = authorized_group(&state, call, &SEAL_TASK_GROUP).await?;
+            let sealed = state
+                .engine
+                .execute_group(group.task_group_id, GroupCommand::Seal)
+                .await?;
+            Ok(response::json(StatusCode::OK, &sealed.to_json()))
+        })
+        .await
+}
+
+/// `POST /task-group/<taskGroupId>/cancel`: cancels every unresolved task of a sealed group.
+pub async fn cancel_task_group(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("cancelTaskGroup", request, body)
+        .answer(async |call| {
+            let group = authorized_group(&state, call, &CANCEL_TASK_GROUP).await?;
+            if group.sealed.is_none() {
+                return Err(ApiError::conflict(format!(
+                    "Task group `{}` must be sealed before it can be cancelled",
+                    group.task_group_id
+                )));
+            }
+            let mut size = 0;
+            let mut canceled = Vec::new();
+            let mut after = None;
+            loop {
+                let listing = Listing::Members(group.task_group_id);
+                let (tasks, more) = state.engine.list(listing, after, MAX_LIMIT).await;
+                size += tasks.len();
+                after = tasks.last().map(|task| task.task_id);
+                for task in tasks {
+                    let resolved = task.runs.last().is_some_and(|run| run.state.is_resolved());
+                    if resolved {
+                        continue;
+                    }
+                    // A task past its deadline cannot be canceled (409); its deadline resolves it.
+                    match state.engine.execute(task.task_id, Command::Cancel).await {
+                        Ok(_) => canceled.push(task.task_id),
+                        Err(error) if error.code == ErrorCode::RequestConflict => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                if !more {
+                    break;
+                }
+            }
+            Ok(response::json(
+                StatusCode::OK,
+                &json!({
+                    "taskGroupId": group.task_group_id,
+                    "taskGroupSize": size,
+                    "cancelledCount": canceled.len(),
+                    "taskIds": canceled,
+                }),
+            ))
+        })
+        .await
+}

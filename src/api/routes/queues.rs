@@ -1,0 +1,443 @@
+//! Task queues and workers: `taskQueueCounts`, `listPendingTasks`, `listClaimedTasks`,
+//! `listTaskQueues`, `getTaskQueue`, `listWorkers`, `getWorker`, `quarantineWorker`,
+//! `declareWorker`.
+
+use std::sync::LazyLock;
+
+use actix_web::http::StatusCode;
+use actix_web::web::Data;
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::template;
+use crate::api::call::{Body, Call};
+use crate::api::pagination::{self, MAX_LIMIT};
+use crate::api::server::State;
+use crate::api::{ApiError, ErrorCode, response};
+use crate::auth::ScopeExpression;
+use crate::engine::index::Listing;
+use crate::engine::workers::{
+    ListTaskQueues, ListWorkers, Lookup, LookupTaskQueue, WorkerInfo, WorkerName,
+    task_queue_expires,
+};
+use crate::model::{Event, QuarantineChange, Timestamp};
+
+static COUNTS: LazyLock<ScopeExpression> = LazyLock::new(|| {
+    template(json!({"AllOf": [
+        "queue:pending-count:<taskQueueId>",
+        "queue:claimed-count:<taskQueueId>",
+    ]}))
+});
+static PENDING_LIST: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:pending-list:<taskQueueId>")));
+static CLAIMED_LIST: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:claimed-list:<taskQueueId>")));
+static LIST_TASK_QUEUES: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:list-task-queues")));
+static GET_TASK_QUEUE: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:get-task-queue:<taskQueueId>")));
+static LIST_WORKERS: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:list-workers:<provisionerId>/<workerType>")));
+static GET_WORKER: LazyLock<ScopeExpression> = LazyLock::new(|| {
+    template(json!(
+        "queue:get-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>"
+    ))
+});
+static QUARANTINE_WORKER: LazyLock<ScopeExpression> = LazyLock::new(|| {
+    template(json!(
+        "queue:quarantine-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>"
+    ))
+});
+static DECLARE_WORKER: LazyLock<ScopeExpression> = LazyLock::new(|| {
+    template(json!(
+        "queue:declare-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>#expires"
+    ))
+});
+
+/// Longest `quarantineInfo`.
+const MAX_QUARANTINE_INFO_CHARS: usize = 4000;
+
+/// `GET /task-queues/<taskQueueId>/counts`: pending and claimed runs of the queue.
+pub async fn task_queue_counts(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("taskQueueCounts", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &COUNTS)?;
+            let task_queue_id = call.task_queue_id_param()?;
+            let pending = state.engine.pending_count(&task_queue_id).await;
+            let claimed = state
+                .engine
+                .count(Listing::Running(task_queue_id.clone()))
+                .await;
+            Ok(response::json(
+                StatusCode::OK,
+                &json!({
+                    "taskQueueId": task_queue_id,
+                    "pendingTasks": pending,
+                    "claimedTasks": claimed,
+                }),
+            ))
+        })
+        .await
+}
+
+/// `GET /task-queues/<taskQueueId>/pending`: the queue's pending runs, a page at a time.
+pub async fn list_pending_tasks(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("listPendingTasks", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &PENDING_LIST)?;
+            let task_queue_id = call.task_queue_id_param()?;
+            task_page(
+                &state,
+                call,
+                Listing::Pending(task_queue_id),
+                |task, run| {
+                    json!({
+                        "taskId": task.task_id,
+                        "runId": task.runs.len() - 1,
+                        "task": task.definition,
+                        "inserted": run.scheduled,
+                    })
+                },
+            )
+            .await
+        })
+        .await
+}
+
+/// `GET /task-queues/<taskQueueId>/claimed`: the queue's running runs, a page at a time.
+pub async fn list_claimed_tasks(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("listClaimedTasks", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &CLAIMED_LIST)?;
+            let task_queue_id = call.task_queue_id_param()?;
+            task_page(
+                &state,
+                call,
+                Listing::Running(task_queue_id),
+                |task, run| {
+                    json!({
+                        "taskId": task.task_id,
+                        "runId": task.runs.len() - 1,
+                        "workerGroup": run.worker_group,
+                        "workerId": run.worker_id,
+                        "claimed": run.started,
+                        "task": task.definition,
+                    })
+                },
+            )
+            .await
+        })
+        .await
+}
+
+/// `{tasks, continuationToken?}` of a listing, each task (with its latest run) by `entry`.
+async fn task_page(
+    state: &State,
+    call: &Call,
+    listing: Listing,
+    entry: impl Fn(&crate::model::Task, &crate::model::Run) -> Value,
+) -> Result<HttpResponse, ApiError> {
+    let page = call.page(MAX_LIMIT)?;
+    let (tasks, more) = state
+        .engine
+        .list(listing, page.after_task()?, page.limit)
+        .await;
+    let entries: Vec<Value> = tasks
+        .iter()
+        .filter_map(|task| task.runs.last().map(|run| entry(task, run)))
+        .collect();
+    let mut reply = json!({ "tasks": entries });
+    let last = tasks.last().map(|task| task.task_id.to_string());
+    if let Some(token) = pagination::token(last.as_deref(), more) {
+        reply["continuationToken"] = json!(token);
+    }
+    Ok(response::json(StatusCode::OK, &reply))
+}
+
+fn task_queue_json(task_queue_id: &str, last_date_active: Timestamp) -> Value {
+    json!({
+        "taskQueueId": task_queue_id,
+        "stability": "experimental",
+        "description": "",
+        "expires": task_queue_expires(last_date_active),
+        "lastDateActive": last_date_active,
+    })
+}
+
+/// `GET /task-queues`: every task queue a worker has asked for work from.
+pub async fn list_task_queues(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("listTaskQueues", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &LIST_TASK_QUEUES)?;
+            let page = call.page(MAX_LIMIT)?;
+            let queues = state
+                .engine
+                .directory()
+                .send(ListTaskQueues {
+                    after: page.after.clone(),
+                    limit: page.limit + 1,
+                })
+                .await
+                .unwrap_or_default();
+            let more = queues.len() > page.limit;
+            let queues = &queues[..queues.len().min(page.limit)];
+            let mut reply = json!({
+                "taskQueues": queues.iter()
+                    .map(|(queue, at)| task_queue_json(queue, *at))
+                    .collect::<Vec<_>>(),
+            });
+            let last = queues.last().map(|(queue, _)| queue.as_str());
+            if let Some(token) = pagination::token(last, more) {
+                reply["continuationToken"] = json!(token);
+            }
+            Ok(response::json(StatusCode::OK, &reply))
+        })
+        .await
+}
+
+/// `GET /task-queues/<taskQueueId>`.
+pub async fn get_task_queue(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("getTaskQueue", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &GET_TASK_QUEUE)?;
+            let task_queue_id = call.task_queue_id_param()?;
+            let found = state
+                .engine
+                .directory()
+                .send(LookupTaskQueue(task_queue_id.clone()))
+                .await
+                .ok()
+                .flatten();
+            let Some(last_date_active) = found else {
+                return Err(ApiError::not_found(format!(
+                    "Task queue `{task_queue_id}` not found"
+                )));
+            };
+            Ok(response::json(
+                StatusCode::OK,
+                &task_queue_json(&task_queue_id, last_date_active),
+            ))
+        })
+        .await
+}
+
+/// `provisionerId/workerType` of the URL, checked.
+fn url_task_queue_id(call: &Call) -> Result<String, ApiError> {
+    let task_queue_id = format!(
+        "{}/{}",
+        call.param("provisionerId"),
+        call.param("workerType")
+    );
+    if crate::model::split_task_queue_id(&task_queue_id).is_none() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequestArguments,
+            format!("`{task_queue_id}` is not a `<provisionerId>/<workerType>`"),
+        ));
+    }
+    Ok(task_queue_id)
+}
+
+fn url_worker(call: &Call) -> Result<WorkerName, ApiError> {
+    let name = WorkerName {
+        task_queue_id: url_task_queue_id(call)?,
+        worker_group: call.param("workerGroup").to_owned(),
+        worker_id: call.param("workerId").to_owned(),
+    };
+    for (field, value) in [
+        ("workerGroup", &name.worker_group),
+        ("workerId", &name.worker_id),
+    ] {
+        let valid = (1..=38).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequestArguments,
+                format!("Invalid URL parameter `{field}`: `{value}`"),
+            ));
+        }
+    }
+    Ok(name)
+}
+
+async fn lookup_worker(state: &State, name: WorkerName) -> Result<WorkerInfo, ApiError> {
+    let found = state.engine.directory().send(Lookup(name.clone())).await;
+    found.ok().flatten().ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Worker with workerGroup `{}`, workerId `{}` in task queue `{}` not found. Are you \
+             sure it was created?",
+            name.worker_group, name.worker_id, name.task_queue_id
+        ))
+    })
+}
+
+/// `GET /provisioners/<p>/worker-types/<wt>/workers`: the workers of a task queue, optionally
+/// only the (not) quarantined ones.
+pub async fn list_workers(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("listWorkers", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &LIST_WORKERS)?;
+            let task_queue_id = url_task_queue_id(call)?;
+            let page = call.page(MAX_LIMIT)?;
+            let quarantined = match call.query("quarantined").as_deref() {
+                None => None,
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                Some(other) => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequestArguments,
+                        format!("`quarantined` must be `true` or `false`, not `{other}`"),
+                    ));
+                }
+            };
+            let after = page
+                .after
+                .as_deref()
+                .and_then(|text| text.split_once('/'))
+                .map(|(group, id)| (group.to_owned(), id.to_owned()));
+            let workers = state
+                .engine
+                .directory()
+                .send(ListWorkers {
+                    task_queue_id,
+                    quarantined,
+                    now: call.now,
+                    after,
+                    limit: page.limit + 1,
+                })
+                .await
+                .unwrap_or_default();
+            let more = workers.len() > page.limit;
+            let workers = &workers[..workers.len().min(page.limit)];
+            let mut reply = json!({
+                "workers": workers.iter().map(WorkerInfo::to_list_json).collect::<Vec<_>>(),
+            });
+            let last = workers
+                .last()
+                .map(|worker| format!("{}/{}", worker.name.worker_group, worker.name.worker_id));
+            if let Some(token) = pagination::token(last.as_deref(), more) {
+                reply["continuationToken"] = json!(token);
+            }
+            Ok(response::json(StatusCode::OK, &reply))
+        })
+        .await
+}
+
+/// `GET /provisioners/<p>/worker-types/<wt>/workers/<workerGroup>/<workerId>`.
+pub async fn get_worker(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("getWorker", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &GET_WORKER)?;
+            let worker = lookup_worker(&state, url_worker(call)?).await?;
+            Ok(response::json(StatusCode::OK, &worker.to_json()))
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct QuarantineRequest {
+    quarantine_until: Timestamp,
+    #[serde(default)]
+    quarantine_info: String,
+}
+
+/// `PUT /provisioners/<p>/worker-types/<wt>/workers/<workerGroup>/<workerId>`: the worker gets
+/// no work until `quarantineUntil` (a past time lifts a quarantine).
+pub async fn quarantine_worker(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("quarantineWorker", request, body)
+        .answer(async |call| {
+            let client_id = call
+                .authorize_url(&state.access.clients, &QUARANTINE_WORKER)?
+                .client_id
+                .clone()
+                .unwrap_or_default();
+            let name = url_worker(call)?;
+            let input: QuarantineRequest = call.input("quarantine-worker-request")?;
+            if input.quarantine_info.chars().count() > MAX_QUARANTINE_INFO_CHARS {
+                return Err(ApiError::new(
+                    ErrorCode::InputValidationError,
+                    format!(
+                        "`quarantineInfo` is longer than {MAX_QUARANTINE_INFO_CHARS} characters"
+                    ),
+                ));
+            }
+            lookup_worker(&state, name.clone()).await?;
+            let change = QuarantineChange {
+                client_id,
+                updated_at: call.now,
+                quarantine_until: input.quarantine_until,
+                quarantine_info: input.quarantine_info,
+            };
+            state
+                .engine
+                .record_worker(name.clone(), Event::WorkerQuarantined { change })
+                .await?;
+            let worker = lookup_worker(&state, name).await?;
+            Ok(response::json(StatusCode::OK, &worker.to_json()))
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeclareRequest {
+    expires: Timestamp,
+}
+
+/// `PUT /provisioners/<p>/worker-types/<wt>/<workerGroup>/<workerId>`: a worker says it exists
+/// and until when.
+pub async fn declare_worker(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("declareWorker", request, body)
+        .answer(async |call| {
+            let name = url_worker(call)?;
+            let input: DeclareRequest = call.input("worker-request")?;
+            let task_queue_id = name.task_queue_id.clone();
+            let (provisioner_id, worker_type) =
+                crate::model::split_task_queue_id(&task_queue_id).unwrap_or_default();
+            call.authorize(
+                &state.access.clients,
+                &DECLARE_WORKER,
+                &[
+                    ("provisionerId", provisioner_id),
+                    ("workerType", worker_type),
+                    ("workerGroup", &name.worker_group),
+                    ("workerId", &name.worker_id),
+                ],
+            )?;
+            state
+                .engine
+                .record_worker(
+                    name.clone(),
+                    Event::WorkerDeclared {
+                        expires: input.expires,
+                    },
+                )
+                .await?;
+            let worker = lookup_worker(&state, name).await?;
+            Ok(response::json(StatusCode::OK, &worker.to_json()))
+        })
+        .await
+}

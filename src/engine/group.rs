@@ -1,0 +1,133 @@
+//! Task-group decisions (reference §5): joining a group as a task is created, and sealing it.
+//! A group's events are keyed by its id, so they live in the partition of the task that
+//! shares the id (often the group's first task, its decision task).
+
+use crate::api::ApiError;
+use crate::model::group::GROUP_EXPIRY_MARGIN_MILLIS;
+use crate::model::{Event, Slugid, TaskGroup, Timestamp};
+
+#[derive(Clone, Debug)]
+pub enum GroupCommand {
+    /// A task of this group is being created: the group must have the task's scheduler and
+    /// not be sealed, and it must outlive the task.
+    Join {
+        scheduler_id: String,
+        task_expires: Timestamp,
+    },
+    /// `sealTaskGroup`.
+    Seal,
+}
+
+pub fn decide(
+    task_group_id: Slugid,
+    group: Option<&TaskGroup>,
+    command: GroupCommand,
+) -> Result<Vec<Event>, ApiError> {
+    match command {
+        GroupCommand::Join {
+            scheduler_id,
+            task_expires,
+        } => {
+            let expires = task_expires.plus_millis(GROUP_EXPIRY_MARGIN_MILLIS);
+            let Some(group) = group else {
+                return Ok(vec![Event::TaskGroupJoined {
+                    task_group_id,
+                    scheduler_id,
+                    expires,
+                }]);
+            };
+            if group.scheduler_id != scheduler_id {
+                return Err(ApiError::conflict(format!(
+                    "Task group `{task_group_id}` contains tasks with schedulerId `{}`. You are \
+                     attempting to include tasks from schedulerId `{scheduler_id}`, which is \
+                     not permitted. All tasks in the same task-group must have the same \
+                     schedulerId.",
+                    group.scheduler_id
+                ))
+                .with_details(serde_json::json!({
+                    "taskGroupId": task_group_id,
+                    "existingSchedulerId": group.scheduler_id,
+                    "taskSchedulerId": scheduler_id,
+                })));
+            }
+            if group.sealed.is_some() {
+                return Err(ApiError::conflict(format!(
+                    "Task group `{task_group_id}` is sealed: no more tasks can be added to it."
+                ))
+                .with_details(serde_json::json!({ "taskGroupId": task_group_id })));
+            }
+            Ok(if expires > group.expires {
+                vec![Event::TaskGroupJoined {
+                    task_group_id,
+                    scheduler_id,
+                    expires,
+                }]
+            } else {
+                Vec::new()
+            })
+        }
+        GroupCommand::Seal => match group {
+            None => Err(group_not_found(task_group_id)),
+            Some(group) if group.sealed.is_some() => Ok(Vec::new()),
+            Some(_) => Ok(vec![Event::TaskGroupSealed]),
+        },
+    }
+}
+
+pub fn group_not_found(task_group_id: Slugid) -> ApiError {
+    ApiError::not_found(format!("No task-group with taskGroupId: `{task_group_id}`"))
+        .with_details(serde_json::json!({ "taskGroupId": task_group_id }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ErrorCode;
+    use crate::model::{Entities, Envelope};
+
+    fn join(scheduler_id: &str, task_expires: i64) -> GroupCommand {
+        GroupCommand::Join {
+            scheduler_id: scheduler_id.into(),
+            task_expires: Timestamp::from_millis(task_expires),
+        }
+    }
+
+    #[test]
+    fn a_group_keeps_its_scheduler_grows_its_expiry_and_seals_once() {
+        let group_id = Slugid::nice();
+        let key = group_id.to_string();
+        let mut state = Entities::default();
+        let mut send = |command: GroupCommand, at: i64| {
+            let events = decide(group_id, state.groups.get(&key), command)?;
+            for event in &events {
+                state.apply(&Envelope {
+                    key: key.clone(),
+                    at: Timestamp::from_millis(at),
+                    event: event.clone(),
+                });
+            }
+            Ok::<_, ApiError>((events.len(), state.groups.get(&key).cloned()))
+        };
+        assert_eq!(
+            send(GroupCommand::Seal, 0).unwrap_err().code,
+            ErrorCode::ResourceNotFound
+        );
+        let (events, group) = send(join("sched", 1_000), 1).unwrap();
+        assert_eq!(events, 1);
+        let group = group.unwrap();
+        assert_eq!(group.expires.millis(), 1_000 + GROUP_EXPIRY_MARGIN_MILLIS);
+        assert_eq!(send(join("sched", 500), 2).unwrap().0, 0, "no later expiry");
+        assert_eq!(send(join("sched", 2_000), 3).unwrap().0, 1);
+        let conflict = send(join("other", 0), 4).unwrap_err();
+        assert_eq!(conflict.code, ErrorCode::RequestConflict);
+        let (_, sealed) = send(GroupCommand::Seal, 5).unwrap();
+        assert_eq!(sealed.unwrap().sealed, Some(Timestamp::from_millis(5)));
+        assert_eq!(
+            send(GroupCommand::Seal, 6).unwrap().0,
+            0,
+            "sealing is idempotent"
+        );
+        let sealed = send(join("sched", 0), 7).unwrap_err();
+        assert!(sealed.message.contains("sealed"), "{sealed}");
+    }
+}
