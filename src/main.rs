@@ -77,6 +77,25 @@ enum BenchCommand {
     /// Full task lifecycles over HTTP (createTask → claimWork → reportCompleted), Hawk-signed
     /// with `TASKCLUSTER_CLIENT_ID` / `TASKCLUSTER_ACCESS_TOKEN`.
     Lifecycle(BenchLifecycle),
+    /// Fill a log with pending tasks through the engine, then time a restart on it (newest
+    /// snapshots, then the log after them).
+    Restart(BenchRestart),
+}
+
+#[derive(Args)]
+struct BenchRestart {
+    /// Where the embedded log lives; tasks already in it count too.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Configuration file, layered over the built-in defaults (`config/default.toml`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Tasks to create before the restart.
+    #[arg(long, default_value_t = 1_000_000)]
+    tasks: u64,
+    /// Creations in flight at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
 }
 
 #[derive(Args)]
@@ -160,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Log(bench)) => bench_log(bench),
         Command::Bench(BenchCommand::Lifecycle(bench)) => bench_lifecycle(bench),
+        Command::Bench(BenchCommand::Restart(bench)) => bench_restart(bench),
         Command::Serve(serve) => serve_queue(serve),
     }
 }
@@ -194,6 +214,53 @@ fn serve_queue(serve: Serve) -> anyhow::Result<ExitCode> {
         server::serve(options, state).await?;
         anyhow::Ok(())
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(bench.config.as_deref())?;
+    let engine_settings = EngineSettings {
+        task: settings.queue.task_settings(),
+        snapshot_every_events: settings.queue.snapshot_every_events,
+    };
+    let start = |settings: &Settings, engine_settings: EngineSettings| {
+        let log = log::open(&settings.log, &bench.data_dir)
+            .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
+        let data_dir = bench.data_dir.clone();
+        anyhow::Ok(async move {
+            Engine::start(log, data_dir, engine_settings)
+                .await
+                .context("replaying the log")
+        })
+    };
+    // Each phase in a System of its own: when it ends, its actors and the log are gone, as
+    // in a process that stops.
+    let started = std::time::Instant::now();
+    let created = actix_web::rt::System::new().block_on(async {
+        let engine = start(&settings, engine_settings.clone())?.await?;
+        let created = taskfold::engine::load::fill(&engine, bench.tasks, bench.concurrency)
+            .await
+            .map_err(|error| anyhow::anyhow!("creating tasks: {error}"))?;
+        anyhow::Ok(created)
+    })?;
+    let fill = started.elapsed();
+    println!(
+        "created {created} tasks in {:.1} s ({:.0} tasks/s)",
+        fill.as_secs_f64(),
+        created as f64 / fill.as_secs_f64()
+    );
+    let restarted = std::time::Instant::now();
+    let tasks = actix_web::rt::System::new().block_on(async {
+        let engine = start(&settings, engine_settings)?.await?;
+        anyhow::Ok(engine.task_count().await)
+    })?;
+    println!(
+        "restart: ready with {tasks} tasks in {:.2} s",
+        restarted.elapsed().as_secs_f64()
+    );
+    if tasks < created {
+        anyhow::bail!("the restarted engine lost tasks: {created} created, {tasks} after restart");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

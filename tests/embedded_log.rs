@@ -253,6 +253,21 @@ fn segments_roll_and_replay_from_any_offset() {
 }
 
 #[test]
+fn a_log_has_one_writer_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = EmbeddedLog::open(dir.path(), options(2)).unwrap();
+    let error = EmbeddedLog::open(dir.path(), options(2))
+        .err()
+        .expect("a second open of a log in use fails");
+    assert!(
+        error.to_string().contains("open in another process"),
+        "{error}"
+    );
+    drop(first);
+    EmbeddedLog::open(dir.path(), options(2)).expect("the log reopens once closed");
+}
+
+#[test]
 fn bad_data_directories_give_clear_errors_or_logged_recovery() {
     // Stray files beside the segments are ignored.
     let dir = tempfile::tempdir().unwrap();

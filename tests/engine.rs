@@ -57,10 +57,25 @@ fn claim(queue: &str, tasks: u32) -> ClaimWork {
     }
 }
 
-#[actix_web::test]
-async fn lifecycle_long_poll_dependencies_and_restart() {
+/// Each phase runs in an actix System of its own; when it ends, its actors and the log are
+/// gone, as in a process that stopped (the log refuses a second writer while the first lives).
+#[test]
+fn lifecycle_long_poll_dependencies_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = start(dir.path()).await;
+    let ids = actix_web::rt::System::new().block_on(before_restart(dir.path()));
+    let snapshots: usize = (0..3)
+        .map(|partition| {
+            taskfold::log::snapshot::list(dir.path(), partition)
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert!(snapshots > 0, "shards took snapshots");
+    actix_web::rt::System::new().block_on(after_restart(dir.path(), ids));
+}
+
+async fn before_restart(dir: &std::path::Path) -> Vec<Slugid> {
+    let engine = start(dir).await;
 
     // A parked claimWork wakes as soon as a task arrives.
     let parked = {
@@ -131,16 +146,12 @@ async fn lifecycle_long_poll_dependencies_and_restart() {
         .claim_work(claim("q/w", 32), Instant::now() + Duration::from_secs(1))
         .await;
     assert_eq!(claimed.len(), 32);
-    drop(engine);
-    let snapshots: usize = (0..3)
-        .map(|partition| {
-            taskfold::log::snapshot::list(dir.path(), partition)
-                .unwrap()
-                .len()
-        })
-        .sum();
-    assert!(snapshots > 0, "shards took snapshots");
-    let restarted = start(dir.path()).await;
+    engine.snapshots_written().await;
+    ids
+}
+
+async fn after_restart(dir: &std::path::Path, ids: Vec<Slugid>) {
+    let restarted = start(dir).await;
     for id in &ids {
         assert!(restarted.task(*id).await.is_some(), "task {id} lost");
     }

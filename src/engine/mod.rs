@@ -11,6 +11,7 @@ pub mod dependencies;
 pub mod dispatcher;
 pub mod group;
 pub mod index;
+pub mod load;
 pub mod pending;
 pub mod shard;
 pub mod task;
@@ -31,8 +32,8 @@ use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
 use group::GroupCommand;
 use index::Listing;
 use shard::{
-    Count, Execute, ExecuteGroup, Get, GetGroup, List, RecordWorker, ShardContext, TaskShard,
-    Waiting,
+    Count, Execute, ExecuteGroup, Get, GetGroup, List, RecordWorker, ShardContext, SnapshotWritten,
+    TaskShard, Waiting,
 };
 use task::{Command, ResolvedDependency};
 use workers::{WorkerDirectory, WorkerName};
@@ -428,6 +429,22 @@ impl Engine {
             .send(RecordWorker { name, event })
             .await
             .unwrap_or_else(|error| Err(mailbox_error(error)))
+    }
+
+    /// Resolves once every snapshot write started so far has finished.
+    pub async fn snapshots_written(&self) {
+        let waits = self.shards.iter().map(|shard| shard.send(SnapshotWritten));
+        futures::future::join_all(waits).await;
+    }
+
+    /// Tasks in the state of every shard.
+    pub async fn task_count(&self) -> u64 {
+        let parts = self.shards.iter().map(|shard| shard.send(shard::TaskCount));
+        futures::future::join_all(parts)
+            .await
+            .into_iter()
+            .map(|count| count.unwrap_or(0))
+            .sum()
     }
 
     pub async fn pending_count(&self, task_queue_id: &str) -> u64 {

@@ -53,6 +53,8 @@ pub struct TaskShard {
     /// writer, so it can tell which offset a snapshot of its current state stands for.
     next_offset: Offset,
     events_since_snapshot: u64,
+    /// The snapshot write started last, until it is done.
+    last_snapshot: Option<Shared<BoxFuture<'static, ()>>>,
     timers: BinaryHeap<Reverse<(Timestamp, Slugid, Timer)>>,
     /// Set after a failed append: the state may hold events the log does not, so the shard
     /// refuses everything until the process restarts and replays.
@@ -99,6 +101,7 @@ impl TaskShard {
             barrier: None,
             next_offset: end,
             events_since_snapshot: end - start,
+            last_snapshot: None,
             timers: BinaryHeap::new(),
             failed: false,
         })
@@ -345,7 +348,7 @@ impl TaskShard {
         };
         let barrier = self.barrier.clone();
         let data_dir = self.context.data_dir.clone();
-        actix::spawn(async move {
+        let writing = async move {
             // The snapshot stands for every event before `offset`: write it only once they
             // are all durable.
             if let Some(barrier) = barrier
@@ -364,7 +367,11 @@ impl TaskShard {
                 Ok(Err(error)) => tracing::error!(partition, %error, "cannot write a snapshot"),
                 Err(error) => tracing::error!(partition, %error, "snapshot writer failed"),
             }
-        });
+        }
+        .boxed()
+        .shared();
+        actix::spawn(writing.clone());
+        self.last_snapshot = Some(writing);
     }
 
     fn fire_due_timers(&mut self, context: &mut Context<Self>) {
@@ -594,5 +601,36 @@ impl Handler<Count> for TaskShard {
 
     fn handle(&mut self, Count(listing): Count, _: &mut Context<Self>) -> usize {
         self.indexes.count(&listing)
+    }
+}
+
+/// Resolves once the snapshot write started last has finished (at once if there is none).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SnapshotWritten;
+
+impl Handler<SnapshotWritten> for TaskShard {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: SnapshotWritten, _: &mut Context<Self>) -> Self::Result {
+        let last = self.last_snapshot.clone();
+        Box::pin(async move {
+            if let Some(last) = last {
+                last.await;
+            }
+        })
+    }
+}
+
+/// How many tasks this shard holds.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct TaskCount;
+
+impl Handler<TaskCount> for TaskShard {
+    type Result = u64;
+
+    fn handle(&mut self, _: TaskCount, _: &mut Context<Self>) -> u64 {
+        self.state.tasks.len() as u64
     }
 }

@@ -75,7 +75,12 @@ struct Partition {
 pub struct EmbeddedLog {
     partitions: Vec<Partition>,
     recoveries: Vec<Recovery>,
+    /// Held while the log is open: two writers on one log would interleave their records.
+    _lock: std::fs::File,
 }
+
+/// The file whose exclusive lock marks the log as open.
+const LOCK_FILE: &str = "lock";
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -131,6 +136,16 @@ impl EmbeddedLog {
         }
         let root = log_dir(data_dir);
         std::fs::create_dir_all(&root).map_err(|error| Error::io("creating", &root, error))?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|error| Error::io("creating", &lock_path, error))?;
+        if lock.try_lock().is_err() {
+            return Err(Error::Config(format!(
+                "the log in {} is open in another process (it holds {})",
+                data_dir.display(),
+                lock_path.display()
+            )));
+        }
         match recorded_partitions(data_dir)? {
             Some(found) if found != options.partitions => {
                 return Err(Error::PartitionCountMismatch {
@@ -158,6 +173,7 @@ impl EmbeddedLog {
         Ok(EmbeddedLog {
             partitions,
             recoveries,
+            _lock: lock,
         })
     }
 
