@@ -259,3 +259,36 @@ async fn a_restart_schedules_dependents_of_tasks_resolved_before_the_crash() {
     }
     panic!("the dependent was not scheduled after the restart");
 }
+
+/// A page of a listing says more follow even when all that follow are in one shard.
+#[actix_web::test]
+async fn a_listing_pages_through_tasks_that_share_a_partition() {
+    use taskfold::engine::index::Listing;
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path()).await;
+    let group = Slugid::nice();
+    let mut created = Vec::new();
+    while created.len() < 5 {
+        let id = Slugid::nice();
+        if taskfold::log::partition_for(id.to_string().as_bytes(), 3) != 1 {
+            continue;
+        }
+        let mut definition = definition(id, "p/w", &[]);
+        definition.task_group_id = group;
+        engine.create_task(id, definition).await.unwrap();
+        created.push(id);
+    }
+    created.sort();
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, more) = engine.list(Listing::Members(group), after, 2).await;
+        listed.extend(page.iter().map(|(_, task)| task.task_id));
+        after = page.last().map(|(position, _)| *position);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(listed, created);
+}

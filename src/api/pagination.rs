@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::{ApiError, ErrorCode};
-use crate::model::Slugid;
+use crate::engine::index::Position;
 
 /// The most items one page may hold.
 pub const MAX_LIMIT: usize = 1000;
@@ -50,13 +50,18 @@ impl Page {
         Ok(page)
     }
 
-    /// The position as a task id, for lists of tasks.
-    pub fn after_task(&self) -> Result<Option<Slugid>, ApiError> {
+    /// The position in a list of tasks (`<order>.<taskId>`, see [`task_token`]).
+    pub fn after_task(&self) -> Result<Option<Position>, ApiError> {
         self.after
             .as_deref()
             .map(|text| {
-                text.parse()
-                    .map_err(|_| invalid("`continuationToken` is not one this API gave".into()))
+                let (order, task_id) = text.split_once('.').unwrap_or_default();
+                match (order.parse(), task_id.parse()) {
+                    (Ok(order), Ok(task_id)) => Ok((order, task_id)),
+                    _ => Err(invalid(
+                        "`continuationToken` is not one this API gave".into(),
+                    )),
+                }
             })
             .transpose()
     }
@@ -66,6 +71,12 @@ impl Page {
 pub fn token(last: Option<&str>, more: bool) -> Option<String> {
     last.filter(|_| more)
         .map(|last| URL_SAFE_NO_PAD.encode(last.as_bytes()))
+}
+
+/// The token of a page of tasks that ends at `last`, when more may follow.
+pub fn task_token(last: Option<Position>, more: bool) -> Option<String> {
+    let last = last.map(|(order, task_id)| format!("{order}.{task_id}"));
+    token(last.as_deref(), more)
 }
 
 fn invalid(message: String) -> ApiError {

@@ -1,6 +1,10 @@
 //! What a shard can list without scanning every task: the members of each task group, the
 //! dependents of each task, and the pending and running tasks of each task queue. Derived
 //! from the fold after every change, rebuilt after a replay, never stored.
+//!
+//! Each list is ordered by [`Position`]: task id for groups and dependents, and for queues
+//! the time the run was inserted (pending) or claimed (running), then task id, as Taskcluster
+//! lists them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
@@ -20,12 +24,17 @@ pub enum Listing {
     Running(String),
 }
 
+/// Where a task is in a list: an order key (milliseconds, or 0), then its id.
+pub type Position = (i64, Slugid);
+
 #[derive(Default)]
 pub struct Indexes {
-    members: HashMap<Slugid, BTreeSet<Slugid>>,
-    dependents: HashMap<Slugid, BTreeSet<Slugid>>,
-    pending: HashMap<String, BTreeSet<Slugid>>,
-    running: HashMap<String, BTreeSet<Slugid>>,
+    members: HashMap<Slugid, BTreeSet<Position>>,
+    dependents: HashMap<Slugid, BTreeSet<Position>>,
+    pending: HashMap<String, BTreeSet<Position>>,
+    running: HashMap<String, BTreeSet<Position>>,
+    /// Where each task is filed in `pending` or `running` (true: pending), to unfile it.
+    filed: HashMap<Slugid, (bool, Position)>,
 }
 
 impl Indexes {
@@ -35,35 +44,50 @@ impl Indexes {
         self.members
             .entry(task.definition.task_group_id)
             .or_default()
-            .insert(task_id);
+            .insert((0, task_id));
         for dependency in &task.definition.dependencies {
             self.dependents
                 .entry(*dependency)
                 .or_default()
-                .insert(task_id);
+                .insert((0, task_id));
         }
     }
 
     /// Files the task under the state of its latest run.
     pub fn changed(&mut self, task: &Task) {
         let queue = &task.definition.task_queue_id;
-        let state = task.runs.last().map(|run| run.state);
-        for (set, member) in [
-            (&mut self.pending, state == Some(RunState::Pending)),
-            (&mut self.running, state == Some(RunState::Running)),
-        ] {
-            if member {
-                set.entry(queue.clone()).or_default().insert(task.task_id);
-            } else if let Some(tasks) = set.get_mut(queue) {
-                tasks.remove(&task.task_id);
+        if let Some((pending, position)) = self.filed.remove(&task.task_id) {
+            let sets = if pending {
+                &mut self.pending
+            } else {
+                &mut self.running
+            };
+            if let Some(tasks) = sets.get_mut(queue) {
+                tasks.remove(&position);
                 if tasks.is_empty() {
-                    set.remove(queue);
+                    sets.remove(queue);
                 }
             }
         }
+        let Some(run) = task.runs.last() else {
+            return;
+        };
+        let (pending, at) = match run.state {
+            RunState::Pending => (true, run.scheduled),
+            RunState::Running => (false, run.started.unwrap_or(run.scheduled)),
+            _ => return,
+        };
+        let position = (at.millis(), task.task_id);
+        let sets = if pending {
+            &mut self.pending
+        } else {
+            &mut self.running
+        };
+        sets.entry(queue.clone()).or_default().insert(position);
+        self.filed.insert(task.task_id, (pending, position));
     }
 
-    fn set(&self, listing: &Listing) -> Option<&BTreeSet<Slugid>> {
+    fn set(&self, listing: &Listing) -> Option<&BTreeSet<Position>> {
         match listing {
             Listing::Members(group) => self.members.get(group),
             Listing::Dependents(task) => self.dependents.get(task),
@@ -72,8 +96,8 @@ impl Indexes {
         }
     }
 
-    /// Up to `limit` task ids of the listing after `after`, in id order.
-    pub fn page(&self, listing: &Listing, after: Option<Slugid>, limit: usize) -> Vec<Slugid> {
+    /// Up to `limit` positions of the listing after `after`, in order.
+    pub fn page(&self, listing: &Listing, after: Option<Position>, limit: usize) -> Vec<Position> {
         let Some(set) = self.set(listing) else {
             return Vec::new();
         };
@@ -118,7 +142,7 @@ mod tests {
             );
             indexes.changed(task);
         }
-        let mut ids: Vec<Slugid> = tasks.iter().map(|task| task.task_id).collect();
+        let mut ids: Vec<Position> = tasks.iter().map(|task| (0, task.task_id)).collect();
         ids.sort();
         let queue = tasks[0].definition.task_queue_id.clone();
         assert_eq!(indexes.page(&Listing::Members(group), None, 3), ids[..3]);

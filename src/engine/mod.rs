@@ -30,7 +30,7 @@ use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Tim
 use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
 use group::GroupCommand;
-use index::Listing;
+use index::{Listing, Position};
 use shard::{
     Count, Execute, ExecuteGroup, Get, GetGroup, List, RecordWorker, ShardContext, SnapshotWritten,
     TaskShard, Waiting,
@@ -382,27 +382,28 @@ impl Engine {
             .flatten()
     }
 
-    /// Up to `limit` tasks of a listing after the task `after`, in task-id order, gathered
-    /// from every shard; `true` when more may follow.
+    /// Up to `limit` tasks of a listing after the position `after`, in order, gathered from
+    /// every shard, each with its position; `true` when more follow.
     pub async fn list(
         &self,
         listing: Listing,
-        after: Option<Slugid>,
+        after: Option<Position>,
         limit: usize,
-    ) -> (Vec<Task>, bool) {
+    ) -> (Vec<(Position, Task)>, bool) {
+        // One more than asked from each shard: all that follow may be in one shard.
         let parts = self.shards.iter().map(|shard| {
             shard.send(List {
                 listing: listing.clone(),
                 after,
-                limit,
+                limit: limit + 1,
             })
         });
-        let mut tasks: Vec<Task> = futures::future::join_all(parts)
+        let mut tasks: Vec<(Position, Task)> = futures::future::join_all(parts)
             .await
             .into_iter()
             .flat_map(Result::unwrap_or_default)
             .collect();
-        tasks.sort_by_key(|task| task.task_id);
+        tasks.sort_by_key(|(position, _)| *position);
         let more = tasks.len() > limit;
         tasks.truncate(limit);
         (tasks, more)

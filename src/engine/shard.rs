@@ -16,7 +16,7 @@ use futures::future::{BoxFuture, Shared};
 use super::dependencies::{self, DependencyResolver};
 use super::dispatcher::{Dispatcher, NotPending, Pending};
 use super::group::{self, GroupCommand};
-use super::index::{Indexes, Listing};
+use super::index::{Indexes, Listing, Position};
 use super::pending::PendingRun;
 use super::task::{self, Command, ResolvedDependency};
 use super::workers::{self, WorkerDirectory, WorkerName};
@@ -565,24 +565,25 @@ impl Handler<GetGroup> for TaskShard {
     }
 }
 
-/// This shard's part of a listing: up to `limit` tasks after `after`, in task-id order.
+/// This shard's part of a listing: up to `limit` tasks after `after`, in order, each with
+/// its position.
 #[derive(Message)]
-#[rtype(result = "Vec<Task>")]
+#[rtype(result = "Vec<(Position, Task)>")]
 pub struct List {
     pub listing: Listing,
-    pub after: Option<Slugid>,
+    pub after: Option<Position>,
     pub limit: usize,
 }
 
 impl Handler<List> for TaskShard {
-    type Result = ResponseFuture<Vec<Task>>;
+    type Result = ResponseFuture<Vec<(Position, Task)>>;
 
     fn handle(&mut self, message: List, _: &mut Context<Self>) -> Self::Result {
-        let tasks: Vec<Task> = self
+        let tasks: Vec<(Position, Task)> = self
             .indexes
             .page(&message.listing, message.after, message.limit)
             .into_iter()
-            .filter_map(|task_id| self.task(task_id).cloned())
+            .filter_map(|position| Some((position, self.task(position.1)?.clone())))
             .collect();
         Box::pin(
             self.reply(Some(tasks), || internal("absent"))

@@ -88,8 +88,8 @@ impl WorkerInfo {
         reply
     }
 
-    /// An entry of `listWorkers`.
-    pub fn to_list_json(&self) -> Value {
+    /// An entry of `listWorkers`; `quarantineUntil` only while it is in force.
+    pub fn to_list_json(&self, now: Timestamp) -> Value {
         let mut entry = json!({
             "workerGroup": self.name.worker_group,
             "workerId": self.name.worker_id,
@@ -99,7 +99,7 @@ impl WorkerInfo {
         if let Some((task_id, run_id)) = self.recent_tasks.back() {
             entry["latestTask"] = json!({"taskId": task_id, "runId": run_id});
         }
-        if let Some(until) = self.record.quarantine_until {
+        if let Some(until) = self.record.quarantine_until.filter(|until| *until > now) {
             entry["quarantineUntil"] = json!(until);
         }
         entry

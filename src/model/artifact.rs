@@ -201,12 +201,19 @@ impl Artifact {
 
     /// An entry of `listArtifacts`, and the reply of `artifactInfo`.
     pub fn to_json(&self, name: &str) -> Value {
-        json!({
+        let mut entry = json!({
             "storageType": self.storage.type_name(),
             "name": name,
             "expires": self.expires,
             "contentType": self.content_type,
-        })
+        });
+        if let Storage::S3 {
+            content_length: Some(length),
+        } = self.storage
+        {
+            entry["contentLength"] = json!(length);
+        }
+        entry
     }
 }
 

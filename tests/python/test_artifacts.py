@@ -266,14 +266,20 @@ def test_listings_are_in_name_order_and_paginate(server, queue, task_queue_id):
         expires[name] = date_in(EXPIRES)
         queue.createArtifact(task_id, "0", name, reference(f"https://example.com/{name}",
                                                           expires=expires[name]))
+    expires["public/foxtrot"] = date_in(EXPIRES)
+    queue.createArtifact(task_id, "0", "public/foxtrot",
+                         s3("text/plain", expires=expires["public/foxtrot"], contentLength=3))
+    names.append("public/foxtrot")
 
     listed = queue.listArtifacts(task_id, "0")
     assert "continuationToken" not in listed
     assert [a["name"] for a in listed["artifacts"]] == sorted(names)
     for entry in listed["artifacts"]:
-        assert entry["storageType"] == "reference"
         assert entry["contentType"] == "text/plain"
         assert entry["expires"] == expires[entry["name"]]
+        if entry["name"] != "public/foxtrot":
+            assert set(entry) == {"storageType", "name", "expires", "contentType"}
+            assert entry["storageType"] == "reference"
     assert queue.listLatestArtifacts(task_id)["artifacts"] == listed["artifacts"]
 
     for call, args in ((queue.listArtifacts, (task_id, "0")),
@@ -284,6 +290,10 @@ def test_listings_are_in_name_order_and_paginate(server, queue, task_queue_id):
 
     assert failure(queue.listArtifacts, task_id, "1").status_code == 404
     assert failure(queue.listArtifacts, new_task_id(), "0").status_code == 404
+
+    # An s3 artifact whose size the worker reported is listed with it.
+    [foxtrot] = [a for a in listed["artifacts"] if a["name"] == "public/foxtrot"]
+    assert (foxtrot["storageType"], foxtrot.get("contentLength")) == ("s3", 3)
 
 
 def test_info_and_content_and_what_latest_means(queue, task_queue_id):

@@ -63,19 +63,19 @@ def test_task_queue_counts_and_listings_after_claim_work(queue, task_queue_id):
     error = failure(queue.getTaskQueue, "interop/" + task_queue_id.split("/")[1] + "x")
     assert (error.status_code, error.body["code"]) == (404, "ResourceNotFound")
 
-    provisioner_id, worker_type = task_queue_id.split("/")
-    assert queue.taskQueueCounts(task_queue_id) == {
-        "provisionerId": provisioner_id, "workerType": worker_type,
-        "taskQueueId": task_queue_id, "pendingTasks": 2, "claimedTasks": 1}
+    counts = queue.taskQueueCounts(task_queue_id)
+    assert (counts["taskQueueId"], counts["pendingTasks"], counts["claimedTasks"]) == \
+        (task_queue_id, 2, 1)
 
     pending = queue.listPendingTasks(task_queue_id)["tasks"]
-    assert [(p["taskId"], p["runId"]) for p in pending] == [(second, 0), (third, 0)]
+    assert sorted((p["taskId"], p["runId"]) for p in pending) == sorted([(second, 0), (third, 0)])
     for entry in pending:
         assert set(entry) == {"taskId", "runId", "task", "inserted"}
         assert entry["task"] == queue.task(entry["taskId"])
     pages = walk(queue.listPendingTasks, task_queue_id, limit=1)
     assert all(len(page["tasks"]) <= 1 for page in pages)
-    assert [p["taskId"] for page in pages for p in page["tasks"]] == [second, third]
+    walked = [p["taskId"] for page in pages for p in page["tasks"]]
+    assert sorted(walked) == sorted([second, third])
 
     [claimed] = queue.listClaimedTasks(task_queue_id)["tasks"]
     assert set(claimed) == {"taskId", "runId", "workerGroup", "workerId", "claimed", "task"}
@@ -84,12 +84,17 @@ def test_task_queue_counts_and_listings_after_claim_work(queue, task_queue_id):
     assert claimed["task"] == queue.task(first)
 
     queue.reportCompleted(first, "0")
-    counts = queue.taskQueueCounts(task_queue_id)
-    assert (counts["pendingTasks"], counts["claimedTasks"]) == (2, 0)
     assert queue.listClaimedTasks(task_queue_id)["tasks"] == []
     # A queue nobody used counts nothing.
     unused = queue.taskQueueCounts(task_queue_id + "z")
     assert (unused["pendingTasks"], unused["claimedTasks"]) == (0, 0)
+    provisioner_id, worker_type = task_queue_id.split("/")
+    assert queue.taskQueueCounts(task_queue_id) == {
+        "provisionerId": provisioner_id, "workerType": worker_type,
+        "taskQueueId": task_queue_id, "pendingTasks": 2, "claimedTasks": 0}
+    # Pending tasks are listed in the order they were inserted, page after page.
+    assert [p["taskId"] for p in pending] == [second, third]
+    assert walked == [second, third]
 
 
 def test_workers_and_the_runs_they_claimed(queue, task_queue_id):

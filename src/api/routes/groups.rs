@@ -52,9 +52,9 @@ pub async fn list_task_group(state: Data<State>, request: HttpRequest, body: Bod
                 .list(listing, page.after_task()?, page.limit)
                 .await;
             let mut reply = group.to_json();
-            reply["tasks"] = tasks.iter().map(task_entry).collect();
-            let last = tasks.last().map(|task| task.task_id.to_string());
-            if let Some(token) = pagination::token(last.as_deref(), more) {
+            reply["tasks"] = tasks.iter().map(|(_, task)| task_entry(task)).collect();
+            let last = tasks.last().map(|(position, _)| *position);
+            if let Some(token) = pagination::task_token(last, more) {
                 reply["continuationToken"] = json!(token);
             }
             Ok(response::json(StatusCode::OK, &reply))
@@ -129,8 +129,8 @@ pub async fn cancel_task_group(
                 let listing = Listing::Members(group.task_group_id);
                 let (tasks, more) = state.engine.list(listing, after, MAX_LIMIT).await;
                 size += tasks.len();
-                after = tasks.last().map(|task| task.task_id);
-                for task in tasks {
+                after = tasks.last().map(|(position, _)| *position);
+                for (_, task) in tasks {
                     let resolved = task.runs.last().is_some_and(|run| run.state.is_resolved());
                     if resolved {
                         continue;

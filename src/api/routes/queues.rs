@@ -73,9 +73,13 @@ pub async fn task_queue_counts(
                 .engine
                 .count(Listing::Running(task_queue_id.clone()))
                 .await;
+            let (provisioner_id, worker_type) =
+                crate::model::split_task_queue_id(&task_queue_id).unwrap_or_default();
             Ok(response::json(
                 StatusCode::OK,
                 &json!({
+                    "provisionerId": provisioner_id,
+                    "workerType": worker_type,
                     "taskQueueId": task_queue_id,
                     "pendingTasks": pending,
                     "claimedTasks": claimed,
@@ -157,11 +161,11 @@ async fn task_page(
         .await;
     let entries: Vec<Value> = tasks
         .iter()
-        .filter_map(|task| task.runs.last().map(|run| entry(task, run)))
+        .filter_map(|(_, task)| task.runs.last().map(|run| entry(task, run)))
         .collect();
     let mut reply = json!({ "tasks": entries });
-    let last = tasks.last().map(|task| task.task_id.to_string());
-    if let Some(token) = pagination::token(last.as_deref(), more) {
+    let last = tasks.last().map(|(position, _)| *position);
+    if let Some(token) = pagination::task_token(last, more) {
         reply["continuationToken"] = json!(token);
     }
     Ok(response::json(StatusCode::OK, &reply))
@@ -328,7 +332,9 @@ pub async fn list_workers(state: Data<State>, request: HttpRequest, body: Body) 
             let more = workers.len() > page.limit;
             let workers = &workers[..workers.len().min(page.limit)];
             let mut reply = json!({
-                "workers": workers.iter().map(WorkerInfo::to_list_json).collect::<Vec<_>>(),
+                "workers": workers.iter()
+                    .map(|worker| worker.to_list_json(call.now))
+                    .collect::<Vec<_>>(),
             });
             let last = workers
                 .last()

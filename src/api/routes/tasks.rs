@@ -356,10 +356,10 @@ pub async fn list_dependent_tasks(
                 .await;
             let mut reply = json!({
                 "taskId": task.task_id,
-                "tasks": tasks.iter().map(task_entry).collect::<Vec<_>>(),
+                "tasks": tasks.iter().map(|(_, task)| task_entry(task)).collect::<Vec<_>>(),
             });
-            let last = tasks.last().map(|task| task.task_id.to_string());
-            if let Some(token) = pagination::token(last.as_deref(), more) {
+            let last = tasks.last().map(|(position, _)| *position);
+            if let Some(token) = pagination::task_token(last, more) {
                 reply["continuationToken"] = json!(token);
             }
             Ok(response::json(StatusCode::OK, &reply))
