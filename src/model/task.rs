@@ -559,6 +559,11 @@ pub fn split_task_queue_id(task_queue_id: &str) -> Option<(&str, &str)> {
         .then_some((provisioner_id, worker_type))
 }
 
+/// Taskcluster's identifier pattern (provisionerId, workerGroup, workerId): `^[a-zA-Z0-9-_]{1,38}$`.
+pub fn is_worker_identifier(text: &str) -> bool {
+    is_identifier(text, MAX_ID_CHARS)
+}
+
 /// `^[a-zA-Z0-9-_]{1,max}$`.
 fn is_identifier(text: &str, max: usize) -> bool {
     (1..=max).contains(&text.len())

@@ -212,3 +212,30 @@ def failure(call, *args):
 def claim(queue, task_queue_id, worker_id="w1", tasks=1):
     return queue.claimWork(task_queue_id, {"workerGroup": "wg", "workerId": worker_id,
                                            "tasks": tasks})["tasks"]
+
+
+def date_in(delta):
+    """A date `delta` from now in Taskcluster's JSON form (milliseconds, `Z`)."""
+    when = datetime.datetime.now(datetime.timezone.utc) + delta
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def walk(call, *args, limit, **query):
+    """Every page of a paginated listing, following continuationToken."""
+    pages, page_query = [], {"limit": limit, **query}
+    for _ in range(1000):
+        page = call(*args, query=page_query)
+        pages.append(page)
+        if "continuationToken" not in page:
+            return pages
+        page_query = {"limit": limit, **query, "continuationToken": page["continuationToken"]}
+    raise AssertionError("the listing did not end within 1000 pages")
+
+
+def limited_queue(server, scopes):
+    """A client with temporary credentials holding only `scopes`."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    credentials = taskcluster.createTemporaryCredentials(
+        "static/taskcluster/root", ROOT_TOKEN, now - datetime.timedelta(minutes=1),
+        now + datetime.timedelta(hours=1), scopes)
+    return server.queue(credentials=credentials)

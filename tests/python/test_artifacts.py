@@ -11,15 +11,10 @@ import urllib.parse
 import requests
 import taskcluster
 
-from conftest import ROOT_TOKEN, claim, failure, new_task_id, task_definition
+from conftest import claim, failure, new_task_id, task_definition, date_in, walk, limited_queue
 
 EXPIRES = datetime.timedelta(days=1)
 
-
-def date_in(delta):
-    """A date `delta` from now in Taskcluster's JSON form (milliseconds, `Z`)."""
-    when = datetime.datetime.now(datetime.timezone.utc) + delta
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def running_task(queue, task_queue_id, **overrides):
@@ -59,25 +54,6 @@ def artifact_api(server, task_id, name, run_id="0"):
     return server.api(f"/task/{task_id}/runs/{run_id}/artifacts/{urllib.parse.quote(name, '')}")
 
 
-def limited_queue(server, scopes):
-    """A client with temporary credentials holding only `scopes`."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    credentials = taskcluster.createTemporaryCredentials(
-        "static/taskcluster/root", ROOT_TOKEN, now - datetime.timedelta(minutes=1),
-        now + datetime.timedelta(hours=1), scopes)
-    return server.queue(credentials=credentials)
-
-
-def walk(call, *args, limit):
-    """Every page of a paginated listing, following continuationToken."""
-    pages, query = [], {"limit": limit}
-    for _ in range(50):
-        page = call(*args, query=query)
-        pages.append(page)
-        if "continuationToken" not in page:
-            return pages
-        query = {"limit": limit, "continuationToken": page["continuationToken"]}
-    raise AssertionError("the listing did not end within 50 pages")
 
 
 def tampered(url):

@@ -6,28 +6,9 @@ import datetime
 
 import taskcluster
 
-from conftest import ROOT_TOKEN, claim, failure, new_task_id, task_definition
+from conftest import claim, failure, new_task_id, task_definition, walk, limited_queue
 
 
-def walk(call, *args, limit):
-    """Every page of a paginated listing, following continuationToken."""
-    pages, query = [], {"limit": limit}
-    for _ in range(50):
-        page = call(*args, query=query)
-        pages.append(page)
-        if "continuationToken" not in page:
-            return pages
-        query = {"limit": limit, "continuationToken": page["continuationToken"]}
-    raise AssertionError("the listing did not end within 50 pages")
-
-
-def limited_queue(server, scopes):
-    """A client with temporary credentials holding only `scopes`."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    credentials = taskcluster.createTemporaryCredentials(
-        "static/taskcluster/root", ROOT_TOKEN, now - datetime.timedelta(minutes=1),
-        now + datetime.timedelta(hours=1), scopes)
-    return server.queue(credentials=credentials)
 
 
 def plus_an_hour(date):

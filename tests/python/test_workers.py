@@ -8,28 +8,12 @@ import time
 
 import taskcluster
 
-from conftest import ROOT_TOKEN, claim, failure, new_task_id, task_definition
+from conftest import ROOT_TOKEN, claim, failure, new_task_id, task_definition, date_in, walk
 
 WORKER_FIELDS = {"provisionerId", "workerType", "workerGroup", "workerId", "recentTasks",
                  "expires", "firstClaim"}
 
 
-def date_in(delta):
-    """A date `delta` from now in Taskcluster's JSON form (milliseconds, `Z`)."""
-    when = datetime.datetime.now(datetime.timezone.utc) + delta
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-
-
-def walk(call, *args, limit, **query):
-    """Every page of a paginated listing, following continuationToken."""
-    pages, page_query = [], {"limit": limit, **query}
-    for _ in range(1000):
-        page = call(*args, query=page_query)
-        pages.append(page)
-        if "continuationToken" not in page:
-            return pages
-        page_query = {"limit": limit, **query, "continuationToken": page["continuationToken"]}
-    raise AssertionError("the listing did not end within 1000 pages")
 
 
 def create(queue, task_queue_id):

@@ -21,6 +21,7 @@ use crate::engine::workers::{
     ListTaskQueues, ListWorkers, Lookup, LookupTaskQueue, WorkerInfo, WorkerName,
     task_queue_expires,
 };
+use crate::model::task::is_worker_identifier;
 use crate::model::{Event, QuarantineChange, Timestamp};
 
 static COUNTS: LazyLock<ScopeExpression> = LazyLock::new(|| {
@@ -268,11 +269,7 @@ fn url_worker(call: &Call) -> Result<WorkerName, ApiError> {
         ("workerGroup", &name.worker_group),
         ("workerId", &name.worker_id),
     ] {
-        let valid = (1..=38).contains(&value.len())
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid {
+        if !is_worker_identifier(value) {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequestArguments,
                 format!("Invalid URL parameter `{field}`: `{value}`"),

@@ -19,6 +19,7 @@ use crate::auth::ScopeExpression;
 use crate::auth::credentials::{ClaimedRun, task_credentials};
 use crate::engine::ClaimWork;
 use crate::engine::task::Command;
+use crate::model::task::is_worker_identifier;
 use crate::model::{ExceptionReason, Slugid, Task, Timestamp};
 
 static CLAIM_WORK: LazyLock<ScopeExpression> = LazyLock::new(|| {
@@ -59,11 +60,7 @@ impl ClaimWorkRequest {
             ("workerGroup", &self.worker_group),
             ("workerId", &self.worker_id),
         ] {
-            let valid = (1..=38).contains(&value.len())
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !valid {
+            if !is_worker_identifier(value) {
                 problems.push(format!("`{field}` must match `^[a-zA-Z0-9-_]{{1,38}}$`"));
             }
         }
