@@ -98,7 +98,7 @@ mod tests {
         let key = group_id.to_string();
         let mut state = Entities::default();
         let mut send = |command: GroupCommand, at: i64| {
-            let events = decide(group_id, state.groups.get(&key), command)?;
+            let events = decide(group_id, state.group(group_id), command)?;
             for event in &events {
                 state.apply(&Envelope {
                     key: key.clone(),
@@ -106,7 +106,7 @@ mod tests {
                     event: event.clone(),
                 });
             }
-            Ok::<_, ApiError>((events.len(), state.groups.get(&key).cloned()))
+            Ok::<_, ApiError>((events.len(), state.group(group_id).cloned()))
         };
         assert_eq!(
             send(GroupCommand::Seal, 0).unwrap_err().code,

@@ -27,10 +27,17 @@ pub enum Listing {
 /// Where a task is in a list: an order key (milliseconds, or 0), then its id.
 pub type Position = (i64, Slugid);
 
+/// The first and last positions, for ranges over a whole list.
+const FIRST: Position = (i64::MIN, Slugid::MIN);
+const LAST: Position = (i64::MAX, Slugid::MAX);
+
+/// Group and dependency lists are one ordered set each, keyed by the group or dependency
+/// first: most groups hold few tasks (often one), and a set per group would cost a tree node
+/// per task. Task queues are few, so each has a set of its own.
 #[derive(Default)]
 pub struct Indexes {
-    members: HashMap<Slugid, BTreeSet<Position>>,
-    dependents: HashMap<Slugid, BTreeSet<Position>>,
+    members: BTreeSet<(Slugid, Position)>,
+    dependents: BTreeSet<(Slugid, Position)>,
     pending: HashMap<String, BTreeSet<Position>>,
     running: HashMap<String, BTreeSet<Position>>,
     /// Where each task is filed in `pending` or `running` (true: pending), to unfile it.
@@ -42,14 +49,9 @@ impl Indexes {
     pub fn defined(&mut self, task: &Task) {
         let task_id = task.task_id;
         self.members
-            .entry(task.definition.task_group_id)
-            .or_default()
-            .insert((0, task_id));
+            .insert((task.definition.task_group_id, (0, task_id)));
         for dependency in &task.definition.dependencies {
-            self.dependents
-                .entry(*dependency)
-                .or_default()
-                .insert((0, task_id));
+            self.dependents.insert((*dependency, (0, task_id)));
         }
     }
 
@@ -87,29 +89,46 @@ impl Indexes {
         self.filed.insert(task.task_id, (pending, position));
     }
 
-    fn set(&self, listing: &Listing) -> Option<&BTreeSet<Position>> {
+    /// Up to `limit` positions of the listing after `after`, in order.
+    pub fn page(&self, listing: &Listing, after: Option<Position>, limit: usize) -> Vec<Position> {
+        let start = after.map_or(Bound::Included(FIRST), Bound::Excluded);
         match listing {
-            Listing::Members(group) => self.members.get(group),
-            Listing::Dependents(task) => self.dependents.get(task),
-            Listing::Pending(queue) => self.pending.get(queue),
-            Listing::Running(queue) => self.running.get(queue),
+            Listing::Members(id) | Listing::Dependents(id) => {
+                let set = match listing {
+                    Listing::Members(_) => &self.members,
+                    _ => &self.dependents,
+                };
+                let start = start.map(|position| (*id, position));
+                set.range((start, Bound::Included((*id, LAST))))
+                    .take(limit)
+                    .map(|(_, position)| *position)
+                    .collect()
+            }
+            Listing::Pending(queue) | Listing::Running(queue) => {
+                let sets = match listing {
+                    Listing::Pending(_) => &self.pending,
+                    _ => &self.running,
+                };
+                let Some(set) = sets.get(queue) else {
+                    return Vec::new();
+                };
+                set.range((start, Bound::Included(LAST)))
+                    .take(limit)
+                    .copied()
+                    .collect()
+            }
         }
     }
 
-    /// Up to `limit` positions of the listing after `after`, in order.
-    pub fn page(&self, listing: &Listing, after: Option<Position>, limit: usize) -> Vec<Position> {
-        let Some(set) = self.set(listing) else {
-            return Vec::new();
-        };
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        set.range((start, Bound::Unbounded))
-            .take(limit)
-            .copied()
-            .collect()
-    }
-
+    /// How many tasks a listing has (counting a group's or dependency's walks its list).
     pub fn count(&self, listing: &Listing) -> usize {
-        self.set(listing).map_or(0, BTreeSet::len)
+        match listing {
+            Listing::Pending(queue) => self.pending.get(queue).map_or(0, BTreeSet::len),
+            Listing::Running(queue) => self.running.get(queue).map_or(0, BTreeSet::len),
+            Listing::Members(_) | Listing::Dependents(_) => {
+                self.page(listing, None, usize::MAX).len()
+            }
+        }
     }
 }
 

@@ -77,6 +77,7 @@ impl Engine {
         data_dir: PathBuf,
         settings: EngineSettings,
     ) -> Result<Engine, crate::log::Error> {
+        let started = Instant::now();
         let dispatcher = Dispatcher::default().start();
         let resolver = DependencyResolver::default().start();
         let directory = WorkerDirectory::default().start();
@@ -109,8 +110,14 @@ impl Engine {
             dispatcher,
             directory,
         };
+        let replayed = started.elapsed();
         resolver.do_send(dependencies::Attach(engine.clone()));
         engine.recheck_waiting_dependents().await;
+        tracing::info!(
+            replayed = ?replayed,
+            ready = ?started.elapsed(),
+            "the engine is ready"
+        );
         Ok(engine)
     }
 

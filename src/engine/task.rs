@@ -169,7 +169,7 @@ impl Decision<'_> {
         // repeat that comes too late is a 400, not a success.
         definition.check_new(self.now, self.settings.max_deadline)?;
         if let Some(existing) = task {
-            if existing.definition != *definition {
+            if *existing.definition != *definition {
                 return Err(ApiError::conflict(format!(
                     "taskId `{}` already used by another task.\n\
                      This could be the result of faulty idempotency!",
@@ -646,7 +646,7 @@ mod tests {
         }
 
         fn task(&self) -> Option<&Task> {
-            self.tasks.tasks.get(&self.task_id.to_string())
+            self.tasks.task(self.task_id)
         }
 
         fn status(&self) -> TaskStatus {

@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use super::durable_file::write_atomically;
 use super::{Error, Offset, codec};
 
-const MAGIC: &[u8; 8] = b"TFSNAP\x00\x01";
+/// The last byte counts the layouts of the state: a snapshot of an older layout is reported
+/// and skipped (the log after it is replayed instead), never misread.
+const MAGIC: &[u8; 8] = b"TFSNAP\x00\x02";
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 4;
 const SUFFIX: &str = ".snap";
 

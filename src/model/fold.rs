@@ -5,6 +5,7 @@
 //! engine's job; this module only says what they mean.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +22,9 @@ pub const MAX_RUNS_PER_TASK: u32 = 50;
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct Task {
     pub task_id: Slugid,
-    pub definition: TaskDefinition,
+    /// Shared, never changed after creation: the replies that carry a task's state copy it
+    /// often, and the definition is most of a task's bytes.
+    pub definition: Arc<TaskDefinition>,
     /// Starts at `definition.retries`; automatic retries use it up.
     pub retries_left: u32,
     /// Current priority; `changeTaskPriority` moves it away from the definition's.
@@ -53,7 +56,7 @@ impl Task {
             task_id,
             retries_left: definition.retries,
             priority: definition.priority,
-            definition,
+            definition: Arc::new(definition),
             runs: Vec::new(),
             satisfied_dependencies: BTreeSet::new(),
             artifacts: BTreeMap::new(),
@@ -208,18 +211,31 @@ impl Task {
     }
 }
 
-/// Every entity of a partition, each map keyed by the envelope key: tasks and task groups by
-/// their id's text (a group and the task that shares its id share a key, and so a partition),
-/// workers by [`worker_key`](super::worker_key).
+/// Every entity of a partition: tasks and task groups by id (a group and the task that shares
+/// its id share an envelope key, and so a partition), workers by
+/// [`worker_key`](super::worker_key).
+///
+/// Tasks and groups sit behind `Arc`s so that a copy of the whole state, which a snapshot
+/// takes, costs a reference count per entity rather than a deep copy; a change to an entity
+/// that a snapshot still holds copies just that entity.
 #[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
 pub struct Entities {
-    pub tasks: HashMap<String, Task>,
-    pub groups: HashMap<String, TaskGroup>,
+    pub tasks: HashMap<Slugid, Arc<Task>>,
+    pub groups: HashMap<Slugid, Arc<TaskGroup>>,
     pub workers: HashMap<String, Worker>,
 }
 
 impl Entities {
-    /// Applies one envelope. Events for an entity that was never created change nothing.
+    pub fn task(&self, task_id: Slugid) -> Option<&Task> {
+        self.tasks.get(&task_id).map(Arc::as_ref)
+    }
+
+    pub fn group(&self, task_group_id: Slugid) -> Option<&TaskGroup> {
+        self.groups.get(&task_group_id).map(Arc::as_ref)
+    }
+
+    /// Applies one envelope. Events for an entity that was never created change nothing, and
+    /// so do task and group events whose key is not a slugid.
     pub fn apply(&mut self, envelope: &Envelope) {
         let key = &envelope.key;
         match &envelope.event {
@@ -228,25 +244,31 @@ impl Entities {
                 definition,
             } => {
                 self.tasks
-                    .entry(key.clone())
-                    .or_insert_with(|| Task::new(*task_id, (**definition).clone()));
+                    .entry(*task_id)
+                    .or_insert_with(|| Arc::new(Task::new(*task_id, (**definition).clone())));
             }
             Event::TaskGroupJoined {
                 task_group_id,
                 scheduler_id,
                 expires,
             } => {
-                let group = self.groups.entry(key.clone()).or_insert_with(|| TaskGroup {
-                    task_group_id: *task_group_id,
-                    scheduler_id: scheduler_id.clone(),
-                    expires: *expires,
-                    sealed: None,
+                let group = self.groups.entry(*task_group_id).or_insert_with(|| {
+                    Arc::new(TaskGroup {
+                        task_group_id: *task_group_id,
+                        scheduler_id: scheduler_id.clone(),
+                        expires: *expires,
+                        sealed: None,
+                    })
                 });
-                group.expires = group.expires.max(*expires);
+                if *expires > group.expires {
+                    Arc::make_mut(group).expires = *expires;
+                }
             }
             Event::TaskGroupSealed => {
-                if let Some(group) = self.groups.get_mut(key) {
-                    group.sealed.get_or_insert(envelope.at);
+                if let Some(group) = key.parse().ok().and_then(|id| self.groups.get_mut(&id))
+                    && group.sealed.is_none()
+                {
+                    Arc::make_mut(group).sealed = Some(envelope.at);
                 }
             }
             Event::WorkerQuarantined { change } => {
@@ -258,8 +280,8 @@ impl Entities {
                 self.workers.entry(key.clone()).or_default().expires = Some(*expires);
             }
             event => {
-                if let Some(task) = self.tasks.get_mut(key) {
-                    task.apply(envelope.at, event);
+                if let Some(task) = key.parse().ok().and_then(|id| self.tasks.get_mut(&id)) {
+                    Arc::make_mut(task).apply(envelope.at, event);
                 }
             }
         }
@@ -317,7 +339,7 @@ mod tests {
         for (millis, event) in events.into_iter().enumerate() {
             tasks.apply(&envelope(task_id, millis as i64, event));
         }
-        let status = tasks.tasks[&task_id.to_string()].status();
+        let status = tasks.tasks[&task_id].status();
         assert_eq!(status.state, TaskState::Pending);
         assert_eq!(status.retries_left, 4);
         let json = serde_json::to_value(&status).unwrap();

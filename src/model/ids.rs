@@ -38,6 +38,11 @@ impl Slugid {
         Slugid(bytes)
     }
 
+    /// The least and greatest values in `Slugid`'s order (not valid v4 UUIDs): bounds for
+    /// range queries over ordered collections.
+    pub const MIN: Slugid = Slugid([0; 16]);
+    pub const MAX: Slugid = Slugid([0xff; 16]);
+
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }

@@ -163,10 +163,26 @@ impl EmbeddedLog {
                 write_atomically(&root.join(META_FILE), &meta)?;
             }
         }
+        // Opening scans every segment; partitions are independent, so they scan at once.
+        let opened: Vec<_> = std::thread::scope(|scope| {
+            let scans: Vec<_> = (0..options.partitions)
+                .map(|partition| {
+                    let options = &options;
+                    scope.spawn(move || open_partition(data_dir, partition, options))
+                })
+                .collect();
+            scans
+                .into_iter()
+                .map(|scan| {
+                    scan.join()
+                        .unwrap_or_else(|_| Err(Error::Config("a partition scan panicked".into())))
+                })
+                .collect()
+        });
         let mut partitions = Vec::new();
         let mut recoveries = Vec::new();
-        for partition in 0..options.partitions {
-            let (opened, recovery) = open_partition(data_dir, partition, &options)?;
+        for result in opened {
+            let (opened, recovery) = result?;
             partitions.push(opened);
             recoveries.extend(recovery);
         }
