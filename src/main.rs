@@ -108,6 +108,14 @@ struct BenchLifecycle {
     /// Clients running lifecycles at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Start at most this many lifecycles per second (default: as fast as they go), to
+    /// measure latency below saturation.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// After the load, this many rounds of a claimWork parked on the empty queue and woken
+    /// by one createTask; reports the time from sending the createTask to the claim's answer.
+    #[arg(long, default_value_t = 20)]
+    wakeup_rounds: u32,
 }
 
 #[derive(Args)]
@@ -281,6 +289,8 @@ fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
     let options = taskfold::client::lifecycle::Options {
         tasks: bench.tasks,
         concurrency: bench.concurrency,
+        rate: bench.rate,
+        wakeup_rounds: bench.wakeup_rounds,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let report =

@@ -15,6 +15,11 @@ use crate::model::{Slugid, Timestamp};
 pub struct Options {
     pub tasks: u64,
     pub concurrency: usize,
+    /// Lifecycles started per second at most (lifecycle `i` starts no earlier than `i / rate`
+    /// seconds into the run); `None` runs flat out.
+    pub rate: Option<f64>,
+    /// After the load: rounds of a claimWork parked on an empty queue, fed by one createTask.
+    pub wakeup_rounds: u32,
     /// Show a progress bar on standard error.
     pub progress: bool,
 }
@@ -44,6 +49,8 @@ pub struct Report {
     pub calls: [CallLatencies; 3],
     /// claimWork calls that came back with no task although this client had just created one.
     pub empty_claims: u64,
+    /// For each wake-up round: from sending the createTask to the parked claimWork's answer.
+    pub wakeups: CallLatencies,
 }
 
 impl std::fmt::Display for Report {
@@ -56,7 +63,8 @@ impl std::fmt::Display for Report {
             self.lifecycles as f64 / self.elapsed.as_secs_f64(),
             self.empty_claims
         )?;
-        for call in &self.calls {
+        let wakeups = (!self.wakeups.samples.is_empty()).then_some(&self.wakeups);
+        for call in self.calls.iter().chain(wakeups) {
             writeln!(
                 f,
                 "  {:<16} p50 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}  ({} calls)",
@@ -137,11 +145,17 @@ pub async fn run(client: QueueClient, options: Options) -> Result<Report, Error>
             progress.clone(),
         );
         let tasks = options.tasks;
+        let rate = options.rate.filter(|rate| *rate > 0.0);
         clients.push(actix_web::rt::spawn(async move {
             let claim =
                 json!({"workerGroup": "bench", "workerId": format!("worker-{worker}"), "tasks": 1});
             while started_tasks.get() < tasks {
-                started_tasks.set(started_tasks.get() + 1);
+                let index = started_tasks.get();
+                started_tasks.set(index + 1);
+                if let Some(rate) = rate {
+                    let due = begun + Duration::from_secs_f64(index as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let timed = Instant::now();
                 client
                     .create_task(Slugid::nice(), &definition(&task_queue_id))
@@ -182,13 +196,63 @@ pub async fn run(client: QueueClient, options: Options) -> Result<Report, Error>
         })??;
     }
     progress.finish_and_clear();
+    let elapsed = begun.elapsed();
     let calls = Rc::try_unwrap(calls)
         .map(RefCell::into_inner)
         .unwrap_or_default();
+    let wakeups = wakeups(&client, &task_queue_id, options.wakeup_rounds).await?;
     Ok(Report {
         lifecycles: finished.get(),
-        elapsed: begun.elapsed(),
+        elapsed,
         calls,
         empty_claims: empty_claims.get(),
+        wakeups,
     })
+}
+
+/// How long after a createTask a parked claimWork answers with it: each round parks a
+/// claimWork on the (now empty) queue, waits until it must be parked, then creates one task
+/// and takes the time from sending the createTask to the claim's answer.
+async fn wakeups(
+    client: &QueueClient,
+    task_queue_id: &str,
+    rounds: u32,
+) -> Result<CallLatencies, Error> {
+    /// Long enough for the claimWork to reach the server and park.
+    const PARK: Duration = Duration::from_millis(100);
+    let mut latencies = CallLatencies {
+        method: "wake-up",
+        samples: Vec::new(),
+    };
+    let claim = json!({"workerGroup": "bench", "workerId": "parked", "tasks": 1});
+    for _ in 0..rounds {
+        let parked = {
+            let (client, queue, claim) = (client.clone(), task_queue_id.to_owned(), claim.clone());
+            actix_web::rt::spawn(async move {
+                let claimed = client.claim_work(&queue, &claim).await;
+                (Instant::now(), claimed)
+            })
+        };
+        tokio::time::sleep(PARK).await;
+        let sent = Instant::now();
+        client
+            .create_task(Slugid::nice(), &definition(task_queue_id))
+            .await?;
+        let (answered, claimed) = parked.await.map_err(|error| Error::Transport {
+            method: awc::http::Method::POST,
+            path: String::new(),
+            reason: format!("the parked claimWork failed: {error}"),
+        })?;
+        let claimed = claimed?;
+        let task = &claimed["tasks"][0];
+        if let (Some(task_id), Some(run_id)) =
+            (task["status"]["taskId"].as_str(), task["runId"].as_u64())
+        {
+            latencies
+                .samples
+                .push(answered.saturating_duration_since(sent));
+            client.report_completed(task_id, run_id).await?;
+        }
+    }
+    Ok(latencies)
 }

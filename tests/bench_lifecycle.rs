@@ -1,0 +1,82 @@
+//! `taskfold bench lifecycle` against a real `taskfold serve`: every lifecycle completes, no
+//! claim comes back empty, the paced mode and the wake-up rounds report their numbers.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-lifecycle-test-token";
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(data_dir: &std::path::Path) -> (Server, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_taskfold"))
+        .args(["serve", "--listen", &listen, "--data-dir"])
+        .arg(data_dir)
+        .env("TASKFOLD_ROOT_ACCESS_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "the server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (server, format!("http://{listen}"))
+}
+
+#[test]
+fn every_lifecycle_completes_and_parked_claims_wake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, root_url) = serve(dir.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_taskfold"))
+        .args(["bench", "lifecycle", "--root-url", &root_url])
+        .args(["--tasks", "300", "--concurrency", "8", "--rate", "500"])
+        .args(["--wakeup-rounds", "3"])
+        .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
+        .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("300 lifecycles in") && stdout.contains("(0 empty claims)"),
+        "{stdout}"
+    );
+    // Paced at 500/s, 300 lifecycles take at least 0.6 s.
+    let seconds: f64 = stdout
+        .split(" lifecycles in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap();
+    assert!(seconds >= 0.59, "{stdout}");
+    for method in ["createTask", "claimWork", "reportCompleted"] {
+        assert!(
+            stdout.contains(&format!("{method}")) && stdout.contains("(300 calls)"),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("wake-up") && stdout.contains("(3 calls)"),
+        "{stdout}"
+    );
+}
