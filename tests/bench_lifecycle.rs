@@ -71,7 +71,7 @@ fn every_lifecycle_completes_and_parked_claims_wake() {
     assert!(seconds >= 0.59, "{stdout}");
     for method in ["createTask", "claimWork", "reportCompleted"] {
         assert!(
-            stdout.contains(&format!("{method}")) && stdout.contains("(300 calls)"),
+            stdout.contains(method) && stdout.contains("(300 calls)"),
             "{stdout}"
         );
     }
