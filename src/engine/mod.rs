@@ -299,8 +299,10 @@ impl Engine {
             at: now,
         });
         // A quarantined worker is answered as if there were no work, after the full wait.
-        if let Ok(Some(worker)) = self.directory.send(workers::Lookup(name)).await
-            && worker.record.quarantined(now)
+        if let Ok(true) = self
+            .directory
+            .send(workers::Quarantined { name, now })
+            .await
         {
             tokio::time::sleep_until(until.into()).await;
             return Vec::new();

@@ -205,6 +205,24 @@ impl Handler<Lookup> for WorkerDirectory {
     }
 }
 
+/// Whether a worker is quarantined at `now` (what every claimWork asks, so it copies nothing).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Quarantined {
+    pub name: WorkerName,
+    pub now: Timestamp,
+}
+
+impl Handler<Quarantined> for WorkerDirectory {
+    type Result = bool;
+
+    fn handle(&mut self, message: Quarantined, _: &mut Context<Self>) -> bool {
+        self.workers
+            .get(&message.name)
+            .is_some_and(|worker| worker.record.quarantined(message.now))
+    }
+}
+
 /// The workers of a task queue after `after` (by group, then id), optionally only those
 /// (not) quarantined at `now`.
 #[derive(Message)]
