@@ -91,7 +91,18 @@ async fn load(state: &State, call: &Call, question: &str) -> Result<Task, ApiErr
 
 /// `{status}`, the reply of most task and run calls.
 pub(super) fn status_reply(task: &Task) -> HttpResponse {
-    response::json(StatusCode::OK, &json!({ "status": task.status() }))
+    /// Serialized straight from the typed status (no `serde_json::Value` in between): this is
+    /// the reply of most calls.
+    #[derive(serde::Serialize)]
+    struct StatusReply {
+        status: crate::model::TaskStatus,
+    }
+    response::json(
+        StatusCode::OK,
+        &StatusReply {
+            status: task.status(),
+        },
+    )
 }
 
 /// `PUT /task/<taskId>`: idempotent creation (reference §3.2 for the order of the checks).

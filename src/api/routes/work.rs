@@ -7,7 +7,7 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::tasks::status_reply;
@@ -15,12 +15,13 @@ use super::template;
 use crate::api::call::{Body, Call};
 use crate::api::server::State;
 use crate::api::{ApiError, ErrorCode, response};
+use crate::auth::Credentials;
 use crate::auth::ScopeExpression;
 use crate::auth::credentials::{ClaimedRun, task_credentials};
 use crate::engine::ClaimWork;
 use crate::engine::task::Command;
 use crate::model::task::is_worker_identifier;
-use crate::model::{ExceptionReason, Slugid, Task, Timestamp};
+use crate::model::{ExceptionReason, Slugid, Task, TaskDefinition, TaskStatus, Timestamp};
 
 static CLAIM_WORK: LazyLock<ScopeExpression> = LazyLock::new(|| {
     template(json!({"AllOf": [
@@ -123,13 +124,13 @@ pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) ->
             let now = Timestamp::now();
             let tasks = claims
                 .iter()
-                .map(|claimed| {
-                    let mut claim = run_claim(&state, &claimed.task, claimed.run_id, now)?;
-                    claim.insert("task".into(), json!(claimed.task.definition));
-                    Ok(Value::Object(claim))
-                })
+                .map(|claimed| run_claim(&state, &claimed.task, claimed.run_id, now, true))
                 .collect::<Result<Vec<_>, ApiError>>()?;
-            Ok(response::json(StatusCode::OK, &json!({ "tasks": tasks })))
+            #[derive(Serialize)]
+            struct ClaimWorkReply<'a> {
+                tasks: Vec<RunClaim<'a>>,
+            }
+            Ok(response::json(StatusCode::OK, &ClaimWorkReply { tasks }))
         })
         .await
 }
@@ -145,8 +146,8 @@ pub async fn reclaim_task(state: Data<State>, request: HttpRequest, body: Body) 
                 .engine
                 .execute(task_id, Command::Reclaim { run_id })
                 .await?;
-            let claim = run_claim(&state, &task, run_id, Timestamp::now())?;
-            Ok(response::json(StatusCode::OK, &Value::Object(claim)))
+            let claim = run_claim(&state, &task, run_id, Timestamp::now(), false)?;
+            Ok(response::json(StatusCode::OK, &claim))
         })
         .await
 }
@@ -238,13 +239,28 @@ fn run_params(call: &Call) -> Result<(Slugid, u32), ApiError> {
 
 /// What claimWork and reclaimTask say about a claimed run: `status`, `runId`, `workerGroup`,
 /// `workerId`, `takenUntil` and the run's credentials, signed by the queue, valid from `now`
-/// until the claim ends.
-fn run_claim(
+/// until the claim ends; claimWork adds the task's definition. Serialized straight from these
+/// types, since claims are the hot path.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RunClaim<'a> {
+    status: TaskStatus,
+    run_id: u32,
+    worker_group: &'a str,
+    worker_id: &'a str,
+    taken_until: Timestamp,
+    credentials: Credentials,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<&'a TaskDefinition>,
+}
+
+fn run_claim<'a>(
     state: &State,
-    task: &Task,
+    task: &'a Task,
     run_id: u32,
     now: Timestamp,
-) -> Result<serde_json::Map<String, Value>, ApiError> {
+    with_definition: bool,
+) -> Result<RunClaim<'a>, ApiError> {
     let internal = |what: &str| {
         ApiError::new(
             ErrorCode::InternalServerError,
@@ -275,16 +291,13 @@ fn run_claim(
         now,
     )
     .map_err(|error| internal(&format!("cannot get credentials: {error}")))?;
-    let reply = json!({
-        "status": task.status(),
-        "runId": run_id,
-        "workerGroup": worker_group,
-        "workerId": worker_id,
-        "takenUntil": taken_until,
-        "credentials": credentials,
-    });
-    match reply {
-        Value::Object(map) => Ok(map),
-        _ => unreachable!("json! of an object literal is an object"),
-    }
+    Ok(RunClaim {
+        status: task.status(),
+        run_id,
+        worker_group,
+        worker_id,
+        taken_until,
+        credentials,
+        task: with_definition.then_some(&*task.definition),
+    })
 }
