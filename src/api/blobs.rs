@@ -84,7 +84,7 @@ impl BlobStore {
 
     /// Where the blob lives: the name is hashed, so any printable name makes a safe file name.
     fn file(&self, blob: &BlobId) -> PathBuf {
-        let digest = crate::auth::blob_url::name_digest(&blob.name);
+        let digest = blob_url::name_digest(&blob.name);
         self.dir
             .join(blob.task_id.to_string())
             .join(blob.run_id.to_string())

@@ -36,7 +36,8 @@ pub async fn fill(engine: &Engine, tasks: u64, concurrency: usize) -> Result<u64
         })
         .buffer_unordered(concurrency.max(1))
         .fold(Ok::<u64, ApiError>(0), |count, outcome| async move {
-            Ok(count? + u64::from(outcome.map(|_| true)?))
+            outcome?;
+            Ok(count? + 1)
         })
         .await?;
     engine.snapshots_written().await;

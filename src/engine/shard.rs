@@ -313,13 +313,9 @@ impl TaskShard {
         Ok(())
     }
 
-    /// A reply of `value` once everything appended so far is durable; `missing` is the error
-    /// when there is no value.
-    fn reply<T: Send + 'static>(
-        &self,
-        value: Option<T>,
-        missing: impl FnOnce() -> ApiError + Send + 'static,
-    ) -> BoxFuture<'static, Result<T, ApiError>> {
+    /// `value` once everything appended so far is durable (so a reply never shows state a
+    /// crash could lose); an error if an append failed.
+    fn when_durable<T: Send + 'static>(&self, value: T) -> BoxFuture<'static, Result<T, ApiError>> {
         let barrier = self.barrier.clone();
         async move {
             if let Some(barrier) = barrier {
@@ -328,9 +324,20 @@ impl TaskShard {
                     restart_required()
                 })?;
             }
-            value.ok_or_else(missing)
+            Ok(value)
         }
         .boxed()
+    }
+
+    /// A reply of `value` once it is durable; `missing` is the error when there is no value.
+    fn reply<T: Send + 'static>(
+        &self,
+        value: Option<T>,
+        missing: impl FnOnce() -> ApiError + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, ApiError>> {
+        self.when_durable(value)
+            .map(|durable| durable.and_then(|value| value.ok_or_else(missing)))
+            .boxed()
     }
 
     fn maybe_snapshot(&mut self) {
@@ -450,13 +457,7 @@ impl Handler<Get> for TaskShard {
 
     fn handle(&mut self, message: Get, _: &mut Context<Self>) -> Self::Result {
         let task = self.task(message.task_id).cloned();
-        let barrier = self.barrier.clone();
-        Box::pin(async move {
-            match barrier {
-                Some(barrier) => barrier.await.ok().and(task),
-                None => task,
-            }
-        })
+        Box::pin(self.when_durable(task).map(|task| task.ok().flatten()))
     }
 }
 
@@ -560,7 +561,7 @@ impl Handler<GetGroup> for TaskShard {
 
     fn handle(&mut self, message: GetGroup, _: &mut Context<Self>) -> Self::Result {
         let group = self.group(message.task_group_id).cloned();
-        Box::pin(self.reply(group, || internal("absent")).map(Result::ok))
+        Box::pin(self.when_durable(group).map(|group| group.ok().flatten()))
     }
 }
 
@@ -584,10 +585,7 @@ impl Handler<List> for TaskShard {
             .into_iter()
             .filter_map(|position| Some((position, self.task(position.1)?.clone())))
             .collect();
-        Box::pin(
-            self.reply(Some(tasks), || internal("absent"))
-                .map(Result::unwrap_or_default),
-        )
+        Box::pin(self.when_durable(tasks).map(Result::unwrap_or_default))
     }
 }
 

@@ -157,9 +157,7 @@ async fn resolve(
     let mut name = call.param("name").to_owned();
     call.authorize(&state.access.clients, &GET_ARTIFACT, &[("name", &name)])?;
     let task_id = call.slugid_param("taskId")?;
-    if !is_artifact_name(&name) {
-        name_param(call)?;
-    }
+    name_param(call)?;
     let task = load_task(state, task_id).await?;
     let run_id = pick_run(&task, run_id)?;
     let mut visited = BTreeSet::new();
