@@ -11,3 +11,4 @@ pub mod engine;
 pub mod log;
 pub mod model;
 pub mod settings;
+pub mod worker;

@@ -33,6 +33,9 @@ struct Cli {
 enum Command {
     /// Serve the Queue API under `<rootUrl>/api/queue/v1/`.
     Serve(Serve),
+    /// Claim tasks from a task queue and run them (credentials from `TASKCLUSTER_CLIENT_ID` /
+    /// `TASKCLUSTER_ACCESS_TOKEN` [/ `TASKCLUSTER_CERTIFICATE`]).
+    Worker(WorkerArgs),
     /// Look into the event log.
     #[command(subcommand)]
     Log(LogCommand),
@@ -55,6 +58,32 @@ struct Serve {
     /// The deployment's root URL (default `http://<listen>`).
     #[arg(long)]
     root_url: Option<String>,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// The deployment's root URL, e.g. `http://127.0.0.1:8080`.
+    #[arg(long)]
+    root_url: String,
+    /// The task queue to claim from, `<provisionerId>/<workerType>`.
+    #[arg(long)]
+    task_queue_id: String,
+    #[arg(long)]
+    worker_group: String,
+    #[arg(long)]
+    worker_id: String,
+    /// Runs at once.
+    #[arg(long, default_value_t = 1)]
+    capacity: usize,
+    /// What runs the payloads (the Docker engine at `DOCKER_HOST`, or the default socket).
+    #[arg(long, value_enum, default_value = "docker")]
+    engine: taskfold::worker::EngineKind,
+    /// Where runs keep their files and caches live.
+    #[arg(long, default_value = "taskfold-worker")]
+    data_dir: PathBuf,
+    /// Configuration file, layered over the built-in defaults (`config/default.toml`).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Lifecycle(bench)) => bench_lifecycle(bench),
         Command::Bench(BenchCommand::Restart(bench)) => bench_restart(bench),
         Command::Serve(serve) => serve_queue(serve),
+        Command::Worker(worker) => run_worker(worker),
     }
 }
 
@@ -272,18 +302,43 @@ fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
-    let credentials = match (
+/// Credentials from the environment, by the Taskcluster clients' convention.
+fn credentials_from_env() -> Option<taskfold::auth::Credentials> {
+    match (
         std::env::var("TASKCLUSTER_CLIENT_ID"),
         std::env::var("TASKCLUSTER_ACCESS_TOKEN"),
     ) {
-        (Ok(client_id), Ok(access_token)) => Some(taskfold::auth::credentials::Credentials {
+        (Ok(client_id), Ok(access_token)) => Some(taskfold::auth::Credentials {
             client_id,
             access_token,
             certificate: std::env::var("TASKCLUSTER_CERTIFICATE").ok(),
         }),
         _ => None,
+    }
+}
+
+fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    // Read for its errors now; the worker's own keys come with the engines that use them.
+    Settings::load(args.config.as_deref())?;
+    let options = taskfold::worker::Options {
+        root_url: args.root_url,
+        task_queue_id: args.task_queue_id,
+        worker_group: args.worker_group,
+        worker_id: args.worker_id,
+        capacity: args.capacity.max(1),
+        engine: args.engine,
+        data_dir: args.data_dir,
+        credentials: credentials_from_env(),
     };
+    actix_web::rt::System::new().block_on(async {
+        let shutdown = taskfold::worker::shutdown_signal();
+        taskfold::worker::run(options, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
+    let credentials = credentials_from_env();
     let client =
         taskfold::client::QueueClient::new(&bench.root_url, credentials, bench.concurrency)?;
     let options = taskfold::client::lifecycle::Options {

@@ -223,6 +223,11 @@ impl Call {
         ))
     }
 
+    /// The body's bytes, for endpoints whose body is not JSON.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
     /// The body as received, parsed or `{}` (for endpoints that read it without a schema).
     pub fn payload(&self) -> &Value {
         &self.info.payload

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::access::Access;
 use super::blobs::{self, BlobStore};
+use super::live_logs::{self, LiveLogs};
 use super::{response, routes};
 use crate::engine::Engine;
 use crate::settings::Settings;
@@ -32,6 +33,8 @@ pub struct State {
     pub access: Access,
     /// Where `s3` artifacts are kept, and how their URLs are signed.
     pub blobs: BlobStore,
+    /// Logs workers push while their tasks run.
+    pub live_logs: std::sync::Arc<LiveLogs>,
     /// How long claimWork waits for work (`api.claim_work_timeout_seconds`).
     pub claim_work_timeout: Duration,
     /// How far in the future a new task's deadline may be (`queue.max_deadline_days`).
@@ -58,6 +61,7 @@ impl State {
             engine,
             access,
             blobs,
+            live_logs: std::sync::Arc::new(LiveLogs::new(data_dir)),
             claim_work_timeout: Duration::from_secs(
                 settings
                     .api
@@ -107,6 +111,12 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
                 .route(web::put().to(blobs::put))
                 .route(web::get().to(blobs::get))
                 .route(web::head().to(blobs::get))
+                .default_service(web::to(|| async { response::not_found() })),
+        )
+        .service(
+            web::resource("/livelog/{taskId}/{runId}")
+                .route(web::post().to(live_logs::push))
+                .route(web::get().to(live_logs::follow))
                 .default_service(web::to(|| async { response::not_found() })),
         )
         .route("/__lbheartbeat__", web::get().to(heartbeat))

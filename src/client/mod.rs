@@ -34,13 +34,23 @@ pub enum Error {
     Credentials(String),
 }
 
+impl Error {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
 /// One deployment's Queue API, as one client.
 #[derive(Clone)]
 pub struct QueueClient {
     base: String,
     host: String,
     port: u16,
-    /// Path prefix of the API on the root URL, e.g. `/api/queue/v1`.
+    /// Path of the API on the server, e.g. `/api/queue/v1` (with any path of the root URL).
     prefix: String,
     credentials: Option<Credentials>,
     ext: Option<String>,
@@ -95,18 +105,28 @@ impl QueueClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, Error> {
-        let resource = format!("{}{path}", self.prefix);
-        let body = body.map(|body| body.to_string().into_bytes());
+        let body = body.map(|body| ("application/json", body.to_string().into_bytes()));
+        self.send(method, &format!("{}{path}", self.prefix), body)
+            .await
+    }
+
+    /// Sends a signed `method` to `resource` (path and query on the server, the API prefix
+    /// included or not) with an optional body and its Content-Type; returns the JSON answer
+    /// of a 2xx reply.
+    pub async fn send(
+        &self,
+        method: Method,
+        resource: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Value, Error> {
         let mut request = self
             .http
-            .request(
-                method.clone(),
-                format!("{}{path}", self.base_without_path()),
-            )
+            .request(method.clone(), format!("{}{resource}", self.origin()))
             .insert_header(("Accept", "application/json"));
         if let Some(credentials) = &self.credentials {
-            let content_type = body.as_ref().map(|_| "application/json");
-            let hash = body.as_deref().map(|body| payload_hash(content_type, body));
+            let hash = body
+                .as_ref()
+                .map(|(content_type, body)| payload_hash(Some(content_type), body));
             let nonce = Slugid::nice().to_string();
             let header = client_header(
                 &Signing {
@@ -119,7 +139,7 @@ impl QueueClient {
                 },
                 &RequestLine {
                     method: method.as_str(),
-                    resource: &resource,
+                    resource,
                     host: &self.host,
                     port: self.port,
                 },
@@ -128,13 +148,13 @@ impl QueueClient {
         }
         let transport = |reason: String| Error::Transport {
             method: method.clone(),
-            path: path.to_owned(),
+            path: resource.to_owned(),
             reason,
         };
         let mut response = match body {
-            Some(body) => {
+            Some((content_type, body)) => {
                 request
-                    .insert_header(("Content-Type", "application/json"))
+                    .insert_header(("Content-Type", content_type))
                     .send_body(body)
                     .await
             }
@@ -150,27 +170,60 @@ impl QueueClient {
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).map_err(|error| transport(error.to_string()))?
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         if status.is_success() {
             Ok(value)
         } else {
             Err(Error::Api {
                 method,
-                path: path.to_owned(),
+                path: resource.to_owned(),
                 status,
                 body: value,
             })
         }
     }
 
-    /// The scheme, host and port of the root URL; the prefix comes with each path.
-    fn base_without_path(&self) -> String {
+    /// The scheme, host and port of the root URL.
+    fn origin(&self) -> &str {
         let scheme_end = self.base.find("://").map_or(0, |index| index + 3);
         let authority_end = self.base[scheme_end..]
             .find('/')
             .map_or(self.base.len(), |index| scheme_end + index);
-        format!("{}{}", &self.base[..authority_end], self.prefix)
+        &self.base[..authority_end]
+    }
+
+    /// A resource outside the Queue API on the same server (`/livelog/…`), with the root
+    /// URL's path in front, for [`QueueClient::send`].
+    pub fn resource(&self, path: &str) -> String {
+        let root_path = self
+            .prefix
+            .strip_suffix("/api/queue/v1")
+            .unwrap_or_default();
+        format!("{root_path}{path}")
+    }
+
+    /// The deployment's root URL, without a trailing slash.
+    pub fn root_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The same deployment and connections, signing with other credentials (a run's, which
+    /// change with every reclaim).
+    pub fn with_credentials(&self, credentials: Credentials) -> Result<QueueClient, Error> {
+        let ext =
+            hawk_ext(&credentials, None).map_err(|error| Error::Credentials(error.to_string()))?;
+        Ok(QueueClient {
+            credentials: Some(credentials),
+            ext,
+            ..self.clone()
+        })
+    }
+
+    /// The connections, for requests to URLs the queue hands out (signed upload URLs).
+    pub fn http(&self) -> &awc::Client {
+        &self.http
     }
 
     pub async fn create_task(&self, task_id: Slugid, definition: &Value) -> Result<Value, Error> {
@@ -192,4 +245,70 @@ impl QueueClient {
         )
         .await
     }
+
+    pub async fn report_failed(&self, task_id: &str, run_id: u64) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &format!("/task/{task_id}/runs/{run_id}/failed"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn report_exception(
+        &self,
+        task_id: &str,
+        run_id: u64,
+        reason: &str,
+    ) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &format!("/task/{task_id}/runs/{run_id}/exception"),
+            Some(&serde_json::json!({"reason": reason})),
+        )
+        .await
+    }
+
+    pub async fn reclaim_task(&self, task_id: &str, run_id: u64) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &format!("/task/{task_id}/runs/{run_id}/reclaim"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn create_artifact(
+        &self,
+        task_id: &str,
+        run_id: u64,
+        name: &str,
+        request: &Value,
+    ) -> Result<Value, Error> {
+        let name = percent_encoding::utf8_percent_encode(name, NAME_ENCODING);
+        self.call(
+            Method::POST,
+            &format!("/task/{task_id}/runs/{run_id}/artifacts/{name}"),
+            Some(request),
+        )
+        .await
+    }
+
+    pub async fn task(&self, task_id: &str) -> Result<Value, Error> {
+        self.call(Method::GET, &format!("/task/{task_id}"), None)
+            .await
+    }
+
+    pub async fn status(&self, task_id: &str) -> Result<Value, Error> {
+        self.call(Method::GET, &format!("/task/{task_id}/status"), None)
+            .await
+    }
 }
+
+/// Artifact names go into the path with their slashes kept, as Taskcluster's clients send them.
+const NAME_ENCODING: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');

@@ -22,9 +22,9 @@ use crate::engine::task::Command;
 use crate::model::artifact::is_artifact_name;
 use crate::model::{Artifact, Slugid, Storage, Task, Timestamp};
 
-static CREATE_ARTIFACT: LazyLock<ScopeExpression> =
+pub(crate) static CREATE_ARTIFACT: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:create-artifact:<taskId>/<runId>")));
-static GET_ARTIFACT: LazyLock<ScopeExpression> =
+pub(crate) static GET_ARTIFACT: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:get-artifact:<name>")));
 static LIST_ARTIFACTS: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:list-artifacts:<taskId>:<runId>")));

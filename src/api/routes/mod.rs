@@ -2,7 +2,7 @@
 //! checks the request in Taskcluster's order (see [`Call`](super::call::Call)), turns it into
 //! a command for the engine, and replies with Taskcluster's response shape.
 
-mod artifacts;
+pub(super) mod artifacts;
 mod groups;
 mod queues;
 mod tasks;

@@ -1,0 +1,576 @@
+//! The Docker engine: runs docker-worker's payload in a container of a local Docker engine
+//! (through bollard, at `DOCKER_HOST` or the default socket).
+//!
+//! Like docker-worker, a container has a TTY (stdout and stderr merged in the order written),
+//! and artifacts are copied out of the stopped container through the archive API. Unlike it,
+//! a container killed at maxRunTime still has its artifacts and log collected, and failures
+//! around the user's command are exceptions, not failures. Every container is labelled with
+//! its task, run and worker, so a restarted worker removes what an earlier one left behind.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::artifacts::Missing;
+use super::caches::{Caches, Lease};
+use super::payload::{DockerArtifact, DockerPayload, PathKind};
+use super::resolution::{Abort, Artifacts, Outcome, Phase, Problem};
+use super::task_run::RunContext;
+
+/// Label names on every container the worker makes.
+const LABEL_TASK: &str = "taskfold.task-id";
+const LABEL_RUN: &str = "taskfold.run-id";
+const LABEL_WORKER: &str = "taskfold.worker";
+/// How long a pull may take before the image counts as unavailable.
+const PULL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// After the container stopped, how long its last output may take to arrive.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
+
+pub struct DockerEngine {
+    api: bollard::Docker,
+    caches: Caches,
+    /// One pull at a time: parallel pulls of one image raced in docker-worker.
+    pulling: tokio::sync::Mutex<()>,
+}
+
+impl DockerEngine {
+    /// Connects to the engine and checks it answers.
+    pub async fn connect(data_dir: &Path) -> anyhow::Result<DockerEngine> {
+        let api = bollard::Docker::connect_with_local_defaults()?;
+        api.ping().await?;
+        Ok(DockerEngine {
+            api,
+            caches: Caches::open(&data_dir.join("caches"))?,
+            pulling: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Removes the containers an earlier process of this worker left behind; their runs'
+    /// claims expire and the queue retries them.
+    pub async fn reap(&self, worker: &str) -> anyhow::Result<usize> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_WORKER}={worker}")])]);
+        let leftovers = self
+            .api
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await?;
+        for container in &leftovers {
+            if let Some(id) = &container.id {
+                tracing::info!(container = id.as_str(), "removing a container left behind");
+                self.remove(id).await;
+            }
+        }
+        Ok(leftovers.len())
+    }
+
+    async fn remove(&self, container: &str) {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        if let Err(error) = self.api.remove_container(container, Some(options)).await {
+            tracing::warn!(container, %error, "removing a container");
+        }
+    }
+
+    async fn kill(&self, container: &str) {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        // A container that already stopped cannot be killed; that is fine.
+        let _ = self.api.kill_container(container, Some(options)).await;
+    }
+
+    /// The image, from the engine's store or pulled.
+    async fn ensure_image(&self, image: &str, run: &RunContext) -> Result<(), String> {
+        let _pulling = self.pulling.lock().await;
+        if self.api.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        run.log.info(&format!("Pulling image {image}"));
+        let (name, tag) = split_tag(image);
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(name)
+            .tag(tag)
+            .build();
+        let pull = async {
+            let mut progress = self.api.create_image(Some(options), None, None);
+            while let Some(step) = progress.next().await {
+                step.map_err(|error| error.to_string())?;
+            }
+            Ok::<(), String>(())
+        };
+        match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(format!("pulling image {image} failed: {error}")),
+            Err(_) => Err(format!(
+                "pulling image {image} took longer than {} s",
+                PULL_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// Runs one claimed run's payload to its end.
+    pub async fn execute(&self, run: &mut RunContext) -> Outcome {
+        let mut outcome = Outcome::new(Phase::Preparing);
+        let payload = match DockerPayload::read(&run.definition["payload"], &run.task_scopes) {
+            Ok(payload) => payload,
+            Err(invalid) => {
+                run.log.error("the task's payload is not valid:");
+                for problem in &invalid.0 {
+                    run.log.write(format!("  {problem}\n").as_bytes());
+                }
+                outcome.problem = Some(Problem::MalformedPayload(invalid.to_string()));
+                return outcome;
+            }
+        };
+        outcome.retry_exit_codes = payload.on_exit_status.retry.clone();
+        run.log.info(&format!("Image: {}", payload.image.name()));
+        if let Err(error) = self.ensure_image(payload.image.name(), run).await {
+            run.log.error(&error);
+            outcome.problem = Some(Problem::ResourceUnavailable(error));
+            return outcome;
+        }
+        let mut leases = Vec::new();
+        for (name, mount) in &payload.cache {
+            match self.caches.acquire(name) {
+                Ok((lease, fresh)) => {
+                    let state = if fresh { "new" } else { "reused" };
+                    run.log
+                        .info(&format!("using cache \"{name}\" -> {mount} ({state})"));
+                    leases.push((lease, mount.clone()));
+                }
+                Err(error) => {
+                    outcome.problem = Some(Problem::Internal(format!("cache `{name}`: {error}")));
+                    self.release(leases, false);
+                    return outcome;
+                }
+            }
+        }
+        let container = match self.create(run, &payload, &leases).await {
+            Ok(container) => container,
+            Err(error) => {
+                run.log.error(&format!("creating the container: {error}"));
+                outcome.problem = Some(Problem::Internal(error.to_string()));
+                self.release(leases, false);
+                return outcome;
+            }
+        };
+        self.run_container(run, &payload, &container, &mut outcome)
+            .await;
+        if !matches!(outcome.abort, Some(Abort::Canceled | Abort::WorkerShutdown))
+            && outcome.reached >= Phase::Running
+        {
+            outcome.reached = Phase::Collecting;
+            if !self.collect(run, &payload, &container).await {
+                outcome.artifacts = Artifacts::UploadFailed;
+            }
+        }
+        self.remove(&container).await;
+        let purge = outcome
+            .exit_code
+            .is_some_and(|code| code != 0 && payload.on_exit_status.purge_caches.contains(&code));
+        if purge {
+            run.log
+                .info("purging the task's caches (onExitStatus.purgeCaches)");
+        }
+        self.release(leases, purge);
+        outcome
+    }
+
+    fn release(&self, leases: Vec<(Lease, String)>, purge: bool) {
+        for (lease, _) in leases {
+            self.caches.release(lease, purge);
+        }
+    }
+
+    async fn create(
+        &self,
+        run: &RunContext,
+        payload: &DockerPayload,
+        leases: &[(Lease, String)],
+    ) -> Result<String, bollard::errors::Error> {
+        let mut env: Vec<String> = payload
+            .env
+            .iter()
+            .filter(|(name, _)| !run.identity.is_reserved_variable(name))
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        env.extend(
+            run.identity
+                .reserved_variables(&run.task_id, run.run_id)
+                .into_iter()
+                .map(|(name, value)| format!("{name}={value}")),
+        );
+        let labels = HashMap::from([
+            (LABEL_TASK.to_owned(), run.task_id.clone()),
+            (LABEL_RUN.to_owned(), run.run_id.to_string()),
+            (LABEL_WORKER.to_owned(), run.identity.worker()),
+        ]);
+        let binds: Vec<String> = leases
+            .iter()
+            .map(|(lease, mount)| format!("{}:{mount}", lease.path.display()))
+            .collect();
+        let cap_add = payload
+            .feature("allowPtrace")
+            .then(|| vec!["SYS_PTRACE".to_owned()]);
+        let body = ContainerCreateBody {
+            image: Some(payload.image.name().to_owned()),
+            cmd: (!payload.command.is_empty()).then(|| payload.command.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            tty: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                cap_add,
+                extra_hosts: Some(vec!["localhost.localdomain:127.0.0.1".to_owned()]),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let name = format!("taskfold-{}-{}", run.task_id, run.run_id);
+        // A container of this name is a leftover of an attempt that did not finish.
+        let _ = self
+            .api
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await;
+        let created = self
+            .api
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await?;
+        Ok(created.id)
+    }
+
+    /// Starts the container and waits for its end, its maxRunTime, or an abort.
+    async fn run_container(
+        &self,
+        run: &mut RunContext,
+        payload: &DockerPayload,
+        container: &str,
+        outcome: &mut Outcome,
+    ) {
+        run.log.info("=== Task Starting ===");
+        let started = Instant::now();
+        if let Err(error) = self.api.start_container(container, None).await {
+            // The image's command could not start (not found, not executable): the task's
+            // own doing, as a shell's 127 would be.
+            run.log
+                .error(&format!("the container did not start: {error}"));
+            outcome.reached = Phase::Running;
+            outcome.exit_code = Some(-1);
+            return;
+        }
+        outcome.reached = Phase::Running;
+        let logs = self.api.logs(
+            container,
+            Some(
+                LogsOptionsBuilder::default()
+                    .follow(true)
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        );
+        let log = run.log.clone();
+        let streaming = actix_web::rt::spawn(async move {
+            let mut logs = std::pin::pin!(logs);
+            while let Some(Ok(output)) = logs.next().await {
+                log.write(&output.into_bytes());
+            }
+        });
+        let max_run_time = Duration::from_secs(payload.max_run_time);
+        tokio::select! {
+            code = self.wait(container) => outcome.exit_code = Some(code),
+            () = tokio::time::sleep(max_run_time) => {
+                run.log.error(&format!(
+                    "Task timeout after {} seconds. Force killing container.",
+                    payload.max_run_time
+                ));
+                self.kill(container).await;
+                outcome.exit_code = Some(self.wait(container).await);
+                outcome.timed_out = true;
+            }
+            abort = run.aborted() => {
+                run.log.error(&format!("the run was aborted: {}", abort.describe()));
+                self.kill(container).await;
+                outcome.abort = Some(abort);
+            }
+        }
+        let _ = tokio::time::timeout(LOG_DRAIN, streaming).await;
+        run.log.info("=== Task Finished ===");
+        if let Some(code) = outcome.exit_code {
+            let verdict = if code == 0 && !outcome.timed_out {
+                "Successful"
+            } else {
+                "Unsuccessful"
+            };
+            run.log.info(&format!(
+                "{verdict} task run with exit code: {code} completed in {:.3} seconds",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+
+    /// The container's exit status, once it stopped.
+    async fn wait(&self, container: &str) -> i64 {
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let mut waiting = std::pin::pin!(self.api.wait_container(container, Some(options)));
+        match waiting.next().await {
+            Some(Ok(response)) => response.status_code,
+            // bollard reports a non-zero status as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(error)) => {
+                tracing::warn!(container, %error, "waiting for a container");
+                -1
+            }
+            None => -1,
+        }
+    }
+
+    /// Copies every artifact out of the stopped container and publishes it; `false` if an
+    /// upload failed (missing outputs are recorded as `error` artifacts, not failures).
+    async fn collect(&self, run: &RunContext, payload: &DockerPayload, container: &str) -> bool {
+        let mut uploaded = true;
+        for (index, (name, artifact)) in payload.artifacts.iter().enumerate() {
+            let spool = run.work_dir.join(format!("artifact-{index}"));
+            let result = self
+                .collect_one(run, container, name, artifact, &spool)
+                .await;
+            let _ = tokio::fs::remove_dir_all(&spool).await;
+            if let Err(error) = result {
+                run.log.error(&error);
+                uploaded = false;
+            }
+        }
+        uploaded
+    }
+
+    async fn collect_one(
+        &self,
+        run: &RunContext,
+        container: &str,
+        name: &str,
+        artifact: &DockerArtifact,
+        spool: &Path,
+    ) -> Result<(), String> {
+        tokio::fs::create_dir_all(spool)
+            .await
+            .map_err(|error| format!("spooling `{name}`: {error}"))?;
+        let archive = spool.join("archive.tar");
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(&artifact.path)
+            .build();
+        let mut download =
+            std::pin::pin!(self.api.download_from_container(container, Some(options)));
+        let mut file = tokio::fs::File::create(&archive)
+            .await
+            .map_err(|error| format!("spooling `{name}`: {error}"))?;
+        while let Some(chunk) = download.next().await {
+            match chunk {
+                Ok(bytes) => file
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|error| format!("spooling `{name}`: {error}"))?,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    let message = format!("{} was not found in the container", artifact.path);
+                    run.log.error(&format!("artifact `{name}`: {message}"));
+                    return run
+                        .publisher
+                        .missing(name, Missing::FileMissing, &message)
+                        .await;
+                }
+                Err(error) => return Err(format!("copying `{name}` out: {error}")),
+            }
+        }
+        file.flush()
+            .await
+            .map_err(|error| format!("spooling `{name}`: {error}"))?;
+        drop(file);
+        let kind = artifact.kind;
+        let out = spool.join("files");
+        let extracted = tokio::task::spawn_blocking(move || unpack(&archive, &out, kind))
+            .await
+            .map_err(|error| format!("unpacking `{name}`: {error}"))?;
+        let files = match extracted {
+            Ok(files) => files,
+            Err(Unpacked::WrongKind(found)) => {
+                let message = format!(
+                    "{} is a {found}, but the artifact's type is {}",
+                    artifact.path,
+                    if kind == PathKind::File {
+                        "file"
+                    } else {
+                        "directory"
+                    }
+                );
+                run.log.error(&format!("artifact `{name}`: {message}"));
+                return run
+                    .publisher
+                    .missing(name, Missing::InvalidResource, &message)
+                    .await;
+            }
+            Err(Unpacked::Io(error)) => return Err(format!("unpacking `{name}`: {error}")),
+        };
+        let expires = artifact.expires.as_deref();
+        for (relative, path) in files {
+            let artifact_name = match &relative {
+                None => name.to_owned(),
+                Some(relative) => format!("{}/{relative}", name.trim_end_matches('/')),
+            };
+            run.publisher
+                .file(&artifact_name, &path, None, expires)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+enum Unpacked {
+    /// The path is not what the artifact said (`file` vs `directory`).
+    WrongKind(&'static str),
+    Io(std::io::Error),
+}
+
+/// Unpacks the archive Docker made of `kind` at a path into files under `out`: for a file, the
+/// file (name `None`); for a directory, every regular file under it with its path below the
+/// directory (the archive's first component is the directory's own name).
+fn unpack(
+    archive: &Path,
+    out: &Path,
+    kind: PathKind,
+) -> Result<Vec<(Option<String>, PathBuf)>, Unpacked> {
+    let io = Unpacked::Io;
+    std::fs::create_dir_all(out).map_err(io)?;
+    let mut archive = tar::Archive::new(std::fs::File::open(archive).map_err(io)?);
+    let mut files = Vec::new();
+    for (index, entry) in archive.entries().map_err(io)?.enumerate() {
+        let mut entry = entry.map_err(io)?;
+        let entry_type = entry.header().entry_type();
+        if index == 0 {
+            let found = if entry_type.is_dir() {
+                Some("directory")
+            } else if entry_type.is_file() {
+                None
+            } else {
+                Some("special file")
+            };
+            match (kind, found) {
+                (PathKind::File, None) | (PathKind::Directory, Some("directory")) => {}
+                (_, found) => return Err(Unpacked::WrongKind(found.unwrap_or("file"))),
+            }
+        }
+        if !entry_type.is_file() {
+            continue;
+        }
+        let relative = {
+            let path = entry.path().map_err(io)?;
+            let mut components = path.components();
+            components.next();
+            components.as_path().to_string_lossy().into_owned()
+        };
+        let target = out.join(files.len().to_string());
+        entry.unpack(&target).map_err(io)?;
+        let name = match kind {
+            PathKind::File => None,
+            PathKind::Directory => Some(relative),
+        };
+        files.push((name, target));
+        if kind == PathKind::File {
+            break;
+        }
+    }
+    Ok(files)
+}
+
+/// `name:tag` → (`name`, `tag`), `latest` when none; a registry port is not a tag.
+fn split_tag(image: &str) -> (&str, &str) {
+    let name_start = image.rfind('/').map_or(0, |slash| slash + 1);
+    match image[name_start..].rfind(':') {
+        Some(colon) => (
+            &image[..name_start + colon],
+            &image[name_start + colon + 1..],
+        ),
+        None => (image, "latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_tags() {
+        assert_eq!(split_tag("busybox"), ("busybox", "latest"));
+        assert_eq!(split_tag("busybox:1.36"), ("busybox", "1.36"));
+        assert_eq!(
+            split_tag("registry:5000/team/img:v2"),
+            ("registry:5000/team/img", "v2")
+        );
+        assert_eq!(
+            split_tag("registry:5000/team/img"),
+            ("registry:5000/team/img", "latest")
+        );
+    }
+
+    #[test]
+    fn unpacking_files_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive_path = dir.path().join("a.tar");
+        let mut builder = tar::Builder::new(std::fs::File::create(&archive_path).unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        header.set_mode(0o755);
+        builder
+            .append_data(&mut header, "out/", std::io::empty())
+            .unwrap();
+        for (path, content) in [("out/a.txt", "A"), ("out/sub/b.txt", "BB")] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            builder
+                .append_data(&mut header, path, content.as_bytes())
+                .unwrap();
+        }
+        builder.finish().unwrap();
+        drop(builder);
+        let files = unpack(&archive_path, &dir.path().join("x"), PathKind::Directory)
+            .ok()
+            .unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|(name, _)| name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["a.txt", "sub/b.txt"]);
+        assert_eq!(std::fs::read_to_string(&files[1].1).unwrap(), "BB");
+        assert!(matches!(
+            unpack(&archive_path, &dir.path().join("y"), PathKind::File),
+            Err(Unpacked::WrongKind("directory"))
+        ));
+    }
+}

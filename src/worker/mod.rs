@@ -1,0 +1,257 @@
+//! `taskfold worker`: a client of the Queue API, exactly like Taskcluster's docker-worker and
+//! generic-worker (DESIGN.md, workers and engines). It claims up to `capacity` runs at a time
+//! from one task queue, runs each as a [`task_run`] with the configured engine, and on SIGTERM
+//! stops claiming, aborts what runs with `exception/worker-shutdown` and exits once every run
+//! is reported.
+
+pub mod artifacts;
+pub mod caches;
+pub mod docker;
+pub mod live_log;
+pub mod payload;
+pub mod resolution;
+pub mod task_run;
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tracing::Instrument;
+
+use crate::auth::Credentials;
+use crate::client::QueueClient;
+use docker::DockerEngine;
+use resolution::Outcome;
+use task_run::RunContext;
+
+/// Most tasks one claimWork call may ask for (Taskcluster's limit).
+const MAX_CLAIM: usize = 32;
+/// Wait after a failed claimWork before the next.
+const CLAIM_RETRY: Duration = Duration::from_secs(2);
+
+/// Which engine runs the payloads of the worker's task queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    Docker,
+}
+
+pub struct Options {
+    pub root_url: String,
+    pub task_queue_id: String,
+    pub worker_group: String,
+    pub worker_id: String,
+    pub capacity: usize,
+    pub engine: EngineKind,
+    /// Run directories and caches.
+    pub data_dir: PathBuf,
+    pub credentials: Option<Credentials>,
+}
+
+/// Who the worker is, as tasks see it.
+pub struct Identity {
+    pub root_url: String,
+    pub task_queue_id: String,
+    pub worker_group: String,
+    pub worker_id: String,
+}
+
+/// Environment variables the worker sets in every task, which a payload cannot override.
+const RESERVED_VARIABLES: [&str; 6] = [
+    "TASK_ID",
+    "RUN_ID",
+    "TASKCLUSTER_ROOT_URL",
+    "TASKCLUSTER_WORKER_GROUP",
+    "TASKCLUSTER_WORKER_POOL",
+    "TASKCLUSTER_WORKER_TYPE",
+];
+
+impl Identity {
+    /// `<workerGroup>/<workerId>`, the worker's label on its containers.
+    pub fn worker(&self) -> String {
+        format!("{}/{}", self.worker_group, self.worker_id)
+    }
+
+    pub fn is_reserved_variable(&self, name: &str) -> bool {
+        RESERVED_VARIABLES.contains(&name)
+    }
+
+    pub fn reserved_variables(&self, task_id: &str, run_id: u64) -> Vec<(&'static str, String)> {
+        let worker_type = self
+            .task_queue_id
+            .split_once('/')
+            .map_or(self.task_queue_id.as_str(), |(_, worker_type)| worker_type);
+        let values = [
+            task_id.to_owned(),
+            run_id.to_string(),
+            self.root_url.clone(),
+            self.worker_group.clone(),
+            self.task_queue_id.clone(),
+            worker_type.to_owned(),
+        ];
+        RESERVED_VARIABLES.into_iter().zip(values).collect()
+    }
+}
+
+/// The engine a worker runs payloads with.
+pub enum Engine {
+    Docker(DockerEngine),
+}
+
+impl Engine {
+    async fn execute(&self, run: &mut RunContext) -> Outcome {
+        match self {
+            Engine::Docker(docker) => docker.execute(run).await,
+        }
+    }
+}
+
+/// What every run of the worker shares.
+pub struct Worker {
+    pub queue: QueueClient,
+    pub identity: Rc<Identity>,
+    pub engine: Engine,
+    pub data_dir: PathBuf,
+}
+
+/// Connects the engine, removes what an earlier process left, and claims and runs tasks until
+/// `shutdown` turns true; then waits for every run to be reported.
+pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.data_dir)?;
+    let identity = Rc::new(Identity {
+        root_url: options.root_url.trim_end_matches('/').to_owned(),
+        task_queue_id: options.task_queue_id.clone(),
+        worker_group: options.worker_group.clone(),
+        worker_id: options.worker_id.clone(),
+    });
+    let engine = match options.engine {
+        EngineKind::Docker => {
+            let docker = DockerEngine::connect(&options.data_dir)
+                .await
+                .map_err(|error| anyhow::anyhow!("connecting to the Docker engine: {error}"))?;
+            let reaped = docker.reap(&identity.worker()).await?;
+            if reaped > 0 {
+                tracing::info!(reaped, "removed containers an earlier worker left");
+            }
+            Engine::Docker(docker)
+        }
+    };
+    let queue = QueueClient::new(&options.root_url, options.credentials, 64)?;
+    // Runs left by an earlier process are gone with their containers.
+    let runs_dir = options.data_dir.join("runs");
+    let _ = std::fs::remove_dir_all(&runs_dir);
+    let worker = Rc::new(Worker {
+        queue,
+        identity,
+        engine,
+        data_dir: options.data_dir,
+    });
+    tracing::info!(
+        task_queue_id = worker.identity.task_queue_id.as_str(),
+        worker = worker.identity.worker().as_str(),
+        capacity = options.capacity,
+        "the worker is claiming tasks"
+    );
+    let running = Rc::new(Cell::new(0usize));
+    let finished = Rc::new(Notify::new());
+    let request = |free: usize| {
+        json!({
+            "tasks": free.min(MAX_CLAIM),
+            "workerGroup": worker.identity.worker_group,
+            "workerId": worker.identity.worker_id,
+        })
+    };
+    while !*shutdown.borrow() {
+        let free = options.capacity.saturating_sub(running.get());
+        if free == 0 {
+            tokio::select! {
+                () = finished.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        // An answer is always awaited, even when a shutdown begins meanwhile: the queue may
+        // already have claimed runs for it, and those are reported, not left to expire.
+        let answer = worker
+            .queue
+            .claim_work(&worker.identity.task_queue_id, &request(free))
+            .await;
+        let claims = match answer {
+            Ok(answer) => answer["tasks"].as_array().cloned().unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(%error, "claimWork failed");
+                tokio::select! {
+                    () = tokio::time::sleep(CLAIM_RETRY) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        };
+        for claim in claims {
+            start_run(&worker, claim, &shutdown, &running, &finished);
+        }
+    }
+    tracing::info!(
+        running = running.get(),
+        "shutting down: aborting running tasks"
+    );
+    while running.get() > 0 {
+        finished.notified().await;
+    }
+    Ok(())
+}
+
+fn start_run(
+    worker: &Rc<Worker>,
+    claim: Value,
+    shutdown: &watch::Receiver<bool>,
+    running: &Rc<Cell<usize>>,
+    finished: &Rc<Notify>,
+) {
+    let span = tracing::info_span!(
+        "run",
+        task_id = claim["status"]["taskId"].as_str().unwrap_or_default(),
+        run_id = claim["runId"].as_u64().unwrap_or_default()
+    );
+    running.set(running.get() + 1);
+    let (worker, shutdown, running, finished) = (
+        worker.clone(),
+        shutdown.clone(),
+        running.clone(),
+        finished.clone(),
+    );
+    actix_web::rt::spawn(
+        async move {
+            task_run::run(worker, claim, shutdown).await;
+            running.set(running.get() - 1);
+            finished.notify_one();
+        }
+        .instrument(span),
+    );
+}
+
+/// A watch that turns true on SIGTERM or Ctrl-C.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (sender, receiver) = watch::channel(false);
+    actix_web::rt::spawn(async move {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(terminate) => terminate,
+                Err(error) => {
+                    tracing::error!(%error, "cannot watch for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping: no new claims, running tasks end with worker-shutdown");
+        sender.send_replace(true);
+        // Keep the channel open until the process exits.
+        std::future::pending::<()>().await;
+    });
+    receiver
+}

@@ -1,0 +1,341 @@
+//! Task payloads, as each engine reads them. The JSON schemas in `schemas/` are the contract
+//! with users and the one definition of what is valid: a payload is checked against its schema
+//! first (every error listed, with its place), and only a valid one is read into these types.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::ScopeSet;
+
+static DOCKER_SCHEMA: LazyLock<jsonschema::Validator> =
+    LazyLock::new(|| compile(include_str!("../../schemas/docker-worker-payload.json")));
+static SSH_SCHEMA: LazyLock<jsonschema::Validator> =
+    LazyLock::new(|| compile(include_str!("../../schemas/ssh-payload.json")));
+
+fn compile(schema: &str) -> jsonschema::Validator {
+    let schema: Value = serde_json::from_str(schema).expect("a payload schema is JSON");
+    jsonschema::validator_for(&schema).expect("a payload schema is a valid JSON schema")
+}
+
+/// Why a payload cannot run, as lines for the task's log.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Invalid(pub Vec<String>);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
+}
+
+fn validate<T: serde::de::DeserializeOwned>(
+    schema: &jsonschema::Validator,
+    payload: &Value,
+) -> Result<T, Invalid> {
+    let errors: Vec<String> = schema
+        .iter_errors(payload)
+        .map(|error| {
+            let place = error.instance_path().to_string();
+            let place = if place.is_empty() { "/" } else { &place };
+            format!("payload{place}: {error}")
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(Invalid(errors));
+    }
+    serde_json::from_value(payload.clone()).map_err(|error| Invalid(vec![error.to_string()]))
+}
+
+/// docker-worker's payload (`schemas/docker-worker-payload.json`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerPayload {
+    pub image: Image,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub max_run_time: u64,
+    #[serde(default)]
+    pub artifacts: BTreeMap<String, DockerArtifact>,
+    #[serde(default)]
+    pub cache: BTreeMap<String, String>,
+    #[serde(default)]
+    pub features: BTreeMap<String, bool>,
+    #[serde(default)]
+    pub on_exit_status: OnExitStatus,
+    pub log: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Image {
+    Name(String),
+    Named { name: String },
+}
+
+impl Image {
+    pub fn name(&self) -> &str {
+        match self {
+            Image::Name(name) | Image::Named { name } => name,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    File,
+    Directory,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct DockerArtifact {
+    #[serde(rename = "type")]
+    pub kind: PathKind,
+    pub path: String,
+    pub expires: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OnExitStatus {
+    #[serde(default)]
+    pub retry: Vec<i64>,
+    #[serde(default)]
+    pub purge_caches: Vec<i64>,
+}
+
+/// The features this worker offers, and the task scope each needs (if any). Any other feature
+/// of docker-worker's is refused when requested.
+const OFFERED_FEATURES: &[(&str, Option<&str>)] = &[
+    ("localLiveLog", None),
+    ("artifacts", None),
+    ("allowPtrace", Some("docker-worker:feature:allowPtrace")),
+];
+
+impl DockerPayload {
+    /// Reads a payload, checking it against the schema, the features this worker offers and
+    /// the scopes the task was given.
+    pub fn read(payload: &Value, task_scopes: &ScopeSet) -> Result<DockerPayload, Invalid> {
+        let payload: DockerPayload = validate(&DOCKER_SCHEMA, payload)?;
+        let mut problems = Vec::new();
+        for (feature, requested) in &payload.features {
+            if !requested {
+                continue;
+            }
+            match OFFERED_FEATURES.iter().find(|(name, _)| name == feature) {
+                None => problems.push(format!(
+                    "feature `{feature}` is not enabled on this worker (it offers {})",
+                    OFFERED_FEATURES
+                        .iter()
+                        .map(|(name, _)| *name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Some((_, Some(scope))) if !task_scopes.satisfies_scope(scope) => problems.push(
+                    format!("feature `{feature}` needs the task scope `{scope}`"),
+                ),
+                Some(_) => {}
+            }
+        }
+        for name in payload.cache.keys() {
+            let scope = format!("docker-worker:cache:{name}");
+            if !task_scopes.satisfies_scope(&scope) {
+                problems.push(format!("cache `{name}` needs the task scope `{scope}`"));
+            }
+        }
+        for name in payload.artifacts.keys() {
+            if let Err(problem) = check_artifact_name(name) {
+                problems.push(problem);
+            }
+        }
+        if problems.is_empty() {
+            Ok(payload)
+        } else {
+            Err(Invalid(problems))
+        }
+    }
+
+    pub fn feature(&self, name: &str) -> bool {
+        self.features.get(name).copied().unwrap_or(false)
+    }
+}
+
+/// Refuses artifact names the queue would refuse only after the task ran (reference workers
+/// §8.3: a `..` in a name once left a task stuck until its claim expired).
+pub fn check_artifact_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.starts_with('/')
+        || name.split('/').any(|part| part == ".." || part == ".")
+    {
+        Err(format!(
+            "artifact name `{name}` is not a valid artifact name"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The live log's artifact name and its backing log's: `_backing` goes before the last
+/// extension (`public/logs/live.log` → `public/logs/live_backing.log`), as docker-worker names
+/// them.
+pub fn log_names(live: Option<&str>) -> (String, String) {
+    let live = live
+        .unwrap_or(crate::api::live_logs::DEFAULT_NAME)
+        .to_owned();
+    let file_start = live.rfind('/').map_or(0, |slash| slash + 1);
+    let backing = match live[file_start..].rfind('.') {
+        Some(dot) => {
+            let dot = file_start + dot;
+            format!("{}_backing{}", &live[..dot], &live[dot..])
+        }
+        None => format!("{live}_backing"),
+    };
+    (live, backing)
+}
+
+/// The SSH engine's payload (`schemas/ssh-payload.json`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshPayload {
+    pub target: String,
+    pub script: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub max_run_time: u64,
+    #[serde(default)]
+    pub artifacts: Vec<SshArtifact>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct SshArtifact {
+    pub name: String,
+    pub path: String,
+}
+
+impl SshPayload {
+    pub fn read(payload: &Value) -> Result<SshPayload, Invalid> {
+        let payload: SshPayload = validate(&SSH_SCHEMA, payload)?;
+        let problems: Vec<String> = payload
+            .artifacts
+            .iter()
+            .filter_map(|artifact| check_artifact_name(&artifact.name).err())
+            .collect();
+        if problems.is_empty() {
+            Ok(payload)
+        } else {
+            Err(Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scopes(scopes: &[&str]) -> ScopeSet {
+        ScopeSet::new(scopes.iter().copied())
+    }
+
+    #[test]
+    fn a_minimal_payload_reads() {
+        let payload = DockerPayload::read(
+            &json!({"image": "busybox", "maxRunTime": 60, "command": ["true"]}),
+            &scopes(&[]),
+        )
+        .unwrap();
+        assert_eq!(payload.image.name(), "busybox");
+        let named = DockerPayload::read(
+            &json!({"image": {"type": "docker-image", "name": "x:1"}, "maxRunTime": 1}),
+            &scopes(&[]),
+        )
+        .unwrap();
+        assert_eq!(named.image.name(), "x:1");
+    }
+
+    #[test]
+    fn every_schema_error_is_listed_with_its_place() {
+        let Invalid(errors) = DockerPayload::read(
+            &json!({"image": 5, "maxRunTime": 0, "bogus": true, "env": {"A": 1}}),
+            &scopes(&[]),
+        )
+        .unwrap_err();
+        let text = errors.join("\n");
+        for expected in [
+            "payload/image",
+            "payload/maxRunTime",
+            "bogus",
+            "payload/env/A",
+        ] {
+            assert!(text.contains(expected), "{expected} not in {text}");
+        }
+    }
+
+    #[test]
+    fn features_and_caches_are_checked_against_the_worker_and_the_scopes() {
+        let payload = json!({
+            "image": "i", "maxRunTime": 1,
+            "features": {"interactive": true, "allowPtrace": true, "dind": false},
+            "cache": {"cargo": "/cache"}
+        });
+        let Invalid(errors) = DockerPayload::read(&payload, &scopes(&[])).unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("`allowPtrace` needs the task scope"));
+        assert!(errors[1].contains("`interactive` is not enabled"));
+        assert!(errors[2].contains("docker-worker:cache:cargo"));
+        let allowed = scopes(&["docker-worker:cache:*", "docker-worker:feature:allowPtrace"]);
+        let payload = json!({
+            "image": "i", "maxRunTime": 1,
+            "features": {"allowPtrace": true}, "cache": {"cargo": "/cache"}
+        });
+        assert!(DockerPayload::read(&payload, &allowed).is_ok());
+        let unknown = json!({"image": "i", "maxRunTime": 1, "features": {"teleport": true}});
+        assert!(DockerPayload::read(&unknown, &allowed).is_err());
+    }
+
+    #[test]
+    fn artifact_names_are_checked_before_running() {
+        let payload = json!({
+            "image": "i", "maxRunTime": 1,
+            "artifacts": {"public/../x": {"type": "file", "path": "/x"}}
+        });
+        assert!(DockerPayload::read(&payload, &scopes(&[])).is_err());
+    }
+
+    #[test]
+    fn backing_log_names() {
+        assert_eq!(
+            log_names(None),
+            (
+                "public/logs/live.log".to_owned(),
+                "public/logs/live_backing.log".to_owned()
+            )
+        );
+        assert_eq!(
+            log_names(Some("apple/banana.log.txt")).1,
+            "apple/banana.log_backing.txt"
+        );
+        assert_eq!(log_names(Some("a.b/log")).1, "a.b/log_backing");
+    }
+
+    #[test]
+    fn ssh_payloads() {
+        let payload = SshPayload::read(&json!({
+            "target": "build-host", "script": "echo hi", "maxRunTime": 5,
+            "artifacts": [{"name": "public/out.txt", "path": "/tmp/out.txt", "type": "file"}]
+        }))
+        .unwrap();
+        assert_eq!(payload.artifacts[0].name, "public/out.txt");
+        assert!(SshPayload::read(&json!({"target": "h", "script": "x"})).is_err());
+        assert!(
+            SshPayload::read(
+                &json!({"target": "h", "script": "x", "maxRunTime": 1, "host": "10.0.0.1"})
+            )
+            .is_err()
+        );
+    }
+}
