@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod engine;
+pub mod local;
 pub mod log;
 pub mod model;
 pub mod settings;

@@ -36,6 +36,14 @@ enum Command {
     /// Claim tasks from a task queue and run them (credentials from `TASKCLUSTER_CLIENT_ID` /
     /// `TASKCLUSTER_ACCESS_TOKEN` [/ `TASKCLUSTER_CERTIFICATE`]).
     Worker(WorkerArgs),
+    /// The whole farm on this machine: the queue on the embedded log in `./taskfold-data` and a
+    /// Docker worker, with credentials made once and printed.
+    Up(Up),
+    /// Run, follow and inspect tasks (the deployment from `TASKCLUSTER_ROOT_URL` and the
+    /// credentials from `TASKCLUSTER_CLIENT_ID` / `TASKCLUSTER_ACCESS_TOKEN`, else the local
+    /// farm of `taskfold up` in `./taskfold-data`).
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Look into the event log.
     #[command(subcommand)]
     Log(LogCommand),
@@ -58,6 +66,58 @@ struct Serve {
     /// The deployment's root URL (default `http://<listen>`).
     #[arg(long)]
     root_url: Option<String>,
+}
+
+#[derive(Args)]
+struct Up {
+    /// Address to listen on, `HOST:PORT`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Where the log, blobs, caches and credentials live.
+    #[arg(long, default_value = taskfold::local::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Configuration file, layered over the built-in defaults (`config/default.toml`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The task queue the local worker claims from.
+    #[arg(long, default_value = taskfold::local::DEFAULT_TASK_QUEUE)]
+    task_queue_id: String,
+    /// Tasks the local worker runs at once.
+    #[arg(long, default_value_t = 4)]
+    capacity: usize,
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Create a Docker task, follow its log, and exit with its result (0 completed, 1 failed,
+    /// 3 exception).
+    Run {
+        #[arg(long)]
+        image: String,
+        /// The task queue, `<provisionerId>/<workerType>`.
+        #[arg(long = "queue", default_value = taskfold::local::DEFAULT_TASK_QUEUE)]
+        task_queue_id: String,
+        /// Seconds the command may run.
+        #[arg(long, default_value_t = 3600)]
+        max_run_time: u64,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The task's status, as JSON.
+    Status { task_id: String },
+    /// Print a run's log (default: every run, following the one that runs).
+    Log {
+        task_id: String,
+        #[arg(long)]
+        run: Option<u64>,
+    },
+    /// List a run's artifacts (default: the latest run).
+    Artifacts {
+        task_id: String,
+        #[arg(long)]
+        run: Option<u64>,
+    },
 }
 
 #[derive(Args)]
@@ -219,40 +279,196 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Restart(bench)) => bench_restart(bench),
         Command::Serve(serve) => serve_queue(serve),
         Command::Worker(worker) => run_worker(worker),
+        Command::Up(up) => run_up(up),
+        Command::Task(command) => run_task_command(command),
     }
+}
+
+/// The queue's engine and handler state on a data directory.
+async fn start_queue(
+    settings: &Settings,
+    access: access::Access,
+    data_dir: &std::path::Path,
+    root_url: &str,
+) -> anyhow::Result<server::State> {
+    let log = log::open(&settings.log, data_dir)
+        .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
+    let engine_settings = EngineSettings {
+        task: settings.queue.task_settings(),
+        snapshot_every_events: settings.queue.snapshot_every_events,
+    };
+    let engine = Engine::start(log, data_dir.to_owned(), engine_settings)
+        .await
+        .context("replaying the log")?;
+    Ok(server::State::new(
+        engine, access, settings, data_dir, root_url,
+    ))
 }
 
 fn serve_queue(serve: Serve) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(serve.config.as_deref())?;
     let root_access_token = std::env::var(access::ROOT_ACCESS_TOKEN_VARIABLE).ok();
     let access = access::Access::from_settings(&settings.auth, root_access_token.as_deref())?;
-    let log = log::open(&settings.log, &serve.data_dir)
-        .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
-    let options = taskfold::api::server::Options {
+    let options = server::Options {
         root_url: serve
             .root_url
             .unwrap_or_else(|| format!("http://{}", serve.listen)),
         listen: serve.listen,
     };
-    let engine_settings = EngineSettings {
-        task: settings.queue.task_settings(),
-        snapshot_every_events: settings.queue.snapshot_every_events,
-    };
     actix_web::rt::System::new().block_on(async {
-        let engine = Engine::start(log, serve.data_dir.clone(), engine_settings)
-            .await
-            .context("replaying the log")?;
-        let state = server::State::new(
-            engine,
-            access,
-            &settings,
-            &serve.data_dir,
-            &options.root_url,
-        );
+        let state = start_queue(&settings, access, &serve.data_dir, &options.root_url).await?;
         server::serve(options, state).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_up(up: Up) -> anyhow::Result<ExitCode> {
+    use taskfold::local::LocalFarm;
+    let mut settings = Settings::load(up.config.as_deref())?;
+    let root_url = format!("http://{}", up.listen);
+    let farm = LocalFarm::load_or_create(&up.data_dir, &root_url)
+        .with_context(|| format!("keeping credentials in {}", up.data_dir.display()))?;
+    if settings.auth.queue_access_token.is_empty() {
+        settings.auth.queue_access_token = farm.queue_access_token.clone();
+    }
+    let access = access::Access::from_settings(&settings.auth, Some(&farm.root_access_token))?;
+    let options = server::Options {
+        root_url: root_url.clone(),
+        listen: up.listen.clone(),
+    };
+    let worker_options = taskfold::worker::Options {
+        root_url: root_url.clone(),
+        task_queue_id: up.task_queue_id.clone(),
+        worker_group: "local".to_owned(),
+        worker_id: "docker-1".to_owned(),
+        capacity: up.capacity.max(1),
+        engine: taskfold::worker::EngineKind::Docker,
+        data_dir: up.data_dir.join("worker"),
+        credentials: Some(farm.root_credentials()),
+    };
+    actix_web::rt::System::new().block_on(async {
+        let state = start_queue(&settings, access, &up.data_dir.join("queue"), &root_url).await?;
+        let shutdown = taskfold::worker::shutdown_signal();
+        let docker = taskfold::worker::docker::DockerEngine::probe().await;
+        print_welcome(&up, &farm, docker.as_ref().err());
+        let stopped = {
+            let mut shutdown = shutdown.clone();
+            async move {
+                match docker {
+                    Ok(()) => {
+                        if let Err(error) = taskfold::worker::run(worker_options, shutdown).await {
+                            eprintln!("taskfold: the worker stopped: {error:#}");
+                        }
+                    }
+                    Err(_) => {
+                        let _ = shutdown.wait_for(|stopping| *stopping).await;
+                    }
+                }
+            }
+        };
+        server::serve_until(options, state, stopped).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_welcome(up: &Up, farm: &taskfold::local::LocalFarm, docker: Option<&anyhow::Error>) {
+    let data_dir = up.data_dir.display();
+    println!(
+        "Taskfold is up: {}/api/queue/v1/ (data in {data_dir})",
+        farm.root_url
+    );
+    match docker {
+        None => println!(
+            "A Docker worker claims from task queue {} ({} at a time).",
+            up.task_queue_id, up.capacity
+        ),
+        Some(error) => println!(
+            "No Docker engine is reachable ({error}), so no worker runs: the queue works alone.\n\
+             To run tasks here, install and start one (Debian: `apt-get install docker.io`, then\n\
+             `dockerd`), or point DOCKER_HOST at one, and start `taskfold up` again."
+        ),
+    }
+    println!(
+        "\nCredentials (kept in {data_dir}/credentials.json):\n\
+         \x20 export TASKCLUSTER_ROOT_URL={}\n\
+         \x20 export TASKCLUSTER_CLIENT_ID={}\n\
+         \x20 export TASKCLUSTER_ACCESS_TOKEN={}\n\
+         \nTry:\n\
+         \x20 taskfold task run --image busybox -- echo hello\n\
+         \x20 taskfold task status TASK_ID\n\
+         \x20 taskfold task log TASK_ID\n",
+        farm.root_url,
+        taskfold::local::ROOT_CLIENT_ID,
+        farm.root_access_token
+    );
+}
+
+/// The deployment `taskfold task …` talks to.
+fn task_client() -> anyhow::Result<taskfold::client::QueueClient> {
+    let local =
+        taskfold::local::LocalFarm::load(std::path::Path::new(taskfold::local::DEFAULT_DATA_DIR))?;
+    let root_url = std::env::var("TASKCLUSTER_ROOT_URL")
+        .ok()
+        .or_else(|| local.as_ref().map(|farm| farm.root_url.clone()))
+        .context(
+            "no deployment: set TASKCLUSTER_ROOT_URL (and credentials), or run `taskfold up` here",
+        )?;
+    let credentials = credentials_from_env().or_else(|| {
+        local
+            .filter(|farm| farm.root_url == root_url)
+            .map(|farm| farm.root_credentials())
+    });
+    Ok(taskfold::client::QueueClient::new(
+        &root_url,
+        credentials,
+        4,
+    )?)
+}
+
+fn run_task_command(command: TaskCommand) -> anyhow::Result<ExitCode> {
+    use taskfold::client::tasks;
+    let client = task_client()?;
+    actix_web::rt::System::new().block_on(async move {
+        match command {
+            TaskCommand::Run {
+                image,
+                task_queue_id,
+                max_run_time,
+                command,
+            } => {
+                let options = tasks::RunOptions {
+                    image,
+                    task_queue_id,
+                    command,
+                    max_run_time,
+                };
+                let state = tasks::run(&client, options).await?;
+                Ok(ExitCode::from(tasks::exit_status(&state)))
+            }
+            TaskCommand::Status { task_id } => {
+                let status = client.status(&task_id).await?;
+                println!("{}", serde_json::to_string_pretty(&status["status"])?);
+                Ok(ExitCode::SUCCESS)
+            }
+            TaskCommand::Log { task_id, run } => {
+                tasks::follow(&client, &task_id, run).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            TaskCommand::Artifacts { task_id, run } => {
+                for artifact in tasks::artifacts(&client, &task_id, run).await? {
+                    println!(
+                        "{}\t{}\t{}",
+                        artifact["name"].as_str().unwrap_or_default(),
+                        artifact["storageType"].as_str().unwrap_or_default(),
+                        artifact["contentType"].as_str().unwrap_or_default()
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
 }
 
 fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {

@@ -75,22 +75,54 @@ impl State {
     }
 }
 
-/// Serves until the process is stopped.
+/// Serves until the process is stopped (SIGTERM, SIGINT).
 pub async fn serve(options: Options, state: State) -> std::io::Result<()> {
+    serve_until(options, state, stop_signal()).await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Serves until `stop` resolves, then finishes the requests in flight. `taskfold up` stops its
+/// worker first this way, which still reports to the queue as it stops.
+pub async fn serve_until(
+    options: Options,
+    state: State,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     let state = web::Data::new(state);
     tracing::info!(
         listen = options.listen.as_str(),
         root_url = options.root_url.as_str(),
         "serving the queue"
     );
-    HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .configure(|config| app(config, state.clone()))
             .wrap(actix_web::middleware::Compress::default())
     })
     .bind(&options.listen)?
-    .run()
-    .await
+    .disable_signals()
+    .run();
+    let handle = server.handle();
+    let running = actix_web::rt::spawn(server);
+    stop.await;
+    handle.stop(true).await;
+    running.await.map_err(std::io::Error::other)?
 }
 
 /// The whole application: the API under its base path, the monitoring routes, and the 404 of

@@ -3,6 +3,7 @@
 //! the host and port of the root URL, and the body bytes.
 
 pub mod lifecycle;
+pub mod tasks;
 
 use std::time::Duration;
 
@@ -202,6 +203,11 @@ impl QueueClient {
             .strip_suffix("/api/queue/v1")
             .unwrap_or_default();
         format!("{root_path}{path}")
+    }
+
+    /// The Queue API's base URL, `<rootUrl>/api/queue/v1`.
+    pub fn api_url(&self) -> String {
+        format!("{}{}", self.origin(), self.prefix)
     }
 
     /// The deployment's root URL, without a trailing slash.

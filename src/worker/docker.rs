@@ -54,6 +54,13 @@ impl DockerEngine {
         })
     }
 
+    /// Whether an engine answers at `DOCKER_HOST` (or the default socket).
+    pub async fn probe() -> anyhow::Result<()> {
+        let api = bollard::Docker::connect_with_local_defaults()?;
+        api.ping().await?;
+        Ok(())
+    }
+
     /// Removes the containers an earlier process of this worker left behind; their runs'
     /// claims expire and the queue retries them.
     pub async fn reap(&self, worker: &str) -> anyhow::Result<usize> {

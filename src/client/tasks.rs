@@ -1,0 +1,195 @@
+//! `taskfold task run|status|log|artifacts`: a user's view of tasks from the terminal. `run`
+//! creates a Docker task, follows its live log to standard output run after run, and exits
+//! with the task's result: 0 completed, 1 failed, 3 exception.
+
+use std::io::Write;
+use std::time::Duration;
+
+use awc::http::{Method, StatusCode};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::{Error, QueueClient};
+use crate::model::{Slugid, Timestamp};
+
+/// How often `run` and `log` look for a run's log or resolution.
+const POLL: Duration = Duration::from_millis(200);
+
+/// What `task run` creates.
+pub struct RunOptions {
+    pub image: String,
+    pub task_queue_id: String,
+    pub command: Vec<String>,
+    pub max_run_time: u64,
+}
+
+/// The process exit status for a task's state.
+pub fn exit_status(state: &str) -> u8 {
+    match state {
+        "completed" => 0,
+        "failed" => 1,
+        _ => 3,
+    }
+}
+
+fn date_in(millis: i64) -> String {
+    Timestamp::now().plus_millis(millis).to_string()
+}
+
+/// Creates the task and follows it to its end; returns its final state.
+pub async fn run(client: &QueueClient, options: RunOptions) -> Result<String, Error> {
+    let task_id = Slugid::nice();
+    let command_line = options.command.join(" ");
+    let definition = json!({
+        "taskQueueId": options.task_queue_id,
+        "schedulerId": "taskfold-cli",
+        "taskGroupId": task_id.to_string(),
+        "created": date_in(0),
+        "deadline": date_in(24 * 3600 * 1000),
+        "expires": date_in(30 * 24 * 3600 * 1000),
+        "payload": {
+            "image": options.image,
+            "command": options.command,
+            "maxRunTime": options.max_run_time,
+        },
+        "metadata": {
+            "name": format!("taskfold task run {}", options.image),
+            "description": command_line,
+            "owner": "taskfold-cli@localhost",
+            "source": "https://taskfold.invalid/cli",
+        },
+    });
+    client.create_task(task_id, &definition).await?;
+    eprintln!(
+        "task {task_id} on {}: {}/tasks/{task_id}",
+        options.task_queue_id,
+        client.root_url()
+    );
+    follow(client, &task_id.to_string(), None).await
+}
+
+/// Streams the log of run `run` (default: every run, as each starts) to standard output, and
+/// returns the task's final state.
+pub async fn follow(
+    client: &QueueClient,
+    task_id: &str,
+    only_run: Option<u64>,
+) -> Result<String, Error> {
+    let mut run_id = only_run.unwrap_or(0);
+    loop {
+        // Wait for the run to exist and to have started (or ended without starting).
+        let status = loop {
+            let status = client.status(task_id).await?["status"].clone();
+            let runs = status["runs"].as_array().cloned().unwrap_or_default();
+            match runs.get(run_id as usize).map(|run| run["state"].as_str()) {
+                Some(Some("pending")) | None if !is_resolved(&status) => {
+                    tokio::time::sleep(POLL).await
+                }
+                _ => break status,
+            }
+        };
+        if status["runs"]
+            .as_array()
+            .is_some_and(|runs| runs.len() > run_id as usize)
+        {
+            if run_id > 0 || only_run.is_some() {
+                eprintln!("--- run {run_id} ---");
+            }
+            stream_log(client, task_id, run_id).await?;
+        }
+        // Wait for this run's end.
+        let status = loop {
+            let status = client.status(task_id).await?["status"].clone();
+            let state = status["runs"][run_id as usize]["state"]
+                .as_str()
+                .unwrap_or("");
+            if state != "running" && state != "pending" {
+                break status;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let runs = status["runs"].as_array().map_or(0, Vec::len) as u64;
+        if only_run.is_some() || run_id + 1 >= runs && is_resolved(&status) {
+            let run = &status["runs"][run_id as usize];
+            let state = status["state"].as_str().unwrap_or("exception").to_owned();
+            eprintln!(
+                "task {task_id}: {state} ({})",
+                run["reasonResolved"].as_str().unwrap_or("")
+            );
+            return Ok(state);
+        }
+        run_id += 1;
+    }
+}
+
+fn is_resolved(status: &Value) -> bool {
+    matches!(
+        status["state"].as_str(),
+        Some("completed" | "failed" | "exception")
+    )
+}
+
+/// Copies run `run_id`'s log to standard output: the live log while the run runs (the
+/// artifact redirects there), or the backing log once it is done.
+async fn stream_log(client: &QueueClient, task_id: &str, run_id: u64) -> Result<(), Error> {
+    let path = format!("/task/{task_id}/runs/{run_id}/artifacts/public/logs/live.log");
+    let url = format!("{}{path}", client.api_url());
+    let transport = |reason: String| Error::Transport {
+        method: Method::GET,
+        path: path.clone(),
+        reason,
+    };
+    loop {
+        let mut response = client
+            .http()
+            .get(&url)
+            .timeout(Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .map_err(|error| transport(error.to_string()))?;
+        if response.status() == StatusCode::OK {
+            let mut stdout = std::io::stdout();
+            while let Some(chunk) = response.next().await {
+                let chunk = chunk.map_err(|error| transport(error.to_string()))?;
+                let _ = stdout.write_all(&chunk);
+                let _ = stdout.flush();
+            }
+            return Ok(());
+        }
+        // The worker creates the log artifact right after its claim.
+        let status = client.status(task_id).await?["status"].clone();
+        let state = status["runs"][run_id as usize]["state"]
+            .as_str()
+            .unwrap_or("");
+        if state != "running" && state != "pending" {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The artifacts of a run (default: the latest), one per line.
+pub async fn artifacts(
+    client: &QueueClient,
+    task_id: &str,
+    run_id: Option<u64>,
+) -> Result<Vec<Value>, Error> {
+    let path = match run_id {
+        Some(run_id) => format!("/task/{task_id}/runs/{run_id}/artifacts"),
+        None => format!("/task/{task_id}/artifacts"),
+    };
+    let mut artifacts = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page_path = match &token {
+            Some(token) => format!("{path}?continuationToken={token}"),
+            None => path.clone(),
+        };
+        let page = client.call(Method::GET, &page_path, None).await?;
+        artifacts.extend(page["artifacts"].as_array().cloned().unwrap_or_default());
+        match page["continuationToken"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => return Ok(artifacts),
+        }
+    }
+}

@@ -1,0 +1,620 @@
+"""`taskfold worker --engine docker` end to end: a real server, a real worker process and a real
+Docker engine running docker-worker payloads in the local image `taskfold-test/busybox:1`
+(tests/setup/busybox-image.sh; nothing is ever pulled).
+
+One server and one worker (capacity 4, on a task queue of their own) serve most tests; the
+kill-and-restart test has a server with 3 s claims and workers of its own. Each acceptance
+point is one test: success, a failing exit code, a retry exit code, maxRunTime, malformed
+payloads (a schema error, a feature the worker does not offer), a missing artifact, a directory
+artifact, a cache reused by the next task, cancellation while running, a worker killed and
+restarted, the live log followed while the task runs, and the reserved environment variables.
+
+What each worker process logged (RUST_LOG=info) during a test is printed when that test fails.
+"""
+
+import datetime
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import BINARY, ROOT_TOKEN, make_server, new_task_id, task_definition
+
+IMAGE = "taskfold-test/busybox:1"
+ROOT_CLIENT = "static/taskcluster/root"
+# claimWork answers within 2 s, so a SIGTERMed worker stops quickly at teardown.
+SHARED_CONFIG = """
+[api]
+claim_work_timeout_seconds = 2
+"""
+# Claims expire 3 s after the last reclaim: a killed worker's run is retried within seconds.
+RESTART_CONFIG = """
+[queue]
+claim_timeout_seconds = 3
+
+[api]
+claim_work_timeout_seconds = 1
+"""
+RESOLVED = ("completed", "failed", "exception")
+TIMEOUT = 60
+
+# Every worker process any test started, so that the autouse fixture can print their logs.
+WORKERS = []
+
+
+# --- processes and containers -------------------------------------------------------------
+
+
+class WorkerProcess:
+    """One `taskfold worker` process; its log (RUST_LOG=info) goes to a file."""
+
+    def __init__(self, server, task_queue_id, data_dir, log_dir, worker_group="docker-tests",
+                 worker_id=None, capacity=1):
+        self.server = server
+        self.task_queue_id = task_queue_id
+        self.data_dir = str(data_dir)
+        self.log_dir = str(log_dir)
+        self.worker_group = worker_group
+        self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:10]}"
+        self.capacity = capacity
+        self.process = None
+        self.starts = 0
+        self.log_path = None
+        WORKERS.append(self)
+
+    @property
+    def label(self):
+        return f"{self.worker_group}/{self.worker_id}"
+
+    def start(self):
+        self.starts += 1
+        self.log_path = os.path.join(self.log_dir, f"worker-{self.worker_id}-{self.starts}.log")
+        self.log = open(self.log_path, "w")
+        env = dict(os.environ, TASKCLUSTER_CLIENT_ID=ROOT_CLIENT,
+                   TASKCLUSTER_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="info")
+        env.pop("TASKCLUSTER_CERTIFICATE", None)
+        self.process = subprocess.Popen(
+            [BINARY, "worker", "--root-url", self.server.root_url,
+             "--task-queue-id", self.task_queue_id, "--worker-group", self.worker_group,
+             "--worker-id", self.worker_id, "--capacity", str(self.capacity),
+             "--engine", "docker", "--data-dir", self.data_dir],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )
+        return self
+
+    def alive(self):
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self):
+        """SIGKILL: the containers it runs stay behind."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.log.close()
+
+    def stop(self):
+        """SIGTERM, then SIGKILL if it has not exited within 60 s."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                print(f"worker {self.label} ignored SIGTERM for 60 s; killing it")
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None and not self.log.closed:
+            self.log.close()
+
+    def logs(self):
+        """Every log file of this worker's processes, by path."""
+        return sorted(os.path.join(self.log_dir, name) for name in os.listdir(self.log_dir)
+                      if name.startswith(f"worker-{self.worker_id}-"))
+
+
+def docker_ps(*filters):
+    """Ids of every container (running or not) matching all `label=` filters."""
+    command = ["docker", "ps", "-a", "-q"]
+    for label in filters:
+        command += ["--filter", f"label={label}"]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+
+
+def remove_containers_of(worker):
+    ids = docker_ps(f"taskfold.worker={worker.label}")
+    if ids:
+        print(f"removing containers left by {worker.label}: {ids}")
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+
+def wait_until(condition, timeout=TIMEOUT, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def print_worker_logs():
+    """Prints what every worker logged during the test (pytest shows it when the test fails)."""
+    def paths():
+        return sorted({path for worker in WORKERS for path in worker.logs()})
+
+    offsets = {path: os.path.getsize(path) for path in paths()}
+    yield
+    for path in paths():
+        with open(path, errors="replace") as log:
+            log.seek(offsets.get(path, 0))
+            text = log.read()
+        if text:
+            print(f"===== {os.path.basename(path)} =====\n{text}")
+
+
+@pytest.fixture(scope="module")
+def docker_server(tmp_path_factory):
+    server = make_server(tmp_path_factory, SHARED_CONFIG).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def docker_queue_id():
+    return f"proj-tests/docker-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def docker_worker(docker_server, docker_queue_id, tmp_path_factory):
+    base = tmp_path_factory.mktemp("docker-worker")
+    worker = WorkerProcess(docker_server, docker_queue_id, base / "data", base, capacity=4)
+    worker.start()
+    yield worker
+    worker.stop()
+    remove_containers_of(worker)
+
+
+@pytest.fixture
+def queue(docker_server):
+    return docker_server.queue()
+
+
+@pytest.fixture
+def run_task(docker_server, docker_queue_id, docker_worker, queue):
+    """Creates a task with a docker payload for the shared worker; its taskId."""
+
+    def create(payload, **overrides):
+        assert docker_worker.alive(), "the shared worker process exited"
+        task_id = new_task_id()
+        full = {"image": IMAGE, "maxRunTime": 60, **payload}
+        queue.createTask(task_id, task_definition(docker_queue_id, payload=full, **overrides))
+        return task_id
+
+    return create
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def wait_resolved(queue, task_id, run_id=0, timeout=TIMEOUT):
+    """The task's status once run `run_id` exists and is resolved."""
+
+    def resolved():
+        status = queue.status(task_id)["status"]
+        runs = status["runs"]
+        if len(runs) > run_id and runs[run_id]["state"] in RESOLVED:
+            return status
+        return None
+
+    status = wait_until(resolved, timeout)
+    assert status is not None, \
+        f"run {run_id} of {task_id} not resolved within {timeout} s: {queue.status(task_id)}"
+    return status
+
+
+def wait_running(queue, task_id, run_id=0, timeout=TIMEOUT):
+    def running():
+        runs = queue.status(task_id)["status"]["runs"]
+        return len(runs) > run_id and runs[run_id]["state"] == "running"
+
+    assert wait_until(running, timeout), \
+        f"run {run_id} of {task_id} not running within {timeout} s: {queue.status(task_id)}"
+
+
+def wait_container(task_id, run_id=0, timeout=TIMEOUT):
+    ids = wait_until(lambda: docker_ps(f"taskfold.task-id={task_id}",
+                                       f"taskfold.run-id={run_id}"), timeout)
+    assert ids, f"no container for run {run_id} of {task_id} within {timeout} s"
+    return ids
+
+
+def artifact_url(server, task_id, run_id, name):
+    return server.api(f"/task/{task_id}/runs/{run_id}/artifacts/{name}")
+
+
+def artifacts(queue, task_id, run_id=0):
+    """name → storageType of the run's artifacts."""
+    listing = queue.listArtifacts(task_id, str(run_id))["artifacts"]
+    return {entry["name"]: entry["storageType"] for entry in listing}
+
+
+def fetch(server, task_id, run_id, name):
+    response = requests.get(artifact_url(server, task_id, run_id, name), timeout=30)
+    assert response.status_code == 200, \
+        f"GET {name} of {task_id}/{run_id}: {response.status_code} {response.text}"
+    return response.text
+
+
+def task_log(server, task_id, run_id=0):
+    """The run's backing log, with the TTY's `\\r\\n` made `\\n`."""
+    return fetch(server, task_id, run_id, "public/logs/live_backing.log").replace("\r\n", "\n")
+
+
+def assert_run(status, run_id, state, reason_resolved, reason_created=None):
+    run = status["runs"][run_id]
+    assert (run["state"], run.get("reasonResolved")) == (state, reason_resolved), status
+    if reason_created is not None:
+        assert run["reasonCreated"] == reason_created, status
+
+
+def assert_log_artifacts(queue, task_id, run_id=0):
+    """After the run: the backing log is an s3 artifact and the live log a link to it."""
+    listed = artifacts(queue, task_id, run_id)
+    assert listed.get("public/logs/live_backing.log") == "s3", listed
+    assert listed.get("public/logs/live.log") == "link", listed
+    assert queue.artifact(task_id, str(run_id), "public/logs/live.log") is not None
+
+
+# --- the acceptance points -----------------------------------------------------------------
+
+
+def test_a_successful_task_completes_with_its_log_and_artifacts(docker_server, queue, run_task):
+    task_id = run_task({
+        "command": ["sh", "-c",
+                    "echo hello-from-the-task; mkdir -p /work/out; "
+                    "printf 'file content' > /work/out/result.txt"],
+        "artifacts": {"public/result.txt": {"type": "file", "path": "/work/out/result.txt"}},
+    })
+    status = wait_resolved(queue, task_id)
+    log = task_log(docker_server, task_id)
+    assert_run(status, 0, "completed", "completed", "scheduled")
+    assert status["state"] == "completed"
+    assert len(status["runs"]) == 1
+
+    listed = artifacts(queue, task_id)
+    assert listed.get("public/result.txt") == "s3", listed
+    assert_log_artifacts(queue, task_id)
+    assert fetch(docker_server, task_id, 0, "public/result.txt") == "file content"
+    # After the run, live.log resolves (link) to the backing log's content.
+    assert fetch(docker_server, task_id, 0, "public/logs/live.log").replace("\r\n", "\n") == log
+
+    for line in (f"Task ID: {task_id}", "=== Task Starting ===", "hello-from-the-task",
+                 "=== Task Finished ===", "Successful task run with exit code: 0"):
+        assert line in log, f"{line!r} not in the log:\n{log}"
+    assert log.index("=== Task Starting ===") < log.index("hello-from-the-task") \
+        < log.index("=== Task Finished ===")
+    # The container is removed once the run is over.
+    assert wait_until(lambda: not docker_ps(f"taskfold.task-id={task_id}"), 10), \
+        docker_ps(f"taskfold.task-id={task_id}")
+
+
+def test_a_non_zero_exit_code_fails_the_run(docker_server, queue, run_task):
+    task_id = run_task({"command": ["sh", "-c", "echo about-to-fail; exit 3"]})
+    status = wait_resolved(queue, task_id)
+    log = task_log(docker_server, task_id)
+    assert_run(status, 0, "failed", "failed")
+    assert status["state"] == "failed"
+    assert len(status["runs"]) == 1, "a failed run is not retried"
+    assert "about-to-fail" in log
+    assert "Unsuccessful task run with exit code: 3" in log, log
+    assert_log_artifacts(queue, task_id)
+
+
+def test_a_retry_exit_code_is_an_intermittent_task_exception(docker_server, queue, run_task):
+    script = ('if [ "$RUN_ID" = 0 ]; then echo transient-problem; exit 36; fi; '
+              'echo recovered-on-run-$RUN_ID')
+    payload = {"command": ["sh", "-c", script], "onExitStatus": {"retry": [36]}}
+    retried = run_task(payload, retries=1)
+    not_retried = run_task(payload, retries=0)
+
+    # retries > 0: the queue makes run 1 (reasonCreated task-retry), which completes.
+    status = wait_resolved(queue, retried, run_id=1)
+    assert_run(status, 0, "exception", "intermittent-task", "scheduled")
+    assert_run(status, 1, "completed", "completed", "task-retry")
+    assert status["state"] == "completed"
+    log0 = task_log(docker_server, retried, 0)
+    assert "transient-problem" in log0
+    assert "Unsuccessful task run with exit code: 36" in log0, log0
+    assert "recovered-on-run-1" in task_log(docker_server, retried, 1)
+
+    # retries = 0: the exception is final.
+    status = wait_resolved(queue, not_retried)
+    assert_run(status, 0, "exception", "intermittent-task")
+    time.sleep(1)
+    status = queue.status(not_retried)["status"]
+    assert status["state"] == "exception" and len(status["runs"]) == 1, status
+
+
+def test_max_run_time_kills_the_container_and_keeps_artifacts_and_log(docker_server, queue,
+                                                                       run_task):
+    task_id = run_task({
+        "command": ["sh", "-c",
+                    "mkdir -p /work/out; echo partial-output > /work/out/partial.txt; "
+                    "echo started-long-task; sleep 60; echo never-printed"],
+        "maxRunTime": 3,
+        "artifacts": {"public/partial.txt": {"type": "file", "path": "/work/out/partial.txt"}},
+    })
+    status = wait_resolved(queue, task_id)
+    log = task_log(docker_server, task_id)
+    assert_run(status, 0, "failed", "failed")
+    assert "started-long-task" in log
+    assert "never-printed" not in log
+    assert "Task timeout after 3 seconds" in log, log
+    assert "=== Task Finished ===" in log
+    assert "Unsuccessful task run with exit code" in log, log
+
+    listed = artifacts(queue, task_id)
+    assert listed.get("public/partial.txt") == "s3", listed
+    assert fetch(docker_server, task_id, 0, "public/partial.txt") == "partial-output\n"
+    assert_log_artifacts(queue, task_id)
+    assert wait_until(lambda: not docker_ps(f"taskfold.task-id={task_id}"), 10), \
+        "the killed container was not removed"
+
+
+def test_a_payload_failing_the_schema_is_malformed(docker_server, queue, run_task):
+    task_id = run_task({"command": ["true"], "maxRunTime": 0, "bogusField": True,
+                        "env": {"NUMBER": 5}})
+    status = wait_resolved(queue, task_id)
+    assert_run(status, 0, "exception", "malformed-payload")
+    time.sleep(1)
+    status = queue.status(task_id)["status"]
+    assert status["state"] == "exception" and len(status["runs"]) == 1, \
+        f"a malformed payload is not retried: {status}"
+    log = task_log(docker_server, task_id)
+    for expected in ("maxRunTime", "bogusField", "payload/env/NUMBER"):
+        assert expected in log, f"{expected!r} not in the log:\n{log}"
+    assert "=== Task Starting ===" not in log, "the command must not run"
+    assert not docker_ps(f"taskfold.task-id={task_id}")
+
+
+def test_a_feature_the_worker_does_not_offer_is_malformed(docker_server, queue, run_task):
+    task_id = run_task({"command": ["true"], "features": {"interactive": True}})
+    status = wait_resolved(queue, task_id)
+    assert_run(status, 0, "exception", "malformed-payload")
+    log = task_log(docker_server, task_id)
+    assert "interactive" in log, log
+    assert "=== Task Starting ===" not in log, "the command must not run"
+    assert not docker_ps(f"taskfold.task-id={task_id}")
+
+
+def test_a_feature_needing_a_scope_the_task_lacks_is_malformed(docker_server, queue, run_task):
+    """allowPtrace is offered but needs docker-worker:feature:allowPtrace in task.scopes."""
+    without = run_task({"command": ["true"], "features": {"allowPtrace": True}})
+    with_scope = run_task({"command": ["true"], "features": {"allowPtrace": True}},
+                          scopes=["docker-worker:feature:allowPtrace"])
+    status = wait_resolved(queue, without)
+    assert_run(status, 0, "exception", "malformed-payload")
+    assert "docker-worker:feature:allowPtrace" in task_log(docker_server, without)
+    assert_run(wait_resolved(queue, with_scope), 0, "completed", "completed")
+
+
+def test_a_missing_artifact_is_an_error_artifact(docker_server, queue, run_task):
+    task_id = run_task({
+        "command": ["sh", "-c", "mkdir -p /work/out; echo here > /work/out/present.txt"],
+        "artifacts": {
+            "public/missing.txt": {"type": "file", "path": "/work/out/not-there.txt"},
+            "public/present.txt": {"type": "file", "path": "/work/out/present.txt"},
+        },
+    })
+    status = wait_resolved(queue, task_id)
+    assert_run(status, 0, "completed", "completed")
+    listed = artifacts(queue, task_id)
+    assert listed.get("public/missing.txt") == "error", listed
+    assert listed.get("public/present.txt") == "s3", listed
+    missing = queue.artifact(task_id, "0", "public/missing.txt")
+    assert missing["storageType"] == "error"
+    assert missing["reason"] == "file-missing-on-worker", missing
+    response = requests.get(artifact_url(docker_server, task_id, 0, "public/missing.txt"),
+                            timeout=30)
+    assert response.status_code == 424, response.text
+    assert fetch(docker_server, task_id, 0, "public/present.txt") == "here\n"
+
+
+def test_a_directory_artifact_uploads_each_file(docker_server, queue, run_task):
+    task_id = run_task({
+        # The image in its object form.
+        "image": {"type": "docker-image", "name": IMAGE},
+        "command": ["sh", "-c",
+                    "mkdir -p /work/out/sub/deeper; printf A > /work/out/a.txt; "
+                    "printf BB > /work/out/sub/b.txt; printf CCC > /work/out/sub/deeper/c.log"],
+        "artifacts": {"public/dir": {"type": "directory", "path": "/work/out"}},
+    })
+    status = wait_resolved(queue, task_id)
+    assert_run(status, 0, "completed", "completed")
+    listed = artifacts(queue, task_id)
+    expected = {"public/dir/a.txt": "A", "public/dir/sub/b.txt": "BB",
+                "public/dir/sub/deeper/c.log": "CCC"}
+    uploaded = {name: kind for name, kind in listed.items() if name.startswith("public/dir")}
+    assert uploaded == {name: "s3" for name in expected}, listed
+    for name, content in expected.items():
+        assert fetch(docker_server, task_id, 0, name) == content
+
+
+def test_a_cache_is_reused_by_the_next_task(docker_server, queue, run_task):
+    cache = f"tests-cache-{uuid.uuid4().hex[:8]}"
+    scopes = [f"docker-worker:cache:{cache}"]
+    first = run_task({
+        "command": ["sh", "-c",
+                    'test ! -e /cache/marker || { echo cache-not-empty; exit 9; }; '
+                    'echo "written by $TASK_ID" > /cache/marker'],
+        "cache": {cache: "/cache"},
+    }, scopes=scopes)
+    status = wait_resolved(queue, first)
+    assert_run(status, 0, "completed", "completed")
+
+    second = run_task({
+        "command": ["sh", "-c",
+                    "test -f /cache/marker || { echo no-marker; exit 7; }; cat /cache/marker"],
+        "cache": {cache: "/cache"},
+    }, scopes=scopes)
+    status = wait_resolved(queue, second)
+    log = task_log(docker_server, second)
+    assert_run(status, 0, "completed", "completed")
+    assert f"written by {first}" in log, log
+
+
+def test_a_cache_without_its_scope_is_malformed(docker_server, queue, run_task):
+    cache = f"tests-cache-{uuid.uuid4().hex[:8]}"
+    task_id = run_task({"command": ["true"], "cache": {cache: "/cache"}})
+    status = wait_resolved(queue, task_id)
+    assert_run(status, 0, "exception", "malformed-payload")
+    assert f"docker-worker:cache:{cache}" in task_log(docker_server, task_id)
+
+
+def test_canceling_a_running_task_removes_its_container(docker_server, queue, run_task):
+    task_id = run_task({"command": ["sh", "-c", "echo sleeping; sleep 60"]})
+    wait_running(queue, task_id)
+    wait_container(task_id)
+    assert queue.status(task_id)["status"]["runs"][0]["state"] == "running"
+
+    canceled_at = time.monotonic()
+    status = queue.cancelTask(task_id)["status"]
+    assert_run(status, 0, "exception", "canceled")
+    gone = wait_until(lambda: not docker_ps(f"taskfold.task-id={task_id}"), 10, interval=0.1)
+    elapsed = time.monotonic() - canceled_at
+    print(f"the container was gone {elapsed:.2f} s after cancelTask")
+    assert gone, f"the container still exists {elapsed:.1f} s after cancelTask: " \
+        f"{docker_ps(f'taskfold.task-id={task_id}')}"
+    assert elapsed < 10
+
+    # The worker reports nothing over the cancel, and the queue does not retry it.
+    time.sleep(3)
+    status = queue.status(task_id)["status"]
+    assert status["state"] == "exception", status
+    assert len(status["runs"]) == 1, status
+    assert_run(status, 0, "exception", "canceled")
+
+
+def test_the_live_log_can_be_followed_while_the_task_runs(docker_server, queue, run_task):
+    task_id = run_task({"command": ["sh", "-c",
+                                    "echo line-1; sleep 4; echo line-2; sleep 4; echo line-3"]})
+    wait_running(queue, task_id)
+    assert wait_until(lambda: artifacts(queue, task_id).get("public/logs/live.log")
+                      == "reference", 30), artifacts(queue, task_id)
+
+    received = ""
+    seen_early = None
+    with requests.get(artifact_url(docker_server, task_id, 0, "public/logs/live.log"),
+                      stream=True, timeout=(10, 30)) as response:
+        assert response.status_code == 200, response.text
+        for chunk in response.iter_content(chunk_size=None):
+            received += chunk.decode("utf-8", errors="replace")
+            if seen_early is None and "line-1" in received:
+                # Read while the task still runs: it has not printed line-3 yet.
+                seen_early = {"state": queue.status(task_id)["status"]["runs"][0]["state"],
+                              "line-3 already": "line-3" in received}
+    received = received.replace("\r\n", "\n")
+    assert seen_early == {"state": "running", "line-3 already": False}, seen_early
+    for line in (f"Task ID: {task_id}", "=== Task Starting ===", "line-1", "line-2", "line-3",
+                 "=== Task Finished ==="):
+        assert line in received, f"{line!r} not in the streamed live log:\n{received}"
+
+    status = wait_resolved(queue, task_id)
+    assert_run(status, 0, "completed", "completed")
+    assert_log_artifacts(queue, task_id)
+    log = task_log(docker_server, task_id)
+    assert received in log, "the live log is a prefix of (or equal to) the backing log"
+    assert "Successful task run with exit code: 0" in log
+
+
+def test_reserved_environment_variables_cannot_be_overridden(docker_server, docker_worker,
+                                                             docker_queue_id, queue, run_task):
+    names = ["TASK_ID", "RUN_ID", "TASKCLUSTER_ROOT_URL", "TASKCLUSTER_WORKER_GROUP",
+             "TASKCLUSTER_WORKER_POOL", "TASKCLUSTER_WORKER_TYPE", "MY_VARIABLE"]
+    script = "; ".join(f'echo "ENV {name}=${name}"' for name in names)
+    task_id = run_task({
+        "command": ["sh", "-c", script],
+        "env": {name: "overridden" for name in names[:-1]} | {"MY_VARIABLE": "mine"},
+    })
+    status = wait_resolved(queue, task_id)
+    log = task_log(docker_server, task_id)
+    assert_run(status, 0, "completed", "completed")
+    seen = dict(line[len("ENV "):].split("=", 1) for line in log.splitlines()
+                if line.startswith("ENV "))
+    assert seen == {
+        "TASK_ID": task_id,
+        "RUN_ID": "0",
+        "TASKCLUSTER_ROOT_URL": docker_server.root_url,
+        "TASKCLUSTER_WORKER_GROUP": docker_worker.worker_group,
+        "TASKCLUSTER_WORKER_POOL": docker_queue_id,
+        "TASKCLUSTER_WORKER_TYPE": docker_queue_id.split("/", 1)[1],
+        "MY_VARIABLE": "mine",
+    }, log
+
+
+# --- a worker killed and restarted ---------------------------------------------------------
+
+
+@pytest.fixture
+def restart_server(tmp_path_factory):
+    server = make_server(tmp_path_factory, RESTART_CONFIG).start()
+    yield server
+    server.stop()
+
+
+def test_a_killed_worker_s_container_is_removed_on_restart_and_the_run_retried(
+        restart_server, tmp_path):
+    queue = restart_server.queue()
+    task_queue_id = f"proj-tests/docker-{uuid.uuid4().hex[:8]}"
+    worker_id = f"restart-{uuid.uuid4().hex[:8]}"
+    data_dir = tmp_path / "worker-data"
+    first = WorkerProcess(restart_server, task_queue_id, data_dir, tmp_path,
+                          worker_id=worker_id, capacity=1)
+    # Same group, id and data directory: the same worker, restarted.
+    second = WorkerProcess(restart_server, task_queue_id, data_dir, tmp_path,
+                           worker_id=worker_id, capacity=1)
+    second.starts = 1  # its log files follow the first's
+    try:
+        first.start()
+        task_id = new_task_id()
+        payload = {"image": IMAGE, "maxRunTime": 120, "command": [
+            "sh", "-c", 'if [ "$RUN_ID" = 0 ]; then echo run-0-sleeps; sleep 60; fi; '
+                        'echo done-on-run-$RUN_ID']}
+        queue.createTask(task_id, task_definition(task_queue_id, payload=payload, retries=2))
+        wait_running(queue, task_id)
+        [container] = wait_container(task_id, 0)
+
+        first.kill()
+        time.sleep(1)
+        assert docker_ps(f"taskfold.task-id={task_id}", "taskfold.run-id=0") == [container], \
+            "the container outlives its SIGKILLed worker"
+        running = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container],
+                                 capture_output=True, text=True).stdout.strip()
+        assert running == "true"
+
+        second.start()
+        removed = wait_until(
+            lambda: not docker_ps(f"taskfold.task-id={task_id}", "taskfold.run-id=0"), 30)
+        assert removed, "the restarted worker did not remove the leftover container"
+
+        status = wait_resolved(queue, task_id, run_id=1)
+        assert_run(status, 0, "exception", "claim-expired", "scheduled")
+        assert_run(status, 1, "completed", "completed", "retry")
+        assert status["state"] == "completed"
+        run = status["runs"][1]
+        assert (run["workerGroup"], run["workerId"]) == (second.worker_group, worker_id)
+        assert second.alive()
+        log = task_log(restart_server, task_id, 1)
+        assert "done-on-run-1" in log, log
+        assert "Successful task run with exit code: 0" in log
+    finally:
+        for worker in (first, second):
+            if worker.alive():
+                worker.stop()
+        remove_containers_of(first)
