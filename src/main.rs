@@ -135,7 +135,8 @@ struct WorkerArgs {
     /// Runs at once.
     #[arg(long, default_value_t = 1)]
     capacity: usize,
-    /// What runs the payloads (the Docker engine at `DOCKER_HOST`, or the default socket).
+    /// What runs the payloads: `docker` (the engine at `DOCKER_HOST`, or the default socket)
+    /// or `ssh` (the `[[worker.ssh.targets]]` of the configuration).
     #[arg(long, value_enum, default_value = "docker")]
     engine: taskfold::worker::EngineKind,
     /// Where runs keep their files and caches live.
@@ -346,6 +347,7 @@ fn run_up(up: Up) -> anyhow::Result<ExitCode> {
         engine: taskfold::worker::EngineKind::Docker,
         data_dir: up.data_dir.join("worker"),
         credentials: Some(farm.root_credentials()),
+        ssh: settings.worker.ssh.clone(),
     };
     actix_web::rt::System::new().block_on(async {
         let state = start_queue(&settings, access, &up.data_dir.join("queue"), &root_url).await?;
@@ -534,8 +536,7 @@ fn credentials_from_env() -> Option<taskfold::auth::Credentials> {
 }
 
 fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    // Read for its errors now; the worker's own keys come with the engines that use them.
-    Settings::load(args.config.as_deref())?;
+    let settings = Settings::load(args.config.as_deref())?;
     let options = taskfold::worker::Options {
         root_url: args.root_url,
         task_queue_id: args.task_queue_id,
@@ -545,6 +546,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         engine: args.engine,
         data_dir: args.data_dir,
         credentials: credentials_from_env(),
+        ssh: settings.worker.ssh,
     };
     actix_web::rt::System::new().block_on(async {
         let shutdown = taskfold::worker::shutdown_signal();

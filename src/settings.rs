@@ -19,6 +19,43 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub api: ApiSettings,
     pub auth: AuthSettings,
+    pub worker: WorkerSettings,
+}
+
+/// `taskfold worker` (`[worker]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub ssh: SshSettings,
+}
+
+/// The SSH engine (`[worker.ssh]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    /// Seconds to wait for a target's SSH server to answer.
+    pub connect_timeout_seconds: u64,
+    /// `[[worker.ssh.targets]]`: the hosts SSH payloads may name.
+    pub targets: Vec<SshTarget>,
+}
+
+/// A host SSH tasks run on, named by payloads (which never give an address themselves).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshTarget {
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    pub user: String,
+    /// The host's public key, `<type> <base64>` as in `known_hosts`; any other key is refused.
+    pub host_key: String,
+    /// The private key the worker logs in with.
+    pub identity_file: std::path::PathBuf,
+}
+
+fn default_ssh_port() -> u16 {
+    22
 }
 
 #[derive(Clone, Debug, Deserialize)]

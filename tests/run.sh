@@ -27,6 +27,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential perl python3 python3-venv
 fi
 
+# A Docker engine, a static busybox for the test image, and an SSH server, for the worker's
+# tests against real engines.
+packages=()
+command -v dockerd >/dev/null || packages+=(docker.io)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ! ldd /bin/busybox >/dev/null 2>&1 \
+    || packages+=(busybox-static)
+[ -x /usr/sbin/sshd ] || packages+=(openssh-server)
+command -v ssh >/dev/null || packages+=(openssh-client)
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "installing ${packages[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
 # The official Taskcluster Python client and pytest, in a venv under the target directory, for
 # the interop tests that drive the real server (tests/python).
 target_dir=$(cargo metadata --format-version 1 --no-deps \
@@ -45,11 +59,33 @@ fi
 
 work=$(mktemp -d)
 tansu_pid=
+dockerd_pid=
+sshd_pid=
+stop() {
+    if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
+}
 cleanup() {
-    if [ -n "$tansu_pid" ]; then kill "$tansu_pid" 2>/dev/null || true; wait "$tansu_pid" 2>/dev/null || true; fi
+    stop "$tansu_pid"
+    stop "$sshd_pid"
+    stop "$dockerd_pid"
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+# A Docker engine: the one running, else our own. This machine has no bridge networking, so
+# containers get loopback only.
+if ! docker info >/dev/null 2>&1; then
+    as_root dockerd --bridge=none --iptables=false >"$work/dockerd.log" 2>&1 &
+    dockerd_pid=$!
+    for _ in $(seq 1 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
+    docker info >/dev/null 2>&1 || { echo "dockerd did not start:"; cat "$work/dockerd.log"; exit 1; }
+fi
+bash tests/setup/busybox-image.sh taskfold-test/busybox:1
+export TASKFOLD_TEST_IMAGE=taskfold-test/busybox:1
+
+# An SSH server on loopback with generated keys, for the SSH engine's tests.
+source tests/setup/sshd.sh
+start_sshd "$work/sshd"
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 broker="127.0.0.1:$port"

@@ -277,7 +277,7 @@ impl DockerEngine {
         container: &str,
         outcome: &mut Outcome,
     ) {
-        run.log.info("=== Task Starting ===");
+        run.log.task_started();
         let started = Instant::now();
         if let Err(error) = self.api.start_container(container, None).await {
             // The image's command could not start (not found, not executable): the task's
@@ -325,18 +325,8 @@ impl DockerEngine {
             }
         }
         let _ = tokio::time::timeout(LOG_DRAIN, streaming).await;
-        run.log.info("=== Task Finished ===");
-        if let Some(code) = outcome.exit_code {
-            let verdict = if code == 0 && !outcome.timed_out {
-                "Successful"
-            } else {
-                "Unsuccessful"
-            };
-            run.log.info(&format!(
-                "{verdict} task run with exit code: {code} completed in {:.3} seconds",
-                started.elapsed().as_secs_f64()
-            ));
-        }
+        run.log
+            .task_finished(outcome.exit_code, outcome.timed_out, started.elapsed());
     }
 
     /// The container's exit status, once it stopped.

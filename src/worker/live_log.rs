@@ -123,6 +123,27 @@ impl LiveLog {
         self.write(format!("\n[taskcluster:error] {message}\n").as_bytes());
     }
 
+    /// The line before the task's own output.
+    pub fn task_started(&self) {
+        self.info("=== Task Starting ===");
+    }
+
+    /// The lines after the task's own output, as docker-worker ends a log.
+    pub fn task_finished(&self, exit_code: Option<i64>, timed_out: bool, took: Duration) {
+        self.info("=== Task Finished ===");
+        if let Some(code) = exit_code {
+            let verdict = if code == 0 && !timed_out {
+                "Successful"
+            } else {
+                "Unsuccessful"
+            };
+            self.info(&format!(
+                "{verdict} task run with exit code: {code} completed in {:.3} seconds",
+                took.as_secs_f64()
+            ));
+        }
+    }
+
     /// Resolves when the queue has said the run is no longer running.
     pub async fn run_gone(&self) -> RunGone {
         loop {

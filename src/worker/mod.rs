@@ -10,6 +10,7 @@ pub mod docker;
 pub mod live_log;
 pub mod payload;
 pub mod resolution;
+pub mod ssh;
 pub mod task_run;
 
 use std::cell::Cell;
@@ -36,6 +37,7 @@ const CLAIM_RETRY: Duration = Duration::from_secs(2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineKind {
     Docker,
+    Ssh,
 }
 
 pub struct Options {
@@ -48,6 +50,8 @@ pub struct Options {
     /// Run directories and caches.
     pub data_dir: PathBuf,
     pub credentials: Option<Credentials>,
+    /// `[worker.ssh]`: the SSH engine's targets.
+    pub ssh: crate::settings::SshSettings,
 }
 
 /// Who the worker is, as tasks see it.
@@ -98,12 +102,14 @@ impl Identity {
 /// The engine a worker runs payloads with.
 pub enum Engine {
     Docker(DockerEngine),
+    Ssh(ssh::SshEngine),
 }
 
 impl Engine {
     async fn execute(&self, run: &mut RunContext) -> Outcome {
         match self {
             Engine::Docker(docker) => docker.execute(run).await,
+            Engine::Ssh(ssh) => ssh.execute(run).await,
         }
     }
 }
@@ -136,6 +142,12 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
                 tracing::info!(reaped, "removed containers an earlier worker left");
             }
             Engine::Docker(docker)
+        }
+        EngineKind::Ssh => {
+            if options.ssh.targets.is_empty() {
+                tracing::warn!("no [[worker.ssh.targets]] are configured: every task will fail");
+            }
+            Engine::Ssh(ssh::SshEngine::new(options.ssh))
         }
     };
     let queue = QueueClient::new(&options.root_url, options.credentials, 64)?;

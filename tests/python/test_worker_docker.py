@@ -122,6 +122,12 @@ def docker_ps(*filters):
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
 
 
+def container_running(container):
+    state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container],
+                           capture_output=True, text=True).stdout.strip()
+    return state == "true"
+
+
 def remove_containers_of(worker):
     ids = docker_ps(f"taskfold.worker={worker.label}")
     if ids:
@@ -589,14 +595,15 @@ def test_a_killed_worker_s_container_is_removed_on_restart_and_the_run_retried(
         queue.createTask(task_id, task_definition(task_queue_id, payload=payload, retries=2))
         wait_running(queue, task_id)
         [container] = wait_container(task_id, 0)
+        # Created is not enough: kill the worker once the command runs.
+        assert wait_until(lambda: container_running(container), 30), \
+            f"container {container} of run 0 never ran"
 
         first.kill()
         time.sleep(1)
         assert docker_ps(f"taskfold.task-id={task_id}", "taskfold.run-id=0") == [container], \
             "the container outlives its SIGKILLed worker"
-        running = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container],
-                                 capture_output=True, text=True).stdout.strip()
-        assert running == "true"
+        assert container_running(container), "the command keeps running without its worker"
 
         second.start()
         removed = wait_until(

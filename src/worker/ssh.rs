@@ -1,0 +1,318 @@
+//! The SSH engine: runs a payload's script on one of the worker's configured targets, through
+//! the system `ssh` (the openssh crate, one master connection per run). A payload names a
+//! target; addresses, users, keys and the pinned host key come from the worker's
+//! configuration only, so a task can never point the worker at a host of its choosing.
+//!
+//! The script runs in a session of its own on the target (`setsid`), its pid written to a file,
+//! so that maxRunTime, a cancel or a shutdown can kill it and everything it started: closing
+//! an SSH channel does not stop a remote process.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::AsyncReadExt;
+
+use super::artifacts::Missing;
+use super::payload::SshPayload;
+use super::resolution::{Abort, Artifacts, Outcome, Phase, Problem};
+use super::task_run::RunContext;
+use crate::settings::{SshSettings, SshTarget};
+
+/// Runs the script as the target user's `sh`, in its own session, stderr into stdout, its pid
+/// in the file named by `$1`; exits with the script's status.
+const WRAPPER: &str = r#"pidfile=$1; script=$2
+setsid sh -c 'echo $$ > "$0"; exec sh -c "$1" 2>&1' "$pidfile" "$script" &
+child=$!
+wait $child
+status=$?
+rm -f "$pidfile"
+exit $status"#;
+
+pub struct SshEngine {
+    settings: SshSettings,
+}
+
+impl SshEngine {
+    pub fn new(settings: SshSettings) -> SshEngine {
+        SshEngine { settings }
+    }
+
+    fn target(&self, name: &str) -> Option<&SshTarget> {
+        self.settings
+            .targets
+            .iter()
+            .find(|target| target.name == name)
+    }
+
+    async fn connect(&self, target: &SshTarget, work_dir: &Path) -> Result<Session, String> {
+        let known_hosts = work_dir.join("known_hosts");
+        let host_pattern = if target.port == 22 {
+            target.host.clone()
+        } else {
+            format!("[{}]:{}", target.host, target.port)
+        };
+        std::fs::write(
+            &known_hosts,
+            format!("{host_pattern} {}\n", target.host_key.trim()),
+        )
+        .map_err(|error| format!("writing known_hosts: {error}"))?;
+        let mut builder = SessionBuilder::default();
+        builder
+            .user(target.user.clone())
+            .port(target.port)
+            .keyfile(&target.identity_file)
+            .known_hosts_check(KnownHosts::Strict)
+            .user_known_hosts_file(&known_hosts)
+            .connect_timeout(Duration::from_secs(self.settings.connect_timeout_seconds))
+            // Unix socket paths are short; the run's directory may be deep.
+            .control_directory(std::env::temp_dir());
+        builder
+            .connect(&target.host)
+            .await
+            .map_err(|error| format!("{error}"))
+    }
+
+    pub async fn execute(&self, run: &mut RunContext) -> Outcome {
+        let mut outcome = Outcome::new(Phase::Preparing);
+        let invalid = |outcome: &mut Outcome, run: &RunContext, problems: Vec<String>| {
+            run.log.error("the task's payload is not valid:");
+            for problem in &problems {
+                run.log.write(format!("  {problem}\n").as_bytes());
+            }
+            outcome.problem = Some(Problem::MalformedPayload(problems.join("; ")));
+        };
+        let payload = match SshPayload::read(&run.definition["payload"]) {
+            Ok(payload) => payload,
+            Err(errors) => {
+                invalid(&mut outcome, run, errors.0);
+                return outcome;
+            }
+        };
+        let Some(target) = self.target(&payload.target) else {
+            let known: Vec<&str> = self
+                .settings
+                .targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            let problem = format!(
+                "payload/target: `{}` is not a target of this worker (it has: {})",
+                payload.target,
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            );
+            invalid(&mut outcome, run, vec![problem]);
+            return outcome;
+        };
+        run.log.info(&format!(
+            "Target: {} ({}@{}:{})",
+            target.name, target.user, target.host, target.port
+        ));
+        let session = match self.connect(target, &run.work_dir).await {
+            Ok(session) => session,
+            Err(error) => {
+                let message = format!("cannot reach target `{}`: {error}", target.name);
+                run.log.error(&message);
+                outcome.problem = Some(Problem::ResourceUnavailable(message));
+                return outcome;
+            }
+        };
+        let pidfile = format!("/tmp/taskfold-{}-{}.pid", run.task_id, run.run_id);
+        self.run_script(run, &session, &payload, &pidfile, &mut outcome)
+            .await;
+        if !matches!(outcome.abort, Some(Abort::Canceled | Abort::WorkerShutdown))
+            && outcome.reached >= Phase::Running
+        {
+            outcome.reached = Phase::Collecting;
+            if !collect(run, &session, &payload).await {
+                outcome.artifacts = Artifacts::UploadFailed;
+            }
+        }
+        if let Err(error) = session.close().await {
+            tracing::debug!(%error, "closing the SSH connection");
+        }
+        outcome
+    }
+
+    async fn run_script(
+        &self,
+        run: &mut RunContext,
+        session: &Session,
+        payload: &SshPayload,
+        pidfile: &str,
+        outcome: &mut Outcome,
+    ) {
+        let mut script = String::new();
+        for (name, value) in &payload.env {
+            script.push_str(&format!("export {name}={}\n", shell_quote(value)));
+        }
+        for (name, value) in run.identity.reserved_variables(&run.task_id, run.run_id) {
+            script.push_str(&format!("export {name}={}\n", shell_quote(&value)));
+        }
+        script.push_str(&payload.script);
+        run.log.task_started();
+        let started = Instant::now();
+        let mut child = match session
+            .command("sh")
+            .arg("-c")
+            .arg(WRAPPER)
+            .arg("taskfold")
+            .arg(pidfile)
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .await
+        {
+            Ok(child) => child,
+            Err(error) => {
+                let message = format!("starting the script: {error}");
+                run.log.error(&message);
+                outcome.problem = Some(Problem::ResourceUnavailable(message));
+                return;
+            }
+        };
+        outcome.reached = Phase::Running;
+        let mut stdout = child.stdout().take();
+        let log = run.log.clone();
+        let streaming = async move {
+            let Some(stdout) = stdout.as_mut() else {
+                return;
+            };
+            let mut buffer = vec![0; 64 * 1024];
+            while let Ok(read) = stdout.read(&mut buffer).await {
+                if read == 0 {
+                    break;
+                }
+                log.write(&buffer[..read]);
+            }
+        };
+        let finished = async {
+            streaming.await;
+            child.wait().await
+        };
+        let max_run_time = Duration::from_secs(payload.max_run_time);
+        let mut finished = std::pin::pin!(finished);
+        let stopped = tokio::select! {
+            status = &mut finished => Some(status),
+            () = tokio::time::sleep(max_run_time) => {
+                run.log.error(&format!(
+                    "Task timeout after {} seconds. Killing the script.",
+                    payload.max_run_time
+                ));
+                outcome.timed_out = true;
+                None
+            }
+            abort = run.aborted() => {
+                run.log.error(&format!("the run was aborted: {}", abort.describe()));
+                outcome.abort = Some(abort);
+                None
+            }
+        };
+        let status = match stopped {
+            Some(status) => status,
+            None => {
+                kill(session, pidfile).await;
+                match tokio::time::timeout(Duration::from_secs(10), finished).await {
+                    Ok(status) => status,
+                    Err(_) => Err(openssh::Error::Disconnected),
+                }
+            }
+        };
+        outcome.exit_code = Some(match status {
+            Ok(status) => status.code().map_or(-1, i64::from),
+            // The remote `sh` reports a killed script as 128 + signal; the crate reports
+            // 255 (ssh's own failure code) and a vanished process as errors.
+            Err(openssh::Error::RemoteProcessTerminated) => 255,
+            Err(error) => {
+                if outcome.timed_out || outcome.abort.is_some() {
+                    137
+                } else {
+                    run.log.error(&format!("lost the script: {error}"));
+                    outcome.problem = Some(Problem::ResourceUnavailable(error.to_string()));
+                    return;
+                }
+            }
+        });
+        run.log
+            .task_finished(outcome.exit_code, outcome.timed_out, started.elapsed());
+    }
+}
+
+/// Kills the script's whole session on the target (`pkill -s`: shells disagree on how `kill`
+/// names a process group).
+async fn kill(session: &Session, pidfile: &str) {
+    let command = format!(
+        "sid=$(cat {pidfile} 2>/dev/null) && pkill -KILL -s \"$sid\"; rm -f {pidfile}",
+        pidfile = shell_quote(pidfile)
+    );
+    if let Err(error) = session.command("sh").arg("-c").arg(&command).status().await {
+        tracing::warn!(%error, "killing the script on the target");
+    }
+}
+
+/// Copies every artifact from the target and publishes it; `false` if an upload failed.
+async fn collect(run: &RunContext, session: &Session, payload: &SshPayload) -> bool {
+    let mut uploaded = true;
+    for (index, artifact) in payload.artifacts.iter().enumerate() {
+        let output = session
+            .command("cat")
+            .arg("--")
+            .arg(&artifact.path)
+            .stdin(Stdio::null())
+            .output()
+            .await;
+        let result = match output {
+            Ok(output) if output.status.success() => {
+                let spool = run.work_dir.join(format!("artifact-{index}"));
+                match tokio::fs::write(&spool, &output.stdout).await {
+                    Ok(()) => {
+                        let result = run.publisher.file(&artifact.name, &spool, None, None).await;
+                        let _ = tokio::fs::remove_file(&spool).await;
+                        result
+                    }
+                    Err(error) => Err(format!("spooling `{}`: {error}", artifact.name)),
+                }
+            }
+            Ok(output) => {
+                let message = format!(
+                    "{} could not be read on the target: {}",
+                    artifact.path,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+                run.log
+                    .error(&format!("artifact `{}`: {message}", artifact.name));
+                run.publisher
+                    .missing(&artifact.name, Missing::FileMissing, &message)
+                    .await
+            }
+            Err(error) => Err(format!("copying `{}`: {error}", artifact.name)),
+        };
+        if let Err(error) = result {
+            run.log.error(&error);
+            uploaded = false;
+        }
+    }
+    uploaded
+}
+
+/// `value` as one word for a POSIX shell.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("plain"), "'plain'");
+        assert_eq!(shell_quote("it's $HOME"), r"'it'\''s $HOME'");
+    }
+}
