@@ -167,9 +167,34 @@ enum BenchCommand {
     /// Full task lifecycles over HTTP (createTask → claimWork → reportCompleted), Hawk-signed
     /// with `TASKCLUSTER_CLIENT_ID` / `TASKCLUSTER_ACCESS_TOKEN`.
     Lifecycle(BenchLifecycle),
+    /// Whole tasks through a queue and its workers: scheduled → resolved times and
+    /// throughput, beside a baseline command run as many times.
+    Tasks(BenchTasks),
     /// Fill a log with pending tasks through the engine, then time a restart on it (newest
     /// snapshots, then the log after them).
     Restart(BenchRestart),
+}
+
+#[derive(Args)]
+struct BenchTasks {
+    /// The deployment's root URL, e.g. `http://127.0.0.1:8080`.
+    #[arg(long)]
+    root_url: String,
+    /// The task queue a worker serves.
+    #[arg(long)]
+    task_queue_id: String,
+    /// The payload of every task, as JSON.
+    #[arg(long)]
+    payload: String,
+    #[arg(long, default_value_t = 20)]
+    tasks: u64,
+    /// Tasks in flight at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// A shell command run `--tasks` times after the tasks, for comparison (e.g.
+    /// `docker run --rm IMAGE true`).
+    #[arg(long)]
+    baseline: Option<String>,
 }
 
 #[derive(Args)]
@@ -278,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Log(bench)) => bench_log(bench),
         Command::Bench(BenchCommand::Lifecycle(bench)) => bench_lifecycle(bench),
         Command::Bench(BenchCommand::Restart(bench)) => bench_restart(bench),
+        Command::Bench(BenchCommand::Tasks(bench)) => bench_tasks(bench),
         Command::Serve(serve) => serve_queue(serve),
         Command::Worker(worker) => run_worker(worker),
         Command::Up(up) => run_up(up),
@@ -568,6 +594,25 @@ fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
     };
     let report =
         actix_web::rt::System::new().block_on(taskfold::client::lifecycle::run(client, options))?;
+    print_report(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_tasks(bench: BenchTasks) -> anyhow::Result<ExitCode> {
+    let client = taskfold::client::QueueClient::new(
+        &bench.root_url,
+        credentials_from_env(),
+        bench.concurrency,
+    )?;
+    let options = taskfold::client::bench_tasks::Options {
+        task_queue_id: bench.task_queue_id,
+        payload: serde_json::from_str(&bench.payload).context("--payload is not JSON")?,
+        tasks: bench.tasks,
+        concurrency: bench.concurrency,
+        baseline: bench.baseline,
+    };
+    let report = actix_web::rt::System::new()
+        .block_on(taskfold::client::bench_tasks::run(client, options))?;
     print_report(&report);
     Ok(ExitCode::SUCCESS)
 }

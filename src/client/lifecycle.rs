@@ -32,7 +32,7 @@ pub struct CallLatencies {
 }
 
 impl CallLatencies {
-    fn percentile(&self, fraction: f64) -> Duration {
+    pub fn percentile(&self, fraction: f64) -> Duration {
         let mut sorted = self.samples.clone();
         sorted.sort_unstable();
         sorted

@@ -2,6 +2,7 @@
 //! generator now, the worker next). It signs exactly what it sends: the raw path and query,
 //! the host and port of the root URL, and the body bytes.
 
+pub mod bench_tasks;
 pub mod lifecycle;
 pub mod tasks;
 
@@ -33,6 +34,9 @@ pub enum Error {
     },
     #[error("cannot sign with these credentials: {0}")]
     Credentials(String),
+    /// A load generator's own failure.
+    #[error("{0}")]
+    Bench(String),
 }
 
 impl Error {

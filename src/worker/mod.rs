@@ -147,7 +147,7 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
             if options.ssh.targets.is_empty() {
                 tracing::warn!("no [[worker.ssh.targets]] are configured: every task will fail");
             }
-            Engine::Ssh(ssh::SshEngine::new(options.ssh))
+            Engine::Ssh(ssh::SshEngine::new(options.ssh, &options.data_dir))
         }
     };
     let queue = QueueClient::new(&options.root_url, options.credentials, 64)?;

@@ -1,5 +1,5 @@
 //! The SSH engine: runs a payload's script on one of the worker's configured targets, through
-//! the system `ssh` (the openssh crate, one master connection per run). A payload names a
+//! the system `ssh` (the openssh crate, one master connection per target, kept across runs). A payload names a
 //! target; addresses, users, keys and the pinned host key come from the worker's
 //! configuration only, so a task can never point the worker at a host of its choosing.
 //!
@@ -7,10 +7,14 @@
 //! so that maxRunTime, a cancel or a shutdown can kill it and everything it started: closing
 //! an SSH channel does not stop a remote process.
 
-use std::path::Path;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::AsyncReadExt;
 
 use super::artifacts::Missing;
@@ -29,13 +33,43 @@ status=$?
 rm -f "$pidfile"
 exit $status"#;
 
+/// A master connection that has been idle this long exits by itself, so none outlives a
+/// worker that stopped without closing it.
+const MASTER_IDLE_SECONDS: usize = 300;
+
 pub struct SshEngine {
     settings: SshSettings,
+    /// Where the pinned `known_hosts` files are written.
+    dir: PathBuf,
+    /// One master connection per target, kept warm across runs: connecting is most of a
+    /// short script's time.
+    sessions: RefCell<HashMap<String, Rc<Session>>>,
 }
 
 impl SshEngine {
-    pub fn new(settings: SshSettings) -> SshEngine {
-        SshEngine { settings }
+    pub fn new(settings: SshSettings, data_dir: &Path) -> SshEngine {
+        SshEngine {
+            settings,
+            dir: data_dir.join("ssh"),
+            sessions: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The target's master connection, made when there is none.
+    async fn session(&self, target: &SshTarget) -> Result<Rc<Session>, String> {
+        if let Some(session) = self.sessions.borrow().get(&target.name) {
+            return Ok(session.clone());
+        }
+        let session = Rc::new(self.connect(target).await?);
+        self.sessions
+            .borrow_mut()
+            .insert(target.name.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// Drops a master connection that failed, so that the next run connects again.
+    fn forget(&self, target: &SshTarget) {
+        self.sessions.borrow_mut().remove(&target.name);
     }
 
     fn target(&self, name: &str) -> Option<&SshTarget> {
@@ -45,8 +79,10 @@ impl SshEngine {
             .find(|target| target.name == name)
     }
 
-    async fn connect(&self, target: &SshTarget, work_dir: &Path) -> Result<Session, String> {
-        let known_hosts = work_dir.join("known_hosts");
+    async fn connect(&self, target: &SshTarget) -> Result<Session, String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|error| format!("creating {}: {error}", self.dir.display()))?;
+        let known_hosts = self.dir.join(format!("{}.known_hosts", target.name));
         let host_pattern = if target.port == 22 {
             target.host.clone()
         } else {
@@ -65,6 +101,9 @@ impl SshEngine {
             .known_hosts_check(KnownHosts::Strict)
             .user_known_hosts_file(&known_hosts)
             .connect_timeout(Duration::from_secs(self.settings.connect_timeout_seconds))
+            .control_persist(ControlPersist::IdleFor(
+                NonZeroUsize::new(MASTER_IDLE_SECONDS).unwrap_or(NonZeroUsize::MIN),
+            ))
             // Unix socket paths are short; the run's directory may be deep.
             .control_directory(std::env::temp_dir());
         builder
@@ -112,18 +151,35 @@ impl SshEngine {
             "Target: {} ({}@{}:{})",
             target.name, target.user, target.host, target.port
         ));
-        let session = match self.connect(target, &run.work_dir).await {
-            Ok(session) => session,
-            Err(error) => {
-                let message = format!("cannot reach target `{}`: {error}", target.name);
-                run.log.error(&message);
-                outcome.problem = Some(Problem::ResourceUnavailable(message));
-                return outcome;
-            }
-        };
         let pidfile = format!("/tmp/taskfold-{}-{}.pid", run.task_id, run.run_id);
-        self.run_script(run, &session, &payload, &pidfile, &mut outcome)
-            .await;
+        let mut session = None;
+        // A kept connection may have died since its last run: then one fresh try.
+        for _attempt in 0..2 {
+            session = match self.session(target).await {
+                Ok(session) => Some(session),
+                Err(error) => {
+                    let message = format!("cannot reach target `{}`: {error}", target.name);
+                    run.log.error(&message);
+                    outcome.problem = Some(Problem::ResourceUnavailable(message));
+                    return outcome;
+                }
+            };
+            let Some(session) = &session else { break };
+            outcome.problem = None;
+            self.run_script(run, session, &payload, &pidfile, &mut outcome)
+                .await;
+            if outcome.reached >= Phase::Running || outcome.problem.is_none() {
+                break;
+            }
+            self.forget(target);
+        }
+        let Some(session) = session else {
+            return outcome;
+        };
+        if outcome.problem.is_some() {
+            // The connection may be what failed.
+            self.forget(target);
+        }
         if !matches!(outcome.abort, Some(Abort::Canceled | Abort::WorkerShutdown))
             && outcome.reached >= Phase::Running
         {
@@ -131,9 +187,6 @@ impl SshEngine {
             if !collect(run, &session, &payload).await {
                 outcome.artifacts = Artifacts::UploadFailed;
             }
-        }
-        if let Err(error) = session.close().await {
-            tracing::debug!(%error, "closing the SSH connection");
         }
         outcome
     }

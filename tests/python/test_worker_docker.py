@@ -7,15 +7,16 @@ kill-and-restart test has a server with 3 s claims and workers of its own. Each 
 point is one test: success, a failing exit code, a retry exit code, maxRunTime, malformed
 payloads (a schema error, a feature the worker does not offer), a missing artifact, a directory
 artifact, a cache reused by the next task, cancellation while running, a worker killed and
-restarted, the live log followed while the task runs, and the reserved environment variables.
+restarted, the live log followed while the task runs (and read complete by several readers of
+a fast-printing task), and the reserved environment variables.
 
 What each worker process logged (RUST_LOG=info) during a test is printed when that test fails.
 """
 
-import datetime
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 
@@ -44,6 +45,8 @@ TIMEOUT = 60
 
 # Every worker process any test started, so that the autouse fixture can print their logs.
 WORKERS = []
+# Every server of this module, for the same reason.
+SERVERS = []
 
 
 # --- processes and containers -------------------------------------------------------------
@@ -152,7 +155,10 @@ def wait_until(condition, timeout=TIMEOUT, interval=0.2):
 def print_worker_logs():
     """Prints what every worker logged during the test (pytest shows it when the test fails)."""
     def paths():
-        return sorted({path for worker in WORKERS for path in worker.logs()})
+        workers = {path for worker in WORKERS for path in worker.logs()}
+        servers = {os.path.join(server.log_dir, name) for server in SERVERS
+                   for name in os.listdir(server.log_dir) if name.startswith("server-")}
+        return sorted(workers) + sorted(servers)
 
     offsets = {path: os.path.getsize(path) for path in paths()}
     yield
@@ -166,7 +172,9 @@ def print_worker_logs():
 
 @pytest.fixture(scope="module")
 def docker_server(tmp_path_factory):
-    server = make_server(tmp_path_factory, SHARED_CONFIG).start()
+    server = make_server(tmp_path_factory, SHARED_CONFIG)
+    SERVERS.append(server)
+    server.start()
     yield server
     server.stop()
 
@@ -539,6 +547,50 @@ def test_the_live_log_can_be_followed_while_the_task_runs(docker_server, queue, 
     assert "Successful task run with exit code: 0" in log
 
 
+def test_the_live_log_stream_is_complete_when_the_task_prints_fast(docker_server, queue,
+                                                                   run_task):
+    """Three readers follow a log that grows every few milliseconds: each stream ends cleanly
+    (its final chunk arrives) with exactly the bytes of the backing log."""
+    task_id = run_task({"command": ["sh", "-c",
+                                    "i=0; while [ $i -lt 100 ]; do echo fast-line-$i; "
+                                    "i=$((i+1)); sleep 0.03; done"]})
+    wait_running(queue, task_id)
+    assert wait_until(lambda: artifacts(queue, task_id).get("public/logs/live.log")
+                      == "reference", 30), artifacts(queue, task_id)
+
+    results = {}
+
+    def follow(reader):
+        received = b""
+        try:
+            with requests.get(artifact_url(docker_server, task_id, 0, "public/logs/live.log"),
+                              stream=True, timeout=(10, 30)) as response:
+                assert response.status_code == 200, response.text
+                for chunk in response.iter_content(chunk_size=None):
+                    received += chunk
+            results[reader] = ("complete", received)
+        except Exception as error:  # noqa: BLE001 -- reported below, per reader
+            results[reader] = (f"{type(error).__name__}: {error}", received)
+
+    readers = [threading.Thread(target=follow, args=(reader,)) for reader in range(3)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=TIMEOUT)
+    status = wait_resolved(queue, task_id)
+    assert_run(status, 0, "completed", "completed")
+    log = task_log(docker_server, task_id)
+    assert "fast-line-99" in log
+    summary = {reader: (outcome, len(received)) for reader, (outcome, received) in
+               results.items()}
+    print(f"backing log: {len(log)} characters; readers: {summary}")
+    for reader, (outcome, received) in sorted(results.items()):
+        assert outcome == "complete", \
+            f"reader {reader}'s stream broke after {len(received)} bytes: {outcome}"
+        assert received.decode().replace("\r\n", "\n") == log, f"reader {reader}"
+    assert len(results) == 3
+
+
 def test_reserved_environment_variables_cannot_be_overridden(docker_server, docker_worker,
                                                              docker_queue_id, queue, run_task):
     names = ["TASK_ID", "RUN_ID", "TASKCLUSTER_ROOT_URL", "TASKCLUSTER_WORKER_GROUP",
@@ -569,7 +621,9 @@ def test_reserved_environment_variables_cannot_be_overridden(docker_server, dock
 
 @pytest.fixture
 def restart_server(tmp_path_factory):
-    server = make_server(tmp_path_factory, RESTART_CONFIG).start()
+    server = make_server(tmp_path_factory, RESTART_CONFIG)
+    SERVERS.append(server)
+    server.start()
     yield server
     server.stop()
 

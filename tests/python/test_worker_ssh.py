@@ -1,0 +1,380 @@
+"""`taskfold worker --engine ssh` end to end: a real server, a real worker process and a real
+SSH server (tests/setup/sshd.sh, started by tests/run.sh on 127.0.0.1) that the worker's
+targets point at.
+
+The SSH server is described by TASKFOLD_TEST_SSH_PORT, TASKFOLD_TEST_SSH_KEY (the client's
+private key, authorized for root) and TASKFOLD_TEST_SSH_HOST_KEY (the server's public key,
+`type base64`); without them every test here fails rather than skips. The worker has three
+targets: `build-host` (the real one), `wrong-key` (the same server, pinned to a key it does not
+have: the client's own public key) and `nowhere` (a port nobody listens on).
+
+Each acceptance point is one test: success (output, environment, a file artifact), a missing
+artifact, a failing exit code, a host-key mismatch, an unreachable target, an unknown target, a
+schema error, and maxRunTime killing the script with everything it started. The SSH server runs
+on this machine, so what the script started can be looked for with `pgrep`.
+
+What the worker logged (RUST_LOG=info) during a test is printed when that test fails.
+"""
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import BINARY, ROOT_TOKEN, free_port, make_server, new_task_id, task_definition
+
+ROOT_CLIENT = "static/taskcluster/root"
+# claimWork answers within 2 s, so a SIGTERMed worker stops quickly at teardown.
+SERVER_CONFIG = """
+[api]
+claim_work_timeout_seconds = 2
+"""
+RESOLVED = ("completed", "failed", "exception")
+TIMEOUT = 60
+BACKING_LOG = "public/logs/live_backing.log"
+
+
+# --- the SSH server, the worker and its server ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sshd():
+    """The test SSH server's port, client key and host key, from the environment."""
+    names = ("TASKFOLD_TEST_SSH_PORT", "TASKFOLD_TEST_SSH_KEY", "TASKFOLD_TEST_SSH_HOST_KEY")
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        pytest.fail(
+            f"the SSH engine's tests need an SSH server: {', '.join(missing)} not set "
+            "(tests/run.sh starts one with tests/setup/sshd.sh and exports them)",
+            pytrace=False)
+    key = os.environ["TASKFOLD_TEST_SSH_KEY"]
+    if not os.path.isfile(key) or not os.path.isfile(key + ".pub"):
+        pytest.fail(f"TASKFOLD_TEST_SSH_KEY={key}: the key or its .pub is missing", pytrace=False)
+    with open(key + ".pub") as public:
+        client_public_key = " ".join(public.read().split()[:2])
+    return {
+        "port": int(os.environ["TASKFOLD_TEST_SSH_PORT"]),
+        "key": key,
+        "host_key": " ".join(os.environ["TASKFOLD_TEST_SSH_HOST_KEY"].split()[:2]),
+        # A key the server does not have: pinned as `wrong-key`'s host key.
+        "wrong_host_key": client_public_key,
+    }
+
+
+def target(name, port, host_key, key):
+    return f"""
+[[worker.ssh.targets]]
+name = "{name}"
+host = "127.0.0.1"
+port = {port}
+user = "root"
+host_key = "{host_key}"
+identity_file = "{key}"
+"""
+
+
+@pytest.fixture(scope="module")
+def ssh_server(tmp_path_factory):
+    server = make_server(tmp_path_factory, SERVER_CONFIG)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ssh_queue_id():
+    return f"proj-tests/ssh-{uuid.uuid4().hex[:8]}"
+
+
+class SshWorker:
+    """One `taskfold worker --engine ssh` process; its log (RUST_LOG=info) goes to a file."""
+
+    def __init__(self, server, task_queue_id, base, config_text):
+        self.server = server
+        self.task_queue_id = task_queue_id
+        self.worker_id = f"ssh-{uuid.uuid4().hex[:8]}"
+        self.config = os.path.join(base, "worker.toml")
+        with open(self.config, "w") as config:
+            config.write(config_text)
+        self.data_dir = os.path.join(base, "data")
+        self.log_path = os.path.join(base, "worker.log")
+        self.process = None
+
+    def start(self):
+        self.log = open(self.log_path, "w")
+        env = dict(os.environ, TASKCLUSTER_CLIENT_ID=ROOT_CLIENT,
+                   TASKCLUSTER_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="info")
+        env.pop("TASKCLUSTER_CERTIFICATE", None)
+        self.process = subprocess.Popen(
+            [BINARY, "worker", "--root-url", self.server.root_url,
+             "--task-queue-id", self.task_queue_id, "--worker-group", "ssh-tests",
+             "--worker-id", self.worker_id, "--engine", "ssh", "--config", self.config,
+             "--data-dir", self.data_dir, "--capacity", "2"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )
+        return self
+
+    def alive(self):
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self):
+        """SIGTERM; SIGKILL if it has not exited within 30 s."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                print("the SSH worker ignored SIGTERM for 30 s; killing it")
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def ssh_worker(sshd, ssh_server, ssh_queue_id, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ssh-worker")
+    config = (target("build-host", sshd["port"], sshd["host_key"], sshd["key"])
+              + target("wrong-key", sshd["port"], sshd["wrong_host_key"], sshd["key"])
+              + target("nowhere", free_port(), sshd["host_key"], sshd["key"]))
+    worker = SshWorker(ssh_server, ssh_queue_id, str(base), config).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(autouse=True)
+def print_worker_log(request):
+    """Prints what the worker logged during the test (pytest shows it when the test fails)."""
+    if "ssh_worker" not in request.fixturenames:
+        yield
+        return
+    worker = request.getfixturevalue("ssh_worker")
+    offset = os.path.getsize(worker.log_path)
+    yield
+    with open(worker.log_path, errors="replace") as log:
+        log.seek(offset)
+        text = log.read()
+    if text:
+        print(f"===== SSH worker log =====\n{text}")
+
+
+@pytest.fixture
+def queue(ssh_server):
+    return ssh_server.queue()
+
+
+@pytest.fixture
+def run_task(ssh_queue_id, ssh_worker, queue):
+    """Creates a task with an SSH payload for the worker; its taskId."""
+
+    def create(payload):
+        assert ssh_worker.alive(), "the SSH worker process exited"
+        task_id = new_task_id()
+        queue.createTask(task_id, task_definition(ssh_queue_id, payload=payload))
+        return task_id
+
+    return create
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def wait_until(condition, timeout=TIMEOUT, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def wait_resolved(queue, task_id, timeout=TIMEOUT):
+    """The task's status once its first run is resolved."""
+
+    def resolved():
+        status = queue.status(task_id)["status"]
+        if status["runs"] and status["runs"][0]["state"] in RESOLVED:
+            return status
+        return None
+
+    status = wait_until(resolved, timeout)
+    assert status is not None, \
+        f"{task_id} not resolved within {timeout} s: {queue.status(task_id)}"
+    return status
+
+
+def assert_run(status, state, reason_resolved):
+    run = status["runs"][0]
+    assert (run["state"], run.get("reasonResolved")) == (state, reason_resolved), status
+    assert status["state"] == state, status
+    assert len(status["runs"]) == 1, f"the run was retried: {status}"
+
+
+def fetch(server, task_id, name):
+    """An artifact's content, following the queue's redirect."""
+    response = requests.get(server.api(f"/task/{task_id}/runs/0/artifacts/{name}"), timeout=30)
+    assert response.status_code == 200, \
+        f"GET {name} of {task_id}: {response.status_code} {response.text}"
+    return response.text
+
+
+def artifacts(queue, task_id):
+    """name → the run's artifact entry."""
+    return {entry["name"]: entry for entry in queue.listArtifacts(task_id, "0")["artifacts"]}
+
+
+def processes(marker):
+    """`pid command line` of every process whose command line contains `marker`."""
+    found = subprocess.run(["pgrep", "-a", "-f", marker], capture_output=True, text=True)
+    return found.stdout.strip().splitlines()
+
+
+def assert_in_log(log, *lines):
+    for line in lines:
+        assert line in log, f"{line!r} not in the log:\n{log}"
+
+
+# --- the acceptance points -----------------------------------------------------------------
+
+
+def test_a_successful_script_completes_with_its_output_env_and_artifact(
+        sshd, ssh_server, ssh_queue_id, queue, run_task, tmp_path):
+    out = tmp_path / "out.txt"
+    tricky = "it's \"quoted\" $HOME `uname` \\ and  two  spaces; $(echo no)"
+    task_id = run_task({
+        "target": "build-host",
+        "script": (
+            "echo hello-from-ssh\n"
+            "echo \"TASK_ID=$TASK_ID\"\n"
+            "echo \"RUN_ID=$RUN_ID\"\n"
+            "echo \"ROOT_URL=$TASKCLUSTER_ROOT_URL\"\n"
+            "echo \"POOL=$TASKCLUSTER_WORKER_POOL\"\n"
+            "printf 'TRICKY=[%s]\\n' \"$TRICKY\"\n"
+            "echo an-error-line >&2\n"
+            f"printf 'artifact content' > {out}\n"
+        ),
+        "env": {"TRICKY": tricky},
+        "maxRunTime": 60,
+        "artifacts": [{"name": "public/out.txt", "path": str(out), "type": "file"}],
+    })
+    status = wait_resolved(queue, task_id)
+    log = fetch(ssh_server, task_id, BACKING_LOG)
+    assert_run(status, "completed", "completed")
+    assert_in_log(
+        log, f"Task ID: {task_id}",
+        f"Target: build-host (root@127.0.0.1:{sshd['port']})",
+        "=== Task Starting ===", "hello-from-ssh", "an-error-line",
+        f"TASK_ID={task_id}\n", "RUN_ID=0\n", f"ROOT_URL={ssh_server.root_url}\n",
+        f"POOL={ssh_queue_id}\n", f"TRICKY=[{tricky}]\n",
+        "=== Task Finished ===", "Successful task run with exit code: 0")
+    assert log.index("=== Task Starting ===") < log.index("hello-from-ssh") \
+        < log.index("=== Task Finished ===")
+
+    listed = artifacts(queue, task_id)
+    assert listed[BACKING_LOG]["storageType"] == "s3", listed
+    assert listed["public/logs/live.log"]["storageType"] == "link", listed
+    assert listed["public/out.txt"]["storageType"] == "s3", listed
+    assert fetch(ssh_server, task_id, "public/out.txt") == "artifact content"
+    # Once the run is over, the live log leads to the backing log.
+    assert fetch(ssh_server, task_id, "public/logs/live.log") == log
+
+
+def test_a_missing_artifact_becomes_an_error_artifact(ssh_server, queue, run_task, tmp_path):
+    missing = tmp_path / "never-written.txt"
+    task_id = run_task({
+        "target": "build-host", "script": "echo no-file-made", "maxRunTime": 60,
+        "artifacts": [{"name": "public/missing.txt", "path": str(missing), "type": "file"}],
+    })
+    status = wait_resolved(queue, task_id)
+    log = fetch(ssh_server, task_id, BACKING_LOG)
+    assert_run(status, "completed", "completed")
+    listed = artifacts(queue, task_id)
+    assert listed.get("public/missing.txt", {}).get("storageType") == "error", listed
+    response = requests.get(
+        ssh_server.api(f"/task/{task_id}/runs/0/artifacts/public/missing.txt"), timeout=30)
+    assert response.status_code == 424, (response.status_code, response.text)
+    assert "no-file-made" in log
+
+
+def test_a_non_zero_exit_code_fails_the_run(ssh_server, queue, run_task):
+    task_id = run_task({"target": "build-host", "script": "echo about-to-fail; exit 3",
+                        "maxRunTime": 60})
+    status = wait_resolved(queue, task_id)
+    log = fetch(ssh_server, task_id, BACKING_LOG)
+    assert_run(status, "failed", "failed")
+    assert_in_log(log, "about-to-fail", "=== Task Finished ===",
+                  "Unsuccessful task run with exit code: 3")
+
+
+def test_a_host_key_mismatch_is_resource_unavailable(ssh_server, queue, run_task):
+    task_id = run_task({"target": "wrong-key", "script": "echo must-not-run", "maxRunTime": 60})
+    status = wait_resolved(queue, task_id)
+    log = fetch(ssh_server, task_id, BACKING_LOG)
+    assert_run(status, "exception", "resource-unavailable")
+    assert "wrong-key" in log
+    assert "must-not-run" not in log.replace("echo must-not-run", "")
+    assert "=== Task Starting ===" not in log, log
+
+
+def test_an_unreachable_target_is_resource_unavailable(ssh_server, queue, run_task):
+    task_id = run_task({"target": "nowhere", "script": "echo must-not-run", "maxRunTime": 60})
+    status = wait_resolved(queue, task_id)
+    log = fetch(ssh_server, task_id, BACKING_LOG)
+    assert_run(status, "exception", "resource-unavailable")
+    assert "cannot reach target `nowhere`" in log, log
+
+
+def test_an_unknown_target_is_a_malformed_payload(ssh_server, queue, run_task):
+    task_id = run_task({"target": "elsewhere", "script": "echo must-not-run",
+                        "maxRunTime": 60})
+    status = wait_resolved(queue, task_id)
+    log = fetch(ssh_server, task_id, BACKING_LOG)
+    assert_run(status, "exception", "malformed-payload")
+    assert "elsewhere" in log, log
+    assert "=== Task Starting ===" not in log, log
+
+
+def test_an_unknown_payload_field_is_a_malformed_payload(ssh_server, queue, run_task):
+    # A payload never gives an address: `host` is not a field.
+    task_id = run_task({"target": "build-host", "host": "10.0.0.1",
+                        "script": "echo must-not-run", "maxRunTime": 60})
+    status = wait_resolved(queue, task_id)
+    log = fetch(ssh_server, task_id, BACKING_LOG)
+    assert_run(status, "exception", "malformed-payload")
+    assert "host" in log.split("payload is not valid", 1)[-1], log
+    assert "=== Task Starting ===" not in log, log
+
+
+def test_max_run_time_kills_the_script_and_what_it_started(ssh_server, queue, run_task):
+    # A sleep no other process runs, so that pgrep finds this test's processes only.
+    marker = f"60.{uuid.uuid4().int % 10**9:09d}"
+    task_id = run_task({"target": "build-host",
+                        "script": f"echo start; sleep {marker} & sleep {marker}",
+                        "maxRunTime": 3})
+    try:
+        # Both sleeps run (the background one and the foreground one).
+        def sleeps():
+            return [line for line in processes(marker)
+                    if line.split(" ", 1)[-1] == f"sleep {marker}"]
+
+        started = wait_until(lambda: len(sleeps()) >= 2, 30)
+        assert started, f"the script's sleeps never ran: {processes(marker)}"
+        began = time.monotonic()
+        status = wait_resolved(queue, task_id, timeout=45)
+        took = time.monotonic() - began
+        log = fetch(ssh_server, task_id, BACKING_LOG)
+        assert_run(status, "failed", "failed")
+        assert took < 30, f"the run took {took:.0f} s to end after its sleeps started"
+        assert_in_log(log, "start\n", "Task timeout after 3 seconds",
+                      "=== Task Finished ===", "Unsuccessful task run with exit code:")
+        # Nothing the script started survives it (give the kill a moment to land).
+        assert wait_until(lambda: not processes(marker), 10) is not None, \
+            f"processes of the timed-out script survive: {processes(marker)}"
+    finally:
+        leftover = processes(marker)
+        if leftover:
+            subprocess.run(["pkill", "-KILL", "-f", marker])
