@@ -195,6 +195,9 @@ pub async fn push(state: Data<State>, request: HttpRequest, body: Body) -> HttpR
                     .await
                     .map_err(io_error)?;
                 file.write_all(new).await.map_err(io_error)?;
+                // Tokio's file writes finish on a blocking thread; readers are told of the new
+                // length only once the bytes are in the file.
+                file.flush().await.map_err(io_error)?;
             }
             let length = end.max(length);
             log.progress.send_replace(Progress { length, finished });

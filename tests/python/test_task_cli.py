@@ -424,7 +424,11 @@ def test_task_commands_take_the_deployment_from_the_environment(farm, tmp_path):
 # --- restarting `taskfold up` --------------------------------------------------------------
 
 
-def test_a_restart_keeps_the_credentials_and_sigterm_stops_the_worker_first(tmp_path):
+@pytest.fixture
+def stopped_while_running(tmp_path):
+    """A farm on an explicit `--data-dir`, stopped with SIGTERM while a task of 4 s runs and
+    started again on the same data directory. Yields (farm, task_id, credentials before the
+    restart, the environment naming the first start's deployment)."""
     config = tmp_path / "fast-stop.toml"
     config.write_text(FAST_STOP_CONFIG)
     cwd = tmp_path / "cwd"
@@ -435,45 +439,65 @@ def test_a_restart_keeps_the_credentials_and_sigterm_stops_the_worker_first(tmp_
         first = farm.credentials()
         assert set(first) == CREDENTIAL_KEYS
         assert first["rootUrl"] == farm.root_url
-        path = os.path.join(farm.data_dir, "credentials.json")
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert not os.path.exists(cwd / "taskfold-data"), "--data-dir was not used"
-
         env = clean_env(TASKCLUSTER_ROOT_URL=farm.root_url, TASKCLUSTER_CLIENT_ID=ROOT_CLIENT,
                         TASKCLUSTER_ACCESS_TOKEN=first["rootAccessToken"])
         follower = Follower(["sh", "-c", "echo started; sleep 4; echo finished"], cwd, env=env)
         follower.wait_for_line("started")
         task_id = TASK_LINE.search(follower.stderr_text()).group(1)
         TASKS.add(task_id)
-
-        # SIGTERM: the worker ends the running task (worker-shutdown) and reports it while
-        # the queue still runs; then the queue stops.
         assert farm.stop() == 0, "taskfold up did not exit 0 on SIGTERM"
         follower.stop()
-
         farm.start()
-        second = farm.credentials()
-        assert second["rootAccessToken"] == first["rootAccessToken"]
-        assert second["queueAccessToken"] == first["queueAccessToken"]
-        assert second["rootUrl"] == farm.root_url
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-        assert f"export TASKCLUSTER_ACCESS_TOKEN={first['rootAccessToken']}" in farm.output()
-
-        queue = farm.queue()
-        status = queue.status(task_id)["status"]
-        assert (status["runs"][0]["state"], status["runs"][0].get("reasonResolved")) == \
-            ("exception", "worker-shutdown"), status
-        # The restarted farm runs the retry, with claims signed by the kept queue token.
-        assert len(status["runs"]) == 2 and status["runs"][1]["reasonCreated"] == "retry", status
-        done = wait_until(lambda: queue.status(task_id)["status"]["state"] in
-                          ("completed", "failed", "exception"), 30)
-        status = queue.status(task_id)["status"]
-        assert done and status["state"] == "completed", status
-        log = task_cli("log", task_id, "--run", "1", cwd=cwd,
-                       env=dict(env, TASKCLUSTER_ROOT_URL=farm.root_url))
-        assert "finished" in lines(log.stdout), log
+        yield farm, task_id, first, env
     finally:
         if follower is not None:
             follower.stop()
         farm.stop()
         remove_containers_of_our_tasks()
+
+
+def test_a_restart_keeps_the_credentials_and_sigterm_stops_the_worker_first(
+        stopped_while_running):
+    farm, task_id, first, env = stopped_while_running
+    second = farm.credentials()
+    assert second["rootAccessToken"] == first["rootAccessToken"]
+    assert second["queueAccessToken"] == first["queueAccessToken"]
+    assert second["rootUrl"] == farm.root_url != first["rootUrl"]
+    path = os.path.join(farm.data_dir, "credentials.json")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert f"export TASKCLUSTER_ACCESS_TOKEN={first['rootAccessToken']}" in farm.output()
+
+    # SIGTERM stopped the worker first: it ended the running task (worker-shutdown) and the
+    # queue, still up, recorded that before it stopped too.
+    queue = farm.queue()
+    status = queue.status(task_id)["status"]
+    assert (status["runs"][0]["state"], status["runs"][0].get("reasonResolved")) == \
+        ("exception", "worker-shutdown"), status
+    assert status["runs"][-1]["reasonCreated"] == "retry", status
+
+    # The restarted farm runs the retry, with claims signed by the kept queue token.
+    done = wait_until(lambda: queue.status(task_id)["status"]["state"] in
+                      ("completed", "failed", "exception"), 30)
+    status = queue.status(task_id)["status"]
+    assert done and status["state"] == "completed", status
+    last = status["runs"][-1]
+    assert (last["reasonCreated"], last["reasonResolved"]) == ("retry", "completed"), status
+    log = task_cli("log", task_id, "--run", str(last["runId"]), cwd=farm.cwd,
+                   env=dict(env, TASKCLUSTER_ROOT_URL=farm.root_url))
+    assert log.returncode == 0, log
+    assert "finished" in lines(log.stdout), log
+
+
+def test_a_stopping_farm_does_not_claim_the_retry_of_the_task_it_stopped(
+        stopped_while_running):
+    """The stopping worker says "no new claims"; the retry of the run it ended with
+    worker-shutdown is for the next worker, not for itself to end at once (which spends one
+    more of the task's retries on nothing)."""
+    farm, task_id, _, _ = stopped_while_running
+    runs = farm.queue().status(task_id)["status"]["runs"]
+    with open(farm.log_path.replace("up-2.log", "up-1.log"), errors="replace") as log:
+        stopping = [line for line in log if "run finished" in line]
+    assert [(run["reasonCreated"], run.get("reasonResolved")) for run in runs[:2]] == \
+        [("scheduled", "worker-shutdown"), ("retry", None)], \
+        f"runs after the restart: {runs}\nthe stopping farm finished: {stopping}"
