@@ -30,7 +30,7 @@ use super::call::{Body, Call};
 use super::routes::artifacts::{CREATE_ARTIFACT, GET_ARTIFACT};
 use super::server::State;
 use super::{ApiError, ErrorCode};
-use crate::model::{RunState, Slugid};
+use crate::model::{RunState, Slugid, Storage};
 
 /// Bytes sent to a reader at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -218,7 +218,28 @@ pub async fn follow(state: Data<State>, request: HttpRequest) -> HttpResponse {
         .answer(async |call| {
             let (task_id, run_id) = run_of(call)?;
             let path = state.live_logs.file(task_id, run_id);
-            let log = state.live_logs.get(task_id, run_id);
+            let log = match state.live_logs.get(task_id, run_id) {
+                Some(log) => Some(log),
+                // A reader may come between the worker's announcing the log and its first
+                // push: it waits for the bytes like any other reader.
+                None => match announced(&state, task_id, run_id).await {
+                    Some(name) => {
+                        let log = state
+                            .live_logs
+                            .open(task_id, run_id, &name)
+                            .await
+                            .map_err(io_error)?;
+                        tokio::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)
+                            .await
+                            .map_err(io_error)?;
+                        Some(log)
+                    }
+                    None => None,
+                },
+            };
             let name = log.as_ref().map_or(DEFAULT_NAME, |log| log.name.as_str());
             if !super::blobs::is_public(name) {
                 call.authorize(&state.access.clients, &GET_ARTIFACT, &[("name", name)])?;
@@ -248,6 +269,26 @@ pub async fn follow(state: Data<State>, request: HttpRequest) -> HttpResponse {
                 .streaming(futures::stream::unfold(reader, Reader::next)))
         })
         .await
+}
+
+/// The name of the `reference` artifact a running run announced this live log under, if any.
+async fn announced(state: &State, task_id: Slugid, run_id: u32) -> Option<String> {
+    let task = state.engine.task(task_id).await?;
+    let running = task
+        .runs
+        .get(run_id as usize)
+        .is_some_and(|run| run.state == RunState::Running);
+    if !running {
+        return None;
+    }
+    let url_end = format!("/livelog/{task_id}/{run_id}");
+    task.artifacts
+        .iter()
+        .find(|((run, _), artifact)| {
+            *run == run_id
+                && matches!(&artifact.storage, Storage::Reference { url } if url.ends_with(&url_end))
+        })
+        .map(|((_, name), _)| name.clone())
 }
 
 /// One reader of one live log.
