@@ -167,6 +167,9 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
         "the worker is claiming tasks"
     );
     let running = Rc::new(Cell::new(0usize));
+    // Runs are aborted only once no claimWork is in flight: a run ended with worker-shutdown
+    // while one waits would have its retry claimed by this very worker, which is stopping.
+    let (abort_runs, runs_aborted) = watch::channel(false);
     let finished = Rc::new(Notify::new());
     let request = |free: usize| {
         json!({
@@ -202,13 +205,14 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
             }
         };
         for claim in claims {
-            start_run(&worker, claim, &shutdown, &running, &finished);
+            start_run(&worker, claim, &runs_aborted, &running, &finished);
         }
     }
     tracing::info!(
         running = running.get(),
         "shutting down: aborting running tasks"
     );
+    abort_runs.send_replace(true);
     while running.get() > 0 {
         finished.notified().await;
     }

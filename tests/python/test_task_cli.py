@@ -5,8 +5,10 @@ artifacts` against it, with the real Docker engine and the local image `taskfold
 
 One `taskfold up` (capacity 2, default data directory `./taskfold-data` under a directory of
 its own, which is also the working directory of the `task` commands) serves most tests; the
-restart test has a farm of its own on an explicit `--data-dir`, which it stops with SIGTERM
-while a task runs and starts again.
+restart tests have a farm of their own on an explicit `--data-dir`, which they stop with
+SIGTERM while a task runs and start again: the tokens stay, the run was ended worker-shutdown
+before the queue stopped, the restarted farm runs the retry, and the stopping worker did not
+claim (and at once end) that retry itself.
 
 `task run` exits 0 when the task completed, 1 when it failed, 3 on an exception and 2 on an
 error of its own; it says `task <taskId> on <queue>: …` on stderr and streams the log to stdout.

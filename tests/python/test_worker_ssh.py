@@ -143,6 +143,12 @@ def ssh_worker(sshd, ssh_server, ssh_queue_id, tmp_path_factory):
     worker = SshWorker(ssh_server, ssh_queue_id, str(base), config).start()
     yield worker
     worker.stop()
+    # The SSH master connections it kept name its data directory (their known_hosts): none
+    # may outlive a worker that stopped cleanly.
+    left = processes(worker.data_dir)
+    if left:
+        kill_all(left)
+        pytest.fail(f"processes outlived the SSH worker: {left}")
 
 
 @pytest.fixture(autouse=True)
@@ -231,6 +237,15 @@ def processes(marker):
     """`pid command line` of every process whose command line contains `marker`."""
     found = subprocess.run(["pgrep", "-a", "-f", marker], capture_output=True, text=True)
     return found.stdout.strip().splitlines()
+
+
+def kill_all(found):
+    """SIGKILLs each process of a `processes` listing, by its pid."""
+    for line in found:
+        try:
+            os.kill(int(line.split(" ", 1)[0]), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
 
 
 def assert_in_log(log, *lines):
@@ -375,6 +390,4 @@ def test_max_run_time_kills_the_script_and_what_it_started(ssh_server, queue, ru
         assert wait_until(lambda: not processes(marker), 10) is not None, \
             f"processes of the timed-out script survive: {processes(marker)}"
     finally:
-        leftover = processes(marker)
-        if leftover:
-            subprocess.run(["pkill", "-KILL", "-f", marker])
+        kill_all(processes(marker))
