@@ -1,5 +1,6 @@
 //! The SSH engine: runs a payload's script on one of the worker's configured targets, through
-//! the system `ssh` (the openssh crate, one master connection per target, kept across runs). A payload names a
+//! the system `ssh` (the openssh crate, one master connection per target, kept across runs;
+//! commands go to the master over its multiplexing protocol, without an `ssh` process each). A payload names a
 //! target; addresses, users, keys and the pinned host key come from the worker's
 //! configuration only, so a task can never point the worker at a host of its choosing.
 //!
@@ -107,7 +108,7 @@ impl SshEngine {
             // Unix socket paths are short; the run's directory may be deep.
             .control_directory(std::env::temp_dir());
         builder
-            .connect(&target.host)
+            .connect_mux(&target.host)
             .await
             .map_err(|error| format!("{error}"))
     }
