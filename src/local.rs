@@ -87,6 +87,19 @@ impl LocalFarm {
     }
 }
 
+/// The local worker's id: `docker-` and a digest of the data directory's full path, so that two
+/// farms on one machine never take each other's containers for their own leftovers.
+pub fn worker_id(data_dir: &Path) -> String {
+    use sha2::Digest;
+    let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let digest = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
+    let hex: String = digest[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("docker-{hex}")
+}
+
 /// 32 random bytes, base64url: Taskcluster's access token shape.
 fn random_token() -> String {
     use base64::Engine;
@@ -97,6 +110,15 @@ fn random_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn farms_in_different_directories_have_different_workers() {
+        let one = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(worker_id(one.path()), worker_id(one.path()));
+        assert_ne!(worker_id(one.path()), worker_id(other.path()));
+        assert!(worker_id(one.path()).starts_with("docker-"));
+    }
 
     #[test]
     fn credentials_are_made_once() {

@@ -368,7 +368,7 @@ fn run_up(up: Up) -> anyhow::Result<ExitCode> {
         root_url: root_url.clone(),
         task_queue_id: up.task_queue_id.clone(),
         worker_group: "local".to_owned(),
-        worker_id: "docker-1".to_owned(),
+        worker_id: taskfold::local::worker_id(&up.data_dir),
         capacity: up.capacity.max(1),
         engine: taskfold::worker::EngineKind::Docker,
         data_dir: up.data_dir.join("worker"),

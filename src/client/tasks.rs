@@ -95,19 +95,17 @@ pub async fn follow(
             if run_id > 0 || only_run.is_some() {
                 eprintln!("--- run {run_id} ---");
             }
-            stream_log(client, task_id, run_id).await?;
-        }
-        // Wait for this run's end.
-        let status = loop {
-            let status = client.status(task_id).await?["status"].clone();
-            let state = status["runs"][run_id as usize]["state"]
-                .as_str()
-                .unwrap_or("");
-            if state != "running" && state != "pending" {
-                break status;
+            if let Some(printed) = stream_log(client, task_id, run_id).await? {
+                // The live stream broke off: the rest will be in the backing log.
+                run_end(client, task_id, run_id).await?;
+                let backing = format!(
+                    "{}/artifacts/public/logs/live_backing.log",
+                    run_path(task_id, run_id)
+                );
+                copy_artifact(client, &backing, printed).await?;
             }
-            tokio::time::sleep(POLL).await;
-        };
+        }
+        let status = run_end(client, task_id, run_id).await?;
         let runs = status["runs"].as_array().map_or(0, Vec::len) as u64;
         if only_run.is_some() || run_id + 1 >= runs && is_resolved(&status) {
             let run = &status["runs"][run_id as usize];
@@ -129,32 +127,41 @@ fn is_resolved(status: &Value) -> bool {
     )
 }
 
-/// Copies run `run_id`'s log to standard output: the live log while the run runs (the
-/// artifact redirects there), or the backing log once it is done.
-async fn stream_log(client: &QueueClient, task_id: &str, run_id: u64) -> Result<(), Error> {
-    let path = format!("/task/{task_id}/runs/{run_id}/artifacts/public/logs/live.log");
-    let url = format!("{}{path}", client.api_url());
-    let transport = |reason: String| Error::Transport {
-        method: Method::GET,
-        path: path.clone(),
-        reason,
-    };
+fn run_path(task_id: &str, run_id: u64) -> String {
+    format!("/task/{task_id}/runs/{run_id}")
+}
+
+/// The status once run `run_id` is neither pending nor running.
+async fn run_end(client: &QueueClient, task_id: &str, run_id: u64) -> Result<Value, Error> {
     loop {
-        let mut response = client
-            .http()
-            .get(&url)
-            .timeout(Duration::from_secs(24 * 3600))
-            .send()
-            .await
-            .map_err(|error| transport(error.to_string()))?;
-        if response.status() == StatusCode::OK {
-            let mut stdout = std::io::stdout();
-            while let Some(chunk) = response.next().await {
-                let chunk = chunk.map_err(|error| transport(error.to_string()))?;
-                let _ = stdout.write_all(&chunk);
-                let _ = stdout.flush();
-            }
-            return Ok(());
+        let status = client.status(task_id).await?["status"].clone();
+        let state = status["runs"][run_id as usize]["state"]
+            .as_str()
+            .unwrap_or("");
+        if state != "running" && state != "pending" {
+            return Ok(status);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Copies run `run_id`'s log to standard output: the live log while the run runs (the
+/// artifact redirects there), or the backing log once it is done. `Some(bytes printed)` when
+/// the stream broke off before its end.
+async fn stream_log(
+    client: &QueueClient,
+    task_id: &str,
+    run_id: u64,
+) -> Result<Option<u64>, Error> {
+    let path = format!(
+        "{}/artifacts/public/logs/live.log",
+        run_path(task_id, run_id)
+    );
+    loop {
+        match copy_artifact(client, &path, 0).await? {
+            Copied::Whole => return Ok(None),
+            Copied::BrokeAfter(printed) => return Ok(Some(printed)),
+            Copied::Absent => {}
         }
         // The worker creates the log artifact right after its claim.
         let status = client.status(task_id).await?["status"].clone();
@@ -162,10 +169,51 @@ async fn stream_log(client: &QueueClient, task_id: &str, run_id: u64) -> Result<
             .as_str()
             .unwrap_or("");
         if state != "running" && state != "pending" {
-            return Ok(());
+            return Ok(None);
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+enum Copied {
+    Whole,
+    BrokeAfter(u64),
+    /// The artifact does not exist (yet).
+    Absent,
+}
+
+/// Copies an artifact's content, from byte `skip` on, to standard output.
+async fn copy_artifact(client: &QueueClient, path: &str, skip: u64) -> Result<Copied, Error> {
+    let url = format!("{}{path}", client.api_url());
+    let transport = |reason: String| Error::Transport {
+        method: Method::GET,
+        path: path.to_owned(),
+        reason,
+    };
+    let mut response = client
+        .http()
+        .get(&url)
+        .timeout(Duration::from_secs(24 * 3600))
+        .send()
+        .await
+        .map_err(|error| transport(error.to_string()))?;
+    if response.status() != StatusCode::OK {
+        return Ok(Copied::Absent);
+    }
+    let mut stdout = std::io::stdout();
+    let mut seen = 0u64;
+    let mut printed = 0u64;
+    while let Some(chunk) = response.next().await {
+        let Ok(chunk) = chunk else {
+            return Ok(Copied::BrokeAfter(printed));
+        };
+        let start = skip.saturating_sub(seen).min(chunk.len() as u64) as usize;
+        seen += chunk.len() as u64;
+        let _ = stdout.write_all(&chunk[start..]);
+        let _ = stdout.flush();
+        printed = seen;
+    }
+    Ok(Copied::Whole)
 }
 
 /// The artifacts of a run (default: the latest), one per line.
