@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 
 use super::task_run::SharedClient;
 use crate::client::Error;
-use crate::model::Timestamp;
 
 /// Tries of one upload before it counts as failed (transport errors and 5xx only).
 const UPLOAD_TRIES: u32 = 4;
@@ -39,6 +38,7 @@ impl Missing {
 }
 
 /// One run's artifact uploads.
+#[derive(Clone)]
 pub struct Publisher {
     pub client: SharedClient,
     pub task_id: String,
@@ -190,11 +190,6 @@ impl Publisher {
             "expires": self.expires,
         });
         self.create(name, &request).await.map(drop)
-    }
-
-    /// When this run's artifacts expire by default, as a timestamp.
-    pub fn default_expiry(&self) -> Option<Timestamp> {
-        self.expires.parse().ok()
     }
 }
 

@@ -123,12 +123,18 @@ pub async fn run(worker: Rc<Worker>, claim: Value, shutdown: watch::Receiver<boo
             .to_owned(),
     };
     let live_url = format!("{}/livelog/{task_id}/{run_id}", client.borrow().root_url());
-    if let Err(error) = publisher
-        .reference(&live_name, &live_url, "text/plain; charset=utf-8")
-        .await
-    {
-        tracing::warn!(%error, "creating the live log artifact");
-    }
+    // Announced while the run prepares; awaited before the log is published at the end.
+    let announcing = {
+        let (publisher, live_name) = (publisher.clone(), live_name.clone());
+        actix_web::rt::spawn(async move {
+            if let Err(error) = publisher
+                .reference(&live_name, &live_url, "text/plain; charset=utf-8")
+                .await
+            {
+                tracing::warn!(%error, "creating the live log artifact");
+            }
+        })
+    };
     let identity = worker.identity.clone();
     log.info(&format!("Task ID: {task_id}"));
     log.info(&format!("Run ID: {run_id}"));
@@ -176,6 +182,7 @@ pub async fn run(worker: Rc<Worker>, claim: Value, shutdown: watch::Receiver<boo
     let mut outcome = worker.engine.execute(&mut context).await;
     reclaimer.abort();
     watcher.abort();
+    let _ = announcing.await;
     if outcome.abort.is_none() && *context.abort.borrow() == Some(Abort::Canceled) {
         outcome.abort = Some(Abort::Canceled);
     }

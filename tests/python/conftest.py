@@ -6,6 +6,7 @@ test fails to start it.
 """
 
 import datetime
+import glob
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import taskcluster
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.environ.get("TASKFOLD_BINARY", os.path.join(REPO, "target", "debug", "taskfold"))
+ROOT_CLIENT = "static/taskcluster/root"
 ROOT_TOKEN = "root-token-for-the-python-interop-tests"
 LIMITED_CLIENT = "tests/limited"
 LIMITED_TOKEN = "limited-token-for-the-python-interop-tests"
@@ -96,7 +98,7 @@ class Server:
     def queue(self, credentials=None, **options):
         """The official client; `credentials=None` means the root client, `{}` anonymous."""
         if credentials is None:
-            credentials = {"clientId": "static/taskcluster/root", "accessToken": ROOT_TOKEN}
+            credentials = {"clientId": ROOT_CLIENT, "accessToken": ROOT_TOKEN}
         return taskcluster.Queue({"rootUrl": self.root_url, "credentials": credentials,
                                   "maxRetries": 0, **options})
 
@@ -157,15 +159,43 @@ def quick_server(tmp_path_factory):
     server.stop()
 
 
-def wait_for(condition, timeout=15):
+def wait_for(condition, timeout=15, interval=0.1):
     """Polls `condition` until it returns something true; that value, or None at the timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(interval)
     return None
+
+
+# Glob patterns of the log files of processes the tests started (servers, workers, farms).
+WATCHED_LOGS = set()
+
+
+def watch_logs(pattern):
+    """Has `print_new_log_output` print, after each test, what the files matching `pattern`
+    gained during it."""
+    WATCHED_LOGS.add(pattern)
+
+
+@pytest.fixture(autouse=True)
+def print_new_log_output():
+    """Prints what each watched log gained during the test (pytest shows it when the test
+    fails). Until a test watches a log, it does nothing."""
+
+    def paths():
+        return sorted({path for pattern in WATCHED_LOGS for path in glob.glob(pattern)})
+
+    offsets = {path: os.path.getsize(path) for path in paths()}
+    yield
+    for path in paths():
+        with open(path, errors="replace") as log:
+            log.seek(offsets.get(path, 0))
+            text = log.read()
+        if text:
+            print(f"===== {path} =====\n{text}")
 
 
 @pytest.fixture
@@ -236,6 +266,6 @@ def limited_queue(server, scopes):
     """A client with temporary credentials holding only `scopes`."""
     now = datetime.datetime.now(datetime.timezone.utc)
     credentials = taskcluster.createTemporaryCredentials(
-        "static/taskcluster/root", ROOT_TOKEN, now - datetime.timedelta(minutes=1),
+        ROOT_CLIENT, ROOT_TOKEN, now - datetime.timedelta(minutes=1),
         now + datetime.timedelta(hours=1), scopes)
     return server.queue(credentials=credentials)

@@ -16,11 +16,11 @@ error of its own; it says `task <taskId> on <queue>: …` on stderr and streams 
 What each `up` process logged (RUST_LOG=info) during a test is printed when that test fails.
 """
 
+import glob
 import json
 import os
 import queue as queues
 import re
-import signal
 import stat
 import subprocess
 import threading
@@ -30,21 +30,14 @@ import pytest
 import requests
 import taskcluster
 
-from conftest import BINARY, free_port, new_task_id, task_definition
+from conftest import BINARY, ROOT_CLIENT, free_port, new_task_id, watch_logs
+from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, TIMEOUT, create_task, remove_containers,
+                            stop_process, wait_until)
 
 IMAGE = os.environ.get("TASKFOLD_TEST_IMAGE", "taskfold-test/busybox:1")
-ROOT_CLIENT = "static/taskcluster/root"
 DEFAULT_QUEUE = "taskfold/docker"
 CREDENTIAL_KEYS = {"rootUrl", "rootAccessToken", "queueAccessToken"}
-# claimWork answers within 2 s, so the restart test's farm stops quickly on SIGTERM.
-FAST_STOP_CONFIG = """
-[api]
-claim_work_timeout_seconds = 2
-"""
-TIMEOUT = 60
 
-# Every farm of this module, so that the autouse fixture can print their logs.
-FARMS = []
 # Every task the module created, so that teardown can remove containers left behind.
 TASKS = set()
 
@@ -68,7 +61,7 @@ class Farm:
         self.capacity = capacity
         self.process = None
         self.starts = 0
-        FARMS.append(self)
+        watch_logs(os.path.join(glob.escape(self.cwd), "up-*.log"))
 
     def start(self):
         self.starts += 1
@@ -130,43 +123,14 @@ class Farm:
     def stop(self, timeout=30):
         """SIGTERM; SIGKILL if it has not exited within `timeout` s. Its exit status."""
         if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                print(f"taskfold up ignored SIGTERM for {timeout} s; killing it")
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout, "taskfold up")
         self.close_files()
         return self.process.returncode if self.process else None
-
-    def logs(self):
-        return sorted(os.path.join(self.cwd, name) for name in os.listdir(self.cwd)
-                      if name.startswith("up-") and name.endswith(".log"))
 
 
 def remove_containers_of_our_tasks():
     for task_id in sorted(TASKS):
-        found = subprocess.run(["docker", "ps", "-a", "-q", "--filter",
-                                f"label=taskfold.task-id={task_id}"],
-                               capture_output=True, text=True)
-        ids = found.stdout.split()
-        if ids:
-            print(f"removing containers left by task {task_id}: {ids}")
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-
-
-@pytest.fixture(autouse=True)
-def print_farm_logs():
-    """Prints what every farm logged during the test (pytest shows it when the test fails)."""
-    offsets = {path: os.path.getsize(path) for farm in FARMS for path in farm.logs()}
-    yield
-    for path in sorted({path for farm in FARMS for path in farm.logs()}):
-        with open(path, errors="replace") as log:
-            log.seek(offsets.get(path, 0))
-            text = log.read()
-        if text:
-            print(f"===== {path} =====\n{text}")
+        remove_containers(f"taskfold.task-id={task_id}", f"task {task_id}")
 
 
 @pytest.fixture(scope="module")
@@ -215,16 +179,6 @@ def task_run(*command, cwd, options=(), env=None):
 
 def lines(text):
     return [line.rstrip("\r") for line in text.splitlines()]
-
-
-def wait_until(condition, timeout=TIMEOUT, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
 
 
 class Follower:
@@ -302,15 +256,14 @@ def test_up_prints_and_keeps_its_credentials(farm):
 
     # The root token is the root client's: it may create tasks (on a queue nobody serves).
     queue = farm.queue()
-    task_id = new_task_id()
-    queue.createTask(task_id, task_definition("taskfold-tests/nobody"))
+    task_id = create_task(queue, "taskfold-tests/nobody")
     assert queue.status(task_id)["status"]["state"] == "pending"
     queue.cancelTask(task_id)
     wrong = taskcluster.Queue({"rootUrl": farm.root_url, "maxRetries": 0, "credentials": {
         "clientId": ROOT_CLIENT, "accessToken": credentials["queueAccessToken"]}})
     with pytest.raises((taskcluster.exceptions.TaskclusterAuthFailure,
                         taskcluster.exceptions.TaskclusterRestFailure)) as refused:
-        wrong.createTask(new_task_id(), task_definition("taskfold-tests/nobody"))
+        create_task(wrong, "taskfold-tests/nobody")
     assert refused.value.status_code == 401, refused.value
 
 
@@ -432,7 +385,7 @@ def stopped_while_running(tmp_path):
     started again on the same data directory. Yields (farm, task_id, credentials before the
     restart, the environment naming the first start's deployment)."""
     config = tmp_path / "fast-stop.toml"
-    config.write_text(FAST_STOP_CONFIG)
+    config.write_text(SHORT_CLAIM_WORK_CONFIG)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     farm = Farm(cwd, data_dir=tmp_path / "state", config=config).start()

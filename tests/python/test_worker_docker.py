@@ -13,8 +13,6 @@ a fast-printing task), and the reserved environment variables.
 What each worker process logged (RUST_LOG=info) during a test is printed when that test fails.
 """
 
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -23,15 +21,11 @@ import uuid
 import pytest
 import requests
 
-from conftest import BINARY, ROOT_TOKEN, make_server, new_task_id, task_definition
+from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, TIMEOUT, WorkerProcess, artifact_url,
+                            artifacts, assert_in_log, assert_run, create_task, docker_ps, fetch,
+                            remove_containers, serve, wait_resolved, wait_until)
 
 IMAGE = "taskfold-test/busybox:1"
-ROOT_CLIENT = "static/taskcluster/root"
-# claimWork answers within 2 s, so a SIGTERMed worker stops quickly at teardown.
-SHARED_CONFIG = """
-[api]
-claim_work_timeout_seconds = 2
-"""
 # Claims expire 3 s after the last reclaim: a killed worker's run is retried within seconds.
 RESTART_CONFIG = """
 [queue]
@@ -40,89 +34,9 @@ claim_timeout_seconds = 3
 [api]
 claim_work_timeout_seconds = 1
 """
-RESOLVED = ("completed", "failed", "exception")
-TIMEOUT = 60
-
-# Every worker process any test started, so that the autouse fixture can print their logs.
-WORKERS = []
-# Every server of this module, for the same reason.
-SERVERS = []
 
 
-# --- processes and containers -------------------------------------------------------------
-
-
-class WorkerProcess:
-    """One `taskfold worker` process; its log (RUST_LOG=info) goes to a file."""
-
-    def __init__(self, server, task_queue_id, data_dir, log_dir, worker_group="docker-tests",
-                 worker_id=None, capacity=1):
-        self.server = server
-        self.task_queue_id = task_queue_id
-        self.data_dir = str(data_dir)
-        self.log_dir = str(log_dir)
-        self.worker_group = worker_group
-        self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:10]}"
-        self.capacity = capacity
-        self.process = None
-        self.starts = 0
-        self.log_path = None
-        WORKERS.append(self)
-
-    @property
-    def label(self):
-        return f"{self.worker_group}/{self.worker_id}"
-
-    def start(self):
-        self.starts += 1
-        self.log_path = os.path.join(self.log_dir, f"worker-{self.worker_id}-{self.starts}.log")
-        self.log = open(self.log_path, "w")
-        env = dict(os.environ, TASKCLUSTER_CLIENT_ID=ROOT_CLIENT,
-                   TASKCLUSTER_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="info")
-        env.pop("TASKCLUSTER_CERTIFICATE", None)
-        self.process = subprocess.Popen(
-            [BINARY, "worker", "--root-url", self.server.root_url,
-             "--task-queue-id", self.task_queue_id, "--worker-group", self.worker_group,
-             "--worker-id", self.worker_id, "--capacity", str(self.capacity),
-             "--engine", "docker", "--data-dir", self.data_dir],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
-        return self
-
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self):
-        """SIGKILL: the containers it runs stay behind."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self.log.close()
-
-    def stop(self):
-        """SIGTERM, then SIGKILL if it has not exited within 60 s."""
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                print(f"worker {self.label} ignored SIGTERM for 60 s; killing it")
-                self.process.kill()
-                self.process.wait()
-        if self.process is not None and not self.log.closed:
-            self.log.close()
-
-    def logs(self):
-        """Every log file of this worker's processes, by path."""
-        return sorted(os.path.join(self.log_dir, name) for name in os.listdir(self.log_dir)
-                      if name.startswith(f"worker-{self.worker_id}-"))
-
-
-def docker_ps(*filters):
-    """Ids of every container (running or not) matching all `label=` filters."""
-    command = ["docker", "ps", "-a", "-q"]
-    for label in filters:
-        command += ["--filter", f"label={label}"]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+# --- containers ----------------------------------------------------------------------------
 
 
 def container_running(container):
@@ -132,51 +46,15 @@ def container_running(container):
 
 
 def remove_containers_of(worker):
-    ids = docker_ps(f"taskfold.worker={worker.label}")
-    if ids:
-        print(f"removing containers left by {worker.label}: {ids}")
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-
-
-def wait_until(condition, timeout=TIMEOUT, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
+    remove_containers(f"taskfold.worker={worker.label}", worker.label)
 
 
 # --- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def print_worker_logs():
-    """Prints what every worker logged during the test (pytest shows it when the test fails)."""
-    def paths():
-        workers = {path for worker in WORKERS for path in worker.logs()}
-        servers = {os.path.join(server.log_dir, name) for server in SERVERS
-                   for name in os.listdir(server.log_dir) if name.startswith("server-")}
-        return sorted(workers) + sorted(servers)
-
-    offsets = {path: os.path.getsize(path) for path in paths()}
-    yield
-    for path in paths():
-        with open(path, errors="replace") as log:
-            log.seek(offsets.get(path, 0))
-            text = log.read()
-        if text:
-            print(f"===== {os.path.basename(path)} =====\n{text}")
-
-
 @pytest.fixture(scope="module")
 def docker_server(tmp_path_factory):
-    server = make_server(tmp_path_factory, SHARED_CONFIG)
-    SERVERS.append(server)
-    server.start()
-    yield server
-    server.stop()
+    yield from serve(tmp_path_factory, SHORT_CLAIM_WORK_CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +65,8 @@ def docker_queue_id():
 @pytest.fixture(scope="module")
 def docker_worker(docker_server, docker_queue_id, tmp_path_factory):
     base = tmp_path_factory.mktemp("docker-worker")
-    worker = WorkerProcess(docker_server, docker_queue_id, base / "data", base, capacity=4)
+    worker = WorkerProcess(docker_server, docker_queue_id, "docker", base / "data", base,
+                           capacity=4)
     worker.start()
     yield worker
     worker.stop()
@@ -205,31 +84,13 @@ def run_task(docker_server, docker_queue_id, docker_worker, queue):
 
     def create(payload, **overrides):
         assert docker_worker.alive(), "the shared worker process exited"
-        task_id = new_task_id()
         full = {"image": IMAGE, "maxRunTime": 60, **payload}
-        queue.createTask(task_id, task_definition(docker_queue_id, payload=full, **overrides))
-        return task_id
+        return create_task(queue, docker_queue_id, payload=full, **overrides)
 
     return create
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def wait_resolved(queue, task_id, run_id=0, timeout=TIMEOUT):
-    """The task's status once run `run_id` exists and is resolved."""
-
-    def resolved():
-        status = queue.status(task_id)["status"]
-        runs = status["runs"]
-        if len(runs) > run_id and runs[run_id]["state"] in RESOLVED:
-            return status
-        return None
-
-    status = wait_until(resolved, timeout)
-    assert status is not None, \
-        f"run {run_id} of {task_id} not resolved within {timeout} s: {queue.status(task_id)}"
-    return status
 
 
 def wait_running(queue, task_id, run_id=0, timeout=TIMEOUT):
@@ -248,33 +109,9 @@ def wait_container(task_id, run_id=0, timeout=TIMEOUT):
     return ids
 
 
-def artifact_url(server, task_id, run_id, name):
-    return server.api(f"/task/{task_id}/runs/{run_id}/artifacts/{name}")
-
-
-def artifacts(queue, task_id, run_id=0):
-    """name → storageType of the run's artifacts."""
-    listing = queue.listArtifacts(task_id, str(run_id))["artifacts"]
-    return {entry["name"]: entry["storageType"] for entry in listing}
-
-
-def fetch(server, task_id, run_id, name):
-    response = requests.get(artifact_url(server, task_id, run_id, name), timeout=30)
-    assert response.status_code == 200, \
-        f"GET {name} of {task_id}/{run_id}: {response.status_code} {response.text}"
-    return response.text
-
-
 def task_log(server, task_id, run_id=0):
     """The run's backing log, with the TTY's `\\r\\n` made `\\n`."""
     return fetch(server, task_id, run_id, "public/logs/live_backing.log").replace("\r\n", "\n")
-
-
-def assert_run(status, run_id, state, reason_resolved, reason_created=None):
-    run = status["runs"][run_id]
-    assert (run["state"], run.get("reasonResolved")) == (state, reason_resolved), status
-    if reason_created is not None:
-        assert run["reasonCreated"] == reason_created, status
 
 
 def assert_log_artifacts(queue, task_id, run_id=0):
@@ -308,9 +145,8 @@ def test_a_successful_task_completes_with_its_log_and_artifacts(docker_server, q
     # After the run, live.log resolves (link) to the backing log's content.
     assert fetch(docker_server, task_id, 0, "public/logs/live.log").replace("\r\n", "\n") == log
 
-    for line in (f"Task ID: {task_id}", "=== Task Starting ===", "hello-from-the-task",
-                 "=== Task Finished ===", "Successful task run with exit code: 0"):
-        assert line in log, f"{line!r} not in the log:\n{log}"
+    assert_in_log(log, f"Task ID: {task_id}", "=== Task Starting ===", "hello-from-the-task",
+                  "=== Task Finished ===", "Successful task run with exit code: 0")
     assert log.index("=== Task Starting ===") < log.index("hello-from-the-task") \
         < log.index("=== Task Finished ===")
     # The container is removed once the run is over.
@@ -391,8 +227,7 @@ def test_a_payload_failing_the_schema_is_malformed(docker_server, queue, run_tas
     assert status["state"] == "exception" and len(status["runs"]) == 1, \
         f"a malformed payload is not retried: {status}"
     log = task_log(docker_server, task_id)
-    for expected in ("maxRunTime", "bogusField", "payload/env/NUMBER"):
-        assert expected in log, f"{expected!r} not in the log:\n{log}"
+    assert_in_log(log, "maxRunTime", "bogusField", "payload/env/NUMBER")
     assert "=== Task Starting ===" not in log, "the command must not run"
     assert not docker_ps(f"taskfold.task-id={task_id}")
 
@@ -621,11 +456,7 @@ def test_reserved_environment_variables_cannot_be_overridden(docker_server, dock
 
 @pytest.fixture
 def restart_server(tmp_path_factory):
-    server = make_server(tmp_path_factory, RESTART_CONFIG)
-    SERVERS.append(server)
-    server.start()
-    yield server
-    server.stop()
+    yield from serve(tmp_path_factory, RESTART_CONFIG)
 
 
 def test_a_killed_worker_s_container_is_removed_on_restart_and_the_run_retried(
@@ -634,19 +465,18 @@ def test_a_killed_worker_s_container_is_removed_on_restart_and_the_run_retried(
     task_queue_id = f"proj-tests/docker-{uuid.uuid4().hex[:8]}"
     worker_id = f"restart-{uuid.uuid4().hex[:8]}"
     data_dir = tmp_path / "worker-data"
-    first = WorkerProcess(restart_server, task_queue_id, data_dir, tmp_path,
+    first = WorkerProcess(restart_server, task_queue_id, "docker", data_dir, tmp_path,
                           worker_id=worker_id, capacity=1)
     # Same group, id and data directory: the same worker, restarted.
-    second = WorkerProcess(restart_server, task_queue_id, data_dir, tmp_path,
+    second = WorkerProcess(restart_server, task_queue_id, "docker", data_dir, tmp_path,
                            worker_id=worker_id, capacity=1)
     second.starts = 1  # its log files follow the first's
     try:
         first.start()
-        task_id = new_task_id()
         payload = {"image": IMAGE, "maxRunTime": 120, "command": [
             "sh", "-c", 'if [ "$RUN_ID" = 0 ]; then echo run-0-sleeps; sleep 60; fi; '
                         'echo done-on-run-$RUN_ID']}
-        queue.createTask(task_id, task_definition(task_queue_id, payload=payload, retries=2))
+        task_id = create_task(queue, task_queue_id, payload=payload, retries=2)
         wait_running(queue, task_id)
         [container] = wait_container(task_id, 0)
         # Created is not enough: kill the worker once the command runs.

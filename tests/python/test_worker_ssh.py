@@ -25,16 +25,11 @@ import uuid
 import pytest
 import requests
 
-from conftest import BINARY, ROOT_TOKEN, free_port, make_server, new_task_id, task_definition
+from conftest import free_port
+from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, WorkerProcess, artifact_url, artifacts,
+                            assert_in_log, assert_run, create_task, fetch, serve, wait_resolved,
+                            wait_until)
 
-ROOT_CLIENT = "static/taskcluster/root"
-# claimWork answers within 2 s, so a SIGTERMed worker stops quickly at teardown.
-SERVER_CONFIG = """
-[api]
-claim_work_timeout_seconds = 2
-"""
-RESOLVED = ("completed", "failed", "exception")
-TIMEOUT = 60
 BACKING_LOG = "public/logs/live_backing.log"
 
 
@@ -79,59 +74,12 @@ identity_file = "{key}"
 
 @pytest.fixture(scope="module")
 def ssh_server(tmp_path_factory):
-    server = make_server(tmp_path_factory, SERVER_CONFIG)
-    server.start()
-    yield server
-    server.stop()
+    yield from serve(tmp_path_factory, SHORT_CLAIM_WORK_CONFIG)
 
 
 @pytest.fixture(scope="module")
 def ssh_queue_id():
     return f"proj-tests/ssh-{uuid.uuid4().hex[:8]}"
-
-
-class SshWorker:
-    """One `taskfold worker --engine ssh` process; its log (RUST_LOG=info) goes to a file."""
-
-    def __init__(self, server, task_queue_id, base, config_text):
-        self.server = server
-        self.task_queue_id = task_queue_id
-        self.worker_id = f"ssh-{uuid.uuid4().hex[:8]}"
-        self.config = os.path.join(base, "worker.toml")
-        with open(self.config, "w") as config:
-            config.write(config_text)
-        self.data_dir = os.path.join(base, "data")
-        self.log_path = os.path.join(base, "worker.log")
-        self.process = None
-
-    def start(self):
-        self.log = open(self.log_path, "w")
-        env = dict(os.environ, TASKCLUSTER_CLIENT_ID=ROOT_CLIENT,
-                   TASKCLUSTER_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="info")
-        env.pop("TASKCLUSTER_CERTIFICATE", None)
-        self.process = subprocess.Popen(
-            [BINARY, "worker", "--root-url", self.server.root_url,
-             "--task-queue-id", self.task_queue_id, "--worker-group", "ssh-tests",
-             "--worker-id", self.worker_id, "--engine", "ssh", "--config", self.config,
-             "--data-dir", self.data_dir, "--capacity", "2"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
-        return self
-
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self):
-        """SIGTERM; SIGKILL if it has not exited within 30 s."""
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                print("the SSH worker ignored SIGTERM for 30 s; killing it")
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +88,10 @@ def ssh_worker(sshd, ssh_server, ssh_queue_id, tmp_path_factory):
     config = (target("build-host", sshd["port"], sshd["host_key"], sshd["key"])
               + target("wrong-key", sshd["port"], sshd["wrong_host_key"], sshd["key"])
               + target("nowhere", free_port(), sshd["host_key"], sshd["key"]))
-    worker = SshWorker(ssh_server, ssh_queue_id, str(base), config).start()
+    (base / "worker.toml").write_text(config)
+    worker = WorkerProcess(ssh_server, ssh_queue_id, "ssh", base / "data", base, capacity=2,
+                           options=("--config", str(base / "worker.toml")), stop_timeout=30)
+    worker.start()
     yield worker
     worker.stop()
     # The SSH master connections it kept name its data directory (their known_hosts): none
@@ -149,22 +100,6 @@ def ssh_worker(sshd, ssh_server, ssh_queue_id, tmp_path_factory):
     if left:
         kill_all(left)
         pytest.fail(f"processes outlived the SSH worker: {left}")
-
-
-@pytest.fixture(autouse=True)
-def print_worker_log(request):
-    """Prints what the worker logged during the test (pytest shows it when the test fails)."""
-    if "ssh_worker" not in request.fixturenames:
-        yield
-        return
-    worker = request.getfixturevalue("ssh_worker")
-    offset = os.path.getsize(worker.log_path)
-    yield
-    with open(worker.log_path, errors="replace") as log:
-        log.seek(offset)
-        text = log.read()
-    if text:
-        print(f"===== SSH worker log =====\n{text}")
 
 
 @pytest.fixture
@@ -178,59 +113,32 @@ def run_task(ssh_queue_id, ssh_worker, queue):
 
     def create(payload):
         assert ssh_worker.alive(), "the SSH worker process exited"
-        task_id = new_task_id()
-        queue.createTask(task_id, task_definition(ssh_queue_id, payload=payload))
-        return task_id
+        return create_task(queue, ssh_queue_id, payload=payload)
 
     return create
+
+
+@pytest.fixture
+def run_to_end(ssh_server, queue, run_task):
+    """Creates a task as `run_task` does and waits for its run to resolve: (taskId, status,
+    backing log), for the tests that only look at the outcome."""
+
+    def run(payload):
+        task_id = run_task(payload)
+        status = wait_resolved(queue, task_id)
+        return task_id, status, fetch(ssh_server, task_id, 0, BACKING_LOG)
+
+    return run
 
 
 # --- helpers -------------------------------------------------------------------------------
 
 
-def wait_until(condition, timeout=TIMEOUT, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
-
-
-def wait_resolved(queue, task_id, timeout=TIMEOUT):
-    """The task's status once its first run is resolved."""
-
-    def resolved():
-        status = queue.status(task_id)["status"]
-        if status["runs"] and status["runs"][0]["state"] in RESOLVED:
-            return status
-        return None
-
-    status = wait_until(resolved, timeout)
-    assert status is not None, \
-        f"{task_id} not resolved within {timeout} s: {queue.status(task_id)}"
-    return status
-
-
-def assert_run(status, state, reason_resolved):
-    run = status["runs"][0]
-    assert (run["state"], run.get("reasonResolved")) == (state, reason_resolved), status
+def assert_only_run(status, state, reason_resolved):
+    """Run 0 ended so, and it is the task's only run: the task ended with it."""
+    assert_run(status, 0, state, reason_resolved)
     assert status["state"] == state, status
     assert len(status["runs"]) == 1, f"the run was retried: {status}"
-
-
-def fetch(server, task_id, name):
-    """An artifact's content, following the queue's redirect."""
-    response = requests.get(server.api(f"/task/{task_id}/runs/0/artifacts/{name}"), timeout=30)
-    assert response.status_code == 200, \
-        f"GET {name} of {task_id}: {response.status_code} {response.text}"
-    return response.text
-
-
-def artifacts(queue, task_id):
-    """name → the run's artifact entry."""
-    return {entry["name"]: entry for entry in queue.listArtifacts(task_id, "0")["artifacts"]}
 
 
 def processes(marker):
@@ -248,19 +156,14 @@ def kill_all(found):
             pass
 
 
-def assert_in_log(log, *lines):
-    for line in lines:
-        assert line in log, f"{line!r} not in the log:\n{log}"
-
-
 # --- the acceptance points -----------------------------------------------------------------
 
 
 def test_a_successful_script_completes_with_its_output_env_and_artifact(
-        sshd, ssh_server, ssh_queue_id, queue, run_task, tmp_path):
+        sshd, ssh_server, ssh_queue_id, queue, run_to_end, tmp_path):
     out = tmp_path / "out.txt"
     tricky = "it's \"quoted\" $HOME `uname` \\ and  two  spaces; $(echo no)"
-    task_id = run_task({
+    task_id, status, log = run_to_end({
         "target": "build-host",
         "script": (
             "echo hello-from-ssh\n"
@@ -276,9 +179,7 @@ def test_a_successful_script_completes_with_its_output_env_and_artifact(
         "maxRunTime": 60,
         "artifacts": [{"name": "public/out.txt", "path": str(out), "type": "file"}],
     })
-    status = wait_resolved(queue, task_id)
-    log = fetch(ssh_server, task_id, BACKING_LOG)
-    assert_run(status, "completed", "completed")
+    assert_only_run(status, "completed", "completed")
     assert_in_log(
         log, f"Task ID: {task_id}",
         f"Target: build-host (root@127.0.0.1:{sshd['port']})",
@@ -290,76 +191,66 @@ def test_a_successful_script_completes_with_its_output_env_and_artifact(
         < log.index("=== Task Finished ===")
 
     listed = artifacts(queue, task_id)
-    assert listed[BACKING_LOG]["storageType"] == "s3", listed
-    assert listed["public/logs/live.log"]["storageType"] == "link", listed
-    assert listed["public/out.txt"]["storageType"] == "s3", listed
-    assert fetch(ssh_server, task_id, "public/out.txt") == "artifact content"
+    assert listed[BACKING_LOG] == "s3", listed
+    assert listed["public/logs/live.log"] == "link", listed
+    assert listed["public/out.txt"] == "s3", listed
+    assert fetch(ssh_server, task_id, 0, "public/out.txt") == "artifact content"
     # Once the run is over, the live log leads to the backing log.
-    assert fetch(ssh_server, task_id, "public/logs/live.log") == log
+    assert fetch(ssh_server, task_id, 0, "public/logs/live.log") == log
 
 
-def test_a_missing_artifact_becomes_an_error_artifact(ssh_server, queue, run_task, tmp_path):
+def test_a_missing_artifact_becomes_an_error_artifact(ssh_server, queue, run_to_end, tmp_path):
     missing = tmp_path / "never-written.txt"
-    task_id = run_task({
+    task_id, status, log = run_to_end({
         "target": "build-host", "script": "echo no-file-made", "maxRunTime": 60,
         "artifacts": [{"name": "public/missing.txt", "path": str(missing), "type": "file"}],
     })
-    status = wait_resolved(queue, task_id)
-    log = fetch(ssh_server, task_id, BACKING_LOG)
-    assert_run(status, "completed", "completed")
+    assert_only_run(status, "completed", "completed")
     listed = artifacts(queue, task_id)
-    assert listed.get("public/missing.txt", {}).get("storageType") == "error", listed
-    response = requests.get(
-        ssh_server.api(f"/task/{task_id}/runs/0/artifacts/public/missing.txt"), timeout=30)
+    assert listed.get("public/missing.txt") == "error", listed
+    response = requests.get(artifact_url(ssh_server, task_id, 0, "public/missing.txt"),
+                            timeout=30)
     assert response.status_code == 424, (response.status_code, response.text)
     assert "no-file-made" in log
 
 
-def test_a_non_zero_exit_code_fails_the_run(ssh_server, queue, run_task):
-    task_id = run_task({"target": "build-host", "script": "echo about-to-fail; exit 3",
-                        "maxRunTime": 60})
-    status = wait_resolved(queue, task_id)
-    log = fetch(ssh_server, task_id, BACKING_LOG)
-    assert_run(status, "failed", "failed")
+def test_a_non_zero_exit_code_fails_the_run(run_to_end):
+    _, status, log = run_to_end({"target": "build-host", "script": "echo about-to-fail; exit 3",
+                                 "maxRunTime": 60})
+    assert_only_run(status, "failed", "failed")
     assert_in_log(log, "about-to-fail", "=== Task Finished ===",
                   "Unsuccessful task run with exit code: 3")
 
 
-def test_a_host_key_mismatch_is_resource_unavailable(ssh_server, queue, run_task):
-    task_id = run_task({"target": "wrong-key", "script": "echo must-not-run", "maxRunTime": 60})
-    status = wait_resolved(queue, task_id)
-    log = fetch(ssh_server, task_id, BACKING_LOG)
-    assert_run(status, "exception", "resource-unavailable")
+def test_a_host_key_mismatch_is_resource_unavailable(run_to_end):
+    _, status, log = run_to_end({"target": "wrong-key", "script": "echo must-not-run",
+                                 "maxRunTime": 60})
+    assert_only_run(status, "exception", "resource-unavailable")
     assert "wrong-key" in log
     assert "must-not-run" not in log.replace("echo must-not-run", "")
     assert "=== Task Starting ===" not in log, log
 
 
-def test_an_unreachable_target_is_resource_unavailable(ssh_server, queue, run_task):
-    task_id = run_task({"target": "nowhere", "script": "echo must-not-run", "maxRunTime": 60})
-    status = wait_resolved(queue, task_id)
-    log = fetch(ssh_server, task_id, BACKING_LOG)
-    assert_run(status, "exception", "resource-unavailable")
+def test_an_unreachable_target_is_resource_unavailable(run_to_end):
+    _, status, log = run_to_end({"target": "nowhere", "script": "echo must-not-run",
+                                 "maxRunTime": 60})
+    assert_only_run(status, "exception", "resource-unavailable")
     assert "cannot reach target `nowhere`" in log, log
 
 
-def test_an_unknown_target_is_a_malformed_payload(ssh_server, queue, run_task):
-    task_id = run_task({"target": "elsewhere", "script": "echo must-not-run",
-                        "maxRunTime": 60})
-    status = wait_resolved(queue, task_id)
-    log = fetch(ssh_server, task_id, BACKING_LOG)
-    assert_run(status, "exception", "malformed-payload")
+def test_an_unknown_target_is_a_malformed_payload(run_to_end):
+    _, status, log = run_to_end({"target": "elsewhere", "script": "echo must-not-run",
+                                 "maxRunTime": 60})
+    assert_only_run(status, "exception", "malformed-payload")
     assert "elsewhere" in log, log
     assert "=== Task Starting ===" not in log, log
 
 
-def test_an_unknown_payload_field_is_a_malformed_payload(ssh_server, queue, run_task):
+def test_an_unknown_payload_field_is_a_malformed_payload(run_to_end):
     # A payload never gives an address: `host` is not a field.
-    task_id = run_task({"target": "build-host", "host": "10.0.0.1",
-                        "script": "echo must-not-run", "maxRunTime": 60})
-    status = wait_resolved(queue, task_id)
-    log = fetch(ssh_server, task_id, BACKING_LOG)
-    assert_run(status, "exception", "malformed-payload")
+    _, status, log = run_to_end({"target": "build-host", "host": "10.0.0.1",
+                                 "script": "echo must-not-run", "maxRunTime": 60})
+    assert_only_run(status, "exception", "malformed-payload")
     assert "host" in log.split("payload is not valid", 1)[-1], log
     assert "=== Task Starting ===" not in log, log
 
@@ -381,8 +272,8 @@ def test_max_run_time_kills_the_script_and_what_it_started(ssh_server, queue, ru
         began = time.monotonic()
         status = wait_resolved(queue, task_id, timeout=45)
         took = time.monotonic() - began
-        log = fetch(ssh_server, task_id, BACKING_LOG)
-        assert_run(status, "failed", "failed")
+        log = fetch(ssh_server, task_id, 0, BACKING_LOG)
+        assert_only_run(status, "failed", "failed")
         assert took < 30, f"the run took {took:.0f} s to end after its sleeps started"
         assert_in_log(log, "start\n", "Task timeout after 3 seconds",
                       "=== Task Finished ===", "Unsuccessful task run with exit code:")
