@@ -23,7 +23,8 @@ import requests
 
 from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, TIMEOUT, WorkerProcess, artifact_url,
                             artifacts, assert_in_log, assert_run, create_task, docker_ps, fetch,
-                            remove_containers, serve, wait_resolved, wait_until)
+                            new_task_queue_id, remove_containers, serve, wait_resolved,
+                            wait_until)
 
 IMAGE = "taskfold-test/busybox:1"
 # Claims expire 3 s after the last reclaim: a killed worker's run is retried within seconds.
@@ -59,15 +60,14 @@ def docker_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def docker_queue_id():
-    return f"proj-tests/docker-{uuid.uuid4().hex[:8]}"
+    return new_task_queue_id("docker")
 
 
 @pytest.fixture(scope="module")
 def docker_worker(docker_server, docker_queue_id, tmp_path_factory):
     base = tmp_path_factory.mktemp("docker-worker")
     worker = WorkerProcess(docker_server, docker_queue_id, "docker", base / "data", base,
-                           capacity=4)
-    worker.start()
+                           capacity=4).start()
     yield worker
     worker.stop()
     remove_containers_of(worker)
@@ -462,7 +462,7 @@ def restart_server(tmp_path_factory):
 def test_a_killed_worker_s_container_is_removed_on_restart_and_the_run_retried(
         restart_server, tmp_path):
     queue = restart_server.queue()
-    task_queue_id = f"proj-tests/docker-{uuid.uuid4().hex[:8]}"
+    task_queue_id = new_task_queue_id("docker")
     worker_id = f"restart-{uuid.uuid4().hex[:8]}"
     data_dir = tmp_path / "worker-data"
     first = WorkerProcess(restart_server, task_queue_id, "docker", data_dir, tmp_path,

@@ -27,8 +27,8 @@ import requests
 
 from conftest import free_port
 from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, WorkerProcess, artifact_url, artifacts,
-                            assert_in_log, assert_run, create_task, fetch, serve, wait_resolved,
-                            wait_until)
+                            assert_in_log, assert_run, create_task, fetch, new_task_queue_id, serve,
+                            wait_resolved, wait_until)
 
 BACKING_LOG = "public/logs/live_backing.log"
 
@@ -79,7 +79,7 @@ def ssh_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ssh_queue_id():
-    return f"proj-tests/ssh-{uuid.uuid4().hex[:8]}"
+    return new_task_queue_id("ssh")
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,8 @@ def ssh_worker(sshd, ssh_server, ssh_queue_id, tmp_path_factory):
               + target("nowhere", free_port(), sshd["host_key"], sshd["key"]))
     (base / "worker.toml").write_text(config)
     worker = WorkerProcess(ssh_server, ssh_queue_id, "ssh", base / "data", base, capacity=2,
-                           options=("--config", str(base / "worker.toml")), stop_timeout=30)
-    worker.start()
+                           options=("--config", str(base / "worker.toml")),
+                           stop_timeout=30).start()
     yield worker
     worker.stop()
     # The SSH master connections it kept name its data directory (their known_hosts): none
