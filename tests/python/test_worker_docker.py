@@ -23,8 +23,7 @@ import requests
 
 from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, TIMEOUT, WorkerProcess, artifact_url,
                             artifacts, assert_in_log, assert_run, create_task, docker_ps, fetch,
-                            new_task_queue_id, remove_containers, serve, wait_resolved,
-                            wait_until)
+                            remove_containers, serve, wait_resolved, wait_until)
 
 IMAGE = "taskfold-test/busybox:1"
 # Claims expire 3 s after the last reclaim: a killed worker's run is retried within seconds.
@@ -59,15 +58,9 @@ def docker_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def docker_queue_id():
-    return new_task_queue_id("docker")
-
-
-@pytest.fixture(scope="module")
-def docker_worker(docker_server, docker_queue_id, tmp_path_factory):
+def docker_worker(docker_server, tmp_path_factory):
     base = tmp_path_factory.mktemp("docker-worker")
-    worker = WorkerProcess(docker_server, docker_queue_id, "docker", base / "data", base,
-                           capacity=4).start()
+    worker = WorkerProcess(docker_server, "docker", base / "data", base, capacity=4).start()
     yield worker
     worker.stop()
     remove_containers_of(worker)
@@ -79,13 +72,13 @@ def queue(docker_server):
 
 
 @pytest.fixture
-def run_task(docker_server, docker_queue_id, docker_worker, queue):
+def run_task(docker_worker, queue):
     """Creates a task with a docker payload for the shared worker; its taskId."""
 
     def create(payload, **overrides):
         assert docker_worker.alive(), "the shared worker process exited"
         full = {"image": IMAGE, "maxRunTime": 60, **payload}
-        return create_task(queue, docker_queue_id, payload=full, **overrides)
+        return create_task(queue, docker_worker.task_queue_id, payload=full, **overrides)
 
     return create
 
@@ -427,7 +420,7 @@ def test_the_live_log_stream_is_complete_when_the_task_prints_fast(docker_server
 
 
 def test_reserved_environment_variables_cannot_be_overridden(docker_server, docker_worker,
-                                                             docker_queue_id, queue, run_task):
+                                                             queue, run_task):
     names = ["TASK_ID", "RUN_ID", "TASKCLUSTER_ROOT_URL", "TASKCLUSTER_WORKER_GROUP",
              "TASKCLUSTER_WORKER_POOL", "TASKCLUSTER_WORKER_TYPE", "MY_VARIABLE"]
     script = "; ".join(f'echo "ENV {name}=${name}"' for name in names)
@@ -445,8 +438,8 @@ def test_reserved_environment_variables_cannot_be_overridden(docker_server, dock
         "RUN_ID": "0",
         "TASKCLUSTER_ROOT_URL": docker_server.root_url,
         "TASKCLUSTER_WORKER_GROUP": docker_worker.worker_group,
-        "TASKCLUSTER_WORKER_POOL": docker_queue_id,
-        "TASKCLUSTER_WORKER_TYPE": docker_queue_id.split("/", 1)[1],
+        "TASKCLUSTER_WORKER_POOL": docker_worker.task_queue_id,
+        "TASKCLUSTER_WORKER_TYPE": docker_worker.task_queue_id.split("/", 1)[1],
         "MY_VARIABLE": "mine",
     }, log
 
@@ -462,21 +455,20 @@ def restart_server(tmp_path_factory):
 def test_a_killed_worker_s_container_is_removed_on_restart_and_the_run_retried(
         restart_server, tmp_path):
     queue = restart_server.queue()
-    task_queue_id = new_task_queue_id("docker")
     worker_id = f"restart-{uuid.uuid4().hex[:8]}"
     data_dir = tmp_path / "worker-data"
-    first = WorkerProcess(restart_server, task_queue_id, "docker", data_dir, tmp_path,
-                          worker_id=worker_id, capacity=1)
+    first = WorkerProcess(restart_server, "docker", data_dir, tmp_path, worker_id=worker_id,
+                          capacity=1)
     # Same group, id and data directory: the same worker, restarted.
-    second = WorkerProcess(restart_server, task_queue_id, "docker", data_dir, tmp_path,
-                           worker_id=worker_id, capacity=1)
+    second = WorkerProcess(restart_server, "docker", data_dir, tmp_path,
+                           task_queue_id=first.task_queue_id, worker_id=worker_id, capacity=1)
     second.starts = 1  # its log files follow the first's
     try:
         first.start()
         payload = {"image": IMAGE, "maxRunTime": 120, "command": [
             "sh", "-c", 'if [ "$RUN_ID" = 0 ]; then echo run-0-sleeps; sleep 60; fi; '
                         'echo done-on-run-$RUN_ID']}
-        task_id = create_task(queue, task_queue_id, payload=payload, retries=2)
+        task_id = create_task(queue, first.task_queue_id, payload=payload, retries=2)
         wait_running(queue, task_id)
         [container] = wait_container(task_id, 0)
         # Created is not enough: kill the worker once the command runs.

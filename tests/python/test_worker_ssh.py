@@ -27,8 +27,8 @@ import requests
 
 from conftest import free_port
 from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, WorkerProcess, artifact_url, artifacts,
-                            assert_in_log, assert_run, create_task, fetch, new_task_queue_id, serve,
-                            wait_resolved, wait_until)
+                            assert_in_log, assert_run, create_task, fetch, serve, wait_resolved,
+                            wait_until)
 
 BACKING_LOG = "public/logs/live_backing.log"
 
@@ -78,18 +78,13 @@ def ssh_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ssh_queue_id():
-    return new_task_queue_id("ssh")
-
-
-@pytest.fixture(scope="module")
-def ssh_worker(sshd, ssh_server, ssh_queue_id, tmp_path_factory):
+def ssh_worker(sshd, ssh_server, tmp_path_factory):
     base = tmp_path_factory.mktemp("ssh-worker")
     config = (target("build-host", sshd["port"], sshd["host_key"], sshd["key"])
               + target("wrong-key", sshd["port"], sshd["wrong_host_key"], sshd["key"])
               + target("nowhere", free_port(), sshd["host_key"], sshd["key"]))
     (base / "worker.toml").write_text(config)
-    worker = WorkerProcess(ssh_server, ssh_queue_id, "ssh", base / "data", base, capacity=2,
+    worker = WorkerProcess(ssh_server, "ssh", base / "data", base, capacity=2,
                            options=("--config", str(base / "worker.toml")),
                            stop_timeout=30).start()
     yield worker
@@ -108,12 +103,12 @@ def queue(ssh_server):
 
 
 @pytest.fixture
-def run_task(ssh_queue_id, ssh_worker, queue):
+def run_task(ssh_worker, queue):
     """Creates a task with an SSH payload for the worker; its taskId."""
 
     def create(payload):
         assert ssh_worker.alive(), "the SSH worker process exited"
-        return create_task(queue, ssh_queue_id, payload=payload)
+        return create_task(queue, ssh_worker.task_queue_id, payload=payload)
 
     return create
 
@@ -160,7 +155,7 @@ def kill_all(found):
 
 
 def test_a_successful_script_completes_with_its_output_env_and_artifact(
-        sshd, ssh_server, ssh_queue_id, queue, run_to_end, tmp_path):
+        sshd, ssh_server, ssh_worker, queue, run_to_end, tmp_path):
     out = tmp_path / "out.txt"
     tricky = "it's \"quoted\" $HOME `uname` \\ and  two  spaces; $(echo no)"
     task_id, status, log = run_to_end({
@@ -185,7 +180,7 @@ def test_a_successful_script_completes_with_its_output_env_and_artifact(
         f"Target: build-host (root@127.0.0.1:{sshd['port']})",
         "=== Task Starting ===", "hello-from-ssh", "an-error-line",
         f"TASK_ID={task_id}\n", "RUN_ID=0\n", f"ROOT_URL={ssh_server.root_url}\n",
-        f"POOL={ssh_queue_id}\n", f"TRICKY=[{tricky}]\n",
+        f"POOL={ssh_worker.task_queue_id}\n", f"TRICKY=[{tricky}]\n",
         "=== Task Finished ===", "Successful task run with exit code: 0")
     assert log.index("=== Task Starting ===") < log.index("hello-from-ssh") \
         < log.index("=== Task Finished ===")
