@@ -244,22 +244,23 @@ impl DockerEngine {
             ..ContainerCreateBody::default()
         };
         let name = format!("taskfold-{}-{}", run.task_id, run.run_id);
-        // A container of this name is a leftover of an attempt that did not finish.
-        let _ = self
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        match self
             .api
-            .remove_container(
-                &name,
-                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-            )
-            .await;
-        let created = self
-            .api
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                body,
-            )
-            .await?;
-        Ok(created.id)
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Ok(created) => Ok(created.id),
+            // A container of this name is a leftover of an attempt that did not finish.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                remove(&self.api, &name).await;
+                let created = self.api.create_container(Some(options), body).await?;
+                Ok(created.id)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Starts the container and waits for its end, its maxRunTime, or an abort.
