@@ -131,18 +131,23 @@ fn run_path(task_id: &str, run_id: u64) -> String {
     format!("/task/{task_id}/runs/{run_id}")
 }
 
-/// The status once run `run_id` is neither pending nor running.
+/// The task's status once run `run_id` is neither pending nor running.
 async fn run_end(client: &QueueClient, task_id: &str, run_id: u64) -> Result<Value, Error> {
     loop {
-        let status = client.status(task_id).await?["status"].clone();
-        let state = status["runs"][run_id as usize]["state"]
-            .as_str()
-            .unwrap_or("");
-        if state != "running" && state != "pending" {
+        if let Some(status) = ended(client, task_id, run_id).await? {
             return Ok(status);
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The task's status if run `run_id` is neither pending nor running (any more).
+async fn ended(client: &QueueClient, task_id: &str, run_id: u64) -> Result<Option<Value>, Error> {
+    let status = client.status(task_id).await?["status"].clone();
+    let state = status["runs"][run_id as usize]["state"]
+        .as_str()
+        .unwrap_or("");
+    Ok((state != "running" && state != "pending").then_some(status))
 }
 
 /// Copies run `run_id`'s log to standard output: the live log while the run runs (the
@@ -164,11 +169,7 @@ async fn stream_log(
             Copied::Absent => {}
         }
         // The worker creates the log artifact right after its claim.
-        let status = client.status(task_id).await?["status"].clone();
-        let state = status["runs"][run_id as usize]["state"]
-            .as_str()
-            .unwrap_or("");
-        if state != "running" && state != "pending" {
+        if ended(client, task_id, run_id).await?.is_some() {
             return Ok(None);
         }
         tokio::time::sleep(POLL).await;
