@@ -11,5 +11,6 @@ pub mod engine;
 pub mod local;
 pub mod log;
 pub mod model;
+pub mod projections;
 pub mod settings;
 pub mod worker;

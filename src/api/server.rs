@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::json;
@@ -14,6 +15,7 @@ use super::blobs::{self, BlobStore};
 use super::live_logs::{self, LiveLogs};
 use super::{response, routes};
 use crate::engine::Engine;
+use crate::projections::metrics::METRICS;
 use crate::settings::Settings;
 
 /// Where the server listens and how it is reached.
@@ -114,6 +116,29 @@ pub async fn serve_until(
         App::new()
             .configure(|config| app(config, state.clone()))
             .wrap(actix_web::middleware::Compress::default())
+            .wrap_fn(|request, service| {
+                let started = Instant::now();
+                let response = service.call(request);
+                async move {
+                    let response = response.await?;
+                    // The route template (never the path, which holds task ids), known only
+                    // once the request was routed.
+                    let method = response.request().method().as_str().to_owned();
+                    let route = response
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".to_owned());
+                    METRICS
+                        .http_request_duration_seconds
+                        .with_label_values(&[
+                            method.as_str(),
+                            route.as_str(),
+                            response.status().as_str(),
+                        ])
+                        .observe(started.elapsed().as_secs_f64());
+                    Ok(response)
+                }
+            })
     })
     .bind(&options.listen)?
     .disable_signals()
@@ -151,6 +176,7 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
                 .route(web::get().to(live_logs::follow))
                 .default_service(web::to(|| async { response::not_found() })),
         )
+        .route("/metrics", web::get().to(metrics))
         .route("/__lbheartbeat__", web::get().to(heartbeat))
         .route("/__heartbeat__", web::get().to(heartbeat))
         .route("/__version__", web::get().to(version))
@@ -162,6 +188,13 @@ async fn ping(state: web::Data<State>) -> HttpResponse {
         StatusCode::OK,
         &json!({"alive": true, "uptime": state.started.elapsed().as_secs_f64()}),
     )
+}
+
+/// Prometheus's text format.
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(METRICS.render())
 }
 
 async fn heartbeat() -> HttpResponse {

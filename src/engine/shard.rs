@@ -25,6 +25,7 @@ use crate::log::{Entry, EventLog, Offset, codec, snapshot};
 use crate::model::{
     Entities, Envelope, Event, RunState, Slugid, Task, TaskGroup, Timestamp, Worker, worker_key,
 };
+use crate::projections::metrics::{METRICS, Metrics};
 
 /// What the shard needs besides its state.
 #[derive(Clone)]
@@ -294,6 +295,8 @@ impl TaskShard {
             };
             let payload = codec::encode(&envelope).map_err(internal)?;
             self.state.apply(&envelope);
+            let task = Metrics::task_key(&envelope).and_then(|task_id| self.state.task(task_id));
+            METRICS.applied(&envelope, task);
             entries.push(Entry {
                 key: envelope.key,
                 payload,

@@ -22,6 +22,7 @@ use crate::engine::ClaimWork;
 use crate::engine::task::Command;
 use crate::model::task::is_worker_identifier;
 use crate::model::{ExceptionReason, Slugid, Task, TaskDefinition, TaskStatus, Timestamp};
+use crate::projections::metrics::METRICS;
 
 static CLAIM_WORK: LazyLock<ScopeExpression> = LazyLock::new(|| {
     template(json!({"AllOf": [
@@ -107,7 +108,8 @@ pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) ->
                     ("workerId", &input.worker_id),
                 ],
             )?;
-            let until = Instant::now() + state.claim_work_timeout;
+            let waiting = Instant::now();
+            let until = waiting + state.claim_work_timeout;
             let claims = state
                 .engine
                 .claim_work(
@@ -121,6 +123,9 @@ pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) ->
                     until,
                 )
                 .await;
+            METRICS
+                .claim_work_wait_seconds
+                .observe(waiting.elapsed().as_secs_f64());
             let now = Timestamp::now();
             let tasks = claims
                 .iter()

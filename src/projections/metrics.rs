@@ -1,0 +1,204 @@
+//! Prometheus metrics, served at `GET /metrics`. Every metric's name, help, labels and buckets
+//! are defined here and nowhere else; names carry the `taskfold_` prefix and their unit, and no
+//! label ever holds a task id (one series per task would sink any Prometheus).
+//!
+//! Task and run metrics are counted as the task shards apply events, so they follow the log:
+//! whatever a reply could have shown is counted once.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::model::{Envelope, Event, Slugid, Task, Timestamp};
+
+/// Seconds from a few milliseconds (claims, API calls) to hours (queue waits, builds).
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0, 14400.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub tasks_created: IntCounterVec,
+    pub runs_resolved: IntCounterVec,
+    pub task_pending_seconds: HistogramVec,
+    pub run_duration_seconds: HistogramVec,
+    pub events_applied: IntCounter,
+    pub http_request_duration_seconds: HistogramVec,
+    pub claim_work_wait_seconds: Histogram,
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let seconds = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(SECONDS_BUCKETS.to_vec())
+        };
+        let metrics = Metrics {
+            tasks_created: IntCounterVec::new(
+                Opts::new(
+                    "taskfold_tasks_created_total",
+                    "Tasks created, by task queue.",
+                ),
+                &["task_queue"],
+            )
+            .expect("a valid metric"),
+            runs_resolved: IntCounterVec::new(
+                Opts::new(
+                    "taskfold_runs_resolved_total",
+                    "Runs resolved, by task queue, final state and reason.",
+                ),
+                &["task_queue", "state", "reason"],
+            )
+            .expect("a valid metric"),
+            task_pending_seconds: HistogramVec::new(
+                seconds(
+                    "taskfold_task_pending_seconds",
+                    "How long runs waited in their queue: pending until claimed.",
+                ),
+                &["task_queue"],
+            )
+            .expect("a valid metric"),
+            run_duration_seconds: HistogramVec::new(
+                seconds(
+                    "taskfold_run_duration_seconds",
+                    "How long claimed runs took: claimed until resolved.",
+                ),
+                &["task_queue"],
+            )
+            .expect("a valid metric"),
+            events_applied: IntCounter::new(
+                "taskfold_events_applied_total",
+                "Events applied by the task shards (replay excluded).",
+            )
+            .expect("a valid metric"),
+            http_request_duration_seconds: HistogramVec::new(
+                seconds(
+                    "taskfold_http_request_duration_seconds",
+                    "HTTP requests, by method, route template and status.",
+                ),
+                &["method", "route", "status"],
+            )
+            .expect("a valid metric"),
+            claim_work_wait_seconds: Histogram::with_opts(seconds(
+                "taskfold_claim_work_wait_seconds",
+                "How long claimWork calls waited before answering (with work or none).",
+            ))
+            .expect("a valid metric"),
+            registry,
+        };
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "taskfold_build_info",
+                "The running Taskfold's version (always 1).",
+            ),
+            &["version"],
+        )
+        .expect("a valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let registry = &metrics.registry;
+        for collector in [
+            Box::new(metrics.tasks_created.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.runs_resolved.clone()),
+            Box::new(metrics.task_pending_seconds.clone()),
+            Box::new(metrics.run_duration_seconds.clone()),
+            Box::new(metrics.events_applied.clone()),
+            Box::new(metrics.http_request_duration_seconds.clone()),
+            Box::new(metrics.claim_work_wait_seconds.clone()),
+            Box::new(build_info),
+        ] {
+            registry
+                .register(collector)
+                .expect("each metric is registered once");
+        }
+        metrics
+    }
+
+    /// Counts an event the shard just applied; `task` is its task's state after it.
+    pub fn applied(&self, envelope: &Envelope, task: Option<&Task>) {
+        self.events_applied.inc();
+        let queue = |task: &Task| task.definition.task_queue_id.clone();
+        let seconds = |from: Option<Timestamp>, to: Option<Timestamp>| match (from, to) {
+            (Some(from), Some(to)) => Some((to.millis() - from.millis()).max(0) as f64 / 1000.0),
+            _ => None,
+        };
+        match (&envelope.event, task) {
+            (Event::TaskDefined { definition, .. }, _) => self
+                .tasks_created
+                .with_label_values(&[definition.task_queue_id.as_str()])
+                .inc(),
+            (Event::RunClaimed { run_id, .. }, Some(task)) => {
+                if let Some(run) = task.runs.get(*run_id as usize)
+                    && let Some(waited) = seconds(Some(run.scheduled), run.started)
+                {
+                    self.task_pending_seconds
+                        .with_label_values(&[queue(task).as_str()])
+                        .observe(waited);
+                }
+            }
+            (Event::RunResolved { run_id, reason }, Some(task)) => {
+                let state = name_of(&reason.final_state());
+                let reason = name_of(reason);
+                let task_queue = queue(task);
+                self.runs_resolved
+                    .with_label_values(&[task_queue.as_str(), state.as_str(), reason.as_str()])
+                    .inc();
+                if let Some(run) = task.runs.get(*run_id as usize)
+                    && let Some(took) = seconds(run.started, run.resolved)
+                {
+                    self.run_duration_seconds
+                        .with_label_values(&[task_queue.as_str()])
+                        .observe(took);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The task an event's key names, if it names one.
+    pub fn task_key(envelope: &Envelope) -> Option<Slugid> {
+        match envelope.event {
+            Event::RunClaimed { .. } | Event::RunResolved { .. } => envelope.key.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = Vec::new();
+        // Encoding into memory fails only on metrics that break the format's rules, which
+        // `new` cannot register.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
+        String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+/// A state or reason as the API spells it (`completed`, `deadline-exceeded`, …).
+fn name_of<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_renders_with_its_prefix() {
+        let text = METRICS.render();
+        assert!(text.contains("taskfold_build_info{version="));
+        for line in text.lines().filter(|line| line.starts_with("# TYPE")) {
+            assert!(line.starts_with("# TYPE taskfold_"), "{line}");
+        }
+    }
+}
