@@ -1,6 +1,8 @@
 //! `taskfold bench lifecycle` against a real `taskfold serve`: every lifecycle completes, no
 //! claim comes back empty, the paced mode and the wake-up rounds report their numbers.
 
+mod common;
+
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -43,19 +45,13 @@ fn serve(data_dir: &std::path::Path) -> (Server, String) {
 fn every_lifecycle_completes_and_parked_claims_wake() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, root_url) = serve(dir.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_taskfold"))
-        .args(["bench", "lifecycle", "--root-url", &root_url])
-        .args(["--tasks", "300", "--concurrency", "8", "--rate", "500"])
-        .args(["--wakeup-rounds", "3"])
-        .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
-        .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = common::successful_output(
+        Command::new(env!("CARGO_BIN_EXE_taskfold"))
+            .args(["bench", "lifecycle", "--root-url", &root_url])
+            .args(["--tasks", "300", "--concurrency", "8", "--rate", "500"])
+            .args(["--wakeup-rounds", "3"])
+            .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
+            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN),
     );
     assert!(
         stdout.contains("300 lifecycles in") && stdout.contains("(0 empty claims)"),

@@ -1,6 +1,8 @@
 //! `taskfold bench restart` as an operator runs it: it fills a log through the engine, takes
 //! snapshots on the way, restarts on the log and finds every task again (it fails otherwise).
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -9,20 +11,14 @@ fn bench_restart_finds_every_task_after_the_restart() {
     let config = dir.path().join("taskfold.toml");
     std::fs::write(&config, "[queue]\nsnapshot_every_events = 500\n").unwrap();
     let data_dir = dir.path().join("data");
-    let output = Command::new(env!("CARGO_BIN_EXE_taskfold"))
-        .args(["bench", "restart", "--tasks", "3000", "--concurrency", "64"])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = common::successful_output(
+        Command::new(env!("CARGO_BIN_EXE_taskfold"))
+            .args(["bench", "restart", "--tasks", "3000", "--concurrency", "64"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn"),
     );
     assert!(stdout.contains("created 3000 tasks"), "{stdout}");
     assert!(stdout.contains("ready with 3000 tasks"), "{stdout}");

@@ -51,8 +51,8 @@ struct State {
 pub struct LiveLog {
     state: Rc<RefCell<State>>,
     wake: Rc<Notify>,
-    /// Told when the queue says the run is gone.
-    gone: Rc<Notify>,
+    /// Told when pushing stops: the log is all pushed, or the queue said the run is gone.
+    stopped: Rc<Notify>,
     path: PathBuf,
 }
 
@@ -66,7 +66,13 @@ impl LiveLog {
         run_id: u64,
         name: String,
     ) -> std::io::Result<LiveLog> {
-        let file = std::fs::File::create(path)?;
+        // Read back by the pusher too, so a push that failed is sent again from the file.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
         let log = LiveLog {
             state: Rc::new(RefCell::new(State {
                 file,
@@ -77,7 +83,7 @@ impl LiveLog {
                 gone: None,
             })),
             wake: Rc::new(Notify::new()),
-            gone: Rc::new(Notify::new()),
+            stopped: Rc::new(Notify::new()),
             path: path.to_owned(),
         };
         let pusher = Pusher {
@@ -147,11 +153,11 @@ impl LiveLog {
     /// Resolves when the queue has said the run is no longer running.
     pub async fn run_gone(&self) -> RunGone {
         loop {
-            let notified = self.gone.notified();
+            let stopped = self.stopped.notified();
             if let Some(gone) = self.state.borrow().gone {
                 return gone;
             }
-            notified.await;
+            stopped.await;
         }
     }
 
@@ -165,8 +171,12 @@ impl LiveLog {
         }
         self.wake.notify_one();
         let _ = tokio::time::timeout(wait, async {
-            while self.state.borrow().pushing {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            loop {
+                let stopped = self.stopped.notified();
+                if !self.state.borrow().pushing {
+                    return;
+                }
+                stopped.await;
             }
         })
         .await;
@@ -260,24 +270,23 @@ impl Pusher {
 
     /// Up to [`MAX_PUSH_BYTES`] of the backing file from `from`.
     fn read_from(&self, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
-        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
         let length = (to - from).min(MAX_PUSH_BYTES as u64) as usize;
         let mut chunk = vec![0; length];
-        if length > 0 {
-            let mut file = std::fs::File::open(&self.log.path)?;
-            file.seek(SeekFrom::Start(from))?;
-            file.read_exact(&mut chunk)?;
-        }
+        self.log
+            .state
+            .borrow()
+            .file
+            .read_exact_at(&mut chunk, from)?;
         Ok(chunk)
     }
 
     fn stop(&self, gone: Option<RunGone>) {
-        let mut state = self.log.state.borrow_mut();
-        state.pushing = false;
-        if gone.is_some() {
+        {
+            let mut state = self.log.state.borrow_mut();
+            state.pushing = false;
             state.gone = gone;
-            drop(state);
-            self.log.gone.notify_waiters();
         }
+        self.log.stopped.notify_waiters();
     }
 }

@@ -153,11 +153,10 @@ impl SshEngine {
             target.name, target.user, target.host, target.port
         ));
         let pidfile = format!("/tmp/taskfold-{}-{}.pid", run.task_id, run.run_id);
-        let mut session = None;
-        // A kept connection may have died since its last run: then one fresh try.
-        for _attempt in 0..2 {
-            session = match self.session(target).await {
-                Ok(session) => Some(session),
+        let mut retried = false;
+        let session = loop {
+            let session = match self.session(target).await {
+                Ok(session) => session,
                 Err(error) => {
                     let message = format!("cannot reach target `{}`: {error}", target.name);
                     run.log.error(&message);
@@ -165,17 +164,17 @@ impl SshEngine {
                     return outcome;
                 }
             };
-            let Some(session) = &session else { break };
             outcome.problem = None;
-            self.run_script(run, session, &payload, &pidfile, &mut outcome)
+            self.run_script(run, &session, &payload, &pidfile, &mut outcome)
                 .await;
-            if outcome.reached >= Phase::Running || outcome.problem.is_none() {
-                break;
+            // A kept connection may have died since its last run, so that the script never
+            // started: one try on a fresh connection.
+            if outcome.reached < Phase::Running && outcome.problem.is_some() && !retried {
+                self.forget(target);
+                retried = true;
+                continue;
             }
-            self.forget(target);
-        }
-        let Some(session) = session else {
-            return outcome;
+            break session;
         };
         if outcome.problem.is_some() {
             // The connection may be what failed.
