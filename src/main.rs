@@ -44,6 +44,9 @@ enum Command {
     /// farm of `taskfold up` in `./taskfold-data`).
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Print the queue's exchange messages (task-defined, task-completed, …) as JSON lines,
+    /// from the listener API or, with `--kafka`, from the Kafka topics.
+    Listen(ListenArgs),
     /// Look into the event log.
     #[command(subcommand)]
     Log(LogCommand),
@@ -66,6 +69,36 @@ struct Serve {
     /// The deployment's root URL (default `http://<listen>`).
     #[arg(long)]
     root_url: Option<String>,
+}
+
+#[derive(Args)]
+struct ListenArgs {
+    /// The deployment's root URL (default: `TASKCLUSTER_ROOT_URL`).
+    #[arg(long)]
+    root_url: Option<String>,
+    /// An exchange, `task-completed` or `exchange/taskcluster-queue/v1/task-completed`;
+    /// repeat it, each with its `--routing-key`.
+    #[arg(long = "exchange", required = true)]
+    exchanges: Vec<String>,
+    /// The routing key pattern of the `--exchange` in the same place (`*` one word, `#` any
+    /// number), matched against the primary routing key and the `route.<route>` CC keys.
+    #[arg(long = "routing-key", default_value = "#")]
+    routing_keys: Vec<String>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Resume after this cursor (from an earlier listener's messages).
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Read the exchange topics on these Kafka brokers instead of the listener API.
+    #[arg(long)]
+    kafka: Option<String>,
+    /// With `--kafka`: the prefix of the exchange topics.
+    #[arg(long, default_value = taskfold::projections::exchanges::DEFAULT_TOPIC_PREFIX)]
+    topic_prefix: String,
+    /// With `--kafka`: read the topics from their start instead of from now.
+    #[arg(long)]
+    from_beginning: bool,
 }
 
 #[derive(Args)]
@@ -308,6 +341,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(worker) => run_worker(worker),
         Command::Up(up) => run_up(up),
         Command::Task(command) => run_task_command(command),
+        Command::Listen(listen) => run_listen(listen),
     }
 }
 
@@ -320,10 +354,7 @@ async fn start_queue(
 ) -> anyhow::Result<server::State> {
     let log = log::open(&settings.log, data_dir)
         .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
-    let engine_settings = EngineSettings {
-        task: settings.queue.task_settings(),
-        snapshot_every_events: settings.queue.snapshot_every_events,
-    };
+    let engine_settings = settings.engine_settings();
     let engine = Engine::start(log, data_dir.to_owned(), engine_settings)
         .await
         .context("replaying the log")?;
@@ -455,6 +486,38 @@ fn task_client() -> anyhow::Result<taskfold::client::QueueClient> {
     )?)
 }
 
+fn run_listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
+    use taskfold::client::listen;
+    let routing_keys = match args.routing_keys.len() {
+        // One pattern (or the default) serves every exchange.
+        1 => vec![args.routing_keys[0].clone(); args.exchanges.len()],
+        n if n == args.exchanges.len() => args.routing_keys,
+        n => anyhow::bail!(
+            "{} --exchange but {n} --routing-key: give one pattern for all or one per exchange",
+            args.exchanges.len()
+        ),
+    };
+    let root_url = args
+        .root_url
+        .or_else(|| std::env::var("TASKCLUSTER_ROOT_URL").ok());
+    let root_url = match (root_url, &args.kafka) {
+        (Some(root_url), _) => root_url,
+        (None, Some(_)) => String::new(),
+        (None, None) => anyhow::bail!("give --root-url (or TASKCLUSTER_ROOT_URL), or --kafka"),
+    };
+    let options = listen::Options {
+        root_url,
+        bindings: args.exchanges.into_iter().zip(routing_keys).collect(),
+        count: args.count,
+        cursor: args.cursor,
+        kafka: args.kafka,
+        topic_prefix: args.topic_prefix,
+        from_beginning: args.from_beginning,
+    };
+    actix_web::rt::System::new().block_on(listen::listen(options))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_task_command(command: TaskCommand) -> anyhow::Result<ExitCode> {
     use taskfold::client::tasks;
     let client = task_client()?;
@@ -501,10 +564,7 @@ fn run_task_command(command: TaskCommand) -> anyhow::Result<ExitCode> {
 
 fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(bench.config.as_deref())?;
-    let engine_settings = EngineSettings {
-        task: settings.queue.task_settings(),
-        snapshot_every_events: settings.queue.snapshot_every_events,
-    };
+    let engine_settings = settings.engine_settings();
     let start = |settings: &Settings, engine_settings: EngineSettings| {
         let log = log::open(&settings.log, &bench.data_dir)
             .with_context(|| format!("opening the {:?} log", settings.log.backend))?;

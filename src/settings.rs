@@ -20,6 +20,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub auth: AuthSettings,
     pub worker: WorkerSettings,
+    pub events: crate::projections::bus::BusOptions,
 }
 
 /// `taskfold worker` (`[worker]`).
@@ -138,6 +139,17 @@ impl Settings {
         }
         let settings = builder.build()?.try_deserialize()?;
         Ok(settings)
+    }
+}
+
+impl Settings {
+    /// What the engine needs of the settings.
+    pub fn engine_settings(&self) -> crate::engine::EngineSettings {
+        crate::engine::EngineSettings {
+            task: self.queue.task_settings(),
+            snapshot_every_events: self.queue.snapshot_every_events,
+            bus: self.events,
+        }
     }
 }
 

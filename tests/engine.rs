@@ -15,6 +15,7 @@ fn settings() -> EngineSettings {
     EngineSettings {
         task: task::Settings::default(),
         snapshot_every_events: 50,
+        ..taskfold::settings::Settings::defaults().engine_settings()
     }
 }
 

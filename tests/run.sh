@@ -49,7 +49,7 @@ venv="$target_dir/python-venv"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest prometheus-client
+"$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest prometheus-client pyyaml jsonschema websocket-client confluent-kafka
 
 # tansu, a Kafka-protocol broker, for the Kafka backend's end-to-end tests.
 if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then

@@ -5,6 +5,7 @@ pub mod access;
 pub mod blobs;
 mod call;
 pub mod error;
+pub mod events;
 pub mod live_logs;
 pub mod pagination;
 pub mod response;

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::access::Access;
 use super::blobs::{self, BlobStore};
 use super::live_logs::{self, LiveLogs};
-use super::{response, routes};
+use super::{events, response, routes};
 use crate::engine::Engine;
 use crate::projections::metrics::METRICS;
 use crate::settings::Settings;
@@ -175,6 +175,11 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
                 .route(web::post().to(live_logs::push))
                 .route(web::get().to(live_logs::follow))
                 .default_service(web::to(|| async { response::not_found() })),
+        )
+        .service(
+            web::scope("/api/events/v1")
+                .route("/listen", web::get().to(events::listen))
+                .route("/sse", web::get().to(events::sse)),
         )
         .route("/metrics", web::get().to(metrics))
         .route("/__lbheartbeat__", web::get().to(heartbeat))

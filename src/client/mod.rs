@@ -4,6 +4,7 @@
 
 pub mod bench_tasks;
 pub mod lifecycle;
+pub mod listen;
 pub mod tasks;
 
 use std::time::Duration;

@@ -27,6 +27,7 @@ use serde_json::json;
 use crate::api::{ApiError, ErrorCode};
 use crate::log::EventLog;
 use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker};
+use crate::projections::bus::{Bus, BusOptions};
 use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
 use group::GroupCommand;
@@ -44,6 +45,8 @@ pub struct EngineSettings {
     pub task: task::Settings,
     /// A shard writes a snapshot after this many events since its last one.
     pub snapshot_every_events: u64,
+    /// The exchange bus for listeners.
+    pub bus: BusOptions,
 }
 
 #[derive(Clone)]
@@ -52,6 +55,7 @@ pub struct Engine {
     log: Arc<dyn EventLog>,
     dispatcher: Addr<Dispatcher>,
     directory: Addr<WorkerDirectory>,
+    bus: Arc<Bus>,
 }
 
 /// A claimWork call.
@@ -81,7 +85,9 @@ impl Engine {
         let dispatcher = Dispatcher::default().start();
         let resolver = DependencyResolver::default().start();
         let directory = WorkerDirectory::default().start();
+        let bus = Arc::new(Bus::new(settings.bus));
         let context = ShardContext {
+            bus: bus.clone(),
             log: log.clone(),
             data_dir,
             task_settings: settings.task,
@@ -109,6 +115,7 @@ impl Engine {
             log,
             dispatcher,
             directory,
+            bus,
         };
         let replayed = started.elapsed();
         resolver.do_send(dependencies::Attach(engine.clone()));
@@ -150,6 +157,11 @@ impl Engine {
 
     fn shard_of(&self, key: &str) -> &Addr<TaskShard> {
         &self.shards[self.log.partition_of(key) as usize]
+    }
+
+    /// Where exchange messages reach this server's listeners.
+    pub fn bus(&self) -> &Arc<Bus> {
+        &self.bus
     }
 
     /// The worker directory, for the API's worker and task-queue reads.

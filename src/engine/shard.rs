@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use tokio::sync::mpsc;
 
 use super::dependencies::{self, DependencyResolver};
 use super::dispatcher::{Dispatcher, NotPending, Pending};
@@ -25,6 +26,8 @@ use crate::log::{Entry, EventLog, Offset, codec, snapshot};
 use crate::model::{
     Entities, Envelope, Event, RunState, Slugid, Task, TaskGroup, Timestamp, Worker, worker_key,
 };
+use crate::projections::bus::Bus;
+use crate::projections::exchanges::{self, Message};
 use crate::projections::metrics::{METRICS, Metrics};
 
 /// What the shard needs besides its state.
@@ -38,6 +41,8 @@ pub struct ShardContext {
     pub dispatcher: Addr<Dispatcher>,
     pub resolver: Addr<DependencyResolver>,
     pub directory: Addr<WorkerDirectory>,
+    /// Where the exchange messages of committed events go.
+    pub bus: Arc<Bus>,
 }
 
 type Barrier = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -57,6 +62,9 @@ pub struct TaskShard {
     /// The snapshot write started last, until it is done.
     last_snapshot: Option<Shared<BoxFuture<'static, ()>>>,
     timers: BinaryHeap<Reverse<(Timestamp, Slugid, Timer)>>,
+    /// Exchange messages, each batch with the barrier that makes it publishable; a task of
+    /// the shard's hands them to the bus in order once they are durable.
+    outbox: Option<mpsc::UnboundedSender<(Barrier, Vec<Message>)>>,
     /// Set after a failed append: the state may hold events the log does not, so the shard
     /// refuses everything until the process restarts and replays.
     failed: bool,
@@ -104,6 +112,7 @@ impl TaskShard {
             events_since_snapshot: end - start,
             last_snapshot: None,
             timers: BinaryHeap::new(),
+            outbox: None,
             failed: false,
         })
     }
@@ -287,6 +296,7 @@ impl TaskShard {
             return Ok(());
         }
         let mut entries = Vec::with_capacity(events.len());
+        let mut applied = Vec::with_capacity(events.len());
         for (key, event) in events {
             let envelope = Envelope {
                 key,
@@ -294,14 +304,24 @@ impl TaskShard {
                 event,
             };
             let payload = codec::encode(&envelope).map_err(internal)?;
+            let before = exchanges::Before::capture(&self.state, &envelope);
             self.state.apply(&envelope);
             let task = Metrics::task_key(&envelope).and_then(|task_id| self.state.task(task_id));
             METRICS.applied(&envelope, task);
             entries.push(Entry {
-                key: envelope.key,
+                key: envelope.key.clone(),
                 payload,
             });
+            applied.push((envelope, before));
         }
+        // Messages show the state after the whole commit, as Taskcluster publishes them.
+        let messages: Vec<Message> = applied
+            .iter()
+            .zip(self.next_offset..)
+            .flat_map(|((envelope, before), offset)| {
+                exchanges::derive(self.partition, offset, envelope, *before, &self.state)
+            })
+            .collect();
         let count = entries.len() as u64;
         let appending = self.context.log.append(self.partition, entries);
         // Appends to one partition become durable in order (see `EventLog::append`), so the
@@ -310,6 +330,12 @@ impl TaskShard {
             async move { appending.await.map(drop).map_err(|error| error.to_string()) }
                 .boxed()
                 .shared();
+        if !messages.is_empty()
+            && let Some(outbox) = &self.outbox
+        {
+            // The receiver lives as long as the shard's arbiter.
+            let _ = outbox.send((barrier.clone(), messages));
+        }
         self.barrier = Some(barrier);
         self.next_offset += count;
         self.events_since_snapshot += count;
@@ -422,6 +448,18 @@ impl Actor for TaskShard {
     type Context = Context<Self>;
 
     fn started(&mut self, context: &mut Context<Self>) {
+        let (outbox, mut pending) = mpsc::unbounded_channel::<(Barrier, Vec<Message>)>();
+        let bus = self.context.bus.clone();
+        actix::spawn(async move {
+            while let Some((barrier, messages)) = pending.recv().await {
+                // Messages of an append that failed are never published: their events are
+                // not in the log, and the shard refuses everything until the restart.
+                if barrier.await.is_ok() {
+                    bus.publish(messages);
+                }
+            }
+        });
+        self.outbox = Some(outbox);
         self.announce_all();
         context.run_interval(TIMER_TICK, |shard, context| shard.fire_due_timers(context));
     }

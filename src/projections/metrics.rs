@@ -8,10 +8,11 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use super::exchanges::Exchange;
 use crate::model::{Envelope, Event, Slugid, Task, Timestamp};
 
 /// Seconds from a few milliseconds (claims, API calls) to hours (queue waits, builds).
@@ -29,6 +30,9 @@ pub struct Metrics {
     pub events_applied: IntCounter,
     pub http_request_duration_seconds: HistogramVec,
     pub claim_work_wait_seconds: Histogram,
+    pub exchange_messages: IntCounterVec,
+    pub listeners: IntGauge,
+    pub listeners_dropped: IntCounter,
 }
 
 /// The process's metrics.
@@ -91,6 +95,24 @@ impl Metrics {
                 "How long claimWork calls waited before answering (with work or none).",
             ))
             .expect("a valid metric"),
+            exchange_messages: IntCounterVec::new(
+                Opts::new(
+                    "taskfold_exchange_messages_total",
+                    "Exchange messages published (once their events are durable), by exchange.",
+                ),
+                &["exchange"],
+            )
+            .expect("a valid metric"),
+            listeners: IntGauge::new(
+                "taskfold_listeners",
+                "Connected event listeners (websocket and server-sent events).",
+            )
+            .expect("a valid metric"),
+            listeners_dropped: IntCounter::new(
+                "taskfold_listeners_dropped_total",
+                "Listeners disconnected for falling too far behind.",
+            )
+            .expect("a valid metric"),
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -113,6 +135,9 @@ impl Metrics {
             Box::new(metrics.events_applied.clone()),
             Box::new(metrics.http_request_duration_seconds.clone()),
             Box::new(metrics.claim_work_wait_seconds.clone()),
+            Box::new(metrics.exchange_messages.clone()),
+            Box::new(metrics.listeners.clone()),
+            Box::new(metrics.listeners_dropped.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -161,6 +186,12 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    pub fn exchange_message(&self, exchange: Exchange) {
+        self.exchange_messages
+            .with_label_values(&[exchange.name()])
+            .inc();
     }
 
     /// The task an event's key names, if it names one.

@@ -1,4 +1,8 @@
 //! Projections: what is derived from committed events for those who watch the queue rather
-//! than call it (DESIGN.md, projections and listeners). So far: Prometheus metrics.
+//! than call it (DESIGN.md, projections and listeners): Taskcluster's exchange messages, the
+//! in-process bus that carries them to listeners, and Prometheus metrics.
 
+pub mod bindings;
+pub mod bus;
+pub mod exchanges;
 pub mod metrics;

@@ -1,0 +1,358 @@
+//! The listener API: the queue's exchange messages for consumers that are not Kafka clients,
+//! over a websocket or server-sent events, filtered by bindings with AMQP topic semantics and
+//! resumable from a cursor (`schemas/asyncapi.yaml` documents both).
+//!
+//! - `GET /api/events/v1/listen` (websocket): the client sends
+//!   `{"bindings": [{"exchange", "routingKeyPattern"}], "cursor"?}`; the server answers
+//!   `{"type": "ready", "cursor"}`, then one `{"type": "message", "cursor", "id", "exchange",
+//!   "routingKey", "payload", "routes"}` frame per matching message.
+//! - `GET /api/events/v1/sse?exchange=…&routingKeyPattern=…[&exchange=…&routingKeyPattern=…]`:
+//!   the same objects (without `type`) as `message` events whose `id` is the cursor, so a
+//!   reconnecting `EventSource` resumes through `Last-Event-ID`.
+//!
+//! A listener that falls more than `[events] listener_buffer_messages` behind is disconnected
+//! with a reason naming the cursor to resume from; the queue never waits for listeners.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::{Bytes, Data, Payload};
+use actix_web::{HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message as Frame};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::call::Call;
+use super::server::State;
+use super::{ApiError, ErrorCode};
+use crate::projections::bindings::{self, Binding};
+use crate::projections::bus::{Bus, Cursor, Published, Subscription};
+use crate::projections::metrics::METRICS;
+
+/// How long a websocket client has to send its bindings.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an idle stream is pinged (websocket) or sent a comment (SSE), so proxies keep it.
+const KEEPALIVE: Duration = Duration::from_secs(20);
+/// How long one frame may take to reach a client before it counts as not reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bindings one listener may have.
+const MAX_BINDINGS: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Subscribe {
+    bindings: Vec<BindingRequest>,
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BindingRequest {
+    exchange: String,
+    routing_key_pattern: String,
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequestArguments, message)
+}
+
+/// Reads bindings; at least one, each valid.
+fn read_bindings(
+    pairs: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<Binding>, ApiError> {
+    let bindings = pairs
+        .into_iter()
+        .map(|(exchange, pattern)| Binding::parse(&exchange, &pattern).map_err(invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    if bindings.is_empty() {
+        return Err(invalid(
+            "no bindings: give at least one exchange with a routing key pattern".into(),
+        ));
+    }
+    if bindings.len() > MAX_BINDINGS {
+        return Err(invalid(format!(
+            "{} bindings: at most {MAX_BINDINGS} are allowed",
+            bindings.len()
+        )));
+    }
+    Ok(bindings)
+}
+
+fn read_cursor(text: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+    text.filter(|text| !text.is_empty())
+        .map(|text| text.parse().map_err(invalid))
+        .transpose()
+}
+
+/// What a listener receives next.
+enum Next {
+    Message(Arc<Published>),
+    /// It fell behind by more than its buffer: the reason to close with.
+    Behind(String),
+    /// The server is stopping.
+    Closed,
+}
+
+/// A subscription read in order: the backlog, then the live messages.
+struct Listener {
+    bus: Arc<Bus>,
+    bindings: Vec<Binding>,
+    backlog: std::vec::IntoIter<Arc<Published>>,
+    subscription: Subscription,
+    /// The cursor of the last message delivered (or of the start).
+    position: Cursor,
+}
+
+impl Listener {
+    fn new(bus: Arc<Bus>, bindings: Vec<Binding>, mut subscription: Subscription) -> Listener {
+        METRICS.listeners.inc();
+        Listener {
+            bus,
+            bindings,
+            backlog: std::mem::take(&mut subscription.backlog).into_iter(),
+            position: subscription.position,
+            subscription,
+        }
+    }
+
+    /// The next message that matches a binding.
+    async fn next(&mut self) -> Next {
+        loop {
+            let published = match self.backlog.next() {
+                Some(published) => published,
+                None => match self.subscription.receiver.recv().await {
+                    Ok(published) => published,
+                    Err(RecvError::Lagged(missed)) => {
+                        METRICS.listeners_dropped.inc();
+                        return Next::Behind(format!(
+                            "listener fell behind: {missed} messages were dropped from its \
+                             buffer; reconnect with cursor {} to resume",
+                            self.position
+                        ));
+                    }
+                    Err(RecvError::Closed) => return Next::Closed,
+                },
+            };
+            if bindings::any_matches(&self.bindings, &published.message) {
+                self.position = self.bus.cursor_of(&published);
+                return Next::Message(published);
+            }
+        }
+    }
+
+    /// The JSON of a delivered message; `kind` is the websocket frame type.
+    fn render(&self, published: &Published, kind: Option<&'static str>) -> String {
+        let mut message = published.message.to_listener();
+        message.kind = kind;
+        message.cursor = Some(self.bus.cursor_of(published).to_string());
+        // A listener message holds only strings and JSON already rendered.
+        serde_json::to_string(&message).unwrap_or_default()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        METRICS.listeners.dec();
+    }
+}
+
+fn subscribe(
+    state: &State,
+    bindings: Vec<Binding>,
+    cursor: Option<Cursor>,
+) -> Result<Listener, ApiError> {
+    let bus = state.engine.bus().clone();
+    let subscription = bus
+        .subscribe(cursor)
+        .map_err(|reason| ApiError::new(ErrorCode::ResourceExpired, reason))?;
+    Ok(Listener::new(bus, bindings, subscription))
+}
+
+/// `GET /api/events/v1/listen`: a websocket.
+pub async fn listen(state: Data<State>, request: HttpRequest, body: Payload) -> HttpResponse {
+    Call::new("listen", request.clone(), Ok(Bytes::new()))
+        .answer(async |_| {
+            let (response, session, frames) = actix_ws::handle(&request, body)
+                .map_err(|error| invalid(format!("not a websocket request: {error}")))?;
+            actix_web::rt::spawn(serve_websocket(state, session, frames));
+            Ok(response)
+        })
+        .await
+}
+
+fn close_reason(code: CloseCode, description: impl Into<String>) -> Option<CloseReason> {
+    let mut description: String = description.into();
+    // A close frame's reason must fit in a control frame (125 bytes, 2 of them the code).
+    while description.len() > 123 {
+        description.pop();
+    }
+    Some(CloseReason {
+        code,
+        description: Some(description),
+    })
+}
+
+async fn serve_websocket(
+    state: Data<State>,
+    mut session: actix_ws::Session,
+    mut frames: actix_ws::MessageStream,
+) {
+    let request = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
+        while let Some(frame) = frames.next().await {
+            match frame {
+                Ok(Frame::Text(text)) => return Some(text),
+                Ok(Frame::Ping(bytes)) => {
+                    let _ = session.pong(&bytes).await;
+                }
+                Ok(Frame::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+        None
+    })
+    .await;
+    let text = match request {
+        Ok(Some(text)) => text,
+        Ok(None) => return,
+        Err(_) => {
+            let reason = "no subscription received: send {\"bindings\": [...]} first";
+            let _ = session.close(close_reason(CloseCode::Policy, reason)).await;
+            return;
+        }
+    };
+    let listener = serde_json::from_str::<Subscribe>(&text)
+        .map_err(|error| invalid(format!("the subscription is not valid: {error}")))
+        .and_then(|request| {
+            let pairs = request
+                .bindings
+                .into_iter()
+                .map(|binding| (binding.exchange, binding.routing_key_pattern));
+            let bindings = read_bindings(pairs)?;
+            let cursor = read_cursor(request.cursor.as_deref())?;
+            subscribe(&state, bindings, cursor)
+        });
+    let mut listener = match listener {
+        Ok(listener) => listener,
+        Err(error) => {
+            let frame =
+                json!({"type": "error", "code": error.code.as_str(), "message": error.message});
+            let _ = session.text(frame.to_string()).await;
+            let _ = session
+                .close(close_reason(CloseCode::Policy, error.message))
+                .await;
+            return;
+        }
+    };
+    let ready = json!({"type": "ready", "cursor": listener.position.to_string()});
+    if session.text(ready.to_string()).await.is_err() {
+        return;
+    }
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.reset();
+    let close = loop {
+        tokio::select! {
+            next = listener.next() => match next {
+                Next::Message(published) => {
+                    let frame = listener.render(&published, Some("message"));
+                    match tokio::time::timeout(SEND_TIMEOUT, session.text(frame)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => break close_reason(
+                            CloseCode::Policy,
+                            format!("listener is not reading; resume with cursor {}", listener.position),
+                        ),
+                    }
+                }
+                Next::Behind(reason) => break close_reason(CloseCode::Policy, reason),
+                Next::Closed => break close_reason(CloseCode::Away, "the server is stopping"),
+            },
+            frame = frames.next() => match frame {
+                Some(Ok(Frame::Ping(bytes))) => {
+                    if session.pong(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Frame::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            _ = keepalive.tick() => {
+                if session.ping(b"").await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = session.close(close).await;
+}
+
+/// `GET /api/events/v1/sse`: server-sent events.
+pub async fn sse(state: Data<State>, request: HttpRequest) -> HttpResponse {
+    Call::new("listenEvents", request.clone(), Ok(Bytes::new()))
+        .answer(async |_| {
+            let mut exchanges = Vec::new();
+            let mut patterns = Vec::new();
+            let mut cursor = None;
+            for (name, value) in form_urlencoded::parse(request.query_string().as_bytes()) {
+                match name.as_ref() {
+                    "exchange" => exchanges.push(value.into_owned()),
+                    "routingKeyPattern" => patterns.push(value.into_owned()),
+                    "cursor" => cursor = Some(value.into_owned()),
+                    other => {
+                        return Err(invalid(format!(
+                            "unknown query argument `{other}`; give `exchange` and \
+                             `routingKeyPattern` pairs and optionally `cursor`"
+                        )));
+                    }
+                }
+            }
+            if exchanges.len() != patterns.len() {
+                return Err(invalid(format!(
+                    "{} exchanges but {} routing key patterns: give them in pairs",
+                    exchanges.len(),
+                    patterns.len()
+                )));
+            }
+            let bindings = read_bindings(exchanges.into_iter().zip(patterns))?;
+            let last_event_id = request
+                .headers()
+                .get("Last-Event-ID")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            let cursor = read_cursor(last_event_id.or(cursor).as_deref())?;
+            let listener = subscribe(&state, bindings, cursor)?;
+            let ready = format!(": ready {}\n\n", listener.position);
+            let events = futures::stream::unfold(Some(listener), |listener| async move {
+                let mut listener = listener?;
+                let chunk = tokio::select! {
+                    next = listener.next() => match next {
+                        Next::Message(published) => {
+                            let data = listener.render(&published, None);
+                            let cursor = listener.position;
+                            Some(format!("id: {cursor}\nevent: message\ndata: {data}\n\n"))
+                        }
+                        Next::Behind(reason) => {
+                            let data = json!({"message": reason}).to_string();
+                            return Some((
+                                Ok::<_, actix_web::Error>(Bytes::from(format!("event: error\ndata: {data}\n\n"))),
+                                None,
+                            ));
+                        }
+                        Next::Closed => None,
+                    },
+                    _ = tokio::time::sleep(KEEPALIVE) => Some(": keepalive\n\n".to_owned()),
+                };
+                chunk.map(|chunk| (Ok(Bytes::from(chunk)), Some(listener)))
+            });
+            let stream = futures::stream::once(async move { Ok(Bytes::from(ready)) }).chain(events);
+            Ok(HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .insert_header(("Cache-Control", "no-cache"))
+                .insert_header(("X-Accel-Buffering", "no"))
+                // Compression would hold events back until a block fills.
+                .insert_header((actix_web::http::header::CONTENT_ENCODING, "identity"))
+                .streaming(stream))
+        })
+        .await
+}

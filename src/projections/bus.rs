@@ -1,0 +1,181 @@
+//! The in-process exchange bus: every exchange message, once its events are durable, reaches
+//! the listeners of this server through here. Each message gets the next sequence number; the
+//! most recent ones are kept so a listener that lost its connection resumes after the last
+//! one it saw (its cursor). Each listener has a bounded buffer: one that falls further behind
+//! is told so and dropped, and the queue never waits for a listener.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use super::exchanges::Message;
+use super::metrics::METRICS;
+
+/// A message with its place in this server's stream.
+pub struct Published {
+    pub sequence: u64,
+    pub message: Message,
+}
+
+/// A position in the stream: the server run (`epoch`: sequences restart with the process)
+/// and the sequence of the last message seen. Written `<epoch>.<sequence>`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Cursor {
+    pub epoch: u64,
+    pub sequence: u64,
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}.{}", self.epoch, self.sequence)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cursor, String> {
+        let invalid = || format!("`{text}` is not a cursor this server gave out");
+        let (epoch, sequence) = text.split_once('.').ok_or_else(invalid)?;
+        Ok(Cursor {
+            epoch: epoch.parse().map_err(|_| invalid())?,
+            sequence: sequence.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// `[events]`.
+#[derive(Clone, Copy, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusOptions {
+    /// How many recent messages are kept for listeners resuming from a cursor.
+    pub resume_messages: usize,
+    /// How far (in messages) a listener may fall behind before it is disconnected.
+    pub listener_buffer_messages: usize,
+}
+
+pub struct Bus {
+    epoch: u64,
+    recent: Mutex<Recent>,
+    sender: broadcast::Sender<Arc<Published>>,
+}
+
+struct Recent {
+    /// The sequence the next message gets; sequences start at 1, so cursor 0 is "before
+    /// everything".
+    next: u64,
+    messages: VecDeque<Arc<Published>>,
+    keep: usize,
+}
+
+/// What a new listener starts from: what it missed since its cursor, then everything new.
+pub struct Subscription {
+    pub backlog: Vec<Arc<Published>>,
+    pub receiver: broadcast::Receiver<Arc<Published>>,
+    /// Where the listener is once it has read the backlog.
+    pub position: Cursor,
+}
+
+impl Bus {
+    pub fn new(options: BusOptions) -> Bus {
+        let (sender, _) = broadcast::channel(options.listener_buffer_messages.max(1));
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        Bus {
+            epoch,
+            recent: Mutex::new(Recent {
+                next: 1,
+                messages: VecDeque::with_capacity(options.resume_messages.min(1 << 16)),
+                keep: options.resume_messages,
+            }),
+            sender,
+        }
+    }
+
+    /// Hands `messages` to every listener, in order.
+    pub fn publish(&self, messages: impl IntoIterator<Item = Message>) {
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for message in messages {
+            METRICS.exchange_message(message.exchange);
+            let published = Arc::new(Published {
+                sequence: recent.next,
+                message,
+            });
+            recent.next += 1;
+            if recent.keep > 0 {
+                if recent.messages.len() == recent.keep {
+                    recent.messages.pop_front();
+                }
+                recent.messages.push_back(published.clone());
+            }
+            // No receivers is not an error: nobody is listening.
+            let _ = self.sender.send(published);
+        }
+    }
+
+    /// A subscription starting after `after` (or now). Refused when the cursor belongs to
+    /// another server run or points before the oldest message still kept.
+    pub fn subscribe(&self, after: Option<Cursor>) -> Result<Subscription, String> {
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let current = Cursor {
+            epoch: self.epoch,
+            sequence: recent.next - 1,
+        };
+        let backlog = match after {
+            None => Vec::new(),
+            Some(cursor) if cursor.epoch != self.epoch => {
+                return Err(format!(
+                    "cursor `{cursor}` is from an earlier run of the server; messages since \
+                     then cannot be replayed, start without a cursor"
+                ));
+            }
+            Some(cursor) if cursor.sequence > current.sequence => {
+                return Err(format!(
+                    "cursor `{cursor}` is ahead of the stream (`{current}`)"
+                ));
+            }
+            Some(cursor) => {
+                let oldest = recent
+                    .messages
+                    .front()
+                    .map_or(recent.next, |published| published.sequence);
+                if cursor.sequence + 1 < oldest {
+                    return Err(format!(
+                        "cursor `{cursor}` is too old: the server keeps the last {} messages \
+                         and the oldest is {}.{}",
+                        recent.keep, self.epoch, oldest
+                    ));
+                }
+                recent
+                    .messages
+                    .iter()
+                    .filter(|published| published.sequence > cursor.sequence)
+                    .cloned()
+                    .collect()
+            }
+        };
+        // Subscribing under the lock that publishing takes: nothing falls between the
+        // backlog and the receiver, and nothing is in both.
+        Ok(Subscription {
+            backlog,
+            receiver: self.sender.subscribe(),
+            position: current,
+        })
+    }
+
+    pub fn cursor_of(&self, published: &Published) -> Cursor {
+        Cursor {
+            epoch: self.epoch,
+            sequence: published.sequence,
+        }
+    }
+}

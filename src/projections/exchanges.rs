@@ -1,0 +1,659 @@
+//! The public messages: Taskcluster's queue exchanges (reference §7), derived from committed
+//! events and the state they fold into. Bodies, routing keys and CC routes are Taskcluster's
+//! exactly; `schemas/asyncapi.yaml` documents them and the tests check every message against
+//! it. The internal events never reach users: this module is the only translation.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::model::{
+    Entities, Envelope, Event, Priority, ReasonResolved, RunState, Slugid, Task, TaskGroup,
+    TaskState, Timestamp,
+};
+
+/// The prefix of every exchange name, as Taskcluster's clients bind to them.
+pub const EXCHANGE_PREFIX: &str = "exchange/taskcluster-queue/v1/";
+/// The default prefix of the Kafka topic of an exchange: `taskcluster-queue.v1.<exchange>`.
+pub const DEFAULT_TOPIC_PREFIX: &str = "taskcluster-queue.v1.";
+/// The Kafka header holding a message's primary routing key.
+pub const ROUTING_KEY_HEADER: &str = "taskcluster-routing-key";
+/// The Kafka header holding one CC routing key (`route.<route>`), repeated per route.
+pub const CC_HEADER: &str = "taskcluster-cc";
+/// The last word of every routing key: declared by Taskcluster for future use, never set.
+const RESERVED_WORD: &str = "_";
+/// The word standing for an absent value in a routing key.
+const ABSENT_WORD: &str = "_";
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Exchange {
+    TaskDefined,
+    TaskPending,
+    TaskRunning,
+    ArtifactCreated,
+    TaskCompleted,
+    TaskFailed,
+    TaskException,
+    TaskGroupResolved,
+    TaskGroupSealed,
+    TaskPriorityChanged,
+}
+
+impl Exchange {
+    pub const ALL: [Exchange; 10] = [
+        Exchange::TaskDefined,
+        Exchange::TaskPending,
+        Exchange::TaskRunning,
+        Exchange::ArtifactCreated,
+        Exchange::TaskCompleted,
+        Exchange::TaskFailed,
+        Exchange::TaskException,
+        Exchange::TaskGroupResolved,
+        Exchange::TaskGroupSealed,
+        Exchange::TaskPriorityChanged,
+    ];
+
+    /// The short name, `task-completed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Exchange::TaskDefined => "task-defined",
+            Exchange::TaskPending => "task-pending",
+            Exchange::TaskRunning => "task-running",
+            Exchange::ArtifactCreated => "artifact-created",
+            Exchange::TaskCompleted => "task-completed",
+            Exchange::TaskFailed => "task-failed",
+            Exchange::TaskException => "task-exception",
+            Exchange::TaskGroupResolved => "task-group-resolved",
+            Exchange::TaskGroupSealed => "task-group-sealed",
+            Exchange::TaskPriorityChanged => "task-priority-changed",
+        }
+    }
+
+    /// The name Taskcluster's clients know: `exchange/taskcluster-queue/v1/task-completed`.
+    pub fn full_name(self) -> String {
+        format!("{EXCHANGE_PREFIX}{}", self.name())
+    }
+
+    /// Reads a short or a full name.
+    pub fn parse(name: &str) -> Option<Exchange> {
+        let short = name.strip_prefix(EXCHANGE_PREFIX).unwrap_or(name);
+        Exchange::ALL
+            .into_iter()
+            .find(|exchange| exchange.name() == short)
+    }
+
+    /// Whether the messages are about a task group rather than a task (their key is the
+    /// group's id, and they carry no CC routes).
+    pub fn is_group(self) -> bool {
+        matches!(
+            self,
+            Exchange::TaskGroupResolved | Exchange::TaskGroupSealed
+        )
+    }
+}
+
+impl fmt::Display for Exchange {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+/// Identifies a message for good: the log position of the event it was derived from, and
+/// its place among that event's messages. Re-deriving the same event gives the same ids, which
+/// is what lets a publisher skip what it already published.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct MessageId {
+    pub partition: u32,
+    pub offset: u64,
+    pub index: u16,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{}-{}-{}",
+            self.partition, self.offset, self.index
+        )
+    }
+}
+
+impl std::str::FromStr for MessageId {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let mut parts = text.splitn(3, '-');
+        let mut next = || parts.next().ok_or(());
+        Ok(MessageId {
+            partition: next()?.parse().map_err(drop)?,
+            offset: next()?.parse().map_err(drop)?,
+            index: next()?.parse().map_err(drop)?,
+        })
+    }
+}
+
+/// One exchange message.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub id: MessageId,
+    pub exchange: Exchange,
+    /// The task's id, or the group's for group exchanges: the Kafka key.
+    pub subject: Slugid,
+    pub routing_key: String,
+    /// The task's routes, without the `route.` prefix their CC keys have.
+    pub routes: Arc<[String]>,
+    /// When the event was decided.
+    pub at: Timestamp,
+    /// The JSON body, `version: 1` included, rendered once for every consumer.
+    pub body: Box<RawValue>,
+}
+
+impl Message {
+    /// The CC routing keys: `route.<route>` for each route.
+    pub fn cc(&self) -> impl Iterator<Item = String> + '_ {
+        self.routes.iter().map(|route| format!("route.{route}"))
+    }
+}
+
+/// The fields of a task routing key that vary by message.
+#[derive(Default)]
+struct RunWords<'a> {
+    run_id: Option<u32>,
+    worker_group: Option<&'a str>,
+    worker_id: Option<&'a str>,
+}
+
+/// `primary.<taskId>.<runId>.<workerGroup>.<workerId>.<provisionerId>.<workerType>.<schedulerId>.<taskGroupId>._`
+fn task_routing_key(task: &Task, words: &RunWords<'_>) -> String {
+    let definition = &task.definition;
+    let run_id = words.run_id.map(|run_id| run_id.to_string());
+    [
+        "primary",
+        &task.task_id.to_string(),
+        run_id.as_deref().unwrap_or(ABSENT_WORD),
+        words.worker_group.unwrap_or(ABSENT_WORD),
+        words.worker_id.unwrap_or(ABSENT_WORD),
+        &definition.provisioner_id,
+        &definition.worker_type,
+        &definition.scheduler_id,
+        &definition.task_group_id.to_string(),
+        RESERVED_WORD,
+    ]
+    .join(".")
+}
+
+/// `primary.<taskGroupId>.<schedulerId>._`
+fn group_routing_key(group: &TaskGroup) -> String {
+    format!(
+        "primary.{}.{}.{RESERVED_WORD}",
+        group.task_group_id, group.scheduler_id
+    )
+}
+
+/// What deriving an event needs from the state before it was applied.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Before {
+    /// The task's priority, for `task-priority-changed`.
+    priority: Option<Priority>,
+}
+
+impl Before {
+    pub fn capture(state: &Entities, envelope: &Envelope) -> Before {
+        match envelope.event {
+            Event::PriorityChanged { .. } => Before {
+                priority: task_of(state, envelope).map(|task| task.priority),
+            },
+            _ => Before::default(),
+        }
+    }
+}
+
+fn task_of<'a>(state: &'a Entities, envelope: &Envelope) -> Option<&'a Task> {
+    envelope.key.parse().ok().and_then(|id| state.task(id))
+}
+
+/// The messages of the event at `offset` of `partition`, read from `state` once every event
+/// of its commit is applied (as Taskcluster publishes the status after the whole change, so
+/// the `task-exception` of a retried run already shows the retry).
+pub fn derive(
+    partition: u32,
+    offset: u64,
+    envelope: &Envelope,
+    before: Before,
+    state: &Entities,
+) -> Vec<Message> {
+    let mut derived = Vec::new();
+    let mut id = MessageId {
+        partition,
+        offset,
+        index: 0,
+    };
+    let mut push = |exchange, subject, routing_key, routes: Arc<[String]>, body: Value| {
+        // Rendering a `Value` cannot fail.
+        let body = serde_json::value::to_raw_value(&body).expect("JSON values render");
+        derived.push(Message {
+            id,
+            exchange,
+            subject,
+            routing_key,
+            routes,
+            at: envelope.at,
+            body,
+        });
+        id.index += 1;
+    };
+    if let Event::TaskGroupSealed = envelope.event {
+        if let Some(group) = envelope.key.parse().ok().and_then(|id| state.group(id)) {
+            push(
+                Exchange::TaskGroupSealed,
+                group.task_group_id,
+                group_routing_key(group),
+                Arc::from([]),
+                group_body(group),
+            );
+        }
+        return derived;
+    }
+    let Some(task) = task_of(state, envelope) else {
+        return derived;
+    };
+    let routes: Arc<[String]> = task.definition.routes.clone().into();
+    let tags = json!({ "tags": task.definition.tags });
+    let run = |run_id: u32| task.runs.get(run_id as usize);
+    let worker_of = |run_id: u32| {
+        run(run_id).and_then(|run| run.worker_group.as_deref().zip(run.worker_id.as_deref()))
+    };
+    let mut message = |exchange, words: RunWords<'_>, mut body: Value| {
+        body["version"] = json!(1);
+        if let Some(run_id) = words.run_id {
+            body["runId"] = json!(run_id);
+        }
+        if let (Some(group), Some(worker)) = (words.worker_group, words.worker_id) {
+            body["workerGroup"] = json!(group);
+            body["workerId"] = json!(worker);
+        }
+        let key = task_routing_key(task, &words);
+        push(exchange, task.task_id, key, routes.clone(), body);
+    };
+    match &envelope.event {
+        Event::TaskDefined { .. } => {
+            // The status as the task was defined: no runs yet.
+            let mut status = task.status();
+            status.runs.clear();
+            status.state = TaskState::Unscheduled;
+            status.priority = task.definition.priority;
+            status.retries_left = task.definition.retries;
+            message(
+                Exchange::TaskDefined,
+                RunWords::default(),
+                json!({ "status": status, "task": tags }),
+            );
+        }
+        Event::RunPending { run_id, .. } => message(
+            Exchange::TaskPending,
+            RunWords {
+                run_id: Some(*run_id),
+                ..RunWords::default()
+            },
+            json!({ "status": task.status(), "task": tags }),
+        ),
+        Event::RunClaimed {
+            run_id,
+            worker_group,
+            worker_id,
+            taken_until,
+        } => message(
+            Exchange::TaskRunning,
+            RunWords {
+                run_id: Some(*run_id),
+                worker_group: Some(worker_group),
+                worker_id: Some(worker_id),
+            },
+            json!({ "status": task.status(), "takenUntil": taken_until, "task": tags }),
+        ),
+        Event::RunResolved { run_id, reason } => {
+            let exchange = match reason.final_state() {
+                RunState::Completed => Exchange::TaskCompleted,
+                RunState::Failed => Exchange::TaskFailed,
+                _ => Exchange::TaskException,
+            };
+            // Taskcluster's deadline resolver names no worker, even if one held the run.
+            let worker = worker_of(*run_id).filter(|_| *reason != ReasonResolved::DeadlineExceeded);
+            message(
+                exchange,
+                RunWords {
+                    run_id: Some(*run_id),
+                    worker_group: worker.map(|(group, _)| group),
+                    worker_id: worker.map(|(_, id)| id),
+                },
+                json!({ "status": task.status(), "task": tags }),
+            );
+        }
+        Event::ExceptionRunAdded { run_id, .. } => message(
+            Exchange::TaskException,
+            RunWords {
+                run_id: Some(*run_id),
+                ..RunWords::default()
+            },
+            json!({ "status": task.status(), "task": tags }),
+        ),
+        Event::ArtifactCreated {
+            run_id,
+            name,
+            artifact,
+        } => {
+            // Artifacts are created by the run's worker, so the run has one; the message
+            // cannot be formed without it.
+            if let Some((group, worker)) = worker_of(*run_id) {
+                let artifact = json!({
+                    "storageType": artifact.storage.type_name(),
+                    "name": name,
+                    "expires": artifact.expires,
+                    "contentType": artifact.content_type,
+                });
+                message(
+                    Exchange::ArtifactCreated,
+                    RunWords {
+                        run_id: Some(*run_id),
+                        worker_group: Some(group),
+                        worker_id: Some(worker),
+                    },
+                    json!({ "status": task.status(), "artifact": artifact }),
+                );
+            }
+        }
+        Event::PriorityChanged { priority } => {
+            let mut body = json!({ "status": task.status(), "newPriority": priority });
+            if let Some(old) = before.priority {
+                body["oldPriority"] = json!(old);
+            }
+            message(Exchange::TaskPriorityChanged, RunWords::default(), body);
+        }
+        Event::RunReclaimed { .. }
+        | Event::DependencySatisfied { .. }
+        | Event::TaskGroupJoined { .. }
+        | Event::TaskGroupSealed
+        | Event::WorkerQuarantined { .. }
+        | Event::WorkerDeclared { .. } => {}
+    }
+    derived
+}
+
+/// `task-group-changed-message`: `{version, taskGroupId, schedulerId, expires, sealed?}`.
+fn group_body(group: &TaskGroup) -> Value {
+    let mut body = group.to_json();
+    body["version"] = json!(1);
+    body
+}
+
+/// A message as listeners receive it: the fields of a Taskcluster client's listener message,
+/// its id, and (on this server's streams) its cursor and the frame type.
+#[derive(Serialize)]
+pub struct ListenerMessage<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    pub id: String,
+    pub exchange: String,
+    #[serde(rename = "routingKey")]
+    pub routing_key: &'a str,
+    pub payload: &'a RawValue,
+    pub routes: &'a [String],
+}
+
+impl Message {
+    pub fn to_listener(&self) -> ListenerMessage<'_> {
+        ListenerMessage {
+            kind: None,
+            cursor: None,
+            id: self.id.to_string(),
+            exchange: self.exchange.full_name(),
+            routing_key: &self.routing_key,
+            payload: &self.body,
+            routes: &self.routes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::task::tests::sample_definition;
+    use crate::model::{Artifact, ReasonCreated, Storage};
+
+    struct Log {
+        state: Entities,
+        task_id: Slugid,
+        offset: u64,
+    }
+
+    impl Log {
+        fn new(routes: &[&str]) -> Log {
+            let task_id = Slugid::nice();
+            let mut definition = sample_definition(task_id);
+            definition.routes = routes.iter().map(|route| route.to_string()).collect();
+            let mut log = Log {
+                state: Entities::default(),
+                task_id,
+                offset: 0,
+            };
+            log.commit(&[Event::TaskDefined {
+                task_id,
+                definition: Box::new(definition),
+            }]);
+            log
+        }
+
+        /// Applies `events` as one commit and derives their messages.
+        fn commit(&mut self, events: &[Event]) -> Vec<Message> {
+            let envelopes: Vec<Envelope> = events
+                .iter()
+                .map(|event| Envelope {
+                    key: self.task_id.to_string(),
+                    at: Timestamp::from_millis(1_000),
+                    event: event.clone(),
+                })
+                .collect();
+            let befores: Vec<Before> = envelopes
+                .iter()
+                .map(|envelope| {
+                    let before = Before::capture(&self.state, envelope);
+                    self.state.apply(envelope);
+                    before
+                })
+                .collect();
+            let mut messages = Vec::new();
+            for (envelope, before) in envelopes.iter().zip(befores) {
+                messages.extend(derive(3, self.offset, envelope, before, &self.state));
+                self.offset += 1;
+            }
+            messages
+        }
+    }
+
+    fn body(message: &Message) -> Value {
+        serde_json::from_str(message.body.get()).unwrap()
+    }
+
+    #[test]
+    fn a_lifecycle_gives_taskcluster_messages_with_routing_keys_and_cc() {
+        let mut log = Log::new(&["index.project.latest", "notify.email.a@b.c.on-failed"]);
+        let task_id = log.task_id;
+        let pending = log.commit(&[Event::RunPending {
+            run_id: 0,
+            reason: ReasonCreated::Scheduled,
+        }]);
+        assert_eq!(pending.len(), 1);
+        let pending = &pending[0];
+        assert_eq!(pending.exchange, Exchange::TaskPending);
+        assert_eq!(pending.id.to_string(), "3-1-0");
+        assert_eq!(
+            pending.routing_key,
+            format!("primary.{task_id}.0._._.proj-taskfold.linux-build.-.{task_id}._")
+        );
+        assert_eq!(
+            pending.cc().collect::<Vec<_>>(),
+            [
+                "route.index.project.latest",
+                "route.notify.email.a@b.c.on-failed"
+            ]
+        );
+        assert_eq!(body(pending)["runId"], 0);
+        assert_eq!(body(pending)["version"], 1);
+        assert_eq!(body(pending)["status"]["state"], "pending");
+
+        let running = log.commit(&[Event::RunClaimed {
+            run_id: 0,
+            worker_group: "wg".into(),
+            worker_id: "w1".into(),
+            taken_until: Timestamp::from_millis(5_000),
+        }]);
+        assert_eq!(running[0].exchange, Exchange::TaskRunning);
+        assert!(running[0].routing_key.contains(".0.wg.w1."));
+        assert_eq!(body(&running[0])["workerId"], "w1");
+        assert!(body(&running[0])["takenUntil"].is_string());
+
+        let artifact = log.commit(&[Event::ArtifactCreated {
+            run_id: 0,
+            name: "public/a.txt".into(),
+            artifact: Artifact {
+                content_type: "text/plain".into(),
+                expires: Timestamp::from_millis(9_000),
+                storage: Storage::S3 {
+                    content_length: Some(3),
+                },
+            },
+        }]);
+        let artifact_body = body(&artifact[0]);
+        assert_eq!(artifact[0].exchange, Exchange::ArtifactCreated);
+        assert_eq!(artifact_body["artifact"]["storageType"], "s3");
+        assert_eq!(artifact_body["artifact"]["name"], "public/a.txt");
+        assert!(artifact_body.get("task").is_none());
+
+        let completed = log.commit(&[Event::RunResolved {
+            run_id: 0,
+            reason: ReasonResolved::Completed,
+        }]);
+        assert_eq!(completed[0].exchange, Exchange::TaskCompleted);
+        assert_eq!(body(&completed[0])["status"]["state"], "completed");
+        assert_eq!(body(&completed[0])["workerGroup"], "wg");
+    }
+
+    #[test]
+    fn task_defined_shows_the_task_before_its_first_run() {
+        let task_id = Slugid::nice();
+        let mut state = Entities::default();
+        let envelopes = [
+            Event::TaskDefined {
+                task_id,
+                definition: Box::new(sample_definition(task_id)),
+            },
+            Event::RunPending {
+                run_id: 0,
+                reason: ReasonCreated::Scheduled,
+            },
+        ]
+        .map(|event| Envelope {
+            key: task_id.to_string(),
+            at: Timestamp::from_millis(1),
+            event,
+        });
+        for envelope in &envelopes {
+            state.apply(envelope);
+        }
+        let defined = derive(0, 7, &envelopes[0], Before::default(), &state);
+        let defined_body = body(&defined[0]);
+        assert_eq!(defined[0].exchange, Exchange::TaskDefined);
+        assert_eq!(defined_body["status"]["state"], "unscheduled");
+        assert_eq!(defined_body["status"]["runs"], json!([]));
+        assert!(defined_body.get("runId").is_none());
+        assert!(
+            defined[0]
+                .routing_key
+                .starts_with(&format!("primary.{task_id}._._._."))
+        );
+        assert_eq!(defined_body["task"]["tags"], json!({}));
+    }
+
+    #[test]
+    fn a_retried_exception_shows_the_retry_and_deadlines_name_no_worker() {
+        let mut log = Log::new(&[]);
+        log.commit(&[
+            Event::RunPending {
+                run_id: 0,
+                reason: ReasonCreated::Scheduled,
+            },
+            Event::RunClaimed {
+                run_id: 0,
+                worker_group: "wg".into(),
+                worker_id: "w1".into(),
+                taken_until: Timestamp::from_millis(5_000),
+            },
+        ]);
+        let expired = log.commit(&[
+            Event::RunResolved {
+                run_id: 0,
+                reason: ReasonResolved::ClaimExpired,
+            },
+            Event::RunPending {
+                run_id: 1,
+                reason: ReasonCreated::Retry,
+            },
+        ]);
+        let exchanges: Vec<_> = expired.iter().map(|message| message.exchange).collect();
+        assert_eq!(exchanges, [Exchange::TaskException, Exchange::TaskPending]);
+        assert_eq!(body(&expired[0])["status"]["runs"][1]["state"], "pending");
+        assert_eq!(body(&expired[0])["workerId"], "w1");
+        assert_eq!(body(&expired[1])["runId"], 1);
+        assert!(expired[0].cc().next().is_none());
+
+        log.commit(&[Event::RunClaimed {
+            run_id: 1,
+            worker_group: "wg".into(),
+            worker_id: "w2".into(),
+            taken_until: Timestamp::from_millis(5_000),
+        }]);
+        let deadline = log.commit(&[Event::RunResolved {
+            run_id: 1,
+            reason: ReasonResolved::DeadlineExceeded,
+        }]);
+        assert!(body(&deadline[0]).get("workerId").is_none());
+        assert!(deadline[0].routing_key.contains(".1._._."));
+    }
+
+    #[test]
+    fn priority_changes_carry_the_old_priority() {
+        let mut log = Log::new(&[]);
+        let changed = log.commit(&[Event::PriorityChanged {
+            priority: Priority::High,
+        }]);
+        assert_eq!(changed[0].exchange, Exchange::TaskPriorityChanged);
+        assert_eq!(body(&changed[0])["oldPriority"], "lowest");
+        assert_eq!(body(&changed[0])["newPriority"], "high");
+        let reclaimed = log.commit(&[Event::RunReclaimed {
+            run_id: 0,
+            taken_until: Timestamp::from_millis(1),
+        }]);
+        assert!(reclaimed.is_empty());
+    }
+
+    #[test]
+    fn names_and_ids_read_back() {
+        for exchange in Exchange::ALL {
+            assert_eq!(Exchange::parse(exchange.name()), Some(exchange));
+            assert_eq!(Exchange::parse(&exchange.full_name()), Some(exchange));
+        }
+        assert_eq!(Exchange::parse("task-nonsense"), None);
+        let id = MessageId {
+            partition: 2,
+            offset: 99,
+            index: 1,
+        };
+        assert_eq!(id.to_string().parse(), Ok(id));
+        assert!("1-2".parse::<MessageId>().is_err());
+    }
+}
