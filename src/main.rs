@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use taskfold::api::{access, server};
 use taskfold::engine::{Engine, EngineSettings};
 use taskfold::log;
+use taskfold::projections::kafka::ExchangeTopics;
 use taskfold::settings::Settings;
 
 /// Events are allocated on runtime threads and freed on log writer threads. The system
@@ -355,7 +356,21 @@ async fn start_queue(
     let log = log::open(&settings.log, data_dir)
         .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
     let engine_settings = settings.engine_settings();
-    let engine = Engine::start(log, data_dir.to_owned(), engine_settings)
+    let exchange_topics = match settings.log.backend {
+        taskfold::settings::Backend::Kafka => {
+            let options = settings.log.kafka_options();
+            let prefix = settings.events.kafka_topic_prefix.clone();
+            let (root_url, data_dir) = (root_url.to_owned(), data_dir.to_owned());
+            let topics = tokio::task::spawn_blocking(move || {
+                ExchangeTopics::open(options, &prefix, &root_url, &data_dir)
+            })
+            .await?
+            .context("opening the exchange topics")?;
+            Some(std::sync::Arc::new(topics))
+        }
+        taskfold::settings::Backend::Embedded => None,
+    };
+    let engine = Engine::start(log, data_dir.to_owned(), engine_settings, exchange_topics)
         .await
         .context("replaying the log")?;
     Ok(server::State::new(
@@ -570,7 +585,7 @@ fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
         let data_dir = bench.data_dir.clone();
         anyhow::Ok(async move {
-            Engine::start(log, data_dir, engine_settings)
+            Engine::start(log, data_dir, engine_settings, None)
                 .await
                 .context("replaying the log")
         })

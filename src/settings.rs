@@ -20,7 +20,24 @@ pub struct Settings {
     pub api: ApiSettings,
     pub auth: AuthSettings,
     pub worker: WorkerSettings,
-    pub events: crate::projections::bus::BusOptions,
+    pub events: EventsSettings,
+    pub kafka: KafkaAlias,
+}
+
+/// Exchange messages and their listeners (`[events]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSettings {
+    pub resume_messages: usize,
+    pub listener_buffer_messages: usize,
+    pub kafka_topic_prefix: String,
+}
+
+/// `[kafka] brokers`: the brokers of `[log.kafka]` under a shorter name; when set, it wins.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaAlias {
+    pub brokers: String,
 }
 
 /// `taskfold worker` (`[worker]`).
@@ -137,7 +154,10 @@ impl Settings {
                     .try_parsing(true),
             );
         }
-        let settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        if !settings.kafka.brokers.is_empty() {
+            settings.log.kafka.brokers = settings.kafka.brokers.clone();
+        }
         Ok(settings)
     }
 }
@@ -148,7 +168,10 @@ impl Settings {
         crate::engine::EngineSettings {
             task: self.queue.task_settings(),
             snapshot_every_events: self.queue.snapshot_every_events,
-            bus: self.events,
+            bus: crate::projections::bus::BusOptions {
+                resume_messages: self.events.resume_messages,
+                listener_buffer_messages: self.events.listener_buffer_messages,
+            },
         }
     }
 }

@@ -30,7 +30,7 @@ async fn start(dir: &std::path::Path) -> Engine {
         )
         .unwrap(),
     );
-    Engine::start(log, dir.to_owned(), settings())
+    Engine::start(log, dir.to_owned(), settings(), None)
         .await
         .unwrap()
 }

@@ -12,6 +12,7 @@ pub mod dispatcher;
 pub mod group;
 pub mod index;
 pub mod load;
+pub mod outbox;
 pub mod pending;
 pub mod shard;
 pub mod task;
@@ -28,6 +29,7 @@ use crate::api::{ApiError, ErrorCode};
 use crate::log::EventLog;
 use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker};
 use crate::projections::bus::{Bus, BusOptions};
+use crate::projections::kafka::ExchangeTopics;
 use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
 use group::GroupCommand;
@@ -76,10 +78,13 @@ pub struct Claimed {
 
 impl Engine {
     /// Replays every partition and starts the actors; must run inside an actix System.
+    /// `exchange_topics`: where exchange messages go besides this server's listeners (the
+    /// Kafka backend's topics).
     pub async fn start(
         log: Arc<dyn EventLog>,
         data_dir: PathBuf,
         settings: EngineSettings,
+        exchange_topics: Option<Arc<ExchangeTopics>>,
     ) -> Result<Engine, crate::log::Error> {
         let started = Instant::now();
         let dispatcher = Dispatcher::default().start();
@@ -88,6 +93,7 @@ impl Engine {
         let bus = Arc::new(Bus::new(settings.bus));
         let context = ShardContext {
             bus: bus.clone(),
+            exchange_topics,
             log: log.clone(),
             data_dir,
             task_settings: settings.task,

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::dependencies::{self, DependencyResolver};
 use super::dispatcher::{Dispatcher, NotPending, Pending};
 use super::group::{self, GroupCommand};
 use super::index::{Indexes, Listing, Position};
+use super::outbox::{self, KafkaSink, Outgoing};
 use super::pending::PendingRun;
 use super::task::{self, Command, ResolvedDependency};
 use super::workers::{self, WorkerDirectory, WorkerName};
@@ -28,6 +29,7 @@ use crate::model::{
 };
 use crate::projections::bus::Bus;
 use crate::projections::exchanges::{self, Message};
+use crate::projections::kafka::{Checkpoint, ExchangeTopics};
 use crate::projections::metrics::{METRICS, Metrics};
 
 /// What the shard needs besides its state.
@@ -43,6 +45,8 @@ pub struct ShardContext {
     pub directory: Addr<WorkerDirectory>,
     /// Where the exchange messages of committed events go.
     pub bus: Arc<Bus>,
+    /// The exchange topics, with the Kafka backend.
+    pub exchange_topics: Option<Arc<ExchangeTopics>>,
 }
 
 type Barrier = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -62,9 +66,14 @@ pub struct TaskShard {
     /// The snapshot write started last, until it is done.
     last_snapshot: Option<Shared<BoxFuture<'static, ()>>>,
     timers: BinaryHeap<Reverse<(Timestamp, Slugid, Timer)>>,
-    /// Exchange messages, each batch with the barrier that makes it publishable; a task of
-    /// the shard's hands them to the bus in order once they are durable.
-    outbox: Option<mpsc::UnboundedSender<(Barrier, Vec<Message>)>>,
+    /// The exchange messages of each commit, published in order once durable.
+    outbox: Option<mpsc::UnboundedSender<Outgoing>>,
+    /// With exchange topics: where the replay left their publishing, and the messages it
+    /// found undelivered; taken when the shard starts.
+    recovered: Option<(Checkpoint, Vec<Message>)>,
+    /// With exchange topics: the offset before which every message is delivered, as
+    /// checkpointed; a snapshot never passes it, so a restart can re-derive the rest.
+    exchange_progress: Option<watch::Receiver<Offset>>,
     /// Set after a failed append: the state may hold events the log does not, so the shard
     /// refuses everything until the process restarts and replays.
     failed: bool,
@@ -91,10 +100,40 @@ impl TaskShard {
             .log
             .high_watermark(partition)
             .map(|end| offset.min(end))?;
-        let end = context.log.read(partition, start, &mut |_, payload| {
-            state.apply(&codec::decode::<Envelope>(payload)?);
+        let recovery = match &context.exchange_topics {
+            Some(topics) => Some(topics.recover(partition, start)?),
+            None => None,
+        };
+        let mut rederiving = recovery.as_ref().map(|recovery| Rederiving {
+            partition,
+            from: recovery.checkpoint.offset,
+            run: Vec::new(),
+            messages: Vec::new(),
+        });
+        let end = context.log.read(partition, start, &mut |offset, payload| {
+            let envelope = codec::decode::<Envelope>(payload)?;
+            match &mut rederiving {
+                Some(rederiving) if offset >= rederiving.from => {
+                    rederiving.apply(&mut state, offset, envelope)
+                }
+                _ => state.apply(&envelope),
+            }
             Ok(())
         })?;
+        let recovered = recovery.zip(rederiving).map(|(recovery, mut rederiving)| {
+            rederiving.finish_run(&state);
+            let messages: Vec<Message> = rederiving
+                .messages
+                .into_iter()
+                .filter(|message| !recovery.delivered.contains(&message.id))
+                .collect();
+            tracing::info!(
+                partition,
+                republished = messages.len(),
+                "exchange messages to publish again"
+            );
+            (recovery.checkpoint, messages)
+        });
         tracing::info!(
             partition,
             snapshot = offset,
@@ -113,6 +152,8 @@ impl TaskShard {
             last_snapshot: None,
             timers: BinaryHeap::new(),
             outbox: None,
+            recovered,
+            exchange_progress: None,
             failed: false,
         })
     }
@@ -330,11 +371,17 @@ impl TaskShard {
             async move { appending.await.map(drop).map_err(|error| error.to_string()) }
                 .boxed()
                 .shared();
-        if !messages.is_empty()
+        // Exchange topics checkpoint by log offset, so they hear of every commit.
+        if (!messages.is_empty() || self.context.exchange_topics.is_some())
             && let Some(outbox) = &self.outbox
         {
+            let durable = barrier.clone().map(|appended| appended.is_ok()).boxed();
             // The receiver lives as long as the shard's arbiter.
-            let _ = outbox.send((barrier.clone(), messages));
+            let _ = outbox.send(Outgoing {
+                durable,
+                end: self.next_offset + count,
+                messages,
+            });
         }
         self.barrier = Some(barrier);
         self.next_offset += count;
@@ -382,11 +429,21 @@ impl TaskShard {
         tracing::debug!(partition, offset, elapsed = ?copied.elapsed(), "copied the state for a snapshot");
         let barrier = self.barrier.clone();
         let data_dir = self.context.data_dir.clone();
+        let mut exchange_progress = self.exchange_progress.clone();
         let writing = async move {
             // The snapshot stands for every event before `offset`: write it only once they
-            // are all durable.
+            // are all durable, and their exchange messages delivered (a restart re-derives
+            // messages only from the snapshot on).
             if let Some(barrier) = barrier
                 && barrier.await.is_err()
+            {
+                return;
+            }
+            if let Some(progress) = &mut exchange_progress
+                && progress
+                    .wait_for(|delivered| *delivered >= offset)
+                    .await
+                    .is_err()
             {
                 return;
             }
@@ -436,6 +493,44 @@ impl TaskShard {
     }
 }
 
+/// Re-deriving exchange messages during a replay, from the checkpoint on. A commit's messages
+/// show the state after the whole commit; a replay cannot see commits, so it takes each run of
+/// consecutive events with the same key and instant for one (the events of one commit share
+/// both).
+struct Rederiving {
+    partition: u32,
+    from: Offset,
+    run: Vec<(Offset, Envelope, exchanges::Before)>,
+    messages: Vec<Message>,
+}
+
+impl Rederiving {
+    fn apply(&mut self, state: &mut Entities, offset: Offset, envelope: Envelope) {
+        if self
+            .run
+            .last()
+            .is_some_and(|(_, last, _)| last.key != envelope.key || last.at != envelope.at)
+        {
+            self.finish_run(state);
+        }
+        let before = exchanges::Before::capture(state, &envelope);
+        state.apply(&envelope);
+        self.run.push((offset, envelope, before));
+    }
+
+    fn finish_run(&mut self, state: &Entities) {
+        for (offset, envelope, before) in self.run.drain(..) {
+            self.messages.extend(exchanges::derive(
+                self.partition,
+                offset,
+                &envelope,
+                before,
+                state,
+            ));
+        }
+    }
+}
+
 fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::InternalServerError, error.to_string())
 }
@@ -448,17 +543,31 @@ impl Actor for TaskShard {
     type Context = Context<Self>;
 
     fn started(&mut self, context: &mut Context<Self>) {
-        let (outbox, mut pending) = mpsc::unbounded_channel::<(Barrier, Vec<Message>)>();
-        let bus = self.context.bus.clone();
-        actix::spawn(async move {
-            while let Some((barrier, messages)) = pending.recv().await {
-                // Messages of an append that failed are never published: their events are
-                // not in the log, and the shard refuses everything until the restart.
-                if barrier.await.is_ok() {
-                    bus.publish(messages);
-                }
+        let (outbox, pending) = mpsc::unbounded_channel();
+        let kafka = match (&self.context.exchange_topics, self.recovered.take()) {
+            (Some(topics), Some((checkpoint, messages))) => {
+                let (progress, watching) = watch::channel(checkpoint.offset);
+                self.exchange_progress = Some(watching);
+                // What the replay found undelivered goes first.
+                let _ = outbox.send(Outgoing {
+                    durable: futures::future::ready(true).boxed(),
+                    end: self.next_offset,
+                    messages,
+                });
+                Some(KafkaSink {
+                    topics: topics.clone(),
+                    checkpoint,
+                    progress,
+                })
             }
-        });
+            _ => None,
+        };
+        actix::spawn(outbox::forward(
+            self.partition,
+            pending,
+            self.context.bus.clone(),
+            kafka,
+        ));
         self.outbox = Some(outbox);
         self.announce_all();
         context.run_interval(TIMER_TICK, |shard, context| shard.fire_due_timers(context));

@@ -13,7 +13,7 @@ use rdkafka::client::{Client, ClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use serde::{Deserialize, Serialize};
@@ -69,7 +69,7 @@ const REPLAY_GROUP: &str = "taskfold-replay";
 
 /// Routes librdkafka's own log lines and errors into `tracing`, with the rest of ours.
 #[derive(Clone, Copy, Debug, Default)]
-struct TracingContext;
+pub(crate) struct TracingContext;
 
 impl ClientContext for TracingContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
@@ -119,30 +119,11 @@ impl KafkaLog {
             .create_with_context(TracingContext)
             .map_err(|error| kafka_error("creating the kafka producer", error))?;
 
-        let found = match topic_partitions(producer.client(), &options)? {
-            Some(found) => found,
-            None if options.create_topic => {
-                create_topic(&options)?;
-                wait_for_topic(producer.client(), &options)?
-            }
-            None => {
-                return Err(Error::Kafka {
-                    context: format!("opening kafka topic `{topic}`"),
-                    reason: "the topic does not exist and create_topic is off".into(),
-                });
-            }
-        };
-        if found != options.partitions {
-            return Err(Error::PartitionCountMismatch {
-                location: format!("kafka topic `{topic}`"),
-                configured: options.partitions,
-                found,
-            });
-        }
+        ensure_topic(producer.client(), &options, &topic)?;
         tracing::info!(
             brokers = options.brokers.as_str(),
             topic = topic.as_str(),
-            partitions = found,
+            partitions = options.partitions,
             "opened the kafka log"
         );
         Ok(KafkaLog { options, producer })
@@ -160,27 +141,13 @@ impl KafkaLog {
         }
     }
 
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.options.timeout_ms)
-    }
-
-    /// (low, high) watermarks: the first offset still held and the next offset to be written.
     fn watermarks(&self, partition: i32) -> Result<(Offset, Offset), Error> {
-        let topic = &self.options.topic;
-        let context =
-            || format!("fetching the watermarks of partition {partition} of kafka topic `{topic}`");
-        let (low, high) = self
-            .producer
-            .client()
-            .fetch_watermarks(topic, partition, self.timeout())
-            .map_err(|error| kafka_error(context(), error))?;
-        match (Offset::try_from(low), Offset::try_from(high)) {
-            (Ok(low), Ok(high)) if low <= high => Ok((low, high)),
-            _ => Err(Error::Kafka {
-                context: context(),
-                reason: format!("the broker answered low {low} and high {high}"),
-            }),
-        }
+        watermarks(
+            self.producer.client(),
+            &self.options,
+            &self.options.topic,
+            partition,
+        )
     }
 
     /// Hands one record to librdkafka, waiting while its local queue is full: the caller's
@@ -278,70 +245,21 @@ impl EventLog for KafkaLog {
         if from == end {
             return Ok(end);
         }
-        let context =
-            || format!("reading partition {partition} of kafka topic `{topic}` from offset {from}");
-        // A fresh consumer per read: replays are rare (a shard starting), and an assignment of
-        // its own keeps concurrent replays of different partitions apart.
-        let consumer: BaseConsumer<TracingContext> = base_config(&self.options)
-            // librdkafka refuses `assign` without a group id, but an assigned consumer never
-            // joins the group, and with commits off it never writes to it either.
-            .set("group.id", REPLAY_GROUP)
-            .set("enable.partition.eof", "true")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // A start offset the broker no longer holds must fail, never silently skip.
-            .set("auto.offset.reset", "error")
-            .create_with_context(TracingContext)
-            .map_err(|error| kafka_error(context(), error))?;
-        let mut assignment = TopicPartitionList::with_capacity(1);
-        assignment
-            .add_partition_offset(topic, kafka_partition, rdkafka::Offset::Offset(from as i64))
-            .and_then(|()| consumer.assign(&assignment))
-            .map_err(|error| kafka_error(context(), error))?;
-
-        let mut next = from;
-        let mut last_progress = Instant::now();
-        while next < end {
-            let message = match consumer.poll(POLL_INTERVAL) {
-                None => {
-                    if last_progress.elapsed() > self.timeout() {
-                        return Err(Error::Kafka {
-                            context: context(),
-                            reason: format!(
-                                "no record arrived for {} ms at offset {next} (the high watermark is {end})",
-                                self.options.timeout_ms
-                            ),
-                        });
-                    }
-                    continue;
-                }
-                // The partition ends before the watermark only when its tail holds no data
-                // records (transaction markers), so there is nothing more to visit.
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(error)) => return Err(kafka_error(context(), error)),
-                Some(Ok(message)) => message,
-            };
-            last_progress = Instant::now();
-            let offset = Offset::try_from(message.offset())
-                .ok()
-                .filter(|&offset| offset >= next)
-                .ok_or_else(|| {
-                    Error::Corrupt(format!(
-                        "partition {partition} of kafka topic `{topic}` returned offset {} when offset {next} or later was due",
-                        message.offset()
-                    ))
-                })?;
-            if offset >= end {
-                break;
-            }
-            let payload = message.payload().ok_or_else(|| {
+        scan(
+            &self.options,
+            topic,
+            kafka_partition,
+            from,
+            end,
+            &mut |offset, message| {
+                let payload = message.payload().ok_or_else(|| {
                 Error::Corrupt(format!(
                     "record {offset} of partition {partition} of kafka topic `{topic}` has no payload"
                 ))
             })?;
-            visit(offset, payload)?;
-            next = offset + 1;
-        }
+                visit(offset, payload)
+            },
+        )?;
         Ok(end)
     }
 }
@@ -420,8 +338,137 @@ fn validate(options: &Options) -> Result<(), Error> {
     Ok(())
 }
 
+/// The records of `partition` of `topic` from offset `from` up to `end` (a high watermark read
+/// before), in order, each with its offset. A fresh consumer per call: reads are rare (a shard
+/// starting), and an assignment of its own keeps concurrent reads of partitions apart.
+pub(crate) fn scan(
+    options: &Options,
+    topic: &str,
+    partition: i32,
+    from: Offset,
+    end: Offset,
+    visit: &mut dyn FnMut(Offset, &BorrowedMessage<'_>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    if from >= end {
+        return Ok(());
+    }
+    let timeout = Duration::from_millis(options.timeout_ms);
+    let context =
+        || format!("reading partition {partition} of kafka topic `{topic}` from offset {from}");
+    // A fresh consumer per read: replays are rare (a shard starting), and an assignment of
+    // its own keeps concurrent replays of different partitions apart.
+    let consumer: BaseConsumer<TracingContext> = base_config(options)
+        // librdkafka refuses `assign` without a group id, but an assigned consumer never
+        // joins the group, and with commits off it never writes to it either.
+        .set("group.id", REPLAY_GROUP)
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // A start offset the broker no longer holds must fail, never silently skip.
+        .set("auto.offset.reset", "error")
+        .create_with_context(TracingContext)
+        .map_err(|error| kafka_error(context(), error))?;
+    let mut assignment = TopicPartitionList::with_capacity(1);
+    assignment
+        .add_partition_offset(topic, partition, rdkafka::Offset::Offset(from as i64))
+        .and_then(|()| consumer.assign(&assignment))
+        .map_err(|error| kafka_error(context(), error))?;
+
+    let mut next = from;
+    let mut last_progress = Instant::now();
+    while next < end {
+        let record = match consumer.poll(POLL_INTERVAL) {
+            None => {
+                if last_progress.elapsed() > timeout {
+                    return Err(Error::Kafka {
+                        context: context(),
+                        reason: format!(
+                            "no record arrived for {} ms at offset {next} (the high watermark is {end})",
+                            options.timeout_ms
+                        ),
+                    });
+                }
+                continue;
+            }
+            // The partition ends before the watermark only when its tail holds no data
+            // records (transaction markers), so there is nothing more to visit.
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(error)) => return Err(kafka_error(context(), error)),
+            Some(Ok(record)) => record,
+        };
+        last_progress = Instant::now();
+        let offset = Offset::try_from(record.offset())
+                .ok()
+                .filter(|&offset| offset >= next)
+                .ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "partition {partition} of kafka topic `{topic}` returned offset {} when offset {next} or later was due",
+                        record.offset()
+                    ))
+                })?;
+        if offset >= end {
+            break;
+        }
+        visit(offset, &record)?;
+        next = offset + 1;
+    }
+    Ok(())
+}
+
+/// (low, high) watermarks of a partition of `topic`: the first offset still held and the next
+/// offset to be written.
+pub(crate) fn watermarks<C: ClientContext>(
+    client: &Client<C>,
+    options: &Options,
+    topic: &str,
+    partition: i32,
+) -> Result<(Offset, Offset), Error> {
+    let context =
+        || format!("fetching the watermarks of partition {partition} of kafka topic `{topic}`");
+    let (low, high) = client
+        .fetch_watermarks(topic, partition, Duration::from_millis(options.timeout_ms))
+        .map_err(|error| kafka_error(context(), error))?;
+    match (Offset::try_from(low), Offset::try_from(high)) {
+        (Ok(low), Ok(high)) if low <= high => Ok((low, high)),
+        _ => Err(Error::Kafka {
+            context: context(),
+            reason: format!("the broker answered low {low} and high {high}"),
+        }),
+    }
+}
+
+/// Makes sure `topic` exists with the log's partition count: creates it when it is missing
+/// and `create_topic` is on, and refuses a topic with another count.
+pub(crate) fn ensure_topic<C: ClientContext>(
+    client: &Client<C>,
+    options: &Options,
+    topic: &str,
+) -> Result<(), Error> {
+    let found = match topic_partitions(client, options, topic)? {
+        Some(found) => found,
+        None if options.create_topic => {
+            create_topic(options, topic)?;
+            wait_for_topic(client, options, topic)?
+        }
+        None => {
+            return Err(Error::Kafka {
+                context: format!("opening kafka topic `{topic}`"),
+                reason: "the topic does not exist and create_topic is off".into(),
+            });
+        }
+    };
+    if found != options.partitions {
+        return Err(Error::PartitionCountMismatch {
+            location: format!("kafka topic `{topic}`"),
+            configured: options.partitions,
+            found,
+        });
+    }
+    Ok(())
+}
+
 /// Settings every client of the log shares.
-fn base_config(options: &Options) -> ClientConfig {
+pub(crate) fn base_config(options: &Options) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &options.brokers)
@@ -436,8 +483,8 @@ fn base_config(options: &Options) -> ClientConfig {
 fn topic_partitions<C: ClientContext>(
     client: &Client<C>,
     options: &Options,
+    topic: &str,
 ) -> Result<Option<u32>, Error> {
-    let topic = options.topic.as_str();
     let context = || format!("fetching the metadata of kafka topic `{topic}`");
     let metadata = client
         .fetch_metadata(Some(topic), Duration::from_millis(options.timeout_ms))
@@ -462,8 +509,7 @@ fn topic_partitions<C: ClientContext>(
     }
 }
 
-fn create_topic(options: &Options) -> Result<(), Error> {
-    let topic = options.topic.as_str();
+fn create_topic(options: &Options, topic: &str) -> Result<(), Error> {
     let context = || format!("creating kafka topic `{topic}`");
     let admin: AdminClient<TracingContext> = base_config(options)
         .create_with_context(TracingContext)
@@ -505,15 +551,19 @@ fn create_topic(options: &Options) -> Result<(), Error> {
 }
 
 /// Waits until a topic just created shows up in the metadata; brokers create asynchronously.
-fn wait_for_topic<C: ClientContext>(client: &Client<C>, options: &Options) -> Result<u32, Error> {
+fn wait_for_topic<C: ClientContext>(
+    client: &Client<C>,
+    options: &Options,
+    topic: &str,
+) -> Result<u32, Error> {
     let started = Instant::now();
     loop {
-        if let Some(found) = topic_partitions(client, options)? {
+        if let Some(found) = topic_partitions(client, options, topic)? {
             return Ok(found);
         }
         if started.elapsed() > Duration::from_millis(options.timeout_ms) {
             return Err(Error::Kafka {
-                context: format!("creating kafka topic `{}`", options.topic),
+                context: format!("creating kafka topic `{topic}`"),
                 reason: format!("the topic did not appear within {} ms", options.timeout_ms),
             });
         }

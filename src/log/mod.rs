@@ -6,7 +6,7 @@
 //! machine, the default) and [`kafka`] (a Kafka topic, for more than one machine).
 
 pub mod codec;
-mod durable_file;
+pub(crate) mod durable_file;
 pub mod embedded;
 pub mod inspect;
 pub mod kafka;

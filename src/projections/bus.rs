@@ -46,9 +46,7 @@ impl std::str::FromStr for Cursor {
     }
 }
 
-/// `[events]`.
-#[derive(Clone, Copy, Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Copy, Debug)]
 pub struct BusOptions {
     /// How many recent messages are kept for listeners resuming from a cursor.
     pub resume_messages: usize,

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub exchange_messages: IntCounterVec,
     pub listeners: IntGauge,
     pub listeners_dropped: IntCounter,
+    pub kafka_consumer_lag: IntGaugeVec,
 }
 
 /// The process's metrics.
@@ -113,6 +114,15 @@ impl Metrics {
                 "Listeners disconnected for falling too far behind.",
             )
             .expect("a valid metric"),
+            kafka_consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "taskfold_kafka_consumer_lag",
+                    "Events in the Kafka log whose exchange messages are not yet delivered to \
+                     the exchange topics, by log partition.",
+                ),
+                &["partition"],
+            )
+            .expect("a valid metric"),
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -138,6 +148,7 @@ impl Metrics {
             Box::new(metrics.exchange_messages.clone()),
             Box::new(metrics.listeners.clone()),
             Box::new(metrics.listeners_dropped.clone()),
+            Box::new(metrics.kafka_consumer_lag.clone()),
             Box::new(build_info),
         ] {
             registry

@@ -5,4 +5,5 @@
 pub mod bindings;
 pub mod bus;
 pub mod exchanges;
+pub mod kafka;
 pub mod metrics;

@@ -1,0 +1,152 @@
+//! A shard's outbox: the exchange messages of its commits, published in log order once their
+//! events are durable — to this server's listeners, and with the Kafka backend to the exchange
+//! topics, whose delivered prefix it checkpoints (see `projections::kafka`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use tokio::sync::{mpsc, watch};
+
+use crate::log::Offset;
+use crate::projections::bus::Bus;
+use crate::projections::exchanges::{Message, MessageId};
+use crate::projections::kafka::{Checkpoint, ExchangeTopics};
+use crate::projections::metrics::METRICS;
+
+/// How often a moved checkpoint is written.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// Most messages handed to the producer and not yet acknowledged; past it, new commits wait.
+const MAX_IN_FLIGHT: usize = 100_000;
+
+/// The messages of one commit.
+pub struct Outgoing {
+    /// Resolves once the commit's events are durable; `false` if the append failed.
+    pub durable: BoxFuture<'static, bool>,
+    /// The log offset after the commit's last event.
+    pub end: Offset,
+    pub messages: Vec<Message>,
+}
+
+/// Where the messages go besides the bus.
+pub struct KafkaSink {
+    pub topics: Arc<ExchangeTopics>,
+    pub checkpoint: Checkpoint,
+    /// Tells the shard how far the written checkpoint is (snapshots must not pass it).
+    pub progress: watch::Sender<Offset>,
+}
+
+struct Delivered {
+    id: MessageId,
+    topic: String,
+    /// Whether this is the last message of its event.
+    last_of_event: bool,
+    /// The topic offset it was delivered at, or why not.
+    result: Result<Offset, String>,
+}
+
+pub async fn forward(
+    partition: u32,
+    mut outbox: mpsc::UnboundedReceiver<Outgoing>,
+    bus: Arc<Bus>,
+    kafka: Option<KafkaSink>,
+) {
+    let Some(mut kafka) = kafka else {
+        while let Some(outgoing) = outbox.recv().await {
+            if !outgoing.durable.await {
+                return;
+            }
+            bus.publish(outgoing.messages);
+        }
+        return;
+    };
+    let lag = METRICS
+        .kafka_consumer_lag
+        .with_label_values(&[partition.to_string().as_str()]);
+    let mut in_flight = FuturesOrdered::new();
+    // Topic offsets of messages of the event being delivered, moved into the checkpoint once
+    // the whole event is.
+    let mut event_topics: BTreeMap<String, Offset> = BTreeMap::new();
+    let mut enqueued_end = kafka.checkpoint.offset;
+    let mut saved = kafka.checkpoint.clone();
+    let mut failed = false;
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    loop {
+        tokio::select! {
+            outgoing = outbox.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(outgoing) = outgoing else { break };
+                if !outgoing.durable.await {
+                    return;
+                }
+                if !failed {
+                    for (index, message) in outgoing.messages.iter().enumerate() {
+                        let last_of_event = outgoing
+                            .messages
+                            .get(index + 1)
+                            .is_none_or(|next| next.id.offset != message.id.offset);
+                        let topic = kafka.topics.topic(message.exchange);
+                        let id = message.id;
+                        match kafka.topics.enqueue(partition, message).await {
+                            Ok(delivery) => in_flight.push_back(Box::pin(async move {
+                                let result = match delivery.await {
+                                    Ok(Ok(delivery)) => Ok(delivery.offset as Offset),
+                                    Ok(Err((error, _))) => Err(error.to_string()),
+                                    Err(_) => Err("the producer went away".to_owned()),
+                                };
+                                Delivered { id, topic, last_of_event, result }
+                            })),
+                            Err(error) => {
+                                tracing::error!(partition, %error, "cannot publish exchange messages; they resume at the next start");
+                                failed = true;
+                                break;
+                            }
+                        }
+                    }
+                    enqueued_end = outgoing.end;
+                    if in_flight.is_empty() {
+                        kafka.checkpoint.offset = enqueued_end;
+                    }
+                }
+                bus.publish(outgoing.messages);
+            }
+            Some(delivered) = in_flight.next(), if !in_flight.is_empty() => {
+                let delivered: Delivered = delivered;
+                match delivered.result {
+                    Ok(offset) => {
+                        event_topics.insert(delivered.topic, offset + 1);
+                        if delivered.last_of_event {
+                            kafka.checkpoint.topics.append(&mut event_topics);
+                            kafka.checkpoint.offset = delivered.id.offset + 1;
+                        }
+                        if in_flight.is_empty() && !failed {
+                            kafka.checkpoint.offset = enqueued_end;
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::error!(partition, id = %delivered.id, %reason, "an exchange message was not delivered; publishing stops until the next start");
+                        failed = true;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                lag.set(enqueued_end.saturating_sub(kafka.checkpoint.offset) as i64);
+                if kafka.checkpoint != saved {
+                    let topics = kafka.topics.clone();
+                    let checkpoint = kafka.checkpoint.clone();
+                    let written = tokio::task::spawn_blocking(move || topics.save(partition, &checkpoint)).await;
+                    match written {
+                        Ok(Ok(())) => {
+                            saved = kafka.checkpoint.clone();
+                            let _ = kafka.progress.send(saved.offset);
+                        }
+                        Ok(Err(error)) => tracing::error!(partition, %error, "cannot write the exchange checkpoint"),
+                        Err(error) => tracing::error!(partition, %error, "exchange checkpoint writer failed"),
+                    }
+                }
+            }
+        }
+    }
+}
