@@ -179,6 +179,9 @@ struct WorkerArgs {
     /// Configuration file, layered over the built-in defaults (`config/default.toml`).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Serve the worker's Prometheus metrics at `http://<HOST:PORT>/metrics`.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -650,6 +653,10 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         ssh: settings.worker.ssh,
     };
     actix_web::rt::System::new().block_on(async {
+        if let Some(listen) = &args.metrics_listen {
+            taskfold::worker::serve_metrics(listen)
+                .with_context(|| format!("serving metrics on {listen}"))?;
+        }
         let shutdown = taskfold::worker::shutdown_signal();
         taskfold::worker::run(options, shutdown).await
     })?;

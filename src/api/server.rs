@@ -15,7 +15,7 @@ use super::blobs::{self, BlobStore};
 use super::live_logs::{self, LiveLogs};
 use super::{events, response, routes};
 use crate::engine::Engine;
-use crate::projections::metrics::METRICS;
+use crate::projections::metrics::{METRICS, WORKER_METRICS};
 use crate::settings::Settings;
 
 /// Where the server listens and how it is reached.
@@ -199,7 +199,11 @@ async fn ping(state: web::Data<State>) -> HttpResponse {
 async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(METRICS.render())
+        .body(if WORKER_METRICS.is_active() {
+            METRICS.render() + &WORKER_METRICS.render()
+        } else {
+            METRICS.render()
+        })
 }
 
 async fn heartbeat() -> HttpResponse {

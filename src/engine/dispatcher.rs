@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::pending::{Hint, PendingQueues, PendingRun};
 use crate::model::Priority;
+use crate::projections::metrics::METRICS;
 
 #[derive(Default)]
 pub struct Dispatcher {
@@ -32,6 +33,13 @@ impl Dispatcher {
         std::iter::from_fn(|| self.queues.pop(task_queue_id))
             .take(wanted)
             .collect()
+    }
+
+    fn count_changed(&self, task_queue_id: &str) {
+        METRICS
+            .pending_tasks
+            .with_label_values(&[task_queue_id])
+            .set(self.queues.count(task_queue_id) as i64);
     }
 
     /// Hands queued hints to parked callers, oldest first.
@@ -80,6 +88,7 @@ impl Handler<Pending> for Dispatcher {
         self.queues
             .push(&message.task_queue_id, message.run, message.priority);
         self.serve_waiters(&message.task_queue_id);
+        self.count_changed(&message.task_queue_id);
     }
 }
 
@@ -96,6 +105,7 @@ impl Handler<NotPending> for Dispatcher {
 
     fn handle(&mut self, message: NotPending, _: &mut Context<Self>) {
         self.queues.remove(&message.task_queue_id, message.run);
+        self.count_changed(&message.task_queue_id);
     }
 }
 

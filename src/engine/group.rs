@@ -16,6 +16,9 @@ pub enum GroupCommand {
     },
     /// `sealTaskGroup`.
     Seal,
+    /// Every task of the group is resolved, the latest at `through` (the group tracker's
+    /// word): recorded unless a resolution since then already is.
+    Resolve { through: Timestamp },
 }
 
 pub fn decide(
@@ -70,6 +73,13 @@ pub fn decide(
             None => Err(group_not_found(task_group_id)),
             Some(group) if group.sealed.is_some() => Ok(Vec::new()),
             Some(_) => Ok(vec![Event::TaskGroupSealed]),
+        },
+        GroupCommand::Resolve { through } => match group {
+            None => Err(group_not_found(task_group_id)),
+            Some(group) if group.resolved.is_some_and(|resolved| resolved >= through) => {
+                Ok(Vec::new())
+            }
+            Some(_) => Ok(vec![Event::TaskGroupResolved]),
         },
     }
 }

@@ -10,6 +10,7 @@ pub mod artifact;
 pub mod dependencies;
 pub mod dispatcher;
 pub mod group;
+pub mod group_tracker;
 pub mod index;
 pub mod load;
 pub mod outbox;
@@ -30,9 +31,11 @@ use crate::log::EventLog;
 use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker};
 use crate::projections::bus::{Bus, BusOptions};
 use crate::projections::kafka::ExchangeTopics;
+use crate::projections::metrics::METRICS;
 use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
 use group::GroupCommand;
+use group_tracker::GroupTracker;
 use index::{Listing, Position};
 use shard::{
     Count, Execute, ExecuteGroup, Get, GetGroup, List, RecordWorker, ShardContext, SnapshotWritten,
@@ -91,9 +94,11 @@ impl Engine {
         let resolver = DependencyResolver::default().start();
         let directory = WorkerDirectory::default().start();
         let bus = Arc::new(Bus::new(settings.bus));
+        let groups = GroupTracker::default().start();
         let context = ShardContext {
             bus: bus.clone(),
             exchange_topics,
+            groups: groups.clone(),
             log: log.clone(),
             data_dir,
             task_settings: settings.task,
@@ -124,8 +129,12 @@ impl Engine {
             bus,
         };
         let replayed = started.elapsed();
+        METRICS.replay_seconds.set(replayed.as_secs_f64());
         resolver.do_send(dependencies::Attach(engine.clone()));
         engine.recheck_waiting_dependents().await;
+        // Every shard has handled messages since it started, so every census is in the
+        // tracker's mailbox ahead of this.
+        groups.do_send(group_tracker::Attach(engine.clone()));
         tracing::info!(
             replayed = ?replayed,
             ready = ?started.elapsed(),

@@ -4,7 +4,7 @@
 //! too, derived from state.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use super::dependencies::{self, DependencyResolver};
 use super::dispatcher::{Dispatcher, NotPending, Pending};
 use super::group::{self, GroupCommand};
+use super::group_tracker::{self, Census, CensusEntry, GroupTracker};
 use super::index::{Indexes, Listing, Position};
 use super::outbox::{self, KafkaSink, Outgoing};
 use super::pending::PendingRun;
@@ -43,6 +44,7 @@ pub struct ShardContext {
     pub dispatcher: Addr<Dispatcher>,
     pub resolver: Addr<DependencyResolver>,
     pub directory: Addr<WorkerDirectory>,
+    pub groups: Addr<GroupTracker>,
     /// Where the exchange messages of committed events go.
     pub bus: Arc<Bus>,
     /// The exchange topics, with the Kafka backend.
@@ -183,6 +185,18 @@ impl TaskShard {
         for task_id in task_ids {
             self.announce(task_id, true);
         }
+        let mut census: HashMap<Slugid, CensusEntry> = HashMap::new();
+        for task in self.state.tasks.values() {
+            let entry = census.entry(task.definition.task_group_id).or_default();
+            match resolution(task) {
+                None => entry.unresolved += 1,
+                Some(at) => entry.latest_resolution = entry.latest_resolution.max(Some(at)),
+            }
+        }
+        for group in self.state.groups.values() {
+            census.entry(group.task_group_id).or_default().recorded = group.resolved;
+        }
+        self.context.groups.do_send(Census(census));
     }
 
     /// Tells the timers, the dispatcher and the resolver what the task's state now means.
@@ -282,11 +296,13 @@ impl TaskShard {
         let now = Timestamp::now();
         let defines = matches!(command, Command::Define { .. });
         let decided = self.decide_joined(task_id, command, join, now);
+        let was_resolved = self.task(task_id).map(resolution);
         let committed = decided.and_then(|events| {
             let changed = !events.is_empty();
             self.commit(now, events)?;
             if changed {
                 self.announce(task_id, defines);
+                self.tell_group_tracker(task_id, was_resolved);
             }
             Ok(())
         });
@@ -297,6 +313,22 @@ impl TaskShard {
         self.reply(task, move || {
             ApiError::not_found(format!("task `{task_id}` not found"))
         })
+    }
+
+    /// Tells the group tracker when the task joined its group (`was`: it did not exist),
+    /// resolved, or became unresolved again (a rerun).
+    fn tell_group_tracker(&self, task_id: Slugid, was: Option<Option<Timestamp>>) {
+        let Some(task) = self.task(task_id) else {
+            return;
+        };
+        let now = resolution(task);
+        if was.is_some_and(|was| was.is_some() == now.is_some()) {
+            return;
+        }
+        self.context.groups.do_send(group_tracker::Changed {
+            group: task.definition.task_group_id,
+            resolved: now,
+        });
     }
 
     /// The events of a task command, each with its key, preceded by the events of the group
@@ -365,12 +397,18 @@ impl TaskShard {
             .collect();
         let count = entries.len() as u64;
         let appending = self.context.log.append(self.partition, entries);
+        let appended = Instant::now();
         // Appends to one partition become durable in order (see `EventLog::append`), so the
         // newest append stands for all before it.
-        let barrier: Barrier =
-            async move { appending.await.map(drop).map_err(|error| error.to_string()) }
-                .boxed()
-                .shared();
+        let barrier: Barrier = async move {
+            let durable = appending.await;
+            METRICS
+                .log_append_seconds
+                .observe(appended.elapsed().as_secs_f64());
+            durable.map(drop).map_err(|error| error.to_string())
+        }
+        .boxed()
+        .shared();
         // Exchange topics checkpoint by log offset, so they hear of every commit.
         if (!messages.is_empty() || self.context.exchange_topics.is_some())
             && let Some(outbox) = &self.outbox
@@ -491,6 +529,15 @@ impl TaskShard {
         }
         self.maybe_snapshot();
     }
+}
+
+/// When the task resolved, if its latest run is resolved (a retry or rerun makes it
+/// unresolved again).
+fn resolution(task: &Task) -> Option<Timestamp> {
+    task.runs
+        .last()
+        .filter(|run| run.state.is_resolved())
+        .map(|run| run.resolved.unwrap_or(run.scheduled))
 }
 
 /// Re-deriving exchange messages during a replay, from the checkpoint on. A commit's messages

@@ -221,6 +221,9 @@ impl EventLog for KafkaLog {
                 Err(error) => return futures::future::ready(Err(error)).boxed(),
             }
         }
+        crate::projections::metrics::METRICS
+            .log_append_batch_events
+            .observe(entries.len() as f64);
         let topic = self.options.topic.clone();
         await_deliveries(topic, kafka_partition, deliveries)
     }

@@ -70,4 +70,6 @@ pub enum Event {
     WorkerQuarantined { change: QuarantineChange },
     /// `declareWorker`.
     WorkerDeclared { expires: Timestamp },
+    /// Every task of the group (keyed by the group's id) is resolved.
+    TaskGroupResolved,
 }

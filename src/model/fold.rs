@@ -153,6 +153,7 @@ impl Task {
             // Events of other entities.
             Event::TaskGroupJoined { .. }
             | Event::TaskGroupSealed
+            | Event::TaskGroupResolved
             | Event::WorkerQuarantined { .. }
             | Event::WorkerDeclared { .. } => {}
             Event::ExceptionRunAdded { run_id, reason } => {
@@ -258,6 +259,7 @@ impl Entities {
                         scheduler_id: scheduler_id.clone(),
                         expires: *expires,
                         sealed: None,
+                        resolved: None,
                     })
                 });
                 if *expires > group.expires {
@@ -269,6 +271,11 @@ impl Entities {
                     && group.sealed.is_none()
                 {
                     Arc::make_mut(group).sealed = Some(envelope.at);
+                }
+            }
+            Event::TaskGroupResolved => {
+                if let Some(group) = key.parse().ok().and_then(|id| self.groups.get_mut(&id)) {
+                    Arc::make_mut(group).resolved = Some(envelope.at);
                 }
             }
             Event::WorkerQuarantined { change } => {

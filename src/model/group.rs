@@ -17,6 +17,9 @@ pub struct TaskGroup {
     pub expires: Timestamp,
     /// When `sealTaskGroup` was first called.
     pub sealed: Option<Timestamp>,
+    /// When the group was last recorded as resolved (all its tasks resolved); a group whose
+    /// tasks are rerun, or that gets new ones, resolves again.
+    pub resolved: Option<Timestamp>,
 }
 
 impl TaskGroup {

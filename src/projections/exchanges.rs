@@ -245,10 +245,14 @@ pub fn derive(
         });
         id.index += 1;
     };
-    if let Event::TaskGroupSealed = envelope.event {
+    if let Event::TaskGroupSealed | Event::TaskGroupResolved = envelope.event {
+        let exchange = match envelope.event {
+            Event::TaskGroupSealed => Exchange::TaskGroupSealed,
+            _ => Exchange::TaskGroupResolved,
+        };
         if let Some(group) = envelope.key.parse().ok().and_then(|id| state.group(id)) {
             push(
-                Exchange::TaskGroupSealed,
+                exchange,
                 group.task_group_id,
                 group_routing_key(group),
                 Arc::from([]),
@@ -376,6 +380,7 @@ pub fn derive(
         | Event::DependencySatisfied { .. }
         | Event::TaskGroupJoined { .. }
         | Event::TaskGroupSealed
+        | Event::TaskGroupResolved
         | Event::WorkerQuarantined { .. }
         | Event::WorkerDeclared { .. } => {}
     }

@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -19,6 +19,11 @@ use crate::model::{Envelope, Event, Slugid, Task, Timestamp};
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0, 900.0, 3600.0, 14400.0,
+];
+
+/// Events per batch, from one to the tens of thousands a group commit can carry.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0,
 ];
 
 pub struct Metrics {
@@ -34,6 +39,10 @@ pub struct Metrics {
     pub listeners: IntGauge,
     pub listeners_dropped: IntCounter,
     pub kafka_consumer_lag: IntGaugeVec,
+    pub pending_tasks: IntGaugeVec,
+    pub log_append_seconds: Histogram,
+    pub log_append_batch_events: Histogram,
+    pub replay_seconds: Gauge,
 }
 
 /// The process's metrics.
@@ -123,6 +132,33 @@ impl Metrics {
                 &["partition"],
             )
             .expect("a valid metric"),
+            pending_tasks: IntGaugeVec::new(
+                Opts::new(
+                    "taskfold_pending_tasks",
+                    "Runs pending (waiting for a worker), by task queue.",
+                ),
+                &["task_queue"],
+            )
+            .expect("a valid metric"),
+            log_append_seconds: Histogram::with_opts(seconds(
+                "taskfold_log_append_seconds",
+                "How long the shards' appends took to become durable.",
+            ))
+            .expect("a valid metric"),
+            log_append_batch_events: Histogram::with_opts(
+                HistogramOpts::new(
+                    "taskfold_log_append_batch_events",
+                    "Events made durable together: per fsync of the embedded log, per append \
+                     to the Kafka log.",
+                )
+                .buckets(BATCH_BUCKETS.to_vec()),
+            )
+            .expect("a valid metric"),
+            replay_seconds: Gauge::new(
+                "taskfold_replay_seconds",
+                "How long the last start spent replaying the log (snapshots and tails).",
+            )
+            .expect("a valid metric"),
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -149,6 +185,10 @@ impl Metrics {
             Box::new(metrics.listeners.clone()),
             Box::new(metrics.listeners_dropped.clone()),
             Box::new(metrics.kafka_consumer_lag.clone()),
+            Box::new(metrics.pending_tasks.clone()),
+            Box::new(metrics.log_append_seconds.clone()),
+            Box::new(metrics.log_append_batch_events.clone()),
+            Box::new(metrics.replay_seconds.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -215,12 +255,94 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut text = Vec::new();
-        // Encoding into memory fails only on metrics that break the format's rules, which
-        // `new` cannot register.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
-        String::from_utf8(text).unwrap_or_default()
+        render(&self.registry)
     }
+}
+
+/// A worker's metrics (`taskfold worker --metrics-listen`), in a registry of their own: a
+/// worker process serves only these, and the queue's `/metrics` adds them when a worker runs
+/// in the same process (`taskfold up`).
+pub struct WorkerMetrics {
+    registry: Registry,
+    active: std::sync::atomic::AtomicBool,
+    pub tasks_running: IntGauge,
+    pub payload_start_seconds: Histogram,
+    pub engine_errors: IntCounterVec,
+}
+
+pub static WORKER_METRICS: LazyLock<WorkerMetrics> = LazyLock::new(WorkerMetrics::new);
+
+/// Kinds of engine error, as `taskfold_worker_engine_errors_total` labels them.
+pub const RESOURCE_UNAVAILABLE: &str = "resource-unavailable";
+pub const INTERNAL_ERROR: &str = "internal-error";
+const ENGINE_ERROR_KINDS: [&str; 2] = [RESOURCE_UNAVAILABLE, INTERNAL_ERROR];
+
+impl WorkerMetrics {
+    fn new() -> WorkerMetrics {
+        let metrics = WorkerMetrics {
+            registry: Registry::new(),
+            active: std::sync::atomic::AtomicBool::new(false),
+            tasks_running: IntGauge::new(
+                "taskfold_worker_tasks_running",
+                "Runs this worker is running (claimed and not yet reported).",
+            )
+            .expect("a valid metric"),
+            payload_start_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "taskfold_worker_payload_start_seconds",
+                    "From claiming a run to starting its payload (validation, image, caches, \
+                     connection).",
+                )
+                .buckets(SECONDS_BUCKETS.to_vec()),
+            )
+            .expect("a valid metric"),
+            engine_errors: IntCounterVec::new(
+                Opts::new(
+                    "taskfold_worker_engine_errors_total",
+                    "Runs ended by the engine rather than the task, by engine and kind \
+                     (resource-unavailable: an image or host not available; internal-error).",
+                ),
+                &["engine", "kind"],
+            )
+            .expect("a valid metric"),
+        };
+        for collector in [
+            Box::new(metrics.tasks_running.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.payload_start_seconds.clone()),
+            Box::new(metrics.engine_errors.clone()),
+        ] {
+            metrics
+                .registry
+                .register(collector)
+                .expect("each metric is registered once");
+        }
+        metrics
+    }
+
+    /// A worker with `engine` runs in this process: its series exist from now on, at zero.
+    pub fn activate(&self, engine: &str) {
+        self.active
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for kind in ENGINE_ERROR_KINDS {
+            self.engine_errors.with_label_values(&[engine, kind]);
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+fn render(registry: &Registry) -> String {
+    let mut text = Vec::new();
+    // Encoding into memory fails only on metrics that break the format's rules, which
+    // `new` cannot register.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut text);
+    String::from_utf8(text).unwrap_or_default()
 }
 
 /// A state or reason as the API spells it (`completed`, `deadline-exceeded`, …).

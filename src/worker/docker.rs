@@ -271,7 +271,7 @@ impl DockerEngine {
         container: &str,
         outcome: &mut Outcome,
     ) {
-        run.log.task_started();
+        run.payload_starting();
         let started = Instant::now();
         if let Err(error) = self.api.start_container(container, None).await {
             // The image's command could not start (not found, not executable): the task's

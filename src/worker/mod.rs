@@ -13,6 +13,7 @@ pub mod resolution;
 pub mod ssh;
 pub mod task_run;
 
+use crate::projections::metrics::WORKER_METRICS;
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -38,6 +39,15 @@ const CLAIM_RETRY: Duration = Duration::from_secs(2);
 pub enum EngineKind {
     Docker,
     Ssh,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Docker => "docker",
+            EngineKind::Ssh => "ssh",
+        }
+    }
 }
 
 pub struct Options {
@@ -119,7 +129,31 @@ pub struct Worker {
     pub queue: QueueClient,
     pub identity: Rc<Identity>,
     pub engine: Engine,
+    pub engine_kind: EngineKind,
     pub data_dir: PathBuf,
+}
+
+/// Serves the worker's Prometheus metrics at `GET http://<listen>/metrics` until the process
+/// ends.
+pub fn serve_metrics(listen: &str) -> std::io::Result<()> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let server = HttpServer::new(|| {
+        App::new().route(
+            "/metrics",
+            web::get().to(|| async {
+                HttpResponse::Ok()
+                    .content_type("text/plain; version=0.0.4; charset=utf-8")
+                    .body(WORKER_METRICS.render())
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(listen)?
+    .run();
+    actix_web::rt::spawn(server);
+    tracing::info!(listen, "serving the worker's metrics at /metrics");
+    Ok(())
 }
 
 /// Connects the engine, removes what an earlier process left, and claims and runs tasks until
@@ -150,6 +184,7 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
             Engine::Ssh(ssh::SshEngine::new(options.ssh, &options.data_dir))
         }
     };
+    WORKER_METRICS.activate(options.engine.name());
     let queue = QueueClient::new(&options.root_url, options.credentials, 64)?;
     // Runs left by an earlier process are gone with their containers.
     let runs_dir = options.data_dir.join("runs");
@@ -158,6 +193,7 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
         queue,
         identity,
         engine,
+        engine_kind: options.engine,
         data_dir: options.data_dir,
     });
     tracing::info!(

@@ -207,7 +207,7 @@ impl SshEngine {
             script.push_str(&format!("export {name}={}\n", shell_quote(&value)));
         }
         script.push_str(&payload.script);
-        run.log.task_started();
+        run.payload_starting();
         let started = Instant::now();
         let mut child = match session
             .command("sh")

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -14,11 +14,12 @@ use tokio::sync::watch;
 use super::artifacts::Publisher;
 use super::live_log::LiveLog;
 use super::payload::log_names;
-use super::resolution::{self, Abort, Artifacts, Outcome, Resolution};
+use super::resolution::{self, Abort, Artifacts, Outcome, Problem, Resolution};
 use super::{Identity, Worker};
 use crate::auth::{Credentials, ScopeSet};
 use crate::client::{Error, QueueClient};
 use crate::model::Timestamp;
+use crate::projections::metrics::{INTERNAL_ERROR, RESOURCE_UNAVAILABLE, WORKER_METRICS};
 
 /// The client of a run, signing with the run's current credentials.
 pub type SharedClient = Rc<RefCell<QueueClient>>;
@@ -42,9 +43,19 @@ pub struct RunContext {
     pub work_dir: PathBuf,
     pub identity: Rc<Identity>,
     abort: watch::Receiver<Option<Abort>>,
+    /// When the run was claimed, for the payload start time.
+    claimed: Instant,
 }
 
 impl RunContext {
+    /// The payload is about to start: the log says so, and the time since the claim counts.
+    pub fn payload_starting(&self) {
+        self.log.task_started();
+        WORKER_METRICS
+            .payload_start_seconds
+            .observe(self.claimed.elapsed().as_secs_f64());
+    }
+
     /// Resolves when the run is aborted from outside (cancel, shutdown, lost claim).
     pub async fn aborted(&mut self) -> Abort {
         loop {
@@ -70,7 +81,25 @@ impl Abort {
 }
 
 /// Runs one entry of a claimWork answer to its end.
+/// Counts a run in `taskfold_worker_tasks_running` for as long as it lives.
+struct Running;
+
+impl Running {
+    fn counted() -> Running {
+        WORKER_METRICS.tasks_running.inc();
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        WORKER_METRICS.tasks_running.dec();
+    }
+}
+
 pub async fn run(worker: Rc<Worker>, claim: Value, shutdown: watch::Receiver<bool>) {
+    let claimed = Instant::now();
+    let _running = Running::counted();
     let task_id = claim["status"]["taskId"]
         .as_str()
         .unwrap_or_default()
@@ -178,8 +207,20 @@ pub async fn run(worker: Rc<Worker>, claim: Value, shutdown: watch::Receiver<boo
         work_dir: work_dir.clone(),
         identity,
         abort: aborts,
+        claimed,
     };
     let mut outcome = worker.engine.execute(&mut context).await;
+    let engine_error = match &outcome.problem {
+        Some(Problem::ResourceUnavailable(_)) => Some(RESOURCE_UNAVAILABLE),
+        Some(Problem::Internal(_)) => Some(INTERNAL_ERROR),
+        Some(Problem::MalformedPayload(_)) | None => None,
+    };
+    if let Some(kind) = engine_error {
+        WORKER_METRICS
+            .engine_errors
+            .with_label_values(&[worker.engine_kind.name(), kind])
+            .inc();
+    }
     reclaimer.abort();
     watcher.abort();
     let _ = announcing.await;

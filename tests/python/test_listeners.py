@@ -26,7 +26,7 @@ import requests
 import websocket
 
 import exchange_schemas
-from conftest import BINARY, claim, date_in, new_task_id, task_definition
+from conftest import BINARY, claim, date_in, make_server, new_task_id, task_definition
 from worker_helpers import serve
 
 PREFIX = exchange_schemas.EXCHANGE_PREFIX
@@ -40,6 +40,18 @@ WAIT = 10
 CURSOR = re.compile(r"^(\d+)\.(\d+)$")
 MESSAGE_ID = re.compile(r"^\d+-\d+-\d+$")
 EVERYTHING = [(exchange, "#") for exchange in ALL_EXCHANGES]
+
+
+# Listeners and streams a test opened, closed after it even when it fails (an open one would
+# hold the server's stop up for its whole shutdown timeout).
+OPEN = []
+
+
+@pytest.fixture(autouse=True)
+def close_listeners():
+    yield
+    while OPEN:
+        OPEN.pop().close()
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -187,7 +199,9 @@ class Listener:
 
     def __init__(self, server, bindings, cursor=None, sockopt=()):
         self.bindings = list(bindings)
-        self.ws = websocket.create_connection(ws_url(server), timeout=WAIT, sockopt=sockopt)
+        self.ws = websocket.create_connection(ws_url(server), timeout=WAIT, sockopt=sockopt,
+                                              skip_utf8_validation=True)
+        OPEN.append(self)
         request = {"bindings": [{"exchange": exchange, "routingKeyPattern": pattern}
                                 for exchange, pattern in self.bindings]}
         if cursor is not None:
@@ -239,7 +253,9 @@ class Listener:
         return frames
 
     def close(self):
-        self.ws.close()
+        # The server answers no close frame (see test_a_client_close_is_answered), so do not
+        # wait for one.
+        self.ws.close(timeout=0)
 
 
 def refused(server, request):
@@ -287,6 +303,7 @@ class Sse:
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
         self.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT)
+        OPEN.append(self)
         self.connection.request("GET", "/api/events/v1/sse?" + urllib.parse.urlencode(query),
                                 headers=headers)
         self.response = self.connection.getresponse()
@@ -371,18 +388,24 @@ def test_every_exchange_through_task_lifecycles(events_server):
     t1, q1 = new("completed", routes=["index.x.y", "notify.a"], tags={"kind": "lifecycle"})
     [claimed] = claim(queue, q1, worker_id="w1")
     assert claimed["status"]["taskId"] == t1
-    reference_expires = date_in(datetime.timedelta(days=1))
+    expires = date_in(datetime.timedelta(days=1))
+    # Taskcluster publishes artifact-created for these; for `s3` see
+    # test_an_s3_artifact_publishes_no_artifact_created.
     queue.createArtifact(t1, "0", "public/ref.txt",
                          {"storageType": "reference", "url": "https://example.com/ref",
-                          "contentType": "text/plain", "expires": reference_expires})
-    queue.createArtifact(t1, "0", "public/logs/live.log",
-                         {"storageType": "s3", "contentType": "text/plain",
-                          "expires": reference_expires})
+                          "contentType": "text/plain", "expires": expires})
+    queue.createArtifact(t1, "0", "public/missing.txt",
+                         {"storageType": "error", "reason": "file-missing-on-worker",
+                          "message": "no such file", "expires": expires})
+    queue.createArtifact(t1, "0", "public/link.txt",
+                         {"storageType": "link", "artifact": "public/ref.txt",
+                          "expires": expires})
     queue.reportCompleted(t1, "0")
     w1 = dict(run_id=0, worker_group="wg", worker_id="w1")
     expected[t1] = [("task-defined", key("completed")),
                     ("task-pending", key("completed", run_id=0)),
                     ("task-running", key("completed", **w1)),
+                    ("artifact-created", key("completed", **w1)),
                     ("artifact-created", key("completed", **w1)),
                     ("artifact-created", key("completed", **w1)),
                     ("task-completed", key("completed", **w1))]
@@ -484,16 +507,16 @@ def test_every_exchange_through_task_lifecycles(events_server):
     assert (running["runId"], running["workerGroup"], running["workerId"]) == (0, "wg", "w1")
     assert running["takenUntil"] == claimed["takenUntil"]
     assert running["status"]["runs"][0]["state"] == "running"
-    artifacts = [f["payload"]["artifact"] for f in by_task[t1][3:5]]
-    assert artifacts == [
-        {"storageType": "reference", "name": "public/ref.txt", "contentType": "text/plain",
-         "expires": reference_expires},
-        {"storageType": "s3", "name": "public/logs/live.log", "contentType": "text/plain",
-         "expires": reference_expires},
-    ]
+    artifacts = [f["payload"]["artifact"] for f in by_task[t1][3:6]]
+    assert [(a["storageType"], a["name"], a["expires"]) for a in artifacts] == [
+        ("reference", "public/ref.txt", expires), ("error", "public/missing.txt", expires),
+        ("link", "public/link.txt", expires)]
+    assert artifacts[0]["contentType"] == "text/plain"
+    listed = {a["name"]: a for a in queue.listArtifacts(t1, "0")["artifacts"]}
+    assert artifacts == [listed[a["name"]] for a in artifacts]
     assert all((f["payload"]["workerGroup"], f["payload"]["workerId"]) == ("wg", "w1")
-               for f in by_task[t1][3:5])
-    completed = by_task[t1][5]["payload"]
+               for f in by_task[t1][3:6])
+    completed = by_task[t1][6]["payload"]
     assert completed["status"] == queue.status(t1)["status"]
     assert completed["status"]["runs"][0]["reasonResolved"] == "completed"
     assert by_task[t2][3]["payload"]["status"] == queue.status(t2)["status"]
@@ -519,6 +542,86 @@ def test_every_exchange_through_task_lifecycles(events_server):
     assert changed["status"]["priority"] == "high"
     assert "runId" not in changed
     listener.close()
+
+
+def artifact_messages_of(listener, task_id, last):
+    """artifact-created messages of `task_id` up to the one of artifact `last`."""
+    frames = listener.read_until(lambda f: subject(f) == task_id
+                                 and f["payload"]["artifact"]["name"] == last)
+    return [f["payload"]["artifact"]["name"] for f in frames if subject(f) == task_id]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "server bug: createArtifact with storageType s3 publishes artifact-created "
+    "(storageType 's3'), which Taskcluster never sends for s3 and which schemas/asyncapi.yaml "
+    "rejects ('s3 artifacts produce no message')"))
+def test_an_s3_artifact_publishes_no_artifact_created(events_server):
+    queue = events_server.queue()
+    task_queue_id = new_task_queue()
+    task_id = create(queue, task_queue_id)
+    listener = Listener(events_server, [("artifact-created", f"primary.{task_id}.#")])
+    claim(queue, task_queue_id)
+    expires = date_in(datetime.timedelta(days=1))
+    queue.createArtifact(task_id, "0", "public/upload.txt",
+                         {"storageType": "s3", "contentType": "text/plain", "expires": expires})
+    # The marker: a reference artifact, which does publish.
+    queue.createArtifact(task_id, "0", "public/marker.txt",
+                         {"storageType": "reference", "url": "https://example.com/m",
+                          "contentType": "text/plain", "expires": expires})
+    assert artifact_messages_of(listener, task_id, "public/marker.txt") == ["public/marker.txt"]
+    listener.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "server bug: a listener resuming from a cursor gets a ready frame (and SSE `: ready` "
+    "comment) with the stream's head rather than the requested cursor, contrary to "
+    "ListenerReady in schemas/asyncapi.yaml; a client that saves it skips the backlog"))
+def test_a_resumed_listener_is_ready_at_its_cursor(events_server):
+    queue = events_server.queue()
+    task_queue_id = new_task_queue()
+    pattern = f"primary.*.*.*.*.{task_queue_id.replace('/', '.')}.#"
+    bindings = [("task-defined", pattern)]
+    listener = Listener(events_server, bindings)
+    create(queue, task_queue_id)
+    create(queue, task_queue_id)
+    first, second = listener.read(2)
+    resumed = Listener(events_server, bindings, cursor=first["cursor"])
+    stream = Sse(events_server, bindings, last_event_id=first["cursor"])
+    assert (resumed.ready["cursor"], stream.ready) == (first["cursor"], first["cursor"])
+    assert resumed.read(1) == [second]
+    stream.close()
+    resumed.close()
+    listener.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "server bug: a client's Close frame is not answered with a Close frame (RFC 6455 5.5.1); "
+    "the server drops the TCP connection about a second later instead"))
+def test_a_client_close_is_answered(events_server):
+    listener = Listener(events_server, [("task-defined", "primary.nothing")])
+    listener.ws.send(struct.pack("!H", 1000) + b"done", websocket.ABNF.OPCODE_CLOSE)
+    with pytest.raises(Closed) as closed:
+        read_frame(listener.ws, timeout=3)
+    assert closed.value.code == 1000
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "server bug: on SIGTERM, open listeners get no close frame (asyncapi.yaml documents "
+    "1001) and the server waits out its 30 s shutdown timeout for them before exiting"))
+def test_stopping_the_server_closes_listeners_with_1001(tmp_path_factory):
+    server = make_server(tmp_path_factory).start()
+    try:
+        listener = Listener(server, EVERYTHING)
+        server.process.terminate()
+        with pytest.raises(Closed) as closed:
+            listener.message(timeout=3)
+        assert closed.value.code == 1001
+        server.process.wait(timeout=5)
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+        else:
+            server.log.close()
 
 
 # --- 2. bindings -----------------------------------------------------------------------------
@@ -657,9 +760,11 @@ def test_a_listener_that_falls_behind_is_closed_with_its_cursor_and_resumes(slow
     assert max(durations) < 5, max(durations)
     assert elapsed < 30, elapsed
 
+    print("DEBUG created", elapsed, max(durations)); t0 = time.monotonic()
     with pytest.raises(Closed) as closed:
         while True:
             slow.message()
+    print("DEBUG drained", time.monotonic() - t0, len(slow.received)); t0 = time.monotonic()
     code, reason = closed.value.code, closed.value.reason
     assert code == 1008, (code, reason)
     assert "fell behind" in reason, reason
@@ -674,6 +779,7 @@ def test_a_listener_that_falls_behind_is_closed_with_its_cursor_and_resumes(slow
 
     resumed = Listener(slow_server, EVERYTHING, cursor=cursor)
     rest = resumed.read(2 * SLOW_TASKS - len(delivered))
+    print("DEBUG rest", time.monotonic() - t0)
     every = delivered + rest
     # Nothing lost, nothing repeated: the listener is bound to everything on a server that
     # publishes nothing else, so its cursors are consecutive.

@@ -174,6 +174,9 @@ impl Writer {
             .write_all_at(&self.buffer, self.position)
             .and_then(|()| self.file.sync_data())
             .map_err(|error| Error::io("appending to", &self.path, error))?;
+        crate::projections::metrics::METRICS
+            .log_append_batch_events
+            .observe(count as f64);
         let first = self.next;
         self.position = end;
         self.next += count;

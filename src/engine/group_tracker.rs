@@ -1,0 +1,145 @@
+//! The group tracker: how many tasks of each task group are unresolved, across partitions.
+//! When a group's last unresolved task resolves, it asks the group's shard to record that the
+//! group resolved (`TaskGroupResolved`, from which the `task-group-resolved` message is
+//! derived). Its counts are derived from state (each shard reports its own after replay),
+//! never stored; after a replay it also resolves the groups whose last resolution a crash
+//! kept from being recorded.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+
+use super::Engine;
+use super::group::GroupCommand;
+use crate::model::{Slugid, Timestamp};
+
+#[derive(Default)]
+pub struct GroupTracker {
+    /// Groups with unresolved tasks, and how many.
+    unresolved: HashMap<Slugid, u64>,
+    /// Until the engine attaches: what the shards reported of every group.
+    census: Option<HashMap<Slugid, CensusEntry>>,
+    engine: Option<Engine>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CensusEntry {
+    pub unresolved: u64,
+    /// When the latest of its resolved tasks resolved.
+    pub latest_resolution: Option<Timestamp>,
+    /// When the group was last recorded as resolved (reported by the group's own shard).
+    pub recorded: Option<Timestamp>,
+}
+
+impl CensusEntry {
+    fn merge(&mut self, other: CensusEntry) {
+        self.unresolved += other.unresolved;
+        self.latest_resolution = self.latest_resolution.max(other.latest_resolution);
+        self.recorded = self.recorded.max(other.recorded);
+    }
+}
+
+impl Actor for GroupTracker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.census = Some(HashMap::new());
+    }
+}
+
+/// A shard's groups after its replay.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Census(pub HashMap<Slugid, CensusEntry>);
+
+impl Handler<Census> for GroupTracker {
+    type Result = ();
+
+    fn handle(&mut self, Census(groups): Census, _: &mut Context<Self>) {
+        let Some(census) = &mut self.census else {
+            return;
+        };
+        for (group, entry) in groups {
+            census.entry(group).or_default().merge(entry);
+        }
+    }
+}
+
+/// A task of `group` was created or rerun (`resolved: None`), or resolved (`Some(at)`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Changed {
+    pub group: Slugid,
+    pub resolved: Option<Timestamp>,
+}
+
+impl Handler<Changed> for GroupTracker {
+    type Result = ();
+
+    fn handle(&mut self, message: Changed, _: &mut Context<Self>) {
+        if let Some(census) = &mut self.census {
+            let entry = census.entry(message.group).or_default();
+            match message.resolved {
+                None => entry.unresolved += 1,
+                Some(at) => {
+                    entry.unresolved = entry.unresolved.saturating_sub(1);
+                    entry.latest_resolution = entry.latest_resolution.max(Some(at));
+                }
+            }
+            return;
+        }
+        match message.resolved {
+            None => *self.unresolved.entry(message.group).or_default() += 1,
+            Some(at) => {
+                let Some(count) = self.unresolved.get_mut(&message.group) else {
+                    return;
+                };
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.unresolved.remove(&message.group);
+                    self.resolve(message.group, at);
+                }
+            }
+        }
+    }
+}
+
+impl GroupTracker {
+    fn resolve(&self, group: Slugid, through: Timestamp) {
+        let Some(engine) = self.engine.clone() else {
+            return;
+        };
+        actix::spawn(async move {
+            // The shard decides idempotently; an error (say, the log failed) leaves the group
+            // for the census of the next start.
+            if let Err(error) = engine
+                .execute_group(group, GroupCommand::Resolve { through })
+                .await
+            {
+                tracing::warn!(%group, %error, "cannot record a task group's resolution");
+            }
+        });
+    }
+}
+
+/// Every shard has reported its census: from now on counts change by [`Changed`] alone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach(pub Engine);
+
+impl Handler<Attach> for GroupTracker {
+    type Result = ();
+
+    fn handle(&mut self, Attach(engine): Attach, _: &mut Context<Self>) {
+        self.engine = Some(engine);
+        for (group, entry) in self.census.take().unwrap_or_default() {
+            if entry.unresolved > 0 {
+                self.unresolved.insert(group, entry.unresolved);
+            } else if let Some(latest) = entry.latest_resolution
+                && entry.recorded.is_none_or(|recorded| recorded < latest)
+            {
+                self.resolve(group, latest);
+            }
+        }
+    }
+}
