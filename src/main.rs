@@ -268,6 +268,10 @@ struct BenchLifecycle {
     /// by one createTask; reports the time from sending the createTask to the claim's answer.
     #[arg(long, default_value_t = 20)]
     wakeup_rounds: u32,
+    /// Run the load twice: as is, then with this many websocket listeners bound to `#` on
+    /// every exchange (each counting what it receives); reports both rates and the drop.
+    #[arg(long, default_value_t = 0)]
+    listeners: usize,
 }
 
 #[derive(Args)]
@@ -674,9 +678,60 @@ fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
         wakeup_rounds: bench.wakeup_rounds,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    let report =
-        actix_web::rt::System::new().block_on(taskfold::client::lifecycle::run(client, options))?;
-    print_report(&report);
+    if bench.listeners == 0 {
+        let report = actix_web::rt::System::new()
+            .block_on(taskfold::client::lifecycle::run(client, options))?;
+        print_report(&report);
+        return Ok(ExitCode::SUCCESS);
+    }
+    actix_web::rt::System::new().block_on(async {
+        use taskfold::client::listen::Counter;
+        use taskfold::projections::exchanges::Exchange;
+        let quiet = taskfold::client::lifecycle::Options {
+            progress: false,
+            wakeup_rounds: 0,
+            ..options
+        };
+        let without = taskfold::client::lifecycle::run(client.clone(), quiet.clone()).await?;
+        println!("without listeners:\n{without}");
+        let bindings: Vec<(String, String)> = Exchange::ALL
+            .iter()
+            .map(|exchange| (exchange.name().to_owned(), "#".to_owned()))
+            .collect();
+        let mut counters = Vec::with_capacity(bench.listeners);
+        for _ in 0..bench.listeners {
+            counters.push(Counter::connect(&bench.root_url, &bindings).await?);
+        }
+        let with = taskfold::client::lifecycle::run(client, quiet).await?;
+        println!("with {} listeners bound to `#`:\n{with}", bench.listeners);
+        // Every lifecycle publishes task-defined, task-pending, task-running, task-completed
+        // and its one-task group's task-group-resolved.
+        let expected = with.lifecycles * 5;
+        let waiting = std::time::Instant::now();
+        while counters.iter().any(|counter| counter.received() < expected && counter.closed().is_none())
+            && waiting.elapsed() < std::time::Duration::from_secs(30)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let received: u64 = counters.iter().map(Counter::received).sum();
+        let dropped = counters.iter().filter(|counter| counter.closed().is_some()).count();
+        let rate = |report: &taskfold::client::lifecycle::Report| {
+            report.lifecycles as f64 / report.elapsed.as_secs_f64()
+        };
+        println!(
+            "listeners received {received} messages ({:.0}% of {} expected), {dropped} disconnected",
+            100.0 * received as f64 / (expected * bench.listeners as u64).max(1) as f64,
+            expected * bench.listeners as u64
+        );
+        println!(
+            "throughput with {} listeners: {:.0}/s vs {:.0}/s without ({:+.1}%)",
+            bench.listeners,
+            rate(&with),
+            rate(&without),
+            100.0 * (rate(&with) / rate(&without) - 1.0)
+        );
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

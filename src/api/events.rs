@@ -28,7 +28,7 @@ use super::call::Call;
 use super::server::State;
 use super::{ApiError, ErrorCode};
 use crate::projections::bindings::{self, Binding};
-use crate::projections::bus::{Bus, Cursor, Published, Subscription};
+use crate::projections::bus::{Cursor, Published, Subscription};
 use crate::projections::metrics::METRICS;
 
 /// How long a websocket client has to send its bindings.
@@ -97,7 +97,6 @@ enum Next {
 
 /// A subscription read in order: the backlog, then the live messages.
 struct Listener {
-    bus: Arc<Bus>,
     bindings: Vec<Binding>,
     backlog: std::vec::IntoIter<Arc<Published>>,
     subscription: Subscription,
@@ -106,10 +105,9 @@ struct Listener {
 }
 
 impl Listener {
-    fn new(bus: Arc<Bus>, bindings: Vec<Binding>, mut subscription: Subscription) -> Listener {
+    fn new(bindings: Vec<Binding>, mut subscription: Subscription) -> Listener {
         METRICS.listeners.inc();
         Listener {
-            bus,
             bindings,
             backlog: std::mem::take(&mut subscription.backlog).into_iter(),
             position: subscription.position,
@@ -136,19 +134,10 @@ impl Listener {
                 },
             };
             if bindings::any_matches(&self.bindings, &published.message) {
-                self.position = self.bus.cursor_of(&published);
+                self.position = published.cursor;
                 return Next::Message(published);
             }
         }
-    }
-
-    /// The JSON of a delivered message; `kind` is the websocket frame type.
-    fn render(&self, published: &Published, kind: Option<&'static str>) -> String {
-        let mut message = published.message.to_listener();
-        message.kind = kind;
-        message.cursor = Some(self.bus.cursor_of(published).to_string());
-        // A listener message holds only strings and JSON already rendered.
-        serde_json::to_string(&message).unwrap_or_default()
     }
 }
 
@@ -163,11 +152,12 @@ fn subscribe(
     bindings: Vec<Binding>,
     cursor: Option<Cursor>,
 ) -> Result<Listener, ApiError> {
-    let bus = state.engine.bus().clone();
-    let subscription = bus
+    let subscription = state
+        .engine
+        .bus()
         .subscribe(cursor)
         .map_err(|reason| ApiError::new(ErrorCode::ResourceExpired, reason))?;
-    Ok(Listener::new(bus, bindings, subscription))
+    Ok(Listener::new(bindings, subscription))
 }
 
 /// `GET /api/events/v1/listen`: a websocket.
@@ -255,7 +245,7 @@ async fn serve_websocket(
         tokio::select! {
             next = listener.next() => match next {
                 Next::Message(published) => {
-                    let frame = listener.render(&published, Some("message"));
+                    let frame = published.websocket_frame();
                     match tokio::time::timeout(SEND_TIMEOUT, session.text(frame)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return,
@@ -327,11 +317,7 @@ pub async fn sse(state: Data<State>, request: HttpRequest) -> HttpResponse {
                 let mut listener = listener?;
                 let chunk = tokio::select! {
                     next = listener.next() => match next {
-                        Next::Message(published) => {
-                            let data = listener.render(&published, None);
-                            let cursor = listener.position;
-                            Some(format!("id: {cursor}\nevent: message\ndata: {data}\n\n"))
-                        }
+                        Next::Message(published) => Some(published.sse_event()),
                         Next::Behind(reason) => {
                             let data = json!({"message": reason}).to_string();
                             return Some((
@@ -341,9 +327,9 @@ pub async fn sse(state: Data<State>, request: HttpRequest) -> HttpResponse {
                         }
                         Next::Closed => None,
                     },
-                    _ = tokio::time::sleep(KEEPALIVE) => Some(": keepalive\n\n".to_owned()),
+                    _ = tokio::time::sleep(KEEPALIVE) => Some(Bytes::from_static(b": keepalive\n\n")),
                 };
-                chunk.map(|chunk| (Ok(Bytes::from(chunk)), Some(listener)))
+                chunk.map(|chunk| (Ok(chunk), Some(listener)))
             });
             let stream = futures::stream::once(async move { Ok(Bytes::from(ready)) }).chain(events);
             Ok(HttpResponse::Ok()

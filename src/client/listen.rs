@@ -271,3 +271,81 @@ async fn listen_kafka(
     }
     Ok(())
 }
+
+/// A websocket listener that only counts what it receives, for measuring the queue with
+/// listeners attached.
+pub struct Counter {
+    pub received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Why the server closed the connection, if it did.
+    pub closed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Counter {
+    /// Connects, binds `(exchange, pattern)` pairs and returns once the server is ready.
+    pub async fn connect(root_url: &str, bindings: &[(String, String)]) -> Result<Counter, Error> {
+        let url = websocket_url(root_url)?;
+        let failed = |reason: String| Error::Listener {
+            url: url.clone(),
+            reason,
+        };
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let bindings: Vec<Value> = bindings
+            .iter()
+            .map(|(exchange, pattern)| json!({"exchange": exchange, "routingKeyPattern": pattern}))
+            .collect();
+        socket
+            .send(Frame::text(json!({ "bindings": bindings }).to_string()))
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        match socket.next().await {
+            Some(Ok(Frame::Text(text))) if text.as_str().contains("\"ready\"") => {}
+            other => return Err(failed(format!("no ready frame: {other:?}"))),
+        }
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let closed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let task = tokio::spawn({
+            let (received, closed) = (received.clone(), closed.clone());
+            async move {
+                while let Some(Ok(frame)) = socket.next().await {
+                    match frame {
+                        Frame::Text(_) => {
+                            received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Frame::Close(close) => {
+                            let reason = close.map(|close| close.reason.to_string());
+                            *closed.lock().unwrap_or_else(|poison| poison.into_inner()) =
+                                Some(reason.unwrap_or_default());
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        Ok(Counter {
+            received,
+            closed,
+            task,
+        })
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn closed(&self) -> Option<String> {
+        self.closed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -6,17 +6,51 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use actix_web::web::Bytes;
+use bytestring::ByteString;
 
 use tokio::sync::broadcast;
 
 use super::exchanges::Message;
 use super::metrics::METRICS;
 
-/// A message with its place in this server's stream.
+/// A message with its place in this server's stream, rendered for listeners once however
+/// many there are.
 pub struct Published {
-    pub sequence: u64,
+    pub cursor: Cursor,
     pub message: Message,
+    websocket_frame: OnceLock<ByteString>,
+    sse_event: OnceLock<Bytes>,
+}
+
+impl Published {
+    /// The websocket frame: `{"type": "message", "cursor", "id", "exchange", "routingKey",
+    /// "payload", "routes"}`.
+    pub fn websocket_frame(&self) -> ByteString {
+        self.websocket_frame
+            .get_or_init(|| self.render(Some("message")).into())
+            .clone()
+    }
+
+    /// The server-sent event: the frame's object without `type`, with the cursor as its id.
+    pub fn sse_event(&self) -> Bytes {
+        self.sse_event
+            .get_or_init(|| {
+                let data = self.render(None);
+                format!("id: {}\nevent: message\ndata: {data}\n\n", self.cursor).into()
+            })
+            .clone()
+    }
+
+    fn render(&self, kind: Option<&'static str>) -> String {
+        let mut message = self.message.to_listener();
+        message.kind = kind;
+        message.cursor = Some(self.cursor.to_string());
+        // A listener message holds only strings and JSON already rendered.
+        serde_json::to_string(&message).unwrap_or_default()
+    }
 }
 
 /// A position in the stream: the server run (`epoch`: sequences restart with the process)
@@ -102,8 +136,13 @@ impl Bus {
         for message in messages {
             METRICS.exchange_message(message.exchange);
             let published = Arc::new(Published {
-                sequence: recent.next,
+                cursor: Cursor {
+                    epoch: self.epoch,
+                    sequence: recent.next,
+                },
                 message,
+                websocket_frame: OnceLock::new(),
+                sse_event: OnceLock::new(),
             });
             recent.next += 1;
             if recent.keep > 0 {
@@ -145,7 +184,7 @@ impl Bus {
                 let oldest = recent
                     .messages
                     .front()
-                    .map_or(recent.next, |published| published.sequence);
+                    .map_or(recent.next, |published| published.cursor.sequence);
                 if cursor.sequence + 1 < oldest {
                     return Err(format!(
                         "cursor `{cursor}` is too old: the server keeps the last {} messages \
@@ -156,7 +195,7 @@ impl Bus {
                 recent
                     .messages
                     .iter()
-                    .filter(|published| published.sequence > cursor.sequence)
+                    .filter(|published| published.cursor.sequence > cursor.sequence)
                     .cloned()
                     .collect()
             }
@@ -168,12 +207,5 @@ impl Bus {
             receiver: self.sender.subscribe(),
             position: current,
         })
-    }
-
-    pub fn cursor_of(&self, published: &Published) -> Cursor {
-        Cursor {
-            epoch: self.epoch,
-            sequence: published.sequence,
-        }
     }
 }

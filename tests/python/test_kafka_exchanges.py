@@ -326,9 +326,10 @@ def routing_key(task_id, run_id, worker, task_queue_id, group_id):
 
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory):
-    """A server configured through the environment, taken through a lifecycle: completed,
-    failed, retried after worker-shutdown, canceled, reprioritized, and a sealed group. Yields
-    what was done and every record of its topics."""
+    """A server configured through the environment, taken through a lifecycle: in one group,
+    tasks completed, failed, retried after worker-shutdown, canceled and reprioritized, and
+    the group sealed (it stays unresolved); in a group of its own, a task canceled, which
+    resolves its group. Yields what was done and every record of its topics."""
     prefix = unique("life") + "."
     server = kafka_server(tmp_path_factory, QUICK_CONFIG,
                           env_configured(prefix, unique("life-log")))
@@ -375,9 +376,15 @@ def lifecycle(tmp_path_factory):
         queue.changeTaskPriority(e, {"newPriority": "high"})
         sealed = queue.sealTaskGroup(group_id)
         done["sealed"] = sealed
+        # F: alone in its group (taskGroupId = its taskId); canceling it resolves the group.
+        f = new_task_id()
+        done["tasks"]["f"], done["queues"]["f"] = f, base + "f"
+        queue.createTask(f, task_definition(base + "f"))
+        queue.cancelTask(f)
         done["statuses"] = {name: queue.status(task_id)["status"]
                             for name, task_id in done["tasks"].items()}
-        done["count"] = wait_for_messages(prefix, 21)
+        done["count"] = wait_for_messages(prefix, LIFECYCLE_MESSAGES)
+        done["group_f"] = queue.getTaskGroup(f)
         done["records"] = read_all(prefix)
         done["partitions"] = topic_partitions(prefix)
         yield done
@@ -385,12 +392,18 @@ def lifecycle(tmp_path_factory):
         server.stop()
 
 
+# What the lifecycle publishes: A 5, B 4, C 5, D 3, E 3, their group 3 (resolved twice, then
+# sealed), F 3 + its group 1.
+LIFECYCLE_MESSAGES = 27
+
+
 def expected_lifecycle(done):
     """subject -> [(exchange, routing key)] in the order the messages must have."""
     tasks, queues, group_id = done["tasks"], done["queues"], done["group_id"]
 
     def key(name, run_id=None, worker=None):
-        return routing_key(tasks[name], run_id, worker, queues[name], group_id)
+        group = tasks["f"] if name == "f" else group_id
+        return routing_key(tasks[name], run_id, worker, queues[name], group)
 
     w1, w2, w3 = ("wg", "w1"), ("wg", "w2"), ("wg", "w3")
     return {
@@ -406,7 +419,15 @@ def expected_lifecycle(done):
                      ("task-exception", key("d", 0))],
         tasks["e"]: [("task-defined", key("e")), ("task-pending", key("e", 0)),
                      ("task-priority-changed", key("e"))],
-        group_id: [("task-group-sealed", f"primary.{group_id}.-._")],
+        # The group resolves whenever its last unresolved task resolves: after A (then alone
+        # in it) and after B; C's retry keeps it unresolved from then on.
+        group_id: [("task-group-resolved", f"primary.{group_id}.-._"),
+                   ("task-group-resolved", f"primary.{group_id}.-._"),
+                   ("task-group-sealed", f"primary.{group_id}.-._")],
+        # F's group has F's id: its messages share F's key and partition, the group's last.
+        tasks["f"]: [("task-defined", key("f")), ("task-pending", key("f", 0)),
+                     ("task-exception", key("f", 0)),
+                     ("task-group-resolved", f"primary.{tasks['f']}.-._")],
     }
 
 
@@ -428,21 +449,18 @@ def test_every_exchange_has_a_topic_with_the_logs_partitions(lifecycle):
 def test_lifecycle_messages_are_on_their_topics_in_task_order_with_exact_routing_keys(lifecycle):
     records = lifecycle["records"]
     expected = expected_lifecycle(lifecycle)
-    assert lifecycle["count"] == sum(map(len, expected.values())), \
-        [(r.exchange, r.key, r.routing_key) for r in records]
     got = {subject: [(r.exchange, r.routing_key) for r in subject_records]
            for subject, subject_records in in_log_order(records).items()}
     assert got == expected
+    assert lifecycle["count"] == len(records) == LIFECYCLE_MESSAGES
     for record in records:
         assert record.topic == lifecycle["prefix"] + record.exchange
-    # Nothing on task-group-resolved: no event of this lifecycle resolves a group message.
-    assert not [r for r in records if r.exchange == "task-group-resolved"]
 
 
 def test_lifecycle_records_have_keys_partitions_cc_and_cloudevents_headers(lifecycle):
     records = lifecycle["records"]
     check_records(records, lifecycle["server"].root_urls)
-    assert len({r.headers["ce_id"] for r in records}) == len(records) == 21
+    assert len({r.headers["ce_id"] for r in records}) == len(records) == LIFECYCLE_MESSAGES
     # All of a task's messages are in one partition number, whatever their topic.
     partitions = collections.defaultdict(set)
     for record in records:
@@ -461,7 +479,8 @@ def test_lifecycle_records_have_keys_partitions_cc_and_cloudevents_headers(lifec
 def test_lifecycle_bodies_are_taskclusters(lifecycle):
     tasks, statuses = lifecycle["tasks"], lifecycle["statuses"]
     ordered = in_log_order(lifecycle["records"])
-    bodies = {name: [r.body for r in ordered[task_id]] for name, task_id in tasks.items()}
+    bodies = {name: [r.body for r in ordered[task_id] if r.exchange not in GROUP_EXCHANGES]
+              for name, task_id in tasks.items()}
 
     for name in tasks:
         defined = bodies[name][0]
@@ -505,8 +524,17 @@ def test_lifecycle_bodies_are_taskclusters(lifecycle):
     changed = bodies["e"][-1]
     assert (changed["oldPriority"], changed["newPriority"]) == ("lowest", "high")
 
-    [sealed] = ordered[lifecycle["group_id"]]
+    *resolved, sealed = ordered[lifecycle["group_id"]]
     assert sealed.body == dict(lifecycle["sealed"], version=1)
+    for record in resolved:
+        assert record.exchange == "task-group-resolved"
+        assert {k: record.body[k] for k in ("taskGroupId", "schedulerId", "version")} == \
+            {"taskGroupId": lifecycle["group_id"], "schedulerId": "-", "version": 1}
+        assert "sealed" not in record.body, record.body
+    resolved = ordered[tasks["f"]][-1]
+    assert resolved.exchange == "task-group-resolved"
+    assert resolved.body == dict(lifecycle["group_f"], version=1)
+    assert resolved.body["taskGroupId"] == tasks["f"]
 
 
 # --- 2. the same messages through `taskfold listen --kafka` ---------------------------------
@@ -643,7 +671,8 @@ def status_or_none(queue, task_id):
 
 def expected_from_statuses(load, statuses):
     """What the queue holds decides what must have been published, once each:
-    (exchange, taskId, runId) -> 1. Checks the acknowledged calls against the statuses."""
+    (exchange, taskId or taskGroupId, runId) -> 1. Checks the acknowledged calls against the
+    statuses."""
     expected = collections.Counter()
     for task_id, status in statuses.items():
         if task_id in load.created:
@@ -664,6 +693,9 @@ def expected_from_statuses(load, statuses):
             expected[("task-running", task_id, 0)] += 1
         if runs[0]["state"] == "completed":
             expected[("task-completed", task_id, 0)] += 1
+            # Each task is alone in its group (taskGroupId = taskId): completing it resolves
+            # the group, once, even when a kill came between the two.
+            expected[("task-group-resolved", task_id, None)] += 1
     return expected
 
 
@@ -757,14 +789,15 @@ def test_brokers_from_a_config_file(tmp_path_factory, style):
         [claimed] = claim(queue, task_queue_id)
         assert claimed["status"]["taskId"] == task_id
         queue.reportCompleted(task_id, "0")
-        exchanges = ("task-defined", "task-pending", "task-running", "task-completed")
+        exchanges = ("task-defined", "task-pending", "task-running", "task-completed",
+                     "task-group-resolved")
 
         # Other servers on this broker may publish under the default prefix too: only this
         # task's messages count.
         def mine():
             return [r for r in read_all(prefix, exchanges) if r.key == task_id]
 
-        wait_for(lambda: len(mine()) >= 4, timeout=PUBLISH_TIMEOUT, interval=0.2)
+        wait_for(lambda: len(mine()) >= 5, timeout=PUBLISH_TIMEOUT, interval=0.2)
         time.sleep(0.5)
         records = sorted(mine(), key=lambda record: record.ce_id)
         topics = topic_partitions(prefix)
@@ -777,6 +810,8 @@ def test_brokers_from_a_config_file(tmp_path_factory, style):
         ("task-pending", routing_key(task_id, 0, None, task_queue_id, task_id)),
         ("task-running", routing_key(task_id, 0, ("wg", "w1"), task_queue_id, task_id)),
         ("task-completed", routing_key(task_id, 0, ("wg", "w1"), task_queue_id, task_id)),
+        # The task is alone in its group (taskGroupId = taskId), which it resolves.
+        ("task-group-resolved", f"primary.{task_id}.-._"),
     ]
-    assert all(r.cc == ["route.index.file"] for r in records)
+    assert [r.cc for r in records] == [["route.index.file"]] * 4 + [[]]
     assert all(r.topic == prefix + r.exchange for r in records)
