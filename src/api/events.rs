@@ -118,9 +118,15 @@ impl Listener {
     /// The next message that matches a binding.
     async fn next(&mut self) -> Next {
         loop {
+            if *self.subscription.closing.borrow() {
+                return Next::Closed;
+            }
             let published = match self.backlog.next() {
                 Some(published) => published,
-                None => match self.subscription.receiver.recv().await {
+                None => match tokio::select! {
+                    received = self.subscription.receiver.recv() => received,
+                    _ = self.subscription.closing.changed() => return Next::Closed,
+                } {
                     Ok(published) => published,
                     Err(RecvError::Lagged(missed)) => {
                         METRICS.listeners_dropped.inc();
@@ -264,7 +270,12 @@ async fn serve_websocket(
                         return;
                     }
                 }
-                Some(Ok(Frame::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(Frame::Close(reason))) => {
+                    // Answer the close, as the protocol asks.
+                    let _ = session.close(reason).await;
+                    return;
+                }
+                Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
             _ = keepalive.tick() => {

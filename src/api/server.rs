@@ -107,6 +107,7 @@ pub async fn serve_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let state = web::Data::new(state);
+    let bus = state.engine.bus().clone();
     tracing::info!(
         listen = options.listen.as_str(),
         root_url = options.root_url.as_str(),
@@ -146,6 +147,8 @@ pub async fn serve_until(
     let handle = server.handle();
     let running = actix_web::rt::spawn(server);
     stop.await;
+    // Listeners would hold the graceful stop until they go away on their own.
+    bus.close();
     handle.stop(true).await;
     running.await.map_err(std::io::Error::other)?
 }

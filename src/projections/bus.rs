@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use actix_web::web::Bytes;
 use bytestring::ByteString;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::exchanges::Message;
 use super::metrics::METRICS;
@@ -90,6 +90,8 @@ pub struct BusOptions {
 
 pub struct Bus {
     epoch: u64,
+    /// Turns true when the server stops: listeners are told and let go.
+    closing: watch::Sender<bool>,
     recent: Mutex<Recent>,
     sender: broadcast::Sender<Arc<Published>>,
 }
@@ -106,8 +108,10 @@ struct Recent {
 pub struct Subscription {
     pub backlog: Vec<Arc<Published>>,
     pub receiver: broadcast::Receiver<Arc<Published>>,
-    /// Where the listener is once it has read the backlog.
+    /// Where the listener starts: the cursor it resumes after, or the current end.
     pub position: Cursor,
+    /// Turns true when the server stops.
+    pub closing: watch::Receiver<bool>,
 }
 
 impl Bus {
@@ -118,6 +122,7 @@ impl Bus {
             .map_or(0, |since| since.as_millis() as u64);
         Bus {
             epoch,
+            closing: watch::Sender::new(false),
             recent: Mutex::new(Recent {
                 next: 1,
                 messages: VecDeque::with_capacity(options.resume_messages.min(1 << 16)),
@@ -205,7 +210,13 @@ impl Bus {
         Ok(Subscription {
             backlog,
             receiver: self.sender.subscribe(),
-            position: current,
+            position: after.unwrap_or(current),
+            closing: self.closing.subscribe(),
         })
+    }
+
+    /// The server is stopping: every listener is told so and disconnected.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 }

@@ -11,8 +11,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::model::{
-    Entities, Envelope, Event, Priority, ReasonResolved, RunState, Slugid, Task, TaskGroup,
-    TaskState, Timestamp,
+    Entities, Envelope, Event, Priority, ReasonResolved, RunState, Slugid, Storage, Task,
+    TaskGroup, TaskState, Timestamp,
 };
 
 /// The prefix of every exchange name, as Taskcluster's clients bind to them.
@@ -350,8 +350,10 @@ pub fn derive(
             artifact,
         } => {
             // Artifacts are created by the run's worker, so the run has one; the message
-            // cannot be formed without it.
-            if let Some((group, worker)) = worker_of(*run_id) {
+            // cannot be formed without it. Taskcluster announces no `s3` artifact.
+            if let Some((group, worker)) = worker_of(*run_id)
+                && !matches!(artifact.storage, Storage::S3 { .. })
+            {
                 let artifact = json!({
                     "storageType": artifact.storage.type_name(),
                     "name": name,
