@@ -22,7 +22,7 @@ use actix_ws::{CloseCode, CloseReason, Message as Frame};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::call::Call;
 use super::server::State;
@@ -37,6 +37,8 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// How long one frame may take to reach a client before it counts as not reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most messages a listener hands on at once.
+const MAX_BATCH: usize = 256;
 /// Most bindings one listener may have.
 const MAX_BINDINGS: usize = 256;
 
@@ -121,29 +123,71 @@ impl Listener {
             if *self.subscription.closing.borrow() {
                 return Next::Closed;
             }
-            let published = match self.backlog.next() {
-                Some(published) => published,
-                None => match tokio::select! {
+            let received = match self.backlog.next() {
+                Some(published) => Ok(published),
+                None => tokio::select! {
                     received = self.subscription.receiver.recv() => received,
                     _ = self.subscription.closing.changed() => return Next::Closed,
-                } {
-                    Ok(published) => published,
-                    Err(RecvError::Lagged(missed)) => {
-                        METRICS.listeners_dropped.inc();
-                        return Next::Behind(format!(
-                            "listener fell behind: {missed} messages were dropped from its \
-                             buffer; reconnect with cursor {} to resume",
-                            self.position
-                        ));
-                    }
-                    Err(RecvError::Closed) => return Next::Closed,
                 },
             };
-            if bindings::any_matches(&self.bindings, &published.message) {
-                self.position = published.cursor;
-                return Next::Message(published);
+            if let Some(next) = self.take(received) {
+                return next;
             }
         }
+    }
+
+    /// The next matching message if one is there already: listeners drain what has arrived
+    /// and hand it on at once, so a busy stream costs a wake-up and a write per batch rather
+    /// than per message.
+    fn try_next(&mut self) -> Option<Next> {
+        loop {
+            let received = match self.backlog.next() {
+                Some(published) => Ok(published),
+                None => match self.subscription.receiver.try_recv() {
+                    Ok(published) => Ok(published),
+                    Err(TryRecvError::Empty) => return None,
+                    Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                },
+            };
+            if let Some(next) = self.take(received) {
+                return Some(next);
+            }
+        }
+    }
+
+    /// What a receive means to this listener; `None` for a message no binding matches.
+    fn take(&mut self, received: Result<Arc<Published>, RecvError>) -> Option<Next> {
+        match received {
+            Ok(published) if bindings::any_matches(&self.bindings, &published.message) => {
+                self.position = published.cursor;
+                Some(Next::Message(published))
+            }
+            Ok(_) => None,
+            Err(RecvError::Lagged(missed)) => {
+                METRICS.listeners_dropped.inc();
+                Some(Next::Behind(format!(
+                    "listener fell behind: {missed} messages were dropped from its buffer; \
+                     reconnect with cursor {} to resume",
+                    self.position
+                )))
+            }
+            Err(RecvError::Closed) => Some(Next::Closed),
+        }
+    }
+
+    /// `first` and what else has arrived, up to a batch: the messages, and what ended the
+    /// batch early if it was not a message.
+    fn batch(&mut self, first: Arc<Published>) -> (Vec<Arc<Published>>, Option<Next>) {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match self.try_next() {
+                Some(Next::Message(published)) => batch.push(published),
+                Some(other) => return (batch, Some(other)),
+                None => break,
+            }
+        }
+        (batch, None)
     }
 }
 
@@ -247,18 +291,31 @@ async fn serve_websocket(
     }
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.reset();
+    // The cursor of the last message handed to the connection.
+    let mut delivered = listener.position;
     let close = loop {
         tokio::select! {
             next = listener.next() => match next {
-                Next::Message(published) => {
-                    let frame = published.websocket_frame();
-                    match tokio::time::timeout(SEND_TIMEOUT, session.text(frame)).await {
-                        Ok(Ok(())) => {}
+                Next::Message(first) => {
+                    let (batch, ended) = listener.batch(first);
+                    let sending = async {
+                        for published in &batch {
+                            session.text(published.websocket_frame()).await?;
+                        }
+                        Ok::<_, actix_ws::Closed>(())
+                    };
+                    match tokio::time::timeout(SEND_TIMEOUT, sending).await {
+                        Ok(Ok(())) => delivered = listener.position,
                         Ok(Err(_)) => return,
                         Err(_) => break close_reason(
                             CloseCode::Policy,
-                            format!("listener is not reading; resume with cursor {}", listener.position),
+                            format!("listener is not reading; resume with cursor {delivered}"),
                         ),
+                    }
+                    match ended {
+                        Some(Next::Behind(reason)) => break close_reason(CloseCode::Policy, reason),
+                        Some(Next::Closed) => break close_reason(CloseCode::Away, "the server is stopping"),
+                        Some(Next::Message(_)) | None => {}
                     }
                 }
                 Next::Behind(reason) => break close_reason(CloseCode::Policy, reason),
@@ -328,7 +385,22 @@ pub async fn sse(state: Data<State>, request: HttpRequest) -> HttpResponse {
                 let mut listener = listener?;
                 let chunk = tokio::select! {
                     next = listener.next() => match next {
-                        Next::Message(published) => Some(published.sse_event()),
+                        Next::Message(first) => {
+                            let (batch, ended) = listener.batch(first);
+                            let mut chunk = Vec::new();
+                            for published in &batch {
+                                chunk.extend_from_slice(&published.sse_event());
+                            }
+                            if let Some(Next::Behind(reason)) = ended {
+                                let data = json!({"message": reason}).to_string();
+                                chunk.extend_from_slice(format!("event: error\ndata: {data}\n\n").as_bytes());
+                                return Some((Ok(Bytes::from(chunk)), None));
+                            }
+                            if let Some(Next::Closed) = ended {
+                                return Some((Ok(Bytes::from(chunk)), None));
+                            }
+                            Some(Bytes::from(chunk))
+                        }
                         Next::Behind(reason) => {
                             let data = json!({"message": reason}).to_string();
                             return Some((

@@ -318,10 +318,12 @@ def assert_no_content_duplicates(records):
 
 
 def routing_key(task_id, run_id, worker, task_queue_id, group_id):
-    group, worker_id = worker or ("_", "_")
+    """The primary routing key written out by hand (schedulerId `-`, absent words `_`)."""
+    worker_group, worker_id = worker or ("_", "_")
     provisioner_id, worker_type = task_queue_id.split("/")
     run = "_" if run_id is None else str(run_id)
-    return f"primary.{task_id}.{run}.{group}.{worker_id}.{provisioner_id}.{worker_type}.-.{group_id}._"
+    words = [task_id, run, worker_group, worker_id, provisioner_id, worker_type, "-", group_id]
+    return ".".join(["primary", *words, "_"])
 
 
 @pytest.fixture(scope="module")
@@ -350,7 +352,7 @@ def lifecycle(tmp_path_factory):
             done["queues"][name] = task_queue_id
             return task_id, task_queue_id
 
-        # A: claimed, an artifact, completed; it has routes and tags.
+        # A: claimed, two artifacts (one announced), completed; it has routes and tags.
         a, queue_a = create("a", routes=["index.x.y", "notify.a"], tags={"k": "v"})
         [claimed_a] = claim(queue, queue_a, worker_id="w1")
         assert claimed_a["status"]["taskId"] == a
@@ -359,6 +361,10 @@ def lifecycle(tmp_path_factory):
                     "contentType": "text/plain", "expires": date_in(datetime.timedelta(days=1))}
         queue.createArtifact(a, "0", "public/ref.txt", artifact)
         done["artifact"] = artifact
+        # Taskcluster announces no `s3` artifact (its upload is not known to have happened).
+        queue.createArtifact(a, "0", "public/upload.bin", {
+            "storageType": "s3", "contentType": "application/octet-stream",
+            "expires": date_in(datetime.timedelta(days=1))})
         queue.reportCompleted(a, "0")
         # B: failed.
         b, queue_b = create("b")
@@ -504,6 +510,9 @@ def test_lifecycle_bodies_are_taskclusters(lifecycle):
                                     "contentType": "text/plain", "expires": given["expires"]}
     assert (artifact["runId"], artifact["workerId"]) == (0, "w1")
     assert (completed["runId"], completed["workerId"]) == (0, "w1")
+    # ce_time is when the event happened: here, when the run resolved.
+    [completed_record] = [r for r in ordered[tasks["a"]] if r.exchange == "task-completed"]
+    assert completed_record.headers["ce_time"] == statuses["a"]["runs"][0]["resolved"]
 
     failed = bodies["b"][-1]
     assert (failed["status"]["state"], failed["workerId"]) == ("failed", "w2")
