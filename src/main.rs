@@ -364,7 +364,7 @@ async fn start_queue(
         .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
     let engine_settings = settings.engine_settings();
     let exchange_topics = match settings.log.backend {
-        taskfold::settings::Backend::Kafka => {
+        taskfold::settings::Backend::Kafka if settings.events.kafka_publish => {
             let options = settings.log.kafka_options();
             let prefix = settings.events.kafka_topic_prefix.clone();
             let (root_url, data_dir) = (root_url.to_owned(), data_dir.to_owned());
@@ -375,7 +375,7 @@ async fn start_queue(
             .context("opening the exchange topics")?;
             Some(std::sync::Arc::new(topics))
         }
-        taskfold::settings::Backend::Embedded => None,
+        _ => None,
     };
     let engine = Engine::start(log, data_dir.to_owned(), engine_settings, exchange_topics)
         .await

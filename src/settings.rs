@@ -30,6 +30,7 @@ pub struct Settings {
 pub struct EventsSettings {
     pub resume_messages: usize,
     pub listener_buffer_messages: usize,
+    pub kafka_publish: bool,
     pub kafka_topic_prefix: String,
 }
 

@@ -272,8 +272,10 @@ async fn listen_kafka(
     Ok(())
 }
 
-/// A websocket listener that only counts what it receives, for measuring the queue with
-/// listeners attached.
+/// A websocket listener that only counts the frames it receives, reading the socket itself
+/// and walking frame headers without decoding payloads: for measuring the queue with many
+/// listeners attached on one machine, where a full client per listener would take the CPU the
+/// queue is being measured on.
 pub struct Counter {
     pub received: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Why the server closed the connection, if it did.
@@ -281,50 +283,108 @@ pub struct Counter {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Websocket opcodes the counter tells apart (RFC 6455 §5.2).
+const OPCODE_TEXT: u8 = 1;
+const OPCODE_CLOSE: u8 = 8;
+
 impl Counter {
     /// Connects, binds `(exchange, pattern)` pairs and returns once the server is ready.
     pub async fn connect(root_url: &str, bindings: &[(String, String)]) -> Result<Counter, Error> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let url = websocket_url(root_url)?;
         let failed = |reason: String| Error::Listener {
             url: url.clone(),
             reason,
         };
-        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        let rest = url.trim_start_matches("ws://");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut socket = tokio::net::TcpStream::connect(host)
             .await
             .map_err(|error| failed(error.to_string()))?;
+        socket
+            .set_nodelay(true)
+            .map_err(|error| failed(error.to_string()))?;
+        let handshake = format!(
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        socket
+            .write_all(handshake.as_bytes())
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let mut buffer = Vec::with_capacity(1 << 16);
+        let headers_end = loop {
+            if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let read = socket
+                .read(&mut chunk)
+                .await
+                .map_err(|error| failed(error.to_string()))?;
+            if read == 0 {
+                return Err(failed("the server closed during the handshake".into()));
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        };
+        if !buffer.starts_with(b"HTTP/1.1 101") {
+            let head = String::from_utf8_lossy(&buffer[..headers_end]).into_owned();
+            return Err(failed(format!("no websocket upgrade: {head}")));
+        }
+        buffer.drain(..headers_end);
         let bindings: Vec<Value> = bindings
             .iter()
             .map(|(exchange, pattern)| json!({"exchange": exchange, "routingKeyPattern": pattern}))
             .collect();
+        let subscribe = json!({ "bindings": bindings }).to_string();
         socket
-            .send(Frame::text(json!({ "bindings": bindings }).to_string()))
+            .write_all(&client_text_frame(subscribe.as_bytes()))
             .await
             .map_err(|error| failed(error.to_string()))?;
-        match socket.next().await {
-            Some(Ok(Frame::Text(text))) if text.as_str().contains("\"ready\"") => {}
-            other => return Err(failed(format!("no ready frame: {other:?}"))),
-        }
         let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let closed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        // The first text frame is `ready`; it is not counted.
+        let ready_seen = std::sync::Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn({
-            let (received, closed) = (received.clone(), closed.clone());
+            let (received, closed, ready_seen) =
+                (received.clone(), closed.clone(), ready_seen.clone());
             async move {
-                while let Some(Ok(frame)) = socket.next().await {
-                    match frame {
-                        Frame::Text(_) => {
-                            received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut ready = false;
+                let mut chunk = vec![0u8; 1 << 16];
+                loop {
+                    let mut consumed = 0;
+                    while let Some((opcode, payload, length)) = next_frame(&buffer[consumed..]) {
+                        match opcode {
+                            OPCODE_TEXT if !ready => {
+                                ready = true;
+                                ready_seen.notify_one();
+                            }
+                            OPCODE_TEXT => {
+                                received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            OPCODE_CLOSE => {
+                                let reason = buffer
+                                    .get(consumed + payload + 2..consumed + length)
+                                    .map(|reason| String::from_utf8_lossy(reason).into_owned());
+                                *closed.lock().unwrap_or_else(|poison| poison.into_inner()) =
+                                    Some(reason.unwrap_or_default());
+                                return;
+                            }
+                            _ => {}
                         }
-                        Frame::Close(close) => {
-                            let reason = close.map(|close| close.reason.to_string());
-                            *closed.lock().unwrap_or_else(|poison| poison.into_inner()) =
-                                Some(reason.unwrap_or_default());
-                            break;
-                        }
-                        _ => {}
+                        consumed += length;
+                    }
+                    buffer.drain(..consumed);
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => buffer.extend_from_slice(&chunk[..read]),
                     }
                 }
             }
         });
+        tokio::time::timeout(Duration::from_secs(10), ready_seen.notified())
+            .await
+            .map_err(|_| failed("no ready frame within 10 s".into()))?;
         Ok(Counter {
             received,
             closed,
@@ -348,4 +408,47 @@ impl Drop for Counter {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A masked text frame, as a client must send them (the mask may be anything).
+fn client_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x80 | OPCODE_TEXT];
+    match payload.len() {
+        length @ 0..=125 => frame.push(0x80 | length as u8),
+        length @ 126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        length => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(
+        payload
+            .iter()
+            .enumerate()
+            .map(|(index, byte)| byte ^ mask[index % 4]),
+    );
+    frame
+}
+
+/// The opcode, payload start and total length of the first whole (unmasked, server) frame in
+/// `buffer`, if it holds one.
+fn next_frame(buffer: &[u8]) -> Option<(u8, usize, usize)> {
+    let opcode = buffer.first()? & 0x0f;
+    let (length, start) = match buffer.get(1)? & 0x7f {
+        126 => (
+            u16::from_be_bytes(buffer.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buffer.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        length => (length as usize, 2),
+    };
+    (buffer.len() >= start + length).then_some((opcode, start, start + length))
 }
