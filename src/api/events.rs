@@ -16,13 +16,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_http::body::{BodyStream, MessageBody};
+use actix_http::ws::{self, CloseCode, CloseReason};
+use actix_web::web::BytesMut;
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason, Message as Frame};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
+use tokio_util::codec::{Decoder, Encoder};
 
 use super::call::Call;
 use super::server::State;
@@ -37,6 +41,8 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// How long one frame may take to reach a client before it counts as not reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunks of frames waiting to be written to one websocket.
+const OUTPUT_CHUNKS: usize = 4;
 /// Most messages a listener hands on at once.
 const MAX_BATCH: usize = 256;
 /// Most bindings one listener may have.
@@ -211,15 +217,94 @@ fn subscribe(
 }
 
 /// `GET /api/events/v1/listen`: a websocket.
+///
+/// Frames are written here rather than through a session object: a message's frame is encoded
+/// once for every listener (`Published::websocket_frame`), and a listener hands on what has
+/// arrived as one chunk, which keeps a fan-out to many listeners cheap.
 pub async fn listen(state: Data<State>, request: HttpRequest, body: Payload) -> HttpResponse {
     Call::new("listen", request.clone(), Ok(Bytes::new()))
         .answer(async |_| {
-            let (response, session, frames) = actix_ws::handle(&request, body)
+            let mut response = ws::handshake(request.head())
                 .map_err(|error| invalid(format!("not a websocket request: {error}")))?;
-            actix_web::rt::spawn(serve_websocket(state, session, frames));
-            Ok(response)
+            let (output, chunks) = mpsc::channel::<Bytes>(OUTPUT_CHUNKS);
+            let stream = futures::stream::unfold(chunks, |mut chunks| async move {
+                let chunk = chunks.recv().await?;
+                Some((Ok::<_, actix_web::Error>(chunk), chunks))
+            });
+            let connection = Connection {
+                incoming: body,
+                received: BytesMut::new(),
+                codec: ws::Codec::new(),
+                output,
+            };
+            actix_web::rt::spawn(serve_websocket(state, connection));
+            let response = response
+                .message_body(BodyStream::new(stream).boxed())
+                .map_err(|error| {
+                    ApiError::new(ErrorCode::InternalServerError, error.to_string())
+                })?;
+            Ok(HttpResponse::from(response))
         })
         .await
+}
+
+/// One websocket: frames from the client decoded off the request body, chunks of encoded
+/// frames to it through the response body.
+struct Connection {
+    incoming: Payload,
+    received: BytesMut,
+    codec: ws::Codec,
+    output: mpsc::Sender<Bytes>,
+}
+
+/// What the client sent, as far as a listener cares.
+enum Incoming {
+    Text(Bytes),
+    Ping(Bytes),
+    Close(Option<CloseReason>),
+    /// The connection broke or the client broke the protocol.
+    Gone,
+}
+
+impl Connection {
+    /// The next frame the client sent that matters (pongs and binary frames do not).
+    /// Cancel-safe: a frame is decoded only from what has been read.
+    async fn receive(&mut self) -> Incoming {
+        loop {
+            match self.codec.decode(&mut self.received) {
+                Ok(Some(ws::Frame::Text(text))) => return Incoming::Text(text),
+                Ok(Some(ws::Frame::Ping(bytes))) => return Incoming::Ping(bytes),
+                Ok(Some(ws::Frame::Close(reason))) => return Incoming::Close(reason),
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(_) => return Incoming::Gone,
+            }
+            match self.incoming.next().await {
+                Some(Ok(bytes)) => self.received.extend_from_slice(&bytes),
+                Some(Err(_)) | None => return Incoming::Gone,
+            }
+        }
+    }
+
+    /// Sends encoded frames; an error once the connection is gone.
+    async fn send_encoded(&self, frames: Bytes) -> Result<(), ()> {
+        self.output.send(frames).await.map_err(drop)
+    }
+
+    async fn send(&mut self, message: ws::Message) -> Result<(), ()> {
+        let mut frame = BytesMut::new();
+        self.codec.encode(message, &mut frame).map_err(drop)?;
+        self.send_encoded(frame.freeze()).await
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), ()> {
+        self.send(ws::Message::Text(text.into())).await
+    }
+
+    /// Sends a close frame; the connection ends once it is written.
+    async fn close(mut self, reason: Option<CloseReason>) {
+        let _ = self.send(ws::Message::Close(reason)).await;
+    }
 }
 
 fn close_reason(code: CloseCode, description: impl Into<String>) -> Option<CloseReason> {
@@ -234,35 +319,34 @@ fn close_reason(code: CloseCode, description: impl Into<String>) -> Option<Close
     })
 }
 
-async fn serve_websocket(
-    state: Data<State>,
-    mut session: actix_ws::Session,
-    mut frames: actix_ws::MessageStream,
-) {
+async fn serve_websocket(state: Data<State>, mut connection: Connection) {
     let request = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
-        while let Some(frame) = frames.next().await {
-            match frame {
-                Ok(Frame::Text(text)) => return Some(text),
-                Ok(Frame::Ping(bytes)) => {
-                    let _ = session.pong(&bytes).await;
+        loop {
+            match connection.receive().await {
+                Incoming::Ping(bytes) => {
+                    let _ = connection.send(ws::Message::Pong(bytes)).await;
                 }
-                Ok(Frame::Close(_)) | Err(_) => return None,
-                Ok(_) => {}
+                other => return other,
             }
         }
-        None
     })
     .await;
     let text = match request {
-        Ok(Some(text)) => text,
-        Ok(None) => return,
+        Ok(Incoming::Text(text)) => text,
+        Ok(Incoming::Close(reason)) => {
+            connection.close(reason).await;
+            return;
+        }
+        Ok(_) => return,
         Err(_) => {
             let reason = "no subscription received: send {\"bindings\": [...]} first";
-            let _ = session.close(close_reason(CloseCode::Policy, reason)).await;
+            connection
+                .close(close_reason(CloseCode::Policy, reason))
+                .await;
             return;
         }
     };
-    let listener = serde_json::from_str::<Subscribe>(&text)
+    let listener = serde_json::from_slice::<Subscribe>(&text)
         .map_err(|error| invalid(format!("the subscription is not valid: {error}")))
         .and_then(|request| {
             let pairs = request
@@ -278,15 +362,15 @@ async fn serve_websocket(
         Err(error) => {
             let frame =
                 json!({"type": "error", "code": error.code.as_str(), "message": error.message});
-            let _ = session.text(frame.to_string()).await;
-            let _ = session
+            let _ = connection.send_text(frame.to_string()).await;
+            connection
                 .close(close_reason(CloseCode::Policy, error.message))
                 .await;
             return;
         }
     };
     let ready = json!({"type": "ready", "cursor": listener.position.to_string()});
-    if session.text(ready.to_string()).await.is_err() {
+    if connection.send_text(ready.to_string()).await.is_err() {
         return;
     }
     let mut keepalive = tokio::time::interval(KEEPALIVE);
@@ -298,15 +382,15 @@ async fn serve_websocket(
             next = listener.next() => match next {
                 Next::Message(first) => {
                     let (batch, ended) = listener.batch(first);
-                    let sending = async {
-                        for published in &batch {
-                            session.text(published.websocket_frame()).await?;
-                        }
-                        Ok::<_, actix_ws::Closed>(())
-                    };
-                    match tokio::time::timeout(SEND_TIMEOUT, sending).await {
+                    let mut frames = BytesMut::with_capacity(
+                        batch.iter().map(|published| published.websocket_frame().len()).sum(),
+                    );
+                    for published in &batch {
+                        frames.extend_from_slice(&published.websocket_frame());
+                    }
+                    match tokio::time::timeout(SEND_TIMEOUT, connection.send_encoded(frames.freeze())).await {
                         Ok(Ok(())) => delivered = listener.position,
-                        Ok(Err(_)) => return,
+                        Ok(Err(())) => return,
                         Err(_) => break close_reason(
                             CloseCode::Policy,
                             format!("listener is not reading; resume with cursor {delivered}"),
@@ -321,28 +405,25 @@ async fn serve_websocket(
                 Next::Behind(reason) => break close_reason(CloseCode::Policy, reason),
                 Next::Closed => break close_reason(CloseCode::Away, "the server is stopping"),
             },
-            frame = frames.next() => match frame {
-                Some(Ok(Frame::Ping(bytes))) => {
-                    if session.pong(&bytes).await.is_err() {
+            incoming = connection.receive() => match incoming {
+                Incoming::Ping(bytes) => {
+                    if connection.send(ws::Message::Pong(bytes)).await.is_err() {
                         return;
                     }
                 }
-                Some(Ok(Frame::Close(reason))) => {
-                    // Answer the close, as the protocol asks.
-                    let _ = session.close(reason).await;
-                    return;
-                }
-                Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
+                // Answer the close, as the protocol asks.
+                Incoming::Close(reason) => break reason,
+                Incoming::Text(_) => {}
+                Incoming::Gone => return,
             },
             _ = keepalive.tick() => {
-                if session.ping(b"").await.is_err() {
+                if connection.send(ws::Message::Ping(Bytes::new())).await.is_err() {
                     return;
                 }
             }
         }
     };
-    let _ = session.close(close).await;
+    connection.close(close).await;
 }
 
 /// `GET /api/events/v1/sse`: server-sent events.

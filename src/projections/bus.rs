@@ -8,8 +8,10 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use actix_web::web::Bytes;
+use actix_http::ws;
+use actix_web::web::{Bytes, BytesMut};
 use bytestring::ByteString;
+use tokio_util::codec::Encoder;
 
 use tokio::sync::{broadcast, watch};
 
@@ -21,16 +23,22 @@ use super::metrics::METRICS;
 pub struct Published {
     pub cursor: Cursor,
     pub message: Message,
-    websocket_frame: OnceLock<ByteString>,
+    websocket_frame: OnceLock<Bytes>,
     sse_event: OnceLock<Bytes>,
 }
 
 impl Published {
-    /// The websocket frame: `{"type": "message", "cursor", "id", "exchange", "routingKey",
-    /// "payload", "routes"}`.
-    pub fn websocket_frame(&self) -> ByteString {
+    /// The websocket frame, encoded: a text frame of `{"type": "message", "cursor", "id",
+    /// "exchange", "routingKey", "payload", "routes"}`.
+    pub fn websocket_frame(&self) -> Bytes {
         self.websocket_frame
-            .get_or_init(|| self.render(Some("message")).into())
+            .get_or_init(|| {
+                let text = ByteString::from(self.render(Some("message")));
+                let mut frame = BytesMut::new();
+                // Encoding a server's text frame cannot fail.
+                let _ = ws::Codec::new().encode(ws::Message::Text(text), &mut frame);
+                frame.freeze()
+            })
             .clone()
     }
 
