@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The event benchmarks of the README, in one run:
 #   1. lifecycle throughput (createTask → claimWork → reportCompleted) without and with
-#      LISTENERS (default 100) websocket listeners bound to `#` on every exchange;
+#      LISTENERS (default 100) websocket listeners bound to `#` on every exchange, then on
+#      task-completed alone;
 #   2. lifecycle throughput on the embedded log beside the Kafka backend (which also publishes
 #      every exchange message to its Kafka topic), as a ratio.
 # Builds the release binary and starts its own queues; the Kafka backend needs a broker:
@@ -49,10 +50,15 @@ stop() {
 }
 rate() { sed -n 's/.* \([0-9]*\) lifecycles\/s.*/\1/p' | head -1; }
 
-echo "== Lifecycle without and with ${LISTENERS:-100} websocket listeners bound to #"
+echo "== Lifecycle without and with ${LISTENERS:-100} websocket listeners bound to # on every exchange"
 serve listeners
 "$binary" bench lifecycle --root-url "$root" --tasks "$tasks" --concurrency "$concurrency" \
     --listeners "${LISTENERS:-100}"
+stop
+echo "== The same with the listeners bound to # on task-completed"
+serve listeners-completed
+"$binary" bench lifecycle --root-url "$root" --tasks "$tasks" --concurrency "$concurrency" \
+    --listeners "${LISTENERS:-100}" --listener-exchange task-completed
 stop
 
 brokers=${KAFKA_BROKERS:-}

@@ -272,6 +272,9 @@ struct BenchLifecycle {
     /// every exchange (each counting what it receives); reports both rates and the drop.
     #[arg(long, default_value_t = 0)]
     listeners: usize,
+    /// The exchanges the `--listeners` bind (repeat it; default: every exchange).
+    #[arg(long = "listener-exchange")]
+    listener_exchanges: Vec<String>,
 }
 
 #[derive(Args)]
@@ -694,7 +697,18 @@ fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
         };
         let without = taskfold::client::lifecycle::run(client.clone(), quiet.clone()).await?;
         println!("without listeners:\n{without}");
-        let bindings: Vec<(String, String)> = Exchange::ALL
+        let exchanges: Vec<Exchange> = if bench.listener_exchanges.is_empty() {
+            Exchange::ALL.to_vec()
+        } else {
+            bench
+                .listener_exchanges
+                .iter()
+                .map(|name| {
+                    Exchange::parse(name).ok_or_else(|| anyhow::anyhow!("unknown exchange `{name}`"))
+                })
+                .collect::<anyhow::Result<_>>()?
+        };
+        let bindings: Vec<(String, String)> = exchanges
             .iter()
             .map(|exchange| (exchange.name().to_owned(), "#".to_owned()))
             .collect();
@@ -703,10 +717,28 @@ fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
             counters.push(Counter::connect(&bench.root_url, &bindings).await?);
         }
         let with = taskfold::client::lifecycle::run(client, quiet).await?;
-        println!("with {} listeners bound to `#`:\n{with}", bench.listeners);
-        // Every lifecycle publishes task-defined, task-pending, task-running, task-completed
-        // and its one-task group's task-group-resolved.
-        let expected = with.lifecycles * 5;
+        let names: Vec<&str> = exchanges.iter().map(|exchange| exchange.name()).collect();
+        println!(
+            "with {} listeners bound to `#` on {}:\n{with}",
+            bench.listeners,
+            names.join(", ")
+        );
+        // Every lifecycle publishes one message on each of task-defined, task-pending,
+        // task-running, task-completed and (its one-task group's) task-group-resolved.
+        let per_lifecycle = exchanges
+            .iter()
+            .filter(|exchange| {
+                matches!(
+                    exchange,
+                    Exchange::TaskDefined
+                        | Exchange::TaskPending
+                        | Exchange::TaskRunning
+                        | Exchange::TaskCompleted
+                        | Exchange::TaskGroupResolved
+                )
+            })
+            .count() as u64;
+        let expected = with.lifecycles * per_lifecycle;
         let waiting = std::time::Instant::now();
         while counters.iter().any(|counter| counter.received() < expected && counter.closed().is_none())
             && waiting.elapsed() < std::time::Duration::from_secs(30)

@@ -140,4 +140,38 @@ mod tests {
         let sealed = send(join("sched", 0), 7).unwrap_err();
         assert!(sealed.message.contains("sealed"), "{sealed}");
     }
+
+    #[test]
+    fn a_resolution_is_recorded_once_per_last_member_resolution() {
+        let group_id = Slugid::nice();
+        let key = group_id.to_string();
+        let mut state = Entities::default();
+        let mut send = |command: GroupCommand, at: i64| {
+            let events = decide(group_id, state.group(group_id), command)?;
+            for event in &events {
+                state.apply(&Envelope {
+                    key: key.clone(),
+                    at: Timestamp::from_millis(at),
+                    event: event.clone(),
+                });
+            }
+            Ok::<_, ApiError>(events)
+        };
+        let resolve = |through: i64| GroupCommand::Resolve {
+            through: Timestamp::from_millis(through),
+        };
+        assert!(send(resolve(1), 2).is_err(), "no such group");
+        send(join("sched", 1_000), 1).unwrap();
+        assert_eq!(send(resolve(5), 6).unwrap(), [Event::TaskGroupResolved]);
+        assert!(send(resolve(5), 7).unwrap().is_empty(), "already recorded");
+        assert!(
+            send(resolve(6), 8).unwrap().is_empty(),
+            "recorded at 6, not before it"
+        );
+        assert_eq!(
+            send(resolve(9), 10).unwrap(),
+            [Event::TaskGroupResolved],
+            "a later resolution (a rerun) is recorded again"
+        );
+    }
 }

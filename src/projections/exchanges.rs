@@ -530,14 +530,14 @@ mod tests {
             artifact: Artifact {
                 content_type: "text/plain".into(),
                 expires: Timestamp::from_millis(9_000),
-                storage: Storage::S3 {
-                    content_length: Some(3),
+                storage: Storage::Link {
+                    artifact: "public/b.txt".into(),
                 },
             },
         }]);
         let artifact_body = body(&artifact[0]);
         assert_eq!(artifact[0].exchange, Exchange::ArtifactCreated);
-        assert_eq!(artifact_body["artifact"]["storageType"], "s3");
+        assert_eq!(artifact_body["artifact"]["storageType"], "link");
         assert_eq!(artifact_body["artifact"]["name"], "public/a.txt");
         assert!(artifact_body.get("task").is_none());
 
@@ -646,6 +646,87 @@ mod tests {
             taken_until: Timestamp::from_millis(1),
         }]);
         assert!(reclaimed.is_empty());
+    }
+
+    #[test]
+    fn group_messages_carry_the_group_and_its_key() {
+        let group_id = Slugid::nice();
+        let mut state = Entities::default();
+        let events = [
+            Event::TaskGroupJoined {
+                task_group_id: group_id,
+                scheduler_id: "sched".into(),
+                expires: Timestamp::from_millis(9_000),
+            },
+            Event::TaskGroupSealed,
+            Event::TaskGroupResolved,
+        ];
+        let mut derived = Vec::new();
+        for (offset, event) in events.into_iter().enumerate() {
+            let envelope = Envelope {
+                key: group_id.to_string(),
+                at: Timestamp::from_millis(5),
+                event,
+            };
+            state.apply(&envelope);
+            derived.extend(derive(
+                1,
+                offset as u64,
+                &envelope,
+                Before::default(),
+                &state,
+            ));
+        }
+        let exchanges: Vec<_> = derived.iter().map(|message| message.exchange).collect();
+        assert_eq!(
+            exchanges,
+            [Exchange::TaskGroupSealed, Exchange::TaskGroupResolved]
+        );
+        for message in &derived {
+            assert_eq!(message.subject, group_id);
+            assert_eq!(message.routing_key, format!("primary.{group_id}.sched._"));
+            assert!(message.routes.is_empty());
+            let body = body(message);
+            assert_eq!(body["taskGroupId"], group_id.to_string());
+            assert_eq!(body["version"], 1);
+            assert!(body["sealed"].is_string());
+        }
+    }
+
+    #[test]
+    fn s3_artifacts_are_not_announced() {
+        let mut log = Log::new(&[]);
+        log.commit(&[
+            Event::RunPending {
+                run_id: 0,
+                reason: ReasonCreated::Scheduled,
+            },
+            Event::RunClaimed {
+                run_id: 0,
+                worker_group: "wg".into(),
+                worker_id: "w1".into(),
+                taken_until: Timestamp::from_millis(5_000),
+            },
+        ]);
+        let artifact = |storage| Event::ArtifactCreated {
+            run_id: 0,
+            name: "public/x".into(),
+            artifact: Artifact {
+                content_type: "text/plain".into(),
+                expires: Timestamp::from_millis(9_000),
+                storage,
+            },
+        };
+        assert!(
+            log.commit(&[artifact(Storage::S3 {
+                content_length: None
+            })])
+            .is_empty()
+        );
+        let reference = log.commit(&[artifact(Storage::Reference {
+            url: "https://example.com/x".into(),
+        })]);
+        assert_eq!(body(&reference[0])["artifact"]["storageType"], "reference");
     }
 
     #[test]
