@@ -105,9 +105,11 @@ pub async fn forward(
                             }
                         }
                     }
-                    enqueued_end = outgoing.end;
-                    if in_flight.is_empty() {
-                        kafka.checkpoint.offset = enqueued_end;
+                    if !failed {
+                        enqueued_end = outgoing.end;
+                        if in_flight.is_empty() {
+                            kafka.checkpoint.offset = enqueued_end;
+                        }
                     }
                 }
                 bus.publish(outgoing.messages);
@@ -115,13 +117,15 @@ pub async fn forward(
             Some(delivered) = in_flight.next(), if !in_flight.is_empty() => {
                 let delivered: Delivered = delivered;
                 match delivered.result {
+                    // After a failure the checkpoint stays before the message that failed.
+                    Ok(_) if failed => {}
                     Ok(offset) => {
                         event_topics.insert(delivered.topic, offset + 1);
                         if delivered.last_of_event {
                             kafka.checkpoint.topics.append(&mut event_topics);
                             kafka.checkpoint.offset = delivered.id.offset + 1;
                         }
-                        if in_flight.is_empty() && !failed {
+                        if in_flight.is_empty() {
                             kafka.checkpoint.offset = enqueued_end;
                         }
                     }
