@@ -13,6 +13,7 @@
 //! A listener that falls more than `[events] listener_buffer_messages` behind is disconnected
 //! with a reason naming the cursor to resume from; the queue never waits for listeners.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use super::call::Call;
 use super::server::State;
 use super::{ApiError, ErrorCode};
 use crate::projections::bindings::{self, Binding};
-use crate::projections::bus::{Cursor, Published, Subscription};
+use crate::projections::bus::{Batch, Bus, Cursor, Published, Subscription};
 use crate::projections::metrics::METRICS;
 
 /// How long a websocket client has to send its bindings.
@@ -105,19 +106,26 @@ enum Next {
 
 /// A subscription read in order: the backlog, then the live messages.
 struct Listener {
+    bus: Arc<Bus>,
     bindings: Vec<Binding>,
-    backlog: std::vec::IntoIter<Arc<Published>>,
+    /// Received and not yet looked at: the backlog, then each batch as it arrives.
+    pending: VecDeque<Arc<Published>>,
+    /// How many of `pending` are the backlog of a resumed listener, which is read from
+    /// memory at once and so does not count as falling behind.
+    backlog: usize,
     subscription: Subscription,
     /// The cursor of the last message delivered (or of the start).
     position: Cursor,
 }
 
 impl Listener {
-    fn new(bindings: Vec<Binding>, mut subscription: Subscription) -> Listener {
+    fn new(bus: Arc<Bus>, bindings: Vec<Binding>, mut subscription: Subscription) -> Listener {
         METRICS.listeners.inc();
         Listener {
+            bus,
             bindings,
-            backlog: std::mem::take(&mut subscription.backlog).into_iter(),
+            backlog: subscription.backlog.len(),
+            pending: std::mem::take(&mut subscription.backlog).into(),
             position: subscription.position,
             subscription,
         }
@@ -129,15 +137,15 @@ impl Listener {
             if *self.subscription.closing.borrow() {
                 return Next::Closed;
             }
-            let received = match self.backlog.next() {
-                Some(published) => Ok(published),
-                None => tokio::select! {
-                    received = self.subscription.receiver.recv() => received,
-                    _ = self.subscription.closing.changed() => return Next::Closed,
-                },
-            };
-            if let Some(next) = self.take(received) {
+            if let Some(next) = self.next_pending() {
                 return next;
+            }
+            let received = tokio::select! {
+                received = self.subscription.receiver.recv() => received,
+                _ = self.subscription.closing.changed() => return Next::Closed,
+            };
+            if let Some(stop) = self.receive(received) {
+                return stop;
             }
         }
     }
@@ -147,39 +155,57 @@ impl Listener {
     /// than per message.
     fn try_next(&mut self) -> Option<Next> {
         loop {
-            let received = match self.backlog.next() {
-                Some(published) => Ok(published),
-                None => match self.subscription.receiver.try_recv() {
-                    Ok(published) => Ok(published),
-                    Err(TryRecvError::Empty) => return None,
-                    Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
-                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
-                },
-            };
-            if let Some(next) = self.take(received) {
+            if let Some(next) = self.next_pending() {
                 return Some(next);
+            }
+            let received = match self.subscription.receiver.try_recv() {
+                Ok(batch) => Ok(batch),
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+            };
+            if let Some(stop) = self.receive(received) {
+                return Some(stop);
             }
         }
     }
 
-    /// What a receive means to this listener; `None` for a message no binding matches.
-    fn take(&mut self, received: Result<Arc<Published>, RecvError>) -> Option<Next> {
-        match received {
-            Ok(published) if bindings::any_matches(&self.bindings, &published.message) => {
+    /// The next matching message among those received; `Behind` once the listener is
+    /// further behind the stream than it may be.
+    fn next_pending(&mut self) -> Option<Next> {
+        while let Some(published) = self.pending.pop_front() {
+            if self.backlog > 0 {
+                self.backlog -= 1;
+            } else if let Some(behind) = self.bus.too_far_behind(&published) {
+                return Some(self.behind(behind));
+            }
+            if bindings::any_matches(&self.bindings, &published.message) {
                 self.position = published.cursor;
-                Some(Next::Message(published))
+                return Some(Next::Message(published));
             }
-            Ok(_) => None,
-            Err(RecvError::Lagged(missed)) => {
-                METRICS.listeners_dropped.inc();
-                Some(Next::Behind(format!(
-                    "listener fell behind: {missed} messages were dropped from its buffer; \
-                     reconnect with cursor {} to resume",
-                    self.position
-                )))
+        }
+        None
+    }
+
+    /// Takes a received batch in; what stops the listener if it did not get one.
+    fn receive(&mut self, received: Result<Batch, RecvError>) -> Option<Next> {
+        match received {
+            Ok(batch) => {
+                self.pending.extend(batch.iter().cloned());
+                None
             }
+            Err(RecvError::Lagged(_)) => Some(self.behind(self.bus.listener_buffer_messages())),
             Err(RecvError::Closed) => Some(Next::Closed),
         }
+    }
+
+    fn behind(&self, behind: u64) -> Next {
+        METRICS.listeners_dropped.inc();
+        Next::Behind(format!(
+            "listener fell behind by more than {behind} messages; reconnect with cursor {} to \
+             resume",
+            self.position
+        ))
     }
 
     /// `first` and what else has arrived, up to a batch: the messages, and what ended the
@@ -208,12 +234,11 @@ fn subscribe(
     bindings: Vec<Binding>,
     cursor: Option<Cursor>,
 ) -> Result<Listener, ApiError> {
-    let subscription = state
-        .engine
-        .bus()
+    let bus = state.engine.bus().clone();
+    let subscription = bus
         .subscribe(cursor)
         .map_err(|reason| ApiError::new(ErrorCode::ResourceExpired, reason))?;
-    Ok(Listener::new(bindings, subscription))
+    Ok(Listener::new(bus, bindings, subscription))
 }
 
 /// `GET /api/events/v1/listen`: a websocket.

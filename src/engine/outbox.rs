@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::log::Offset;
@@ -55,11 +55,28 @@ pub async fn forward(
     kafka: Option<KafkaSink>,
 ) {
     let Some(mut kafka) = kafka else {
-        while let Some(outgoing) = outbox.recv().await {
+        let mut next = outbox.recv().await;
+        while let Some(outgoing) = next.take() {
             if !outgoing.durable.await {
                 return;
             }
-            bus.publish(outgoing.messages);
+            let mut messages = outgoing.messages;
+            // Whatever else is durable already goes out with it: listeners wake once per
+            // publication, and one group commit makes many commits durable at once.
+            while let Ok(mut outgoing) = outbox.try_recv() {
+                match (&mut outgoing.durable).now_or_never() {
+                    Some(true) => messages.extend(outgoing.messages),
+                    Some(false) => return,
+                    None => {
+                        next = Some(outgoing);
+                        break;
+                    }
+                }
+            }
+            bus.publish(messages);
+            if next.is_none() {
+                next = outbox.recv().await;
+            }
         }
         return;
     };

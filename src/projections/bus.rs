@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use actix_http::ws;
@@ -101,8 +102,16 @@ pub struct Bus {
     /// Turns true when the server stops: listeners are told and let go.
     closing: watch::Sender<bool>,
     recent: Mutex<Recent>,
-    sender: broadcast::Sender<Arc<Published>>,
+    /// Each publication goes out as one batch, so a listener wakes once per batch rather
+    /// than once per message.
+    sender: broadcast::Sender<Batch>,
+    /// The sequence of the newest message, for listeners to tell how far behind they are.
+    head: AtomicU64,
+    listener_buffer_messages: u64,
 }
+
+/// Messages published together, in order.
+pub type Batch = Arc<[Arc<Published>]>;
 
 struct Recent {
     /// The sequence the next message gets; sequences start at 1, so cursor 0 is "before
@@ -115,7 +124,7 @@ struct Recent {
 /// What a new listener starts from: what it missed since its cursor, then everything new.
 pub struct Subscription {
     pub backlog: Vec<Arc<Published>>,
-    pub receiver: broadcast::Receiver<Arc<Published>>,
+    pub receiver: broadcast::Receiver<Batch>,
     /// Where the listener starts: the cursor it resumes after, or the current end.
     pub position: Cursor,
     /// Turns true when the server stops.
@@ -124,6 +133,8 @@ pub struct Subscription {
 
 impl Bus {
     pub fn new(options: BusOptions) -> Bus {
+        // A batch holds at least one message, so this many batches bound the messages a
+        // listener may hold back; the lag check on receipt is the exact bound.
         let (sender, _) = broadcast::channel(options.listener_buffer_messages.max(1));
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -137,7 +148,23 @@ impl Bus {
                 keep: options.resume_messages,
             }),
             sender,
+            head: AtomicU64::new(0),
+            listener_buffer_messages: options.listener_buffer_messages.max(1) as u64,
         }
+    }
+
+    pub fn listener_buffer_messages(&self) -> u64 {
+        self.listener_buffer_messages
+    }
+
+    /// How far a listener that has just received `published` is behind the stream, if that
+    /// is further than a listener may be.
+    pub fn too_far_behind(&self, published: &Published) -> Option<u64> {
+        let behind = self
+            .head
+            .load(Ordering::Relaxed)
+            .saturating_sub(published.cursor.sequence);
+        (behind > self.listener_buffer_messages).then_some(behind)
     }
 
     /// Hands `messages` to every listener, in order.
@@ -146,6 +173,7 @@ impl Bus {
             .recent
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
+        let mut batch = Vec::new();
         for message in messages {
             METRICS.exchange_message(message.exchange);
             let published = Arc::new(Published {
@@ -164,9 +192,14 @@ impl Bus {
                 }
                 recent.messages.push_back(published.clone());
             }
-            // No receivers is not an error: nobody is listening.
-            let _ = self.sender.send(published);
+            batch.push(published);
         }
+        if batch.is_empty() {
+            return;
+        }
+        self.head.store(recent.next - 1, Ordering::Relaxed);
+        // No receivers is not an error: nobody is listening.
+        let _ = self.sender.send(batch.into());
     }
 
     /// A subscription starting after `after` (or now). Refused when the cursor belongs to
