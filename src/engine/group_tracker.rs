@@ -15,8 +15,8 @@ use crate::model::{Slugid, Timestamp};
 
 #[derive(Default)]
 pub struct GroupTracker {
-    /// Groups with unresolved tasks, and how many.
-    unresolved: HashMap<Slugid, u64>,
+    /// Groups with unresolved tasks, and how many (in `CensusEntry::unresolved`).
+    unresolved: HashMap<Slugid, CensusEntry>,
     /// Until the engine attaches: what the shards reported of every group.
     census: Option<HashMap<Slugid, CensusEntry>>,
     engine: Option<Engine>,
@@ -59,9 +59,16 @@ impl Handler<Census> for GroupTracker {
         let Some(census) = &mut self.census else {
             return;
         };
-        for (group, entry) in groups {
-            census.entry(group).or_default().merge(entry);
+        // The largest map absorbs the others: a restart with many tasks moves fewer entries.
+        let (mut into, from) = if groups.len() > census.len() {
+            (groups, std::mem::take(census))
+        } else {
+            (std::mem::take(census), groups)
+        };
+        for (group, entry) in from {
+            into.entry(group).or_default().merge(entry);
         }
+        *census = into;
     }
 }
 
@@ -89,13 +96,13 @@ impl Handler<Changed> for GroupTracker {
             return;
         }
         match message.resolved {
-            None => *self.unresolved.entry(message.group).or_default() += 1,
+            None => self.unresolved.entry(message.group).or_default().unresolved += 1,
             Some(at) => {
-                let Some(count) = self.unresolved.get_mut(&message.group) else {
+                let Some(entry) = self.unresolved.get_mut(&message.group) else {
                     return;
                 };
-                *count = count.saturating_sub(1);
-                if *count == 0 {
+                entry.unresolved = entry.unresolved.saturating_sub(1);
+                if entry.unresolved == 0 {
                     self.unresolved.remove(&message.group);
                     self.resolve(message.group, at);
                 }
@@ -132,14 +139,17 @@ impl Handler<Attach> for GroupTracker {
 
     fn handle(&mut self, Attach(engine): Attach, _: &mut Context<Self>) {
         self.engine = Some(engine);
-        for (group, entry) in self.census.take().unwrap_or_default() {
-            if entry.unresolved > 0 {
-                self.unresolved.insert(group, entry.unresolved);
-            } else if let Some(latest) = entry.latest_resolution
+        let mut census = self.census.take().unwrap_or_default();
+        // Kept in place, without the groups that are resolved (most, in a long-running farm).
+        census.retain(|group, entry| {
+            if entry.unresolved == 0
+                && let Some(latest) = entry.latest_resolution
                 && entry.recorded.is_none_or(|recorded| recorded < latest)
             {
-                self.resolve(group, latest);
+                self.resolve(*group, latest);
             }
-        }
+            entry.unresolved > 0
+        });
+        self.unresolved = census;
     }
 }
