@@ -102,76 +102,89 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_group_keeps_its_scheduler_grows_its_expiry_and_seals_once() {
-        let group_id = Slugid::nice();
-        let key = group_id.to_string();
-        let mut state = Entities::default();
-        let mut send = |command: GroupCommand, at: i64| {
-            let events = decide(group_id, state.group(group_id), command)?;
+    /// A group's decisions applied to a state of its own.
+    struct Harness {
+        group_id: Slugid,
+        state: Entities,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            Harness {
+                group_id: Slugid::nice(),
+                state: Entities::default(),
+            }
+        }
+
+        /// Decides `command` at `at` and applies the events; returns them.
+        fn send(&mut self, command: GroupCommand, at: i64) -> Result<Vec<Event>, ApiError> {
+            let events = decide(self.group_id, self.state.group(self.group_id), command)?;
             for event in &events {
-                state.apply(&Envelope {
-                    key: key.clone(),
+                self.state.apply(&Envelope {
+                    key: self.group_id.to_string(),
                     at: Timestamp::from_millis(at),
                     event: event.clone(),
                 });
             }
-            Ok::<_, ApiError>((events.len(), state.group(group_id).cloned()))
-        };
+            Ok(events)
+        }
+
+        fn group(&self) -> TaskGroup {
+            self.state.group(self.group_id).cloned().unwrap()
+        }
+    }
+
+    #[test]
+    fn a_group_keeps_its_scheduler_grows_its_expiry_and_seals_once() {
+        let mut harness = Harness::new();
+        let mut send = |command, at| harness.send(command, at).map(|events| events.len());
         assert_eq!(
             send(GroupCommand::Seal, 0).unwrap_err().code,
             ErrorCode::ResourceNotFound
         );
-        let (events, group) = send(join("sched", 1_000), 1).unwrap();
-        assert_eq!(events, 1);
-        let group = group.unwrap();
-        assert_eq!(group.expires.millis(), 1_000 + GROUP_EXPIRY_MARGIN_MILLIS);
-        assert_eq!(send(join("sched", 500), 2).unwrap().0, 0, "no later expiry");
-        assert_eq!(send(join("sched", 2_000), 3).unwrap().0, 1);
+        assert_eq!(send(join("sched", 1_000), 1).unwrap(), 1);
+        assert_eq!(send(join("sched", 500), 2).unwrap(), 0, "no later expiry");
+        assert_eq!(send(join("sched", 2_000), 3).unwrap(), 1);
         let conflict = send(join("other", 0), 4).unwrap_err();
         assert_eq!(conflict.code, ErrorCode::RequestConflict);
-        let (_, sealed) = send(GroupCommand::Seal, 5).unwrap();
-        assert_eq!(sealed.unwrap().sealed, Some(Timestamp::from_millis(5)));
+        send(GroupCommand::Seal, 5).unwrap();
         assert_eq!(
-            send(GroupCommand::Seal, 6).unwrap().0,
+            send(GroupCommand::Seal, 6).unwrap(),
             0,
             "sealing is idempotent"
         );
         let sealed = send(join("sched", 0), 7).unwrap_err();
         assert!(sealed.message.contains("sealed"), "{sealed}");
+        let group = harness.group();
+        assert_eq!(group.expires.millis(), 2_000 + GROUP_EXPIRY_MARGIN_MILLIS);
+        assert_eq!(group.sealed, Some(Timestamp::from_millis(5)));
     }
 
     #[test]
     fn a_resolution_is_recorded_once_per_last_member_resolution() {
-        let group_id = Slugid::nice();
-        let key = group_id.to_string();
-        let mut state = Entities::default();
-        let mut send = |command: GroupCommand, at: i64| {
-            let events = decide(group_id, state.group(group_id), command)?;
-            for event in &events {
-                state.apply(&Envelope {
-                    key: key.clone(),
-                    at: Timestamp::from_millis(at),
-                    event: event.clone(),
-                });
-            }
-            Ok::<_, ApiError>(events)
-        };
+        let mut harness = Harness::new();
         let resolve = |through: i64| GroupCommand::Resolve {
             through: Timestamp::from_millis(through),
         };
-        assert!(send(resolve(1), 2).is_err(), "no such group");
-        send(join("sched", 1_000), 1).unwrap();
-        assert_eq!(send(resolve(5), 6).unwrap(), [Event::TaskGroupResolved]);
-        assert!(send(resolve(5), 7).unwrap().is_empty(), "already recorded");
+        assert!(harness.send(resolve(1), 2).is_err(), "no such group");
+        harness.send(join("sched", 1_000), 1).unwrap();
+        assert_eq!(
+            harness.send(resolve(5), 6).unwrap(),
+            [Event::TaskGroupResolved]
+        );
         assert!(
-            send(resolve(6), 8).unwrap().is_empty(),
+            harness.send(resolve(5), 7).unwrap().is_empty(),
+            "already recorded"
+        );
+        assert!(
+            harness.send(resolve(6), 8).unwrap().is_empty(),
             "recorded at 6, not before it"
         );
         assert_eq!(
-            send(resolve(9), 10).unwrap(),
+            harness.send(resolve(9), 10).unwrap(),
             [Event::TaskGroupResolved],
             "a later resolution (a rerun) is recorded again"
         );
+        assert_eq!(harness.group().resolved, Some(Timestamp::from_millis(10)));
     }
 }

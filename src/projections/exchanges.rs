@@ -166,6 +166,16 @@ struct RunWords<'a> {
     worker_id: Option<&'a str>,
 }
 
+impl RunWords<'_> {
+    /// A run with no worker named.
+    fn run(run_id: u32) -> Self {
+        RunWords {
+            run_id: Some(run_id),
+            ..RunWords::default()
+        }
+    }
+}
+
 /// `primary.<taskId>.<runId>.<workerGroup>.<workerId>.<provisionerId>.<workerType>.<schedulerId>.<taskGroupId>._`
 fn task_routing_key(task: &Task, words: &RunWords<'_>) -> String {
     let definition = &task.definition;
@@ -266,6 +276,7 @@ pub fn derive(
     };
     let routes: Arc<[String]> = task.definition.routes.clone().into();
     let tags = json!({ "tags": task.definition.tags });
+    let status_and_tags = || json!({ "status": task.status(), "task": tags });
     let run = |run_id: u32| task.runs.get(run_id as usize);
     let worker_of = |run_id: u32| {
         run(run_id).and_then(|run| run.worker_group.as_deref().zip(run.worker_id.as_deref()))
@@ -298,11 +309,8 @@ pub fn derive(
         }
         Event::RunPending { run_id, .. } => message(
             Exchange::TaskPending,
-            RunWords {
-                run_id: Some(*run_id),
-                ..RunWords::default()
-            },
-            json!({ "status": task.status(), "task": tags }),
+            RunWords::run(*run_id),
+            status_and_tags(),
         ),
         Event::RunClaimed {
             run_id,
@@ -333,16 +341,13 @@ pub fn derive(
                     worker_group: worker.map(|(group, _)| group),
                     worker_id: worker.map(|(_, id)| id),
                 },
-                json!({ "status": task.status(), "task": tags }),
+                status_and_tags(),
             );
         }
         Event::ExceptionRunAdded { run_id, .. } => message(
             Exchange::TaskException,
-            RunWords {
-                run_id: Some(*run_id),
-                ..RunWords::default()
-            },
-            json!({ "status": task.status(), "task": tags }),
+            RunWords::run(*run_id),
+            status_and_tags(),
         ),
         Event::ArtifactCreated {
             run_id,
@@ -453,6 +458,22 @@ mod tests {
                 definition: Box::new(definition),
             }]);
             log
+        }
+
+        /// Run 0 pending, then claimed by `wg/w1`.
+        fn claim_first_run(&mut self) {
+            self.commit(&[
+                Event::RunPending {
+                    run_id: 0,
+                    reason: ReasonCreated::Scheduled,
+                },
+                Event::RunClaimed {
+                    run_id: 0,
+                    worker_group: "wg".into(),
+                    worker_id: "w1".into(),
+                    taken_until: Timestamp::from_millis(5_000),
+                },
+            ]);
         }
 
         /// Applies `events` as one commit and derives their messages.
@@ -589,18 +610,7 @@ mod tests {
     #[test]
     fn a_retried_exception_shows_the_retry_and_deadlines_name_no_worker() {
         let mut log = Log::new(&[]);
-        log.commit(&[
-            Event::RunPending {
-                run_id: 0,
-                reason: ReasonCreated::Scheduled,
-            },
-            Event::RunClaimed {
-                run_id: 0,
-                worker_group: "wg".into(),
-                worker_id: "w1".into(),
-                taken_until: Timestamp::from_millis(5_000),
-            },
-        ]);
+        log.claim_first_run();
         let expired = log.commit(&[
             Event::RunResolved {
                 run_id: 0,
@@ -696,18 +706,7 @@ mod tests {
     #[test]
     fn s3_artifacts_are_not_announced() {
         let mut log = Log::new(&[]);
-        log.commit(&[
-            Event::RunPending {
-                run_id: 0,
-                reason: ReasonCreated::Scheduled,
-            },
-            Event::RunClaimed {
-                run_id: 0,
-                worker_group: "wg".into(),
-                worker_id: "w1".into(),
-                taken_until: Timestamp::from_millis(5_000),
-            },
-        ]);
+        log.claim_first_run();
         let artifact = |storage| Event::ArtifactCreated {
             run_id: 0,
             name: "public/x".into(),

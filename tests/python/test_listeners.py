@@ -82,7 +82,7 @@ def events_server(tmp_path_factory):
     yield from serve(tmp_path_factory, "")
 
 
-# A listener may fall 50 messages behind (tokio rounds the buffer up to 64).
+# A listener may fall 50 messages behind.
 SLOW_CONFIG = """
 [events]
 listener_buffer_messages = 50
