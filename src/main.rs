@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use taskfold::api::{access, server};
 use taskfold::engine::{Engine, EngineSettings};
 use taskfold::log;
+use taskfold::projections::exchanges::Exchange;
 use taskfold::projections::kafka::ExchangeTopics;
 use taskfold::settings::Settings;
 
@@ -687,83 +688,26 @@ fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
         print_report(&report);
         return Ok(ExitCode::SUCCESS);
     }
-    actix_web::rt::System::new().block_on(async {
-        use taskfold::client::listen::Counter;
-        use taskfold::projections::exchanges::Exchange;
-        let quiet = taskfold::client::lifecycle::Options {
-            progress: false,
-            wakeup_rounds: 0,
-            ..options
-        };
-        let without = taskfold::client::lifecycle::run(client.clone(), quiet.clone()).await?;
-        println!("without listeners:\n{without}");
-        let exchanges: Vec<Exchange> = if bench.listener_exchanges.is_empty() {
-            Exchange::ALL.to_vec()
-        } else {
-            bench
-                .listener_exchanges
-                .iter()
-                .map(|name| {
-                    Exchange::parse(name).ok_or_else(|| anyhow::anyhow!("unknown exchange `{name}`"))
-                })
-                .collect::<anyhow::Result<_>>()?
-        };
-        let bindings: Vec<(String, String)> = exchanges
+    let exchanges = if bench.listener_exchanges.is_empty() {
+        Exchange::ALL.to_vec()
+    } else {
+        bench
+            .listener_exchanges
             .iter()
-            .map(|exchange| (exchange.name().to_owned(), "#".to_owned()))
-            .collect();
-        let mut counters = Vec::with_capacity(bench.listeners);
-        for _ in 0..bench.listeners {
-            counters.push(Counter::connect(&bench.root_url, &bindings).await?);
-        }
-        let with = taskfold::client::lifecycle::run(client, quiet).await?;
-        let names: Vec<&str> = exchanges.iter().map(|exchange| exchange.name()).collect();
-        println!(
-            "with {} listeners bound to `#` on {}:\n{with}",
-            bench.listeners,
-            names.join(", ")
-        );
-        // Every lifecycle publishes one message on each of task-defined, task-pending,
-        // task-running, task-completed and (its one-task group's) task-group-resolved.
-        let per_lifecycle = exchanges
-            .iter()
-            .filter(|exchange| {
-                matches!(
-                    exchange,
-                    Exchange::TaskDefined
-                        | Exchange::TaskPending
-                        | Exchange::TaskRunning
-                        | Exchange::TaskCompleted
-                        | Exchange::TaskGroupResolved
-                )
+            .map(|name| {
+                Exchange::parse(name).ok_or_else(|| anyhow::anyhow!("unknown exchange `{name}`"))
             })
-            .count() as u64;
-        let expected = with.lifecycles * per_lifecycle;
-        let waiting = std::time::Instant::now();
-        while counters.iter().any(|counter| counter.received() < expected && counter.closed().is_none())
-            && waiting.elapsed() < std::time::Duration::from_secs(30)
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        let received: u64 = counters.iter().map(Counter::received).sum();
-        let dropped = counters.iter().filter(|counter| counter.closed().is_some()).count();
-        let rate = |report: &taskfold::client::lifecycle::Report| {
-            report.lifecycles as f64 / report.elapsed.as_secs_f64()
-        };
-        println!(
-            "listeners received {received} messages ({:.0}% of {} expected), {dropped} disconnected",
-            100.0 * received as f64 / (expected * bench.listeners as u64).max(1) as f64,
-            expected * bench.listeners as u64
-        );
-        println!(
-            "throughput with {} listeners: {:.0}/s vs {:.0}/s without ({:+.1}%)",
+            .collect::<anyhow::Result<_>>()?
+    };
+    let comparison =
+        actix_web::rt::System::new().block_on(taskfold::client::lifecycle::compare_listeners(
+            client,
+            options,
+            &bench.root_url,
             bench.listeners,
-            rate(&with),
-            rate(&without),
-            100.0 * (rate(&with) / rate(&without) - 1.0)
-        );
-        anyhow::Ok(())
-    })?;
+            exchanges,
+        ))?;
+    print_report(&comparison);
     Ok(ExitCode::SUCCESS)
 }
 

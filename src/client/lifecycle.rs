@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::listen::Counter;
 use super::{Error, QueueClient};
 use crate::model::{Slugid, Timestamp};
+use crate::projections::exchanges::Exchange;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -255,4 +257,118 @@ async fn wakeups(
         }
     }
     Ok(latencies)
+}
+
+/// The load without listeners, then with `listeners` websocket listeners bound to `#` on
+/// `exchanges`, each counting what it receives.
+pub struct ListenerComparison {
+    pub without: Report,
+    pub with: Report,
+    pub listeners: usize,
+    pub exchanges: Vec<Exchange>,
+    /// Messages each listener should have received.
+    pub expected: u64,
+    /// Messages all listeners received.
+    pub received: u64,
+    /// Listeners the server disconnected.
+    pub disconnected: usize,
+}
+
+/// Runs the load twice on one server, without and with listeners (wake-up rounds off).
+pub async fn compare_listeners(
+    client: QueueClient,
+    options: Options,
+    root_url: &str,
+    listeners: usize,
+    exchanges: Vec<Exchange>,
+) -> anyhow::Result<ListenerComparison> {
+    let quiet = Options {
+        progress: false,
+        wakeup_rounds: 0,
+        ..options
+    };
+    let without = run(client.clone(), quiet.clone()).await?;
+    let bindings: Vec<(String, String)> = exchanges
+        .iter()
+        .map(|exchange| (exchange.name().to_owned(), "#".to_owned()))
+        .collect();
+    let mut counters = Vec::with_capacity(listeners);
+    for _ in 0..listeners {
+        counters.push(Counter::connect(root_url, &bindings).await?);
+    }
+    let with = run(client, quiet).await?;
+    // Every lifecycle publishes one message on each of task-defined, task-pending,
+    // task-running, task-completed and (its one-task group's) task-group-resolved.
+    let per_lifecycle = exchanges
+        .iter()
+        .filter(|exchange| {
+            matches!(
+                exchange,
+                Exchange::TaskDefined
+                    | Exchange::TaskPending
+                    | Exchange::TaskRunning
+                    | Exchange::TaskCompleted
+                    | Exchange::TaskGroupResolved
+            )
+        })
+        .count() as u64;
+    let expected = with.lifecycles * per_lifecycle;
+    let waiting = Instant::now();
+    while counters
+        .iter()
+        .any(|counter| counter.received() < expected && counter.closed().is_none())
+        && waiting.elapsed() < LISTENER_DRAIN_TIMEOUT
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(ListenerComparison {
+        without,
+        with,
+        listeners,
+        exchanges,
+        expected,
+        received: counters.iter().map(Counter::received).sum(),
+        disconnected: counters
+            .iter()
+            .filter(|counter| counter.closed().is_some())
+            .count(),
+    })
+}
+
+/// How long the listeners may take to receive what the load published.
+const LISTENER_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl std::fmt::Display for ListenerComparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = |report: &Report| report.lifecycles as f64 / report.elapsed.as_secs_f64();
+        let names: Vec<&str> = self
+            .exchanges
+            .iter()
+            .map(|exchange| exchange.name())
+            .collect();
+        let expected = self.expected * self.listeners as u64;
+        writeln!(f, "without listeners:\n{}", self.without)?;
+        writeln!(
+            f,
+            "with {} listeners bound to `#` on {}:\n{}",
+            self.listeners,
+            names.join(", "),
+            self.with
+        )?;
+        writeln!(
+            f,
+            "listeners received {} messages ({:.0}% of {expected} expected), {} disconnected",
+            self.received,
+            100.0 * self.received as f64 / expected.max(1) as f64,
+            self.disconnected
+        )?;
+        writeln!(
+            f,
+            "throughput with {} listeners: {:.0}/s vs {:.0}/s without ({:+.1}%)",
+            self.listeners,
+            rate(&self.with),
+            rate(&self.without),
+            100.0 * (rate(&self.with) / rate(&self.without) - 1.0)
+        )
+    }
 }
