@@ -431,6 +431,7 @@ fn run_up(up: Up) -> anyhow::Result<ExitCode> {
         data_dir: up.data_dir.join("worker"),
         credentials: Some(farm.root_credentials()),
         ssh: settings.worker.ssh.clone(),
+        interactive: settings.worker.interactive.clone(),
     };
     actix_web::rt::System::new().block_on(async {
         let state = start_queue(&settings, access, &up.data_dir.join("queue"), &root_url).await?;
@@ -659,6 +660,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir,
         credentials: credentials_from_env(),
         ssh: settings.worker.ssh,
+        interactive: settings.worker.interactive,
     };
     actix_web::rt::System::new().block_on(async {
         if let Some(listen) = &args.metrics_listen {

@@ -22,6 +22,18 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub events: EventsSettings,
     pub kafka: KafkaAlias,
+    pub sessions: SessionSettings,
+}
+
+/// Interactive sessions on the queue (`[sessions]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    pub ticket_seconds: u64,
+    pub max_per_run: usize,
+    pub relay_buffer_frames: usize,
+    pub worker_attach_seconds: u64,
+    pub xterm_dir: std::path::PathBuf,
 }
 
 /// Exchange messages and their listeners (`[events]`).
@@ -46,6 +58,15 @@ pub struct KafkaAlias {
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub ssh: SshSettings,
+    pub interactive: InteractiveSettings,
+}
+
+/// Interactive sessions on the worker (`[worker.interactive]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InteractiveSettings {
+    pub linger_seconds: u64,
+    pub busybox: std::path::PathBuf,
 }
 
 /// The SSH engine (`[worker.ssh]`).

@@ -17,8 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_http::body::{BodyStream, MessageBody};
-use actix_http::ws::{self, CloseCode, CloseReason};
+use actix_http::ws::{self, CloseCode};
 use actix_web::web::BytesMut;
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
@@ -26,11 +25,10 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::mpsc;
-use tokio_util::codec::{Decoder, Encoder};
 
 use super::call::Call;
 use super::server::State;
+use super::websocket::{self, Incoming, Reader, Writer, close_reason};
 use super::{ApiError, ErrorCode};
 use crate::projections::bindings::{self, Binding};
 use crate::projections::bus::{Batch, Bus, Cursor, Published, Subscription};
@@ -46,6 +44,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const OUTPUT_CHUNKS: usize = 4;
 /// Most messages a listener hands on at once.
 const MAX_BATCH: usize = 256;
+/// Largest frame a listener may send (its subscription).
+const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// Most bindings one listener may have.
 const MAX_BINDINGS: usize = 256;
 
@@ -249,105 +249,18 @@ fn subscribe(
 pub async fn listen(state: Data<State>, request: HttpRequest, body: Payload) -> HttpResponse {
     Call::new("listen", request.clone(), Ok(Bytes::new()))
         .answer(async |_| {
-            let mut response = ws::handshake(request.head())
-                .map_err(|error| invalid(format!("not a websocket request: {error}")))?;
-            let (output, chunks) = mpsc::channel::<Bytes>(OUTPUT_CHUNKS);
-            let stream = futures::stream::unfold(chunks, |mut chunks| async move {
-                let chunk = chunks.recv().await?;
-                Some((Ok::<_, actix_web::Error>(chunk), chunks))
-            });
-            let connection = Connection {
-                incoming: body,
-                received: BytesMut::new(),
-                codec: ws::Codec::new(),
-                output,
-            };
-            actix_web::rt::spawn(serve_websocket(state, connection));
-            let response = response
-                .message_body(BodyStream::new(stream).boxed())
-                .map_err(|error| {
-                    ApiError::new(ErrorCode::InternalServerError, error.to_string())
-                })?;
-            Ok(HttpResponse::from(response))
+            let (response, reader, writer) =
+                websocket::accept(&request, body, MAX_CLIENT_FRAME, OUTPUT_CHUNKS)?;
+            actix_web::rt::spawn(serve_websocket(state, reader, writer));
+            Ok(response)
         })
         .await
 }
 
-/// One websocket: frames from the client decoded off the request body, chunks of encoded
-/// frames to it through the response body.
-struct Connection {
-    incoming: Payload,
-    received: BytesMut,
-    codec: ws::Codec,
-    output: mpsc::Sender<Bytes>,
-}
-
-/// What the client sent, as far as a listener cares.
-enum Incoming {
-    Text(Bytes),
-    Ping(Bytes),
-    Close(Option<CloseReason>),
-    /// The connection broke or the client broke the protocol.
-    Gone,
-}
-
-impl Connection {
-    /// The next frame the client sent that matters (pongs and binary frames do not).
-    /// Cancel-safe: a frame is decoded only from what has been read.
-    async fn receive(&mut self) -> Incoming {
-        loop {
-            match self.codec.decode(&mut self.received) {
-                Ok(Some(ws::Frame::Text(text))) => return Incoming::Text(text),
-                Ok(Some(ws::Frame::Ping(bytes))) => return Incoming::Ping(bytes),
-                Ok(Some(ws::Frame::Close(reason))) => return Incoming::Close(reason),
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
-                Err(_) => return Incoming::Gone,
-            }
-            match self.incoming.next().await {
-                Some(Ok(bytes)) => self.received.extend_from_slice(&bytes),
-                Some(Err(_)) | None => return Incoming::Gone,
-            }
-        }
-    }
-
-    /// Sends encoded frames; an error once the connection is gone.
-    async fn send_encoded(&self, frames: Bytes) -> Result<(), ()> {
-        self.output.send(frames).await.map_err(drop)
-    }
-
-    async fn send(&mut self, message: ws::Message) -> Result<(), ()> {
-        let mut frame = BytesMut::new();
-        self.codec.encode(message, &mut frame).map_err(drop)?;
-        self.send_encoded(frame.freeze()).await
-    }
-
-    async fn send_text(&mut self, text: String) -> Result<(), ()> {
-        self.send(ws::Message::Text(text.into())).await
-    }
-
-    /// Sends a close frame; the connection ends once it is written.
-    async fn close(mut self, reason: Option<CloseReason>) {
-        let _ = self.send(ws::Message::Close(reason)).await;
-    }
-}
-
-fn close_reason(code: CloseCode, description: impl Into<String>) -> Option<CloseReason> {
-    let mut description: String = description.into();
-    // A close frame's reason must fit in a control frame (125 bytes, 2 of them the code).
-    while description.len() > 123 {
-        description.pop();
-    }
-    Some(CloseReason {
-        code,
-        description: Some(description),
-    })
-}
-
-async fn serve_websocket(state: Data<State>, mut connection: Connection) {
+async fn serve_websocket(state: Data<State>, mut reader: Reader, connection: Writer) {
     let request = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
         loop {
-            match connection.receive().await {
+            match reader.receive().await {
                 Incoming::Ping(bytes) => {
                     let _ = connection.send(ws::Message::Pong(bytes)).await;
                 }
@@ -430,7 +343,7 @@ async fn serve_websocket(state: Data<State>, mut connection: Connection) {
                 Next::Behind(reason) => break close_reason(CloseCode::Policy, reason),
                 Next::Closed => break close_reason(CloseCode::Away, "the server is stopping"),
             },
-            incoming = connection.receive() => match incoming {
+            incoming = reader.receive() => match incoming {
                 Incoming::Ping(bytes) => {
                     if connection.send(ws::Message::Pong(bytes)).await.is_err() {
                         return;
@@ -438,7 +351,7 @@ async fn serve_websocket(state: Data<State>, mut connection: Connection) {
                 }
                 // Answer the close, as the protocol asks.
                 Incoming::Close(reason) => break reason,
-                Incoming::Text(_) => {}
+                Incoming::Text(_) | Incoming::Binary(_) => {}
                 Incoming::Gone => return,
             },
             _ = keepalive.tick() => {

@@ -11,5 +11,7 @@ pub mod pagination;
 pub mod response;
 mod routes;
 pub mod server;
+pub mod sessions;
+pub mod websocket;
 
 pub use error::{ApiError, ErrorCode};

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::access::Access;
 use super::blobs::{self, BlobStore};
 use super::live_logs::{self, LiveLogs};
-use super::{events, response, routes};
+use super::{events, response, routes, sessions};
 use crate::engine::Engine;
 use crate::projections::metrics::{METRICS, WORKER_METRICS};
 use crate::settings::Settings;
@@ -37,6 +37,10 @@ pub struct State {
     pub blobs: BlobStore,
     /// Logs workers push while their tasks run.
     pub live_logs: std::sync::Arc<LiveLogs>,
+    /// Interactive sessions open in this process.
+    pub sessions: std::sync::Arc<super::sessions::registry::Registry>,
+    /// The deployment's root URL, for the URLs the API hands out.
+    pub root_url: String,
     /// How long claimWork waits for work (`api.claim_work_timeout_seconds`).
     pub claim_work_timeout: Duration,
     /// How far in the future a new task's deadline may be (`queue.max_deadline_days`).
@@ -64,6 +68,8 @@ impl State {
             access,
             blobs,
             live_logs: std::sync::Arc::new(LiveLogs::new(data_dir)),
+            sessions: super::sessions::registry(settings),
+            root_url: root_url.trim_end_matches('/').to_owned(),
             claim_work_timeout: Duration::from_secs(
                 settings
                     .api
@@ -178,6 +184,12 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
                 .route(web::post().to(live_logs::push))
                 .route(web::get().to(live_logs::follow))
                 .default_service(web::to(|| async { response::not_found() })),
+        )
+        .route("/shell", web::get().to(sessions::page::page_directory))
+        .route("/shell/", web::get().to(sessions::page::page))
+        .route(
+            "/shell/xterm/{path:.+}",
+            web::get().to(sessions::page::xterm),
         )
         .service(
             web::scope("/api/events/v1")

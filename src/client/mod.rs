@@ -51,6 +51,10 @@ impl Error {
 }
 
 /// One deployment's Queue API, as one client.
+/// A websocket to the server.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 #[derive(Clone)]
 pub struct QueueClient {
     base: String,
@@ -129,27 +133,10 @@ impl QueueClient {
             .http
             .request(method.clone(), format!("{}{resource}", self.origin()))
             .insert_header(("Accept", "application/json"));
-        if let Some(credentials) = &self.credentials {
-            let hash = body
-                .as_ref()
-                .map(|(content_type, body)| payload_hash(Some(content_type), body));
-            let nonce = Slugid::nice().to_string();
-            let header = client_header(
-                &Signing {
-                    id: &credentials.client_id,
-                    key: &credentials.access_token,
-                    ts: Timestamp::now().millis() / 1000,
-                    nonce: &nonce,
-                    hash: hash.as_deref(),
-                    ext: self.ext.as_deref(),
-                },
-                &RequestLine {
-                    method: method.as_str(),
-                    resource,
-                    host: &self.host,
-                    port: self.port,
-                },
-            );
+        let hash = body
+            .as_ref()
+            .map(|(content_type, body)| payload_hash(Some(content_type), body));
+        if let Some(header) = self.authorization(method.as_str(), resource, hash.as_deref()) {
             request = request.insert_header(("Authorization", header));
         }
         let transport = |reason: String| Error::Transport {
@@ -188,6 +175,74 @@ impl QueueClient {
                 status,
                 body: value,
             })
+        }
+    }
+
+    /// The Hawk `Authorization` header for `method resource` (with the body's payload hash),
+    /// if the client has credentials.
+    fn authorization(&self, method: &str, resource: &str, hash: Option<&str>) -> Option<String> {
+        let credentials = self.credentials.as_ref()?;
+        let nonce = Slugid::nice().to_string();
+        Some(client_header(
+            &Signing {
+                id: &credentials.client_id,
+                key: &credentials.access_token,
+                ts: Timestamp::now().millis() / 1000,
+                nonce: &nonce,
+                hash,
+                ext: self.ext.as_deref(),
+            },
+            &RequestLine {
+                method,
+                resource,
+                host: &self.host,
+                port: self.port,
+            },
+        ))
+    }
+
+    /// Opens a websocket to `resource` (path and query on the server, as for
+    /// [`QueueClient::send`]), the upgrade request signed like a GET.
+    pub async fn websocket(&self, resource: &str) -> Result<WebSocket, Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let origin = self.origin();
+        let url = match origin.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}{resource}"),
+            Some((_, rest)) => format!("ws://{rest}{resource}"),
+            None => format!("ws://{origin}{resource}"),
+        };
+        let transport = |reason: String| Error::Transport {
+            method: Method::GET,
+            path: resource.to_owned(),
+            reason,
+        };
+        let mut request = url
+            .into_client_request()
+            .map_err(|error| transport(error.to_string()))?;
+        if let Some(header) = self.authorization("GET", resource, None) {
+            let value = header
+                .parse()
+                .map_err(|_| transport("an unusable Authorization header".to_owned()))?;
+            request.headers_mut().insert("Authorization", value);
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let body = response
+                    .body()
+                    .as_deref()
+                    .and_then(|bytes| serde_json::from_slice(bytes).ok())
+                    .unwrap_or(Value::Null);
+                Err(Error::Api {
+                    method: Method::GET,
+                    path: resource.to_owned(),
+                    status,
+                    body,
+                })
+            }
+            Err(error) => Err(transport(error.to_string())),
         }
     }
 

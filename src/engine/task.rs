@@ -10,11 +10,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::api::ApiError;
+use crate::api::{ApiError, ErrorCode};
 use crate::model::fold::MAX_RUNS_PER_TASK;
 use crate::model::{
     Artifact, Event, ExceptionReason, Priority, ReasonCreated, ReasonResolved, Requires, Run,
-    RunState, Slugid, Task, TaskDefinition, Timestamp,
+    RunState, SessionEnd, Slugid, Task, TaskDefinition, Timestamp,
 };
 
 /// The knobs of the task decisions.
@@ -94,6 +94,21 @@ pub enum Command {
         name: String,
         artifact: Box<Artifact>,
     },
+    /// `createSession`: a shell into the running run `run_id` of a task that enabled
+    /// `features.interactive`.
+    OpenSession {
+        run_id: u32,
+        session_id: Slugid,
+        client_id: String,
+        command: Vec<String>,
+        tty: bool,
+    },
+    /// A session ended (its relay ended, or `closeSession`); nothing if it already had.
+    CloseSession {
+        session_id: Slugid,
+        end: SessionEnd,
+        exit_status: Option<i32>,
+    },
 }
 
 /// Decides `command` for the task `task_id`, whose folded state is `task` (`None` if it was
@@ -148,6 +163,28 @@ pub fn decide(
             name,
             artifact,
         } => super::artifact::decide(task, run_id, name, *artifact, now),
+        Command::OpenSession {
+            run_id,
+            session_id,
+            client_id,
+            command,
+            tty,
+        } => decision.open_session(task, run_id, session_id, client_id, command, tty),
+        Command::CloseSession {
+            session_id,
+            end,
+            exit_status,
+        } => Ok(task
+            .and_then(|task| task.session(session_id))
+            .filter(|session| session.is_open())
+            .map(|_| {
+                vec![Event::SessionClosed {
+                    session_id,
+                    end,
+                    exit_status,
+                }]
+            })
+            .unwrap_or_default()),
     }
 }
 
@@ -466,6 +503,39 @@ impl Decision<'_> {
             return Ok(vec![]);
         }
         Ok(vec![Event::PriorityChanged { priority }])
+    }
+
+    fn open_session(
+        &self,
+        task: Option<&Task>,
+        run_id: u32,
+        session_id: Slugid,
+        client_id: String,
+        command: Vec<String>,
+        tty: bool,
+    ) -> Result<Vec<Event>, ApiError> {
+        let task = self.found(task, self.not_created())?;
+        let run = self.run(task, run_id)?;
+        if !task.definition.interactive() {
+            return Err(ApiError::new(
+                ErrorCode::InputError,
+                format!(
+                    "Task `{}` did not enable `features.interactive`; its runs have no sessions.",
+                    self.task_id
+                ),
+            )
+            .with_details(serde_json::json!({ "taskId": self.task_id })));
+        }
+        if run.state != RunState::Running {
+            return Err(self.resolved_or_not_running(run_id));
+        }
+        Ok(vec![Event::SessionOpened {
+            run_id,
+            session_id,
+            client_id,
+            command,
+            tty,
+        }])
     }
 
     /// The new pending run after a retrying resolution of `run_id`, if one is due: retries

@@ -16,7 +16,7 @@ use super::{Error, Offset, codec};
 
 /// The last byte counts the layouts of the state: a snapshot of an older layout is reported
 /// and skipped (the log after it is replayed instead), never misread.
-const MAGIC: &[u8; 8] = b"TFSNAP\x00\x03";
+const MAGIC: &[u8; 8] = b"TFSNAP\x00\x04";
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 4;
 const SUFFIX: &str = ".snap";
 

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Artifact, Priority, QuarantineChange, ReasonCreated, ReasonResolved, Slugid, TaskDefinition,
-    Timestamp,
+    Artifact, Priority, QuarantineChange, ReasonCreated, ReasonResolved, SessionEnd, Slugid,
+    TaskDefinition, Timestamp,
 };
 
 /// One record of the log: which entity it belongs to, when it happened, and what happened.
@@ -72,4 +72,18 @@ pub enum Event {
     WorkerDeclared { expires: Timestamp },
     /// Every task of the group (keyed by the group's id) is resolved.
     TaskGroupResolved,
+    /// `createSession`: an interactive session into a running run was opened.
+    SessionOpened {
+        run_id: u32,
+        session_id: Slugid,
+        client_id: String,
+        command: Vec<String>,
+        tty: bool,
+    },
+    /// The session ended; `exit_status` when its command exited.
+    SessionClosed {
+        session_id: Slugid,
+        end: SessionEnd,
+        exit_status: Option<i32>,
+    },
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Artifact, Envelope, Event, Priority, ReasonCreated, ReasonResolved, RunState, RunStatus,
-    Slugid, TaskDefinition, TaskGroup, TaskState, TaskStatus, Timestamp, Worker,
+    Session, Slugid, TaskDefinition, TaskGroup, TaskState, TaskStatus, Timestamp, Worker,
 };
 
 /// Most runs a task may have (Taskcluster's `MAX_RUNS_ALLOWED`): `rerunTask` refuses to add
@@ -33,6 +33,8 @@ pub struct Task {
     pub satisfied_dependencies: BTreeSet<Slugid>,
     /// Every artifact of every run, by run and name (so a run's are in name order).
     pub artifacts: BTreeMap<(u32, String), Artifact>,
+    /// Every interactive session of every run, in opening order.
+    pub sessions: Vec<Session>,
 }
 
 /// A run inside the folded task. Unlike [`RunStatus`], every field is always encoded, so the
@@ -60,7 +62,20 @@ impl Task {
             runs: Vec::new(),
             satisfied_dependencies: BTreeSet::new(),
             artifacts: BTreeMap::new(),
+            sessions: Vec::new(),
         }
+    }
+
+    pub fn session(&self, session_id: Slugid) -> Option<&Session> {
+        self.sessions
+            .iter()
+            .find(|session| session.session_id == session_id)
+    }
+
+    fn session_mut(&mut self, session_id: Slugid) -> Option<&mut Session> {
+        self.sessions
+            .iter_mut()
+            .find(|session| session.session_id == session_id)
     }
 
     pub fn state(&self) -> TaskState {
@@ -148,6 +163,40 @@ impl Task {
                 if (*run_id as usize) < self.runs.len() {
                     self.artifacts
                         .insert((*run_id, name.clone()), artifact.clone());
+                }
+            }
+            Event::SessionOpened {
+                run_id,
+                session_id,
+                client_id,
+                command,
+                tty,
+            } => {
+                if (*run_id as usize) < self.runs.len() {
+                    self.sessions.push(Session {
+                        session_id: *session_id,
+                        run_id: *run_id,
+                        client_id: client_id.clone(),
+                        command: command.clone(),
+                        tty: *tty,
+                        opened: at,
+                        closed: None,
+                        end: None,
+                        exit_status: None,
+                    });
+                }
+            }
+            Event::SessionClosed {
+                session_id,
+                end,
+                exit_status,
+            } => {
+                if let Some(session) = self.session_mut(*session_id)
+                    && session.is_open()
+                {
+                    session.closed = Some(at);
+                    session.end = Some(*end);
+                    session.exit_status = *exit_status;
                 }
             }
             // Events of other entities.

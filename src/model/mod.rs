@@ -6,7 +6,9 @@ pub mod event;
 pub mod fold;
 pub mod group;
 pub mod ids;
+pub mod interactive;
 pub mod json;
+pub mod session;
 pub mod status;
 pub mod task;
 pub mod time;
@@ -18,6 +20,7 @@ pub use fold::{Entities, Run, Task};
 pub use group::TaskGroup;
 pub use ids::Slugid;
 pub use json::Json;
+pub use session::{Session, SessionEnd};
 pub use status::{
     ExceptionReason, ReasonCreated, ReasonResolved, RunState, RunStatus, TaskState, TaskStatus,
 };

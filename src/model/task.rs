@@ -412,6 +412,13 @@ impl CreateTaskRequest {
 }
 
 impl TaskDefinition {
+    /// Whether the payload asks for interactive sessions (`features.interactive: true`, in
+    /// docker-worker's payload and the SSH payload alike).
+    pub fn interactive(&self) -> bool {
+        serde_json::from_str::<serde_json::Value>(self.payload.as_str())
+            .is_ok_and(|payload| payload["features"]["interactive"] == true)
+    }
+
     /// The whole normalization of a `createTask` body (reference §3.2 steps 1–6) for callers
     /// that authorize elsewhere or not at all.
     pub fn from_request(

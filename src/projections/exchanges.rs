@@ -389,7 +389,9 @@ pub fn derive(
         | Event::TaskGroupSealed
         | Event::TaskGroupResolved
         | Event::WorkerQuarantined { .. }
-        | Event::WorkerDeclared { .. } => {}
+        | Event::WorkerDeclared { .. }
+        | Event::SessionOpened { .. }
+        | Event::SessionClosed { .. } => {}
     }
     derived
 }

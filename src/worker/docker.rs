@@ -20,11 +20,20 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use bollard::container::LogOutput;
+use bollard::exec::{ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use futures::future::LocalBoxFuture;
+use std::rc::Rc;
+
 use super::artifacts::Missing;
 use super::caches::{Caches, Lease};
+use super::interactive::{Interactive, Shell, ShellProcess, ShellRequest, Shells, Stop};
 use super::payload::{DockerArtifact, DockerPayload, PathKind};
 use super::resolution::{Abort, Artifacts, Outcome, Phase, Problem};
 use super::task_run::RunContext;
+use crate::model::interactive::{MAX_DATA, STDERR, STDOUT};
+use crate::settings::InteractiveSettings;
 
 /// Label names on every container the worker makes.
 const LABEL_TASK: &str = "taskfold.task-id";
@@ -34,22 +43,44 @@ const LABEL_WORKER: &str = "taskfold.worker";
 const PULL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// After the container stopped, how long its last output may take to arrive.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
+/// Where an interactive container has the worker's static busybox, and the directory it
+/// shares with the worker.
+const LINGER_BUSYBOX: &str = "/.taskfold/busybox";
+const LINGER_DIR: &str = "/.taskfold/run";
+/// The entrypoint of an interactive container: runs the task's command, records its status
+/// for the worker, and waits until the worker releases the container (once no session needs
+/// it), then exits with the command's status. The task's own argv follows as `$@`.
+const LINGER_SCRIPT: &str = r#""$@"
+status=$?
+echo "$status" > /.taskfold/run/status.tmp && /.taskfold/busybox mv /.taskfold/run/status.tmp /.taskfold/run/status
+while [ ! -e /.taskfold/run/release ]; do /.taskfold/busybox sleep 0.1; done
+exit "$status""#;
+/// How often the worker looks for the command's status in an interactive container.
+const STATUS_POLL: Duration = Duration::from_millis(100);
+/// After the release, how long the container may take to exit before it is killed.
+const RELEASE_GRACE: Duration = Duration::from_secs(5);
 
 pub struct DockerEngine {
     api: bollard::Docker,
     caches: Caches,
+    /// `[worker.interactive]`: how interactive containers linger.
+    interactive: InteractiveSettings,
     /// One pull at a time: parallel pulls of one image raced in docker-worker.
     pulling: tokio::sync::Mutex<()>,
 }
 
 impl DockerEngine {
     /// Connects to the engine and checks it answers.
-    pub async fn connect(data_dir: &Path) -> anyhow::Result<DockerEngine> {
+    pub async fn connect(
+        data_dir: &Path,
+        interactive: InteractiveSettings,
+    ) -> anyhow::Result<DockerEngine> {
         let api = bollard::Docker::connect_with_local_defaults()?;
         api.ping().await?;
         Ok(DockerEngine {
             api,
             caches: Caches::open(&data_dir.join("caches"))?,
+            interactive,
             pulling: tokio::sync::Mutex::new(()),
         })
     }
@@ -220,16 +251,36 @@ impl DockerEngine {
             (LABEL_RUN.to_owned(), run.run_id.to_string()),
             (LABEL_WORKER.to_owned(), run.identity.worker()),
         ]);
-        let binds: Vec<String> = leases
+        let mut binds: Vec<String> = leases
             .iter()
             .map(|(lease, mount)| format!("{}:{mount}", lease.path.display()))
             .collect();
+        let mut entrypoint = None;
+        let mut cmd = (!payload.command.is_empty()).then(|| payload.command.clone());
+        if payload.feature("interactive") {
+            // The task's argv becomes the arguments of the linger script.
+            let image = self.api.inspect_image(payload.image.name()).await?;
+            let config = image.config.unwrap_or_default();
+            let mut argv = config.entrypoint.unwrap_or_default();
+            argv.extend(cmd.take().or(config.cmd).unwrap_or_default());
+            entrypoint = Some(
+                [LINGER_BUSYBOX, "sh", "-c", LINGER_SCRIPT, "taskfold-linger"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            );
+            cmd = Some(argv);
+            let busybox = std::path::absolute(&self.interactive.busybox)
+                .unwrap_or_else(|_| self.interactive.busybox.clone());
+            binds.push(format!("{}:{LINGER_BUSYBOX}:ro", busybox.display()));
+            binds.push(format!("{}:{LINGER_DIR}", linger_dir(run).display()));
+        }
         let cap_add = payload
             .feature("allowPtrace")
             .then(|| vec!["SYS_PTRACE".to_owned()]);
         let body = ContainerCreateBody {
             image: Some(payload.image.name().to_owned()),
-            cmd: (!payload.command.is_empty()).then(|| payload.command.clone()),
+            entrypoint,
+            cmd,
             env: Some(env),
             labels: Some(labels),
             tty: Some(true),
@@ -263,7 +314,8 @@ impl DockerEngine {
         }
     }
 
-    /// Starts the container and waits for its end, its maxRunTime, or an abort.
+    /// Starts the container and waits for its end, its maxRunTime, or an abort; an
+    /// interactive one then lingers for its sessions.
     async fn run_container(
         &self,
         run: &mut RunContext,
@@ -271,6 +323,15 @@ impl DockerEngine {
         container: &str,
         outcome: &mut Outcome,
     ) {
+        let interactive = payload.feature("interactive");
+        if interactive {
+            if let Err(error) = std::fs::create_dir_all(linger_dir(run)) {
+                outcome.problem = Some(Problem::Internal(format!(
+                    "making the interactive container's directory: {error}"
+                )));
+                return;
+            }
+        }
         run.payload_starting();
         let started = Instant::now();
         if let Err(error) = self.api.start_container(container, None).await {
@@ -283,6 +344,13 @@ impl DockerEngine {
             return;
         }
         outcome.reached = Phase::Running;
+        let sessions = interactive.then(|| {
+            let shells = Rc::new(DockerShells {
+                api: self.api.clone(),
+                container: container.to_owned(),
+            });
+            Interactive::start(run, shells)
+        });
         let logs = self.api.logs(
             container,
             Some(
@@ -301,26 +369,87 @@ impl DockerEngine {
             }
         });
         let max_run_time = Duration::from_secs(payload.max_run_time);
+        let status_file = linger_dir(run).join("status");
+        let command_ended = async {
+            if interactive {
+                self.command_status(container, &status_file).await
+            } else {
+                self.wait(container).await
+            }
+        };
         tokio::select! {
-            code = self.wait(container) => outcome.exit_code = Some(code),
+            code = command_ended => outcome.exit_code = Some(code),
             () = tokio::time::sleep(max_run_time) => {
                 run.log.error(&format!(
                     "Task timeout after {} seconds. Force killing container.",
                     payload.max_run_time
                 ));
-                self.kill(container).await;
-                outcome.exit_code = Some(self.wait(container).await);
                 outcome.timed_out = true;
             }
             abort = run.aborted() => {
                 run.log.error(&format!("the run was aborted: {}", abort.describe()));
-                self.kill(container).await;
                 outcome.abort = Some(abort);
+            }
+        }
+        if let Some(sessions) = sessions {
+            if outcome.exit_code.is_some() {
+                // The command is done; the container stays for the sessions, within the
+                // task's maxRunTime and deadline.
+                let bound = (started + max_run_time).min(run.deadline());
+                let linger = Duration::from_secs(self.interactive.linger_seconds);
+                tokio::select! {
+                    () = sessions.linger(linger, bound) => {}
+                    abort = run.aborted() => {
+                        // The command's result stands; only a cancel overrides it.
+                        if abort == Abort::Canceled {
+                            outcome.abort = Some(abort);
+                        }
+                    }
+                }
+            }
+            let why = match outcome.abort {
+                Some(Abort::WorkerShutdown) => Stop::Shutdown,
+                _ => Stop::RunEnded,
+            };
+            sessions.stop(why).await;
+            if outcome.exit_code.is_some() && outcome.abort.is_none() {
+                let _ = std::fs::write(linger_dir(run).join("release"), b"");
+                if tokio::time::timeout(RELEASE_GRACE, self.wait(container))
+                    .await
+                    .is_err()
+                {
+                    self.kill(container).await;
+                }
+            }
+        }
+        if outcome.exit_code.is_none() {
+            self.kill(container).await;
+            if outcome.timed_out {
+                outcome.exit_code = Some(self.wait(container).await);
             }
         }
         let _ = tokio::time::timeout(LOG_DRAIN, streaming).await;
         run.log
             .task_finished(outcome.exit_code, outcome.timed_out, started.elapsed());
+    }
+
+    /// The exit status of an interactive container's command: what the linger script
+    /// recorded, or the container's own if it stopped first.
+    async fn command_status(&self, container: &str, status_file: &Path) -> i64 {
+        let recorded = async {
+            loop {
+                if let Ok(text) = tokio::fs::read_to_string(status_file).await
+                    && let Ok(status) = text.trim().parse()
+                {
+                    return status;
+                }
+                tokio::time::sleep(STATUS_POLL).await;
+            }
+        };
+        tokio::select! {
+            status = recorded => status,
+            status = self.wait(container) => status,
+        }
     }
 
     /// The container's exit status, once it stopped.
@@ -438,6 +567,129 @@ impl DockerEngine {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The directory an interactive container shares with the worker.
+fn linger_dir(run: &RunContext) -> PathBuf {
+    // Docker takes a relative bind source for a volume name.
+    let dir = run.work_dir.join("interactive");
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// Shells in a task's container, through `docker exec`.
+struct DockerShells {
+    api: bollard::Docker,
+    container: String,
+}
+
+impl Shells for DockerShells {
+    fn open(&self, request: ShellRequest) -> LocalBoxFuture<'static, Result<Shell, String>> {
+        let (api, container) = (self.api.clone(), self.container.clone());
+        Box::pin(async move {
+            let config = ExecConfig {
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(request.tty),
+                cmd: Some(request.command.clone()),
+                env: Some(vec!["TERM=xterm-256color".to_owned()]),
+                ..ExecConfig::default()
+            };
+            let exec = api
+                .create_exec(&container, config)
+                .await
+                .map_err(|error| format!("docker exec {:?}: {error}", request.command))?
+                .id;
+            // The start request's `tty` decides whether Docker multiplexes the stream; it
+            // must be the exec's.
+            let options = StartExecOptions {
+                detach: false,
+                tty: request.tty,
+                output_capacity: Some(MAX_DATA),
+            };
+            let StartExecResults::Attached { output, input } = api
+                .start_exec(&exec, Some(options))
+                .await
+                .map_err(|error| format!("docker exec {:?}: {error}", request.command))?
+            else {
+                return Err("docker exec started detached".to_owned());
+            };
+            let process = DockerExec {
+                api: api.clone(),
+                exec,
+                tty: request.tty,
+            };
+            if request.tty {
+                process.resize(request.rows, request.cols).await?;
+            }
+            let output = output
+                .filter_map(|chunk| async move {
+                    match chunk {
+                        Ok(LogOutput::StdErr { message }) => Some(Ok((STDERR, message.to_vec()))),
+                        Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                            Some(Ok((STDOUT, message.to_vec())))
+                        }
+                        Ok(LogOutput::StdIn { .. }) => None,
+                        Err(error) => Some(Err(std::io::Error::other(error))),
+                    }
+                })
+                .boxed_local();
+            Ok(Shell {
+                output,
+                input: input as std::pin::Pin<Box<dyn tokio::io::AsyncWrite>>,
+                process: Box::new(process),
+            })
+        })
+    }
+}
+
+struct DockerExec {
+    api: bollard::Docker,
+    exec: String,
+    tty: bool,
+}
+
+impl ShellProcess for DockerExec {
+    fn resize(&self, rows: u16, cols: u16) -> LocalBoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if !self.tty {
+                return Err("cannot resize, not a tty instance".to_owned());
+            }
+            let size = ResizeExecOptions {
+                height: rows,
+                width: cols,
+            };
+            self.api
+                .resize_exec(&self.exec, size)
+                .await
+                .map_err(|error| format!("resizing the terminal: {error}"))
+        })
+    }
+
+    fn exit_status(&self) -> LocalBoxFuture<'_, i32> {
+        Box::pin(async move {
+            // The stream can end a moment before Docker records the exit.
+            for _ in 0..50 {
+                match self.api.inspect_exec(&self.exec).await {
+                    Ok(inspected) if inspected.running != Some(true) => {
+                        if let Some(code) = inspected.exit_code {
+                            return i32::try_from(code).unwrap_or(-1);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return -1,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            -1
+        })
+    }
+
+    fn kill(&self) -> LocalBoxFuture<'_, ()> {
+        // Docker cannot kill an exec; dropping its connection hangs up its terminal, and the
+        // container's end takes whatever is left.
+        Box::pin(async {})
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod caches;
 pub mod docker;
+pub mod interactive;
 pub mod live_log;
 pub mod payload;
 pub mod resolution;
@@ -62,6 +63,8 @@ pub struct Options {
     pub credentials: Option<Credentials>,
     /// `[worker.ssh]`: the SSH engine's targets.
     pub ssh: crate::settings::SshSettings,
+    /// `[worker.interactive]`: how runs linger for their sessions.
+    pub interactive: crate::settings::InteractiveSettings,
 }
 
 /// Who the worker is, as tasks see it.
@@ -168,7 +171,7 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
     });
     let engine = match options.engine {
         EngineKind::Docker => {
-            let docker = DockerEngine::connect(&options.data_dir)
+            let docker = DockerEngine::connect(&options.data_dir, options.interactive.clone())
                 .await
                 .map_err(|error| anyhow::anyhow!("connecting to the Docker engine: {error}"))?;
             let reaped = docker.reap(&identity.worker()).await?;

@@ -114,6 +114,8 @@ const OFFERED_FEATURES: &[(&str, Option<&str>)] = &[
     ("localLiveLog", None),
     ("artifacts", None),
     ("allowPtrace", Some("docker-worker:feature:allowPtrace")),
+    // Like docker-worker, no scope: who may open a session is decided by the queue.
+    ("interactive", None),
 ];
 
 impl DockerPayload {
@@ -208,6 +210,14 @@ pub struct SshPayload {
     pub max_run_time: u64,
     #[serde(default)]
     pub artifacts: Vec<SshArtifact>,
+    #[serde(default)]
+    pub features: SshFeatures,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SshFeatures {
+    #[serde(default)]
+    pub interactive: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -279,13 +289,13 @@ mod tests {
     fn features_and_caches_are_checked_against_the_worker_and_the_scopes() {
         let payload = json!({
             "image": "i", "maxRunTime": 1,
-            "features": {"interactive": true, "allowPtrace": true, "dind": false},
+            "features": {"interactive": true, "allowPtrace": true, "dind": true},
             "cache": {"cargo": "/cache"}
         });
         let Invalid(errors) = DockerPayload::read(&payload, &scopes(&[])).unwrap_err();
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].contains("`allowPtrace` needs the task scope"));
-        assert!(errors[1].contains("`interactive` is not enabled"));
+        assert!(errors[1].contains("`dind` is not enabled"));
         assert!(errors[2].contains("docker-worker:cache:cargo"));
         let allowed = scopes(&["docker-worker:cache:*", "docker-worker:feature:allowPtrace"]);
         let payload = json!({

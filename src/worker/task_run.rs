@@ -56,6 +56,16 @@ impl RunContext {
             .observe(self.claimed.elapsed().as_secs_f64());
     }
 
+    /// The task's deadline, as an instant of this process's clock.
+    pub fn deadline(&self) -> Instant {
+        let deadline = self.definition["deadline"]
+            .as_str()
+            .and_then(|text| text.parse::<Timestamp>().ok())
+            .map_or(0, Timestamp::millis);
+        let left = u64::try_from(deadline - Timestamp::now().millis()).unwrap_or(0);
+        Instant::now() + Duration::from_millis(left)
+    }
+
     /// Resolves when the run is aborted from outside (cancel, shutdown, lost claim).
     pub async fn aborted(&mut self) -> Abort {
         loop {

@@ -6,11 +6,12 @@ pub(super) mod artifacts;
 mod groups;
 mod queues;
 mod tasks;
-mod work;
+pub(super) mod work;
 
 use actix_web::web;
 
 use super::response;
+use super::sessions;
 use crate::auth::ScopeExpression;
 
 /// Registers every endpoint under the API's base path. A path that exists with another method
@@ -45,6 +46,25 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             resource("/task/{taskId}/runs/{runId}/exception")
                 .route(web::post().to(work::report_exception)),
+        )
+        .service(
+            resource("/task/{taskId}/runs/{runId}/sessions")
+                .route(web::post().to(sessions::create_session))
+                .route(web::get().to(sessions::list_sessions)),
+        )
+        .service(
+            resource("/task/{taskId}/runs/{runId}/sessions/{sessionId}/close")
+                .route(web::post().to(sessions::close_session)),
+        )
+        .service(
+            resource("/sessions/{sessionId}/socket").route(web::get().to(sessions::user_socket)),
+        )
+        .service(
+            resource("/sessions/{sessionId}/worker").route(web::get().to(sessions::worker_socket)),
+        )
+        .service(
+            resource("/task/{taskId}/runs/{runId}/interactive")
+                .route(web::get().to(sessions::control_socket)),
         )
         .service(resource("/pending/{taskQueueId:.+}").route(web::get().to(work::pending_tasks)))
         .service(
@@ -137,6 +157,6 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 /// An endpoint's scope template, from Taskcluster's JSON form (for `static` templates).
-fn template(json: serde_json::Value) -> ScopeExpression {
+pub(super) fn template(json: serde_json::Value) -> ScopeExpression {
     ScopeExpression::from_json(&json).expect("endpoint scope templates are valid")
 }

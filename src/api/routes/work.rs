@@ -30,7 +30,7 @@ static CLAIM_WORK: LazyLock<ScopeExpression> = LazyLock::new(|| {
         "queue:worker-id:<workerGroup>/<workerId>",
     ]}))
 });
-static RECLAIM_TASK: LazyLock<ScopeExpression> =
+pub(in crate::api) static RECLAIM_TASK: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:reclaim-task:<taskId>/<runId>")));
 static RESOLVE_TASK: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:resolve-task:<taskId>/<runId>")));

@@ -1,0 +1,263 @@
+//! The relay of one session: the user's websocket and the worker's dial-back, each served by
+//! its own half on its own connection's thread, each writing into the other's bounded output
+//! (`[sessions] relay_buffer_frames`), so a slow side slows the other instead of growing
+//! memory. Frames pass as they are; the relay only watches for the ones that end a session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_http::ws::{self, CloseCode};
+use actix_web::web::{Bytes, Data};
+
+use super::registry::{Ending, RunKey, Shared, UserAttach};
+use crate::api::server::State;
+use crate::api::websocket::{Incoming, Reader, Writer, close_reason};
+use crate::engine::task::Command;
+use crate::model::SessionEnd;
+use crate::model::interactive::{self, Control, Frame};
+
+/// How often both sides are pinged.
+const KEEPALIVE: Duration = Duration::from_secs(20);
+/// A side silent this long is gone.
+const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Records that the session ended, once: the first caller forgets it here and gets `true`,
+/// and then records it in the log.
+pub fn claim_end(state: &State, shared: &Shared, ending: Ending) -> bool {
+    if !shared.end(ending) {
+        return false;
+    }
+    state.sessions.forget(shared.session_id);
+    true
+}
+
+/// The end as a command for the session's task.
+pub fn close_command(shared: &Shared, ending: Ending) -> Command {
+    Command::CloseSession {
+        session_id: shared.session_id,
+        end: ending.end,
+        exit_status: ending.exit_status,
+    }
+}
+
+/// Ends the session for `ending` if nothing ended it yet, recording it in the background.
+fn end_session(state: &Data<State>, shared: &Arc<Shared>, ending: Ending) {
+    if claim_end(state, shared, ending) {
+        let (state, command) = (state.clone(), close_command(shared, ending));
+        let task_id = shared.run.0;
+        actix_web::rt::spawn(async move {
+            if let Err(error) = state.engine.execute(task_id, command).await {
+                tracing::warn!(%error, "recording the end of a session");
+            }
+        });
+    }
+}
+
+fn ended(end: SessionEnd) -> Ending {
+    Ending {
+        end,
+        exit_status: None,
+    }
+}
+
+/// The user's half: waits for the worker to dial back, then passes the user's frames to it.
+pub async fn serve_user(state: Data<State>, attach: UserAttach, mut reader: Reader, user: Writer) {
+    let shared = attach.shared;
+    let attach_timeout = Duration::from_secs(state.sessions.settings.worker_attach_seconds);
+    let worker = tokio::select! {
+        worker = tokio::time::timeout(attach_timeout, attach.worker) => worker.ok().and_then(Result::ok),
+        _ = shared.ended() => None,
+    };
+    let Some(worker) = worker else {
+        end_session(&state, &shared, ended(SessionEnd::WorkerGone));
+        state
+            .sessions
+            .tell_worker_to_close(shared.run, shared.session_id);
+        close_user(user, shared.ending()).await;
+        return;
+    };
+    let heard = reader.heard();
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.reset();
+    loop {
+        tokio::select! {
+            incoming = reader.receive() => match incoming {
+                Incoming::Binary(bytes) => {
+                    if let Some(refusal) = refuse_from_user(&bytes) {
+                        let frame = Frame::Error(refusal).encode();
+                        if user.send_binary(Bytes::from(frame)).await.is_err() {
+                            end_session(&state, &shared, ended(SessionEnd::Disconnected));
+                            break;
+                        }
+                        continue;
+                    }
+                    if worker.send_binary(bytes).await.is_err() {
+                        end_session(&state, &shared, ended(SessionEnd::WorkerGone));
+                        break;
+                    }
+                }
+                Incoming::Ping(bytes) => {
+                    let _ = user.send(ws::Message::Pong(bytes)).await;
+                }
+                Incoming::Text(_) => {}
+                Incoming::Close(_) => {
+                    end_session(&state, &shared, ended(SessionEnd::ClosedByUser));
+                    break;
+                }
+                Incoming::Gone => {
+                    end_session(&state, &shared, ended(SessionEnd::Disconnected));
+                    break;
+                }
+            },
+            _ = shared.ended() => break,
+            _ = keepalive.tick() => {
+                if heard.get().elapsed() > SILENCE_LIMIT {
+                    end_session(&state, &shared, ended(SessionEnd::Disconnected));
+                    break;
+                }
+                let _ = user.send(ws::Message::Ping(Bytes::new())).await;
+            }
+        }
+    }
+    close_user(user, shared.ending()).await;
+}
+
+/// Why a frame from the user is not passed on, if it is not.
+fn refuse_from_user(bytes: &[u8]) -> Option<String> {
+    match bytes.first() {
+        Some(
+            &(interactive::STDIN
+            | interactive::RESIZE
+            | interactive::RESUME
+            | interactive::PAUSE
+            | interactive::END),
+        ) => None,
+        Some(opcode) => Some(format!("opcode {opcode} is not one a user sends; ignored")),
+        None => Some("an empty frame; ignored".to_owned()),
+    }
+}
+
+/// Closes the user's websocket as the session's end asks.
+async fn close_user(user: Writer, ending: Option<Ending>) {
+    let end = ending.map_or(SessionEnd::WorkerGone, |ending| ending.end);
+    let (code, reason) = match end {
+        SessionEnd::Exited => (CloseCode::Normal, "the command exited".to_owned()),
+        SessionEnd::ClosedByUser => (CloseCode::Normal, "the session was closed".to_owned()),
+        SessionEnd::Disconnected => (CloseCode::Normal, "the user went away".to_owned()),
+        SessionEnd::RunResolved => (CloseCode::Normal, "the run was resolved".to_owned()),
+        SessionEnd::WorkerShutdown => (CloseCode::Away, "the worker is shutting down".to_owned()),
+        SessionEnd::WorkerGone | SessionEnd::Failed | SessionEnd::ServerRestart => {
+            let reason = "the worker went away or did not dial back";
+            if end != SessionEnd::Failed {
+                let frame = Frame::Error(reason.to_owned()).encode();
+                let _ = user.send_binary(Bytes::from(frame)).await;
+            }
+            (CloseCode::Error, reason.to_owned())
+        }
+    };
+    user.close(close_reason(code, reason)).await;
+}
+
+/// The worker's half: passes the shell's frames to the user, watching for the end.
+pub async fn serve_worker(
+    state: Data<State>,
+    shared: Arc<Shared>,
+    user: Writer,
+    mut reader: Reader,
+    worker: Writer,
+) {
+    let heard = reader.heard();
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.reset();
+    let mut exit_status = None;
+    let mut shutdown = false;
+    let mut failed = false;
+    loop {
+        tokio::select! {
+            incoming = reader.receive() => match incoming {
+                Incoming::Binary(bytes) => {
+                    match Frame::decode(&bytes) {
+                        Ok(Frame::Stopped(status)) => exit_status = Some(status),
+                        Ok(Frame::Shutdown) => shutdown = true,
+                        Ok(Frame::Error(_)) => failed = true,
+                        _ => {}
+                    }
+                    if user.send_binary(bytes).await.is_err() {
+                        end_session(&state, &shared, ended(SessionEnd::Disconnected));
+                        break;
+                    }
+                }
+                Incoming::Ping(bytes) => {
+                    let _ = worker.send(ws::Message::Pong(bytes)).await;
+                }
+                Incoming::Text(_) => {}
+                incoming @ (Incoming::Close(_) | Incoming::Gone) => {
+                    // A worker closes normally on its own only when the run ended.
+                    let normal = matches!(
+                        &incoming,
+                        Incoming::Close(Some(reason)) if reason.code == CloseCode::Normal
+                    );
+                    let ending = if exit_status.is_some() {
+                        Ending { end: SessionEnd::Exited, exit_status }
+                    } else if shutdown {
+                        ended(SessionEnd::WorkerShutdown)
+                    } else if normal {
+                        ended(SessionEnd::RunResolved)
+                    } else if failed {
+                        ended(SessionEnd::Failed)
+                    } else {
+                        ended(SessionEnd::WorkerGone)
+                    };
+                    end_session(&state, &shared, ending);
+                    break;
+                }
+            },
+            _ = shared.ended() => break,
+            _ = keepalive.tick() => {
+                if heard.get().elapsed() > SILENCE_LIMIT {
+                    end_session(&state, &shared, ended(SessionEnd::WorkerGone));
+                    break;
+                }
+                let _ = worker.send(ws::Message::Ping(Bytes::new())).await;
+            }
+        }
+    }
+    worker
+        .close(close_reason(CloseCode::Normal, "the session ended"))
+        .await;
+}
+
+/// A run's control channel: passes the queue's opens and closes to the worker until either
+/// side goes away.
+pub async fn serve_control(state: Data<State>, run: RunKey, mut reader: Reader, worker: Writer) {
+    let (id, mut messages) = state.sessions.connect_control(run);
+    let heard = reader.heard();
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.reset();
+    loop {
+        tokio::select! {
+            message = messages.recv() => {
+                let Some(message): Option<Control> = message else { break };
+                let text = serde_json::to_string(&message).unwrap_or_default();
+                if worker.send_text(text).await.is_err() {
+                    break;
+                }
+            }
+            incoming = reader.receive() => match incoming {
+                Incoming::Ping(bytes) => {
+                    let _ = worker.send(ws::Message::Pong(bytes)).await;
+                }
+                Incoming::Close(_) | Incoming::Gone => break,
+                Incoming::Text(_) | Incoming::Binary(_) => {}
+            },
+            _ = keepalive.tick() => {
+                if heard.get().elapsed() > SILENCE_LIMIT {
+                    break;
+                }
+                let _ = worker.send(ws::Message::Ping(Bytes::new())).await;
+            }
+        }
+    }
+    state.sessions.disconnect_control(run, id);
+    worker.close(close_reason(CloseCode::Normal, "bye")).await;
+}

@@ -1,0 +1,427 @@
+//! Interactive sessions on the worker (`schemas/interactive.md`). For a run whose task enabled
+//! `features.interactive`, the worker keeps a control channel to the queue; for each session
+//! the queue announces there, it dials back a websocket, starts a shell through the engine
+//! ([`Shells`]: `docker exec` with a TTY, or a PTY over SSH) and passes frames between the two.
+//! No inbound port is needed. After the task's command exits, [`Interactive::linger`] keeps
+//! the run while sessions are attached, and a while after.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::future::LocalBoxFuture;
+use futures::stream::LocalBoxStream;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::task_run::{RunContext, SharedClient};
+use crate::client::{Error, QueueClient, WebSocket};
+use crate::model::interactive::{Control, Frame, MAX_DATA, STDERR};
+
+/// The reference artifact to the browser page, as docker-worker named its own under
+/// `private/docker-worker/`.
+pub const SHELL_ARTIFACT: &str = "private/taskfold/shell.html";
+
+/// The queue's browser page for a run's sessions.
+pub fn shell_page_url(root_url: &str, task_id: &str, run_id: u64) -> String {
+    format!("{root_url}/shell/?taskId={task_id}&runId={run_id}")
+}
+
+/// Wait before the control channel is dialed again after it dropped.
+const RECONNECT: Duration = Duration::from_secs(1);
+/// How long stopping waits for the sessions to say goodbye.
+const GOODBYE: Duration = Duration::from_secs(2);
+
+/// What a session asks the engine to run.
+#[derive(Clone, Debug)]
+pub struct ShellRequest {
+    pub command: Vec<String>,
+    pub tty: bool,
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// A started shell: its output (stdout or stderr opcode, bytes), its stdin, and its process.
+pub struct Shell {
+    pub output: LocalBoxStream<'static, std::io::Result<(u8, Vec<u8>)>>,
+    pub input: Pin<Box<dyn AsyncWrite>>,
+    pub process: Box<dyn ShellProcess>,
+}
+
+/// The process behind a shell.
+pub trait ShellProcess {
+    fn resize(&self, rows: u16, cols: u16) -> LocalBoxFuture<'_, Result<(), String>>;
+    /// Its exit status, once its output ended.
+    fn exit_status(&self) -> LocalBoxFuture<'_, i32>;
+    /// Ends it early (the user went away, or the session was closed).
+    fn kill(&self) -> LocalBoxFuture<'_, ()>;
+}
+
+/// How an engine starts shells for one run.
+pub trait Shells {
+    fn open(&self, request: ShellRequest) -> LocalBoxFuture<'static, Result<Shell, String>>;
+}
+
+/// Why the worker ends the sessions of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The worker is shutting down: sessions get `shutdown`.
+    Shutdown,
+    /// The run is over: sessions get an error saying so.
+    RunEnded,
+}
+
+struct Attached {
+    count: usize,
+    /// When the last session ended.
+    last_end: Option<Instant>,
+}
+
+/// The sessions of one run.
+pub struct Interactive {
+    attached: Rc<RefCell<Attached>>,
+    changed: Rc<Notify>,
+    stop: watch::Sender<Option<Stop>>,
+    control: tokio::task::JoinHandle<()>,
+    /// Sessions still running, for stopping to wait on.
+    running: Rc<Cell<usize>>,
+}
+
+impl Interactive {
+    /// Dials the run's control channel and serves the sessions the queue announces on it;
+    /// publishes the browser page as the run's `private/taskfold/shell.html`.
+    pub fn start(run: &RunContext, shells: Rc<dyn Shells>) -> Interactive {
+        let page = shell_page_url(&run.identity.root_url, &run.task_id, run.run_id);
+        let publisher = run.publisher.clone();
+        actix_web::rt::spawn(async move {
+            if let Err(error) = publisher
+                .reference(SHELL_ARTIFACT, &page, "text/html")
+                .await
+            {
+                tracing::warn!(%error, "creating the shell.html artifact");
+            }
+        });
+        let client = run.publisher.client.clone();
+        let (task_id, run_id) = (&run.task_id, run.run_id);
+        let attached = Rc::new(RefCell::new(Attached {
+            count: 0,
+            last_end: None,
+        }));
+        let changed = Rc::new(Notify::new());
+        let (stop, stopping) = watch::channel(None);
+        let running = Rc::new(Cell::new(0));
+        let channel = ControlChannel {
+            client,
+            resource: format!("/api/queue/v1/task/{task_id}/runs/{run_id}/interactive"),
+            shells,
+            attached: attached.clone(),
+            changed: changed.clone(),
+            stopping,
+            running: running.clone(),
+            closers: Rc::new(RefCell::new(HashMap::new())),
+        };
+        let control = actix_web::rt::spawn(channel.run());
+        Interactive {
+            attached,
+            changed,
+            stop,
+            control,
+            running,
+        }
+    }
+
+    /// After the task's command exited: returns once no session is attached and `linger` has
+    /// passed since the later of now and the last session's end, or at `bound`.
+    pub async fn linger(&self, linger: Duration, bound: Instant) {
+        let exited = Instant::now();
+        loop {
+            let changed = self.changed.notified();
+            let until = {
+                let attached = self.attached.borrow();
+                if attached.count > 0 {
+                    None
+                } else {
+                    let since = attached.last_end.map_or(exited, |end| end.max(exited));
+                    Some(since + linger)
+                }
+            };
+            let wake = until.map_or(bound, |until| until.min(bound));
+            if Instant::now() >= wake {
+                return;
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// Ends every session (telling each user why) and the control channel.
+    pub async fn stop(self, why: Stop) {
+        self.stop.send_replace(Some(why));
+        let deadline = Instant::now() + GOODBYE;
+        while self.running.get() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.control.abort();
+    }
+}
+
+struct ControlChannel {
+    client: SharedClient,
+    resource: String,
+    shells: Rc<dyn Shells>,
+    attached: Rc<RefCell<Attached>>,
+    changed: Rc<Notify>,
+    stopping: watch::Receiver<Option<Stop>>,
+    running: Rc<Cell<usize>>,
+    /// The sessions running, by id, for the queue's closes.
+    closers: Rc<RefCell<HashMap<String, Rc<Notify>>>>,
+}
+
+impl ControlChannel {
+    async fn run(self) {
+        loop {
+            let client = self.client.borrow().clone();
+            let resource = client.resource(&self.resource);
+            match client.websocket(&resource).await {
+                Ok(socket) => self.serve(socket).await,
+                Err(error @ Error::Api { .. }) => {
+                    // The queue says no: the run is no longer running.
+                    tracing::info!(%error, "no control channel for the run's sessions");
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "connecting the run's control channel"),
+            }
+            if self.stopping.borrow().is_some() {
+                return;
+            }
+            tokio::time::sleep(RECONNECT).await;
+        }
+    }
+
+    async fn serve(&self, mut socket: WebSocket) {
+        while let Some(message) = socket.next().await {
+            let text = match message {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Close(_)) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            match serde_json::from_str::<Control>(&text) {
+                Ok(Control::Open {
+                    session_id,
+                    command,
+                    tty,
+                    rows,
+                    cols,
+                }) => self.open(
+                    session_id,
+                    ShellRequest {
+                        command,
+                        tty,
+                        rows,
+                        cols,
+                    },
+                ),
+                Ok(Control::Close { session_id }) => {
+                    if let Some(closer) = self.closers.borrow().get(&session_id) {
+                        closer.notify_one();
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "an unreadable control message"),
+            }
+        }
+    }
+
+    fn open(&self, session_id: String, request: ShellRequest) {
+        let closer = Rc::new(Notify::new());
+        self.closers
+            .borrow_mut()
+            .insert(session_id.clone(), closer.clone());
+        self.attached.borrow_mut().count += 1;
+        self.running.set(self.running.get() + 1);
+        self.changed.notify_waiters();
+        let session = Session {
+            client: self.client.borrow().clone(),
+            session_id: session_id.clone(),
+            shells: self.shells.clone(),
+            stopping: self.stopping.clone(),
+            closer,
+        };
+        let (attached, changed, running, closers) = (
+            self.attached.clone(),
+            self.changed.clone(),
+            self.running.clone(),
+            self.closers.clone(),
+        );
+        actix_web::rt::spawn(async move {
+            session.serve(request).await;
+            closers.borrow_mut().remove(&session_id);
+            {
+                let mut attached = attached.borrow_mut();
+                attached.count -= 1;
+                attached.last_end = Some(Instant::now());
+            }
+            running.set(running.get() - 1);
+            changed.notify_waiters();
+        });
+    }
+}
+
+/// One session on the worker: the dial-back websocket and the shell.
+struct Session {
+    client: QueueClient,
+    session_id: String,
+    shells: Rc<dyn Shells>,
+    stopping: watch::Receiver<Option<Stop>>,
+    closer: Rc<Notify>,
+}
+
+/// How a session's loop ended.
+enum Ended {
+    Exited,
+    UserGone,
+    Closed,
+    Stopped(Stop),
+}
+
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+
+async fn send(sink: &mut Sink, frame: Frame) -> Result<(), ()> {
+    sink.send(Message::Binary(frame.encode().into()))
+        .await
+        .map_err(drop)
+}
+
+async fn close(sink: &mut Sink, code: CloseCode, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+}
+
+impl Session {
+    async fn serve(mut self, request: ShellRequest) {
+        let resource = self.client.resource(&format!(
+            "/api/queue/v1/sessions/{}/worker",
+            self.session_id
+        ));
+        let socket = match self.client.websocket(&resource).await {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::warn!(%error, session = self.session_id, "dialing back for a session");
+                return;
+            }
+        };
+        let (mut sink, mut stream) = socket.split();
+        let Shell {
+            mut output,
+            mut input,
+            process,
+        } = match self.shells.open(request).await {
+            Ok(shell) => shell,
+            Err(error) => {
+                tracing::warn!(
+                    error,
+                    session = self.session_id,
+                    "starting a session's shell"
+                );
+                let _ = send(&mut sink, Frame::Error(error)).await;
+                close(&mut sink, CloseCode::Error, "the shell did not start").await;
+                return;
+            }
+        };
+        if send(&mut sink, Frame::Resume).await.is_err() {
+            process.kill().await;
+            return;
+        }
+        let mut paused = false;
+        let ended = loop {
+            tokio::select! {
+                chunk = output.next(), if !paused => match chunk {
+                    Some(Ok((opcode, bytes))) => {
+                        let mut sent = Ok(());
+                        for piece in bytes.chunks(MAX_DATA) {
+                            let frame = if opcode == STDERR {
+                                Frame::Stderr(piece.to_vec())
+                            } else {
+                                Frame::Stdout(piece.to_vec())
+                            };
+                            sent = send(&mut sink, frame).await;
+                            if sent.is_err() {
+                                break;
+                            }
+                        }
+                        if sent.is_err() {
+                            break Ended::UserGone;
+                        }
+                    }
+                    Some(Err(_)) | None => break Ended::Exited,
+                },
+                message = stream.next() => match message {
+                    Some(Ok(Message::Binary(bytes))) => match Frame::decode(&bytes) {
+                        Ok(Frame::Stdin(data)) => {
+                            if input.write_all(&data).await.is_ok() {
+                                let _ = input.flush().await;
+                            }
+                        }
+                        Ok(Frame::Resize { rows, cols }) => {
+                            if let Err(error) = process.resize(rows, cols).await {
+                                let _ = send(&mut sink, Frame::Error(error)).await;
+                            }
+                        }
+                        Ok(Frame::Pause) => paused = true,
+                        Ok(Frame::Resume) => paused = false,
+                        Ok(Frame::End) => {
+                            let _ = input.shutdown().await;
+                        }
+                        Ok(other) => {
+                            let reason = format!("opcode {} is not one a user sends", other.opcode());
+                            let _ = send(&mut sink, Frame::Error(reason)).await;
+                        }
+                        Err(error) => {
+                            let _ = send(&mut sink, Frame::Error(error.to_string())).await;
+                        }
+                    },
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => break Ended::UserGone,
+                    Some(Ok(_)) => {}
+                },
+                () = self.closer.notified() => break Ended::Closed,
+                Ok(_) = self.stopping.changed() => {
+                    if let Some(stop) = *self.stopping.borrow() {
+                        break Ended::Stopped(stop);
+                    }
+                }
+            }
+        };
+        match ended {
+            Ended::Exited => {
+                let status = process.exit_status().await;
+                let _ = send(&mut sink, Frame::Stopped(status)).await;
+                close(&mut sink, CloseCode::Normal, "the command exited").await;
+            }
+            Ended::UserGone | Ended::Closed => {
+                process.kill().await;
+                close(&mut sink, CloseCode::Normal, "the session was closed").await;
+            }
+            Ended::Stopped(Stop::Shutdown) => {
+                let _ = send(&mut sink, Frame::Shutdown).await;
+                close(&mut sink, CloseCode::Away, "the worker is shutting down").await;
+                process.kill().await;
+            }
+            Ended::Stopped(Stop::RunEnded) => {
+                let reason = "the task's run ended".to_owned();
+                let _ = send(&mut sink, Frame::Error(reason)).await;
+                close(&mut sink, CloseCode::Normal, "the task's run ended").await;
+                process.kill().await;
+            }
+        }
+    }
+}
