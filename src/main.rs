@@ -49,12 +49,26 @@ enum Command {
     /// Print the queue's exchange messages (task-defined, task-completed, …) as JSON lines,
     /// from the listener API or, with `--kafka`, from the Kafka topics.
     Listen(ListenArgs),
+    /// A terminal into a running task that enabled `features.interactive` (the deployment and
+    /// credentials as for `taskfold task`); exits with the remote command's status.
+    Shell(ShellArgs),
     /// Look into the event log.
     #[command(subcommand)]
     Log(LogCommand),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct ShellArgs {
+    task_id: String,
+    /// The run (default: the latest).
+    #[arg(long = "run")]
+    run_id: Option<u64>,
+    /// The command to run instead of `sh`.
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 #[derive(Args)]
@@ -354,6 +368,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(up) => run_up(up),
         Command::Task(command) => run_task_command(command),
         Command::Listen(listen) => run_listen(listen),
+        Command::Shell(shell) => run_shell(shell),
     }
 }
 
@@ -511,6 +526,27 @@ fn task_client() -> anyhow::Result<taskfold::client::QueueClient> {
         credentials,
         4,
     )?)
+}
+
+fn run_shell(args: ShellArgs) -> anyhow::Result<ExitCode> {
+    let client = task_client()?;
+    // The process exits from inside: dropping the runtime would wait for its blocked read of
+    // the terminal.
+    let system = actix_web::rt::System::new();
+    let status = system.block_on(taskfold::client::shell::shell(
+        &client,
+        &args.task_id,
+        args.run_id,
+        args.command,
+    ));
+    match status {
+        // A process exit code holds the status's low byte, as a shell reports it.
+        Ok(status) => std::process::exit(i32::from(status as u8)),
+        Err(error) => {
+            eprintln!("taskfold shell: {error:#}");
+            std::process::exit(1)
+        }
+    }
 }
 
 fn run_listen(args: ListenArgs) -> anyhow::Result<ExitCode> {

@@ -5,6 +5,7 @@
 pub mod bench_tasks;
 pub mod lifecycle;
 pub mod listen;
+pub mod shell;
 pub mod tasks;
 
 use std::time::Duration;

@@ -621,7 +621,10 @@ impl Shells for DockerShells {
                 tty: request.tty,
             };
             if request.tty {
-                process.resize(request.rows, request.cols).await?;
+                // A command that exits at once may be gone before it has a size.
+                if let Err(error) = process.resize(request.rows, request.cols).await {
+                    tracing::debug!(error, "sizing a session's terminal");
+                }
             }
             let output = output
                 .filter_map(|chunk| async move {
