@@ -169,6 +169,21 @@ impl Interactive {
         while self.running.get() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl Drop for Interactive {
+    /// A run that ends without [`Interactive::stop`] (an early error) still ends its
+    /// sessions and its control channel.
+    fn drop(&mut self) {
+        self.stop.send_if_modified(|stop| {
+            if stop.is_none() {
+                *stop = Some(Stop::RunEnded);
+                true
+            } else {
+                false
+            }
+        });
         self.control.abort();
     }
 }

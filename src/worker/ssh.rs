@@ -18,7 +18,14 @@ use std::time::{Duration, Instant};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::AsyncReadExt;
 
+use futures::StreamExt;
+use futures::future::LocalBoxFuture;
+
 use super::artifacts::Missing;
+use super::interactive::{Interactive, Shell, ShellProcess, ShellRequest, Shells, Stop};
+use super::pty::Pty;
+use crate::model::interactive::{MAX_DATA, STDOUT};
+use crate::settings::InteractiveSettings;
 use super::payload::SshPayload;
 use super::resolution::{Abort, Artifacts, Outcome, Phase, Problem};
 use super::task_run::RunContext;
@@ -40,6 +47,8 @@ const MASTER_IDLE_SECONDS: usize = 300;
 
 pub struct SshEngine {
     settings: SshSettings,
+    /// `[worker.interactive]`: how interactive runs linger.
+    interactive: InteractiveSettings,
     /// Where the pinned `known_hosts` files are written.
     dir: PathBuf,
     /// One master connection per target, kept warm across runs: connecting is most of a
@@ -48,9 +57,14 @@ pub struct SshEngine {
 }
 
 impl SshEngine {
-    pub fn new(settings: SshSettings, data_dir: &Path) -> SshEngine {
+    pub fn new(
+        settings: SshSettings,
+        interactive: InteractiveSettings,
+        data_dir: &Path,
+    ) -> SshEngine {
         SshEngine {
             settings,
+            interactive,
             dir: data_dir.join("ssh"),
             sessions: RefCell::new(HashMap::new()),
         }
@@ -231,6 +245,12 @@ impl SshEngine {
             }
         };
         outcome.reached = Phase::Running;
+        let sessions = payload.features.interactive.then(|| {
+            let shells = Rc::new(SshShells {
+                control_socket: session.control_socket().to_owned(),
+            });
+            Interactive::start(run, shells)
+        });
         let mut stdout = child.stdout().take();
         let log = run.log.clone();
         let streaming = async move {
@@ -292,8 +312,113 @@ impl SshEngine {
                 }
             }
         });
+        if let Some(sessions) = sessions {
+            if !outcome.timed_out && outcome.abort.is_none() {
+                // The script is done; the run stays for the sessions, within the task's
+                // maxRunTime and deadline.
+                let bound = (started + max_run_time).min(run.deadline());
+                let linger = Duration::from_secs(self.interactive.linger_seconds);
+                tokio::select! {
+                    () = sessions.linger(linger, bound) => {}
+                    abort = run.aborted() => {
+                        // The script's result stands; only a cancel overrides it.
+                        if abort == Abort::Canceled {
+                            outcome.abort = Some(abort);
+                        }
+                    }
+                }
+            }
+            let why = match outcome.abort {
+                Some(Abort::WorkerShutdown) => Stop::Shutdown,
+                _ => Stop::RunEnded,
+            };
+            sessions.stop(why).await;
+        }
         run.log
             .task_finished(outcome.exit_code, outcome.timed_out, started.elapsed());
+    }
+}
+
+/// PTY shells on a target, through the run's master connection: `ssh -tt` on a local
+/// pseudo-terminal, whose window changes ssh passes on.
+struct SshShells {
+    control_socket: PathBuf,
+}
+
+impl Shells for SshShells {
+    fn open(&self, request: ShellRequest) -> LocalBoxFuture<'static, Result<Shell, String>> {
+        let control_socket = self.control_socket.clone();
+        Box::pin(async move {
+            let remote: Vec<String> = request.command.iter().map(|arg| shell_quote(arg)).collect();
+            let mut args = vec![
+                "-S".to_owned(),
+                control_socket.display().to_string(),
+                if request.tty { "-tt" } else { "-T" }.to_owned(),
+                "-o".to_owned(),
+                "LogLevel=ERROR".to_owned(),
+                // The master knows the host; this name only fills the argument.
+                "taskfold-target".to_owned(),
+                "--".to_owned(),
+            ];
+            args.push(remote.join(" "));
+            let (pty, child) = Pty::spawn("ssh", &args, request.rows, request.cols)
+                .map_err(|error| format!("starting ssh on a terminal: {error}"))?;
+            let (reader, writer) = pty
+                .files()
+                .map_err(|error| format!("opening the terminal: {error}"))?;
+            let output = futures::stream::unfold(reader, |mut reader| async move {
+                let mut buffer = vec![0; MAX_DATA];
+                match reader.read(&mut buffer).await {
+                    // The terminal reads EIO once the last process on it is gone.
+                    Ok(0) | Err(_) => None,
+                    Ok(read) => {
+                        buffer.truncate(read);
+                        Some((Ok((STDOUT, buffer)), reader))
+                    }
+                }
+            })
+            .boxed_local();
+            Ok(Shell {
+                output,
+                input: Box::pin(writer),
+                process: Box::new(SshShell {
+                    pty,
+                    child: RefCell::new(child),
+                }),
+            })
+        })
+    }
+}
+
+struct SshShell {
+    pty: Pty,
+    child: RefCell<tokio::process::Child>,
+}
+
+impl ShellProcess for SshShell {
+    fn resize(&self, rows: u16, cols: u16) -> LocalBoxFuture<'_, Result<(), String>> {
+        let resized = self
+            .pty
+            .resize(rows, cols)
+            .map_err(|error| format!("resizing the terminal: {error}"));
+        Box::pin(async move { resized })
+    }
+
+    fn exit_status(&self) -> LocalBoxFuture<'_, i32> {
+        Box::pin(async move {
+            // Only this and `kill` touch the child, never at once.
+            let mut child = self.child.borrow_mut();
+            #[allow(clippy::await_holding_refcell_ref)]
+            let status = child.wait().await;
+            status.ok().and_then(|status| status.code()).unwrap_or(-1)
+        })
+    }
+
+    fn kill(&self) -> LocalBoxFuture<'_, ()> {
+        if let Ok(mut child) = self.child.try_borrow_mut() {
+            let _ = child.start_kill();
+        }
+        Box::pin(async {})
     }
 }
 

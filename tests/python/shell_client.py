@@ -121,6 +121,14 @@ class ShellClient:
         except Exception:
             pass
 
+    def drop(self):
+        """Drops the connection without a websocket close: a user who went away."""
+        try:
+            self.ws.shutdown()
+        except Exception:
+            pass
+        self.closed = True
+
     def __enter__(self):
         return self
 

@@ -591,14 +591,17 @@ def assert_shell_gone(sessions, task_id, pid, within=5):
     expect_exit(shell, 0)
 
 
-def test_a_user_who_disconnects_ends_the_session_and_its_shell(main):
+@pytest.mark.parametrize("how, reason", [("drop", "disconnected"), ("close", "closed-by-user")])
+def test_a_user_who_goes_away_ends_the_session_and_its_shell(main, how, reason):
+    """A connection dropped without a websocket close is `disconnected`; a user's own
+    websocket close is `closed-by-user` (as the queue's relay names them)."""
     task_id = main.task()
     session, shell = main.open(task_id)
     shell.run('echo "gone-$((1+2)) pid=$$"')
     pid = int(expect_output(shell, r"gone-3 pid=(\d+)\r?\n").group(1))
-    shell.close()
+    getattr(shell, how)()
     entry = main.wait_entry_closed(task_id, session["sessionId"])
-    assert entry["reason"] == "disconnected", entry
+    assert entry["reason"] == reason, entry
     assert "exitStatus" not in entry, entry
     assert_shell_gone(main, task_id, pid)
 

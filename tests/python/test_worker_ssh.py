@@ -18,17 +18,20 @@ What the worker logged (RUST_LOG=info) during a test is printed when that test f
 
 import os
 import signal
+import struct
 import subprocess
 import time
+import re
 import uuid
 
 import pytest
 import requests
+import websocket
 
 from conftest import free_port
 from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, WorkerProcess, artifact_url, artifacts,
                             assert_in_log, assert_run, create_task, fetch, serve, wait_resolved,
-                            wait_until)
+                            wait_until, TIMEOUT)
 
 BACKING_LOG = "public/logs/live_backing.log"
 
@@ -277,3 +280,48 @@ def test_max_run_time_kills_the_script_and_what_it_started(ssh_server, queue, ru
             f"processes of the timed-out script survive: {processes(marker)}"
     finally:
         kill_all(processes(marker))
+
+
+# --- interactive sessions ------------------------------------------------------------------
+
+
+def read_until(socket, pattern, timeout=TIMEOUT):
+    """Stdout of a session until `pattern` (bytes regex) matches it; then the text."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        socket.settimeout(max(0.1, deadline - time.monotonic()))
+        frame = socket.recv_data()[1]
+        if frame[:1] == b"\x01":
+            seen += frame[1:]
+            if re.search(pattern, seen):
+                return seen
+        elif frame[:1] == b"\xc8":
+            return seen + b"[stopped " + str(struct.unpack("<i", frame[1:])[0]).encode() + b"]"
+    raise AssertionError(f"{pattern!r} not in the session's output: {seen!r}")
+
+
+def test_a_pty_shell_on_the_target_follows_resizes_and_reports_its_exit_status(
+        queue, run_task):
+    task_id = run_task({"target": "build-host", "script": "sleep 60", "maxRunTime": 120,
+                        "features": {"interactive": True}})
+    assert wait_until(lambda: queue.status(task_id)["status"]["runs"][:1]
+                      and queue.status(task_id)["status"]["runs"][0]["state"] == "running")
+    session = queue._makeHttpRequest("post", f"task/{task_id}/runs/0/sessions",
+                                     {"rows": 33, "cols": 111})
+    socket = websocket.create_connection(session["socketUrl"], timeout=TIMEOUT)
+    try:
+        assert socket.recv_data()[1] == b"\x64", "the session did not begin with resume"
+        socket.send_binary(b"\x00stty size; tty\n")
+        read_until(socket, rb"33 111\r\n/dev/pts/")
+        socket.send_binary(b"\x32" + struct.pack("<HH", 45, 140))
+        socket.send_binary(b"\x00stty size\n")
+        read_until(socket, rb"45 140\r\n")
+        socket.send_binary(b"\x00exit 4\n")
+        assert read_until(socket, rb"\[stopped 4\]").endswith(b"[stopped 4]")
+    finally:
+        socket.close()
+    sessions = queue._makeHttpRequest("get", f"task/{task_id}/runs/0/sessions", None)
+    assert [(s["reason"], s.get("exitStatus")) for s in sessions["sessions"]] == [("exited", 4)]
+    queue.cancelTask(task_id)
+    wait_resolved(queue, task_id)
