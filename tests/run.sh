@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 TANSU_VERSION=0.6.0
+XTERM_VERSION=5.5.0
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -35,6 +36,12 @@ command -v dockerd >/dev/null || packages+=(docker.io)
     || packages+=(busybox-static)
 [ -x /usr/sbin/sshd ] || packages+=(openssh-server)
 command -v ssh >/dev/null || packages+=(openssh-client)
+# Interactive sessions: tmux drives `taskfold shell`, headless Chromium the browser page,
+# util-linux's setsid gives SSH shells their terminal.
+command -v tmux >/dev/null || packages+=(tmux)
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+command -v setsid >/dev/null || packages+=(util-linux)
+command -v curl >/dev/null || packages+=(curl ca-certificates)
 if [ ${#packages[@]} -gt 0 ]; then
     echo "installing ${packages[*]}"
     as_root apt-get update -qq
@@ -50,6 +57,16 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest prometheus-client pyyaml jsonschema websocket-client confluent-kafka
+
+# xterm.js for the browser page, from its npm package (Debian bookworm's libjs-xterm is a
+# CommonJS stub that browsers cannot load).
+xterm_dir="$target_dir/xterm-$XTERM_VERSION"
+if [ ! -f "$xterm_dir/lib/xterm.js" ]; then
+    mkdir -p "$xterm_dir"
+    curl -fsSL "https://registry.npmjs.org/@xterm/xterm/-/xterm-$XTERM_VERSION.tgz" \
+        | tar -xz -C "$xterm_dir" --strip-components=1
+fi
+export TASKFOLD__SESSIONS__XTERM_DIR="$xterm_dir"
 
 # tansu, a Kafka-protocol broker, for the Kafka backend's end-to-end tests.
 if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then

@@ -6,7 +6,7 @@ Two ways in: the `shellUrl` that createSession answers (the page connects to its
 and the bare page with the credentials form (the page signs createSession with Hawk itself).
 
 Needs Debian's chromium, a Docker engine, the local image of TASKFOLD_TEST_IMAGE (nothing is
-pulled) and the xterm.js files of Debian's libjs-xterm. tests/run.sh installs them all and sets
+pulled) and xterm.js (the npm package, in TASKFOLD__SESSIONS__XTERM_DIR). tests/run.sh installs them all and sets
 TASKFOLD_TEST_IMAGE; without that variable, a machine lacking any of them skips this module,
 with it every test here fails saying what is missing.
 """
@@ -25,7 +25,8 @@ from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, TIMEOUT, WorkerProcess, cre
                             remove_containers, serve, wait_resolved, wait_until)
 
 IMAGE = os.environ.get("TASKFOLD_TEST_IMAGE", "taskfold-test/busybox:1")
-XTERM_DIR = "/usr/share/javascript/xterm"
+# Where the server takes xterm.js from: tests/run.sh unpacks the npm package and sets this.
+XTERM_DIR = os.environ.get("TASKFOLD__SESSIONS__XTERM_DIR", "/usr/share/javascript/xterm")
 # The terminal's input element: xterm.js's hidden textarea, or the page's own when xterm.js
 # did not load.
 TERMINAL_INPUT = ".xterm-helper-textarea, .plain-terminal-input"
@@ -39,9 +40,9 @@ def missing_prerequisites():
         missing.append(f"chromium ({CHROMIUM})")
     if shutil.which("docker") is None:
         missing.append("docker")
-    for name in ("xterm.js", "xterm.css"):
-        if not os.path.exists(os.path.join(XTERM_DIR, name)):
-            missing.append(f"{XTERM_DIR}/{name} (libjs-xterm)")
+    for name, folder in (("xterm.js", "lib"), ("xterm.css", "css")):
+        if not any(os.path.exists(os.path.join(XTERM_DIR, where, name)) for where in ("", folder)):
+            missing.append(f"{name} in {XTERM_DIR} (TASKFOLD__SESSIONS__XTERM_DIR)")
     return missing
 
 
@@ -134,7 +135,7 @@ def echo_hello(page):
               "the session was not ready")
     state = shell_state(page)
     assert state["state"] == "open" and state["ready"], state
-    print(f"terminal: {state['terminal']}")
+    assert state["terminal"] == "xterm", f"xterm.js did not load: {state}"
     page.focus(TERMINAL_INPUT)
     page.type_text("echo hello")
     page.press_enter()

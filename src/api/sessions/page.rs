@@ -43,17 +43,31 @@ pub async fn xterm(state: Data<State>, request: HttpRequest) -> HttpResponse {
     if !allowed {
         return response::not_found();
     }
-    let file = state.sessions.settings.xterm_dir.join(path);
-    match tokio::fs::read(&file).await {
-        Ok(bytes) => {
-            let mime = mime_guess::from_path(&file).first_or_octet_stream();
+    // Debian's package has the files side by side; the npm package has them in `lib/` and
+    // `css/`.
+    let dir = &state.sessions.settings.xterm_dir;
+    let candidates = [
+        dir.join(path),
+        dir.join("lib").join(path),
+        dir.join("css").join(path),
+    ];
+    let mut found = None;
+    for file in &candidates {
+        if let Ok(bytes) = tokio::fs::read(file).await {
+            found = Some((file, bytes));
+            break;
+        }
+    }
+    match found.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)) {
+        Ok((file, bytes)) => {
+            let mime = mime_guess::from_path(file).first_or_octet_stream();
             HttpResponse::build(StatusCode::OK)
                 .content_type(mime.essence_str())
                 .insert_header(("Cache-Control", "public, max-age=3600"))
                 .body(bytes)
         }
         Err(error) => {
-            tracing::warn!(%error, file = %file.display(), "serving xterm.js ([sessions] xterm_dir)");
+            tracing::warn!(%error, dir = %dir.display(), path, "serving xterm.js ([sessions] xterm_dir)");
             response::not_found()
         }
     }
