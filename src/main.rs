@@ -149,6 +149,9 @@ enum TaskCommand {
         /// Seconds the command may run.
         #[arg(long, default_value_t = 3600)]
         max_run_time: u64,
+        /// Let `taskfold shell` (and the browser page) open sessions into the task.
+        #[arg(long)]
+        interactive: bool,
         /// The command and its arguments (after `--`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -225,6 +228,28 @@ enum BenchCommand {
     /// Fill a log with pending tasks through the engine, then time a restart on it (newest
     /// snapshots, then the log after them).
     Restart(BenchRestart),
+    /// Interactive sessions through the queue's relay and a worker: keystroke echo round
+    /// trips and bulk output, in an interactive Docker task the bench creates.
+    Shell(BenchShell),
+}
+
+#[derive(Args)]
+struct BenchShell {
+    /// The deployment's root URL, e.g. `http://127.0.0.1:8080`.
+    #[arg(long)]
+    root_url: String,
+    /// The task queue a Docker worker serves.
+    #[arg(long)]
+    task_queue_id: String,
+    /// The image of the task (it needs `sh`, `stty`, `cat` and `head`).
+    #[arg(long)]
+    image: String,
+    /// Keystrokes whose echo is timed.
+    #[arg(long, default_value_t = 1000)]
+    keystrokes: usize,
+    /// MiB of output streamed through a session.
+    #[arg(long, default_value_t = 100)]
+    bulk_mib: u64,
 }
 
 #[derive(Args)]
@@ -363,6 +388,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Lifecycle(bench)) => bench_lifecycle(bench),
         Command::Bench(BenchCommand::Restart(bench)) => bench_restart(bench),
         Command::Bench(BenchCommand::Tasks(bench)) => bench_tasks(bench),
+        Command::Bench(BenchCommand::Shell(bench)) => bench_shell(bench),
         Command::Serve(serve) => serve_queue(serve),
         Command::Worker(worker) => run_worker(worker),
         Command::Up(up) => run_up(up),
@@ -590,6 +616,7 @@ fn run_task_command(command: TaskCommand) -> anyhow::Result<ExitCode> {
                 image,
                 task_queue_id,
                 max_run_time,
+                interactive,
                 command,
             } => {
                 let options = tasks::RunOptions {
@@ -597,6 +624,7 @@ fn run_task_command(command: TaskCommand) -> anyhow::Result<ExitCode> {
                     task_queue_id,
                     command,
                     max_run_time,
+                    interactive,
                 };
                 let state = tasks::run(&client, options).await?;
                 Ok(ExitCode::from(tasks::exit_status(&state)))
@@ -765,6 +793,20 @@ fn bench_tasks(bench: BenchTasks) -> anyhow::Result<ExitCode> {
     let report = actix_web::rt::System::new()
         .block_on(taskfold::client::bench_tasks::run(client, options))?;
     print_report(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_shell(bench: BenchShell) -> anyhow::Result<ExitCode> {
+    let client = taskfold::client::QueueClient::new(&bench.root_url, credentials_from_env(), 4)?;
+    let options = taskfold::client::bench_shell::Options {
+        task_queue_id: bench.task_queue_id,
+        image: bench.image,
+        keystrokes: bench.keystrokes,
+        bulk_bytes: bench.bulk_mib << 20,
+    };
+    let report = actix_web::rt::System::new()
+        .block_on(taskfold::client::bench_shell::run(&client, options))?;
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,6 +21,8 @@ pub struct RunOptions {
     pub task_queue_id: String,
     pub command: Vec<String>,
     pub max_run_time: u64,
+    /// `features.interactive`: sessions may be opened into the running task.
+    pub interactive: bool,
 }
 
 /// The process exit status for a task's state.
@@ -37,10 +39,9 @@ fn date_in(millis: i64) -> String {
 }
 
 /// Creates the task and follows it to its end; returns its final state.
-pub async fn run(client: &QueueClient, options: RunOptions) -> Result<String, Error> {
-    let task_id = Slugid::nice();
-    let command_line = options.command.join(" ");
-    let definition = json!({
+/// The definition of a docker-worker task of `options`.
+pub fn definition(task_id: Slugid, options: &RunOptions) -> Value {
+    let mut definition = json!({
         "taskQueueId": options.task_queue_id,
         "schedulerId": "taskfold-cli",
         "taskGroupId": task_id.to_string(),
@@ -54,11 +55,20 @@ pub async fn run(client: &QueueClient, options: RunOptions) -> Result<String, Er
         },
         "metadata": {
             "name": format!("taskfold task run {}", options.image),
-            "description": command_line,
+            "description": options.command.join(" "),
             "owner": "taskfold-cli@localhost",
             "source": "https://taskfold.invalid/cli",
         },
     });
+    if options.interactive {
+        definition["payload"]["features"] = json!({ "interactive": true });
+    }
+    definition
+}
+
+pub async fn run(client: &QueueClient, options: RunOptions) -> Result<String, Error> {
+    let task_id = Slugid::nice();
+    let definition = definition(task_id, &options);
     client.create_task(task_id, &definition).await?;
     eprintln!(
         "task {task_id} on {}: {}/tasks/{task_id}",

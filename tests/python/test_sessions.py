@@ -250,27 +250,51 @@ def test_a_shell_runs_commands_in_the_running_container(main):
 # --- 2. the terminal's size -------------------------------------------------------------------
 
 
-def test_stty_size_follows_the_first_size_and_a_resize(main):
+def stty_size(shell, tag):
+    """What `stty size` prints in the shell now (its line of output)."""
+    mark = shell.mark()
+    shell.run(f"stty size; echo size-$(({tag}+1000))")
+    expect_output(shell, rf"size-{tag + 1000}\r?\n", mark)
+    lines = bytes(shell.output[mark:]).replace(b"\r", b"").split(b"\n")
+    # The typed line echoed, then stty's line.
+    return lines[1].decode(errors="replace") if len(lines) > 1 else ""
+
+
+def test_stty_size_is_the_first_size_of_create_session(main):
     task_id = main.task()
     session, shell = main.open(task_id, rows=30, cols=100)
-    shell.run("stty size")
-    expect_output(shell, r"\n30 100\r?\n")
+    assert stty_size(shell, 1) == "30 100", shell.describe()
+    # Not a matter of time: a second later it is still the first size.
+    time.sleep(1)
+    assert stty_size(shell, 2) == "30 100", shell.describe()
+    shell.run("exit 0")
+    expect_exit(shell, 0)
 
-    shell.resize(50, 132)
+    # The same for a command that is not a shell and exits at once.
+    session = main.create(task_id, command=["stty", "size"], rows=31, cols=101)
+    shell = main.connect(session).wait_ready()
+    assert shell.wait_stopped() == 0, shell.describe()
+    assert bytes(shell.output).strip() == b"31 101", shell.describe()
+
+
+def test_stty_size_follows_a_resize(main):
+    task_id = main.task()
+    session, shell = main.open(task_id, rows=30, cols=100)
     # A resize is applied beside the input stream, not in it: ask until it shows (it must
     # within seconds).
-    deadline = time.monotonic() + 10
-    tries = 0
-    while True:
-        tries += 1
-        mark = shell.mark()
-        shell.run("stty size; echo size-$((1+1))")
-        expect_output(shell, r"size-2\r?\n", mark)
-        if re.search(rb"\n50 132\r?\n", bytes(shell.output[mark:])):
-            break
-        assert time.monotonic() < deadline, f"stty size never said 50 132: {shell.describe()}"
-        time.sleep(0.3)
-    print(f"the resize showed after {tries} `stty size`")
+    for tag, (rows, cols) in enumerate([(50, 132), (20, 60)]):
+        shell.resize(rows, cols)
+        deadline = time.monotonic() + 10
+        tries = 0
+        while True:
+            tries += 1
+            size = stty_size(shell, 10 * tag + tries)
+            if size == f"{rows} {cols}":
+                break
+            assert time.monotonic() < deadline, \
+                f"stty size never said {rows} {cols} (last: {size!r}): {shell.describe()}"
+            time.sleep(0.3)
+        print(f"the resize to {rows}x{cols} showed at the {tries}. `stty size`")
     shell.run("exit 0")
     expect_exit(shell, 0)
 
