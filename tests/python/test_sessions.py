@@ -407,6 +407,27 @@ def test_a_failing_command_fails_the_run_even_if_a_session_exits_0(main):
     assert (error.status_code, error.body["code"]) == (409, "RequestConflict"), error.body
 
 
+def test_the_linger_is_bounded_by_max_run_time_and_keeps_the_commands_result(main):
+    max_run_time = 8
+    task_id = main.task(["sh", "-c", "echo quick"], max_run_time=max_run_time)
+    started = time.monotonic()
+    session, shell = main.open(task_id)
+    shell.run("echo held-$((2+5))")
+    expect_output(shell, r"held-7\r?\n")
+    # Attached all along, yet the run ends at maxRunTime (counted from the container's start,
+    # a little after `running`).
+    code, reason = shell.wait_closed(max_run_time + 20)
+    ended = time.monotonic() - started
+    print(f"the session ended {ended:.1f} s after the run was running: {shell.describe()}")
+    assert ended >= max_run_time - 1.5, f"ended after {ended:.1f} s"
+    assert shell.exit_status is None, shell.describe()
+    status = wait_resolved(main.queue, task_id)
+    run = status["runs"][0]
+    assert (run["state"], run["reasonResolved"]) == ("completed", "completed"), status
+    entry = main.wait_entry_closed(task_id, session["sessionId"])
+    assert entry["reason"] == "run-resolved", entry
+
+
 # --- 6. runs that have no sessions ------------------------------------------------------------
 
 
@@ -572,6 +593,26 @@ def test_a_stopping_worker_ends_sessions_with_shutdown_and_1001(main_server, tmp
         stop_worker(worker)
 
 
+def test_a_killed_worker_ends_sessions_as_worker_gone(main_server, tmp_path_factory):
+    worker = start_worker(main_server, tmp_path_factory, "killed-worker")
+    sessions = Sessions(main_server, worker)
+    try:
+        task_id = sessions.task()
+        session, shell = sessions.open(task_id)
+        shell.run("echo doomed-$((4+4))")
+        expect_output(shell, r"doomed-8\r?\n")
+        worker.kill()
+        code, reason = shell.wait_closed(TIMEOUT)
+        print(f"after SIGKILL of the worker the user's socket got: {shell.describe()}")
+        assert shell.error is not None, shell.describe()
+        assert code == 1011, shell.describe()
+        entry = sessions.wait_entry_closed(task_id, session["sessionId"])
+        assert entry["reason"] == "worker-gone", entry
+    finally:
+        sessions.cleanup()
+        stop_worker(worker)
+
+
 # --- 10. closeSession and the session limit ---------------------------------------------------
 
 
@@ -671,10 +712,15 @@ def test_pause_holds_the_output_and_resume_releases_all_of_it(main):
     print(f"{held} bytes arrived while paused")
     shell.resume()
     expect_output(shell, r"\n200000\r?\nend-25\r?\n", mark)
-    lines = bytes(shell.output[mark:]).replace(b"\r", b"").split(b"\n")
-    numbers = [line for line in lines if line.isdigit()]
+    output = bytes(shell.output[mark:])
+    # The numbers start on a line of their own or after the prompt and line editor's codes.
+    first = re.search(rb"(?<![0-9])1\r?\n2\r?\n3\r?\n", output)
+    assert first, f"no 1, 2, 3 in the output; it began {output[:300]!r}"
+    lines = output[first.start():].replace(b"\r", b"").split(b"\n")
+    numbers = lines[:lines.index(b"end-25")]
     assert numbers == [str(n).encode() for n in range(1, 200001)], \
-        f"{len(numbers)} lines, first differences lost or reordered"
+        f"{len(numbers)} lines, some lost or reordered; the output began " \
+        f"{bytes(shell.output[mark:mark + 300])!r}"
     shell.run("exit")
     expect_exit(shell, 0)
 

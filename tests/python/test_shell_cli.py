@@ -129,3 +129,15 @@ def test_a_command_after_the_double_dash_runs_instead_of_the_shell(
         assert "one-shot" in tmux.screen()
     finally:
         tmux.close()
+
+
+def test_the_shell_bench_runs_and_reports_both_numbers(cli_server, cli_worker, terminal_env):
+    """`taskfold bench shell` end to end, tiny (its numbers are reported, never asserted)."""
+    result = subprocess.run(
+        [BINARY, "bench", "shell", "--root-url", cli_server.root_url,
+         "--task-queue-id", cli_worker.task_queue_id, "--image", IMAGE,
+         "--keystrokes", "20", "--bulk-mib", "2"],
+        env=terminal_env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"keystroke echo \(20 keys\): p50 [\d.]+ ms", result.stdout), result.stdout
+    assert re.search(r"bulk output: 2 MiB in [\d.]+ s", result.stdout), result.stdout
