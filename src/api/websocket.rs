@@ -130,7 +130,7 @@ impl Writer {
 }
 
 /// A frame as a server sends it.
-pub fn encode(message: ws::Message) -> Result<Bytes, ()> {
+fn encode(message: ws::Message) -> Result<Bytes, ()> {
     let mut frame = BytesMut::new();
     ws::Codec::new().encode(message, &mut frame).map_err(drop)?;
     Ok(frame.freeze())

@@ -57,7 +57,9 @@ pub async fn run(client: &QueueClient, options: Options) -> anyhow::Result<Repor
         max_run_time: 3600,
         interactive: true,
     };
-    client.create_task(task_id, &definition(task_id, &task)).await?;
+    client
+        .create_task(task_id, &definition(task_id, &task))
+        .await?;
     let task_id = task_id.to_string();
     let result = measure(client, &task_id, &options).await;
     let _ = client

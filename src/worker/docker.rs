@@ -324,13 +324,11 @@ impl DockerEngine {
         outcome: &mut Outcome,
     ) {
         let interactive = payload.feature("interactive");
-        if interactive {
-            if let Err(error) = std::fs::create_dir_all(linger_dir(run)) {
-                outcome.problem = Some(Problem::Internal(format!(
-                    "making the interactive container's directory: {error}"
-                )));
-                return;
-            }
+        if interactive && let Err(error) = std::fs::create_dir_all(linger_dir(run)) {
+            outcome.problem = Some(Problem::Internal(format!(
+                "making the interactive container's directory: {error}"
+            )));
+            return;
         }
         run.payload_starting();
         let started = Instant::now();

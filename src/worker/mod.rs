@@ -185,7 +185,11 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
             if options.ssh.targets.is_empty() {
                 tracing::warn!("no [[worker.ssh.targets]] are configured: every task will fail");
             }
-            Engine::Ssh(ssh::SshEngine::new(options.ssh, options.interactive.clone(), &options.data_dir))
+            Engine::Ssh(ssh::SshEngine::new(
+                options.ssh,
+                options.interactive.clone(),
+                &options.data_dir,
+            ))
         }
     };
     WORKER_METRICS.activate(options.engine.name());

@@ -23,12 +23,12 @@ use futures::future::LocalBoxFuture;
 
 use super::artifacts::Missing;
 use super::interactive::{Interactive, Shell, ShellProcess, ShellRequest, Shells, Stop};
-use super::pty::Pty;
-use crate::model::interactive::{MAX_DATA, STDOUT};
-use crate::settings::InteractiveSettings;
 use super::payload::SshPayload;
+use super::pty::Pty;
 use super::resolution::{Abort, Artifacts, Outcome, Phase, Problem};
 use super::task_run::RunContext;
+use crate::model::interactive::{MAX_DATA, STDOUT};
+use crate::settings::InteractiveSettings;
 use crate::settings::{SshSettings, SshTarget};
 
 /// Runs the script as the target user's `sh`, in its own session, stderr into stdout, its pid
@@ -383,7 +383,7 @@ impl Shells for SshShells {
                 input: Box::pin(writer),
                 process: Box::new(SshShell {
                     pty,
-                    child: RefCell::new(child),
+                    child: tokio::sync::Mutex::new(child),
                 }),
             })
         })
@@ -392,7 +392,7 @@ impl Shells for SshShells {
 
 struct SshShell {
     pty: Pty,
-    child: RefCell<tokio::process::Child>,
+    child: tokio::sync::Mutex<tokio::process::Child>,
 }
 
 impl ShellProcess for SshShell {
@@ -406,16 +406,13 @@ impl ShellProcess for SshShell {
 
     fn exit_status(&self) -> LocalBoxFuture<'_, i32> {
         Box::pin(async move {
-            // Only this and `kill` touch the child, never at once.
-            let mut child = self.child.borrow_mut();
-            #[allow(clippy::await_holding_refcell_ref)]
-            let status = child.wait().await;
+            let status = self.child.lock().await.wait().await;
             status.ok().and_then(|status| status.code()).unwrap_or(-1)
         })
     }
 
     fn kill(&self) -> LocalBoxFuture<'_, ()> {
-        if let Ok(mut child) = self.child.try_borrow_mut() {
+        if let Ok(mut child) = self.child.try_lock() {
             let _ = child.start_kill();
         }
         Box::pin(async {})
