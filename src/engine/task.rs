@@ -1667,4 +1667,48 @@ mod tests {
             prop_assert_eq!(&fold(&decoded), &once);
         }
     }
+
+    fn open_session(session_id: Slugid) -> Command {
+        Command::OpenSession {
+            run_id: 0,
+            session_id,
+            client_id: "someone".into(),
+            command: vec!["sh".into()],
+            tty: true,
+        }
+    }
+
+    #[test]
+    fn sessions_open_only_on_a_running_run_of_an_interactive_task() {
+        let plain = Harness::defined(definition()).at(1, open_session(Slugid::nice()));
+        assert_error(plain, ErrorCode::InputError, "did not enable `features.interactive`");
+        let interactive = TaskDefinition {
+            payload: crate::model::Json::from_value(&serde_json::json!({
+                "image": "i", "maxRunTime": 1, "features": {"interactive": true}
+            })),
+            ..definition()
+        };
+        let mut harness = Harness::defined(interactive);
+        assert_error(
+            harness.at(1, open_session(Slugid::nice())),
+            ErrorCode::RequestConflict,
+            "is resolved or not running",
+        );
+        harness.at(1, claim(0)).unwrap();
+        let session_id = Slugid::nice();
+        harness.at(2, open_session(session_id)).unwrap();
+        let close = |end| Command::CloseSession {
+            session_id,
+            end,
+            exit_status: Some(3),
+        };
+        assert_eq!(harness.at(3, close(SessionEnd::Exited)).unwrap().len(), 1);
+        // Closing again changes nothing: the first end stands.
+        assert!(harness.at(4, close(SessionEnd::ClosedByUser)).unwrap().is_empty());
+        let session = harness.task().unwrap().session(session_id).unwrap().clone();
+        assert_eq!(session.end, Some(SessionEnd::Exited));
+        assert_eq!(session.exit_status, Some(3));
+        assert_eq!((session.opened, session.closed), (minutes(2), Some(minutes(3))));
+    }
+
 }

@@ -210,6 +210,15 @@ class ShellClient:
                     return
                 raise AssertionError(f"{what} before the socket closed; {self.describe()}")
 
+    def read_for(self, seconds):
+        """Receives (and records) whatever comes for `seconds`."""
+        deadline = time.monotonic() + seconds
+        try:
+            while self._receive(deadline):
+                pass
+        except Closed:
+            pass
+
     def wait_ready(self, timeout=None):
         """Waits for the first `resume`: the shell runs and takes input."""
         self.wait(lambda: self.resumed > 0, "no resume frame", timeout)

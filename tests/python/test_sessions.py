@@ -5,8 +5,8 @@ shell_client.py.
 
 Two servers, each with a docker worker of its own (linger 5 s): `main` with the default session
 settings, and `strict` with `[sessions] ticket_seconds = 3, max_per_run = 2`, for the expired
-ticket and the session limit. The worker-restart test has a worker of its own, since it stops
-it. Every test cancels the tasks it made, so the workers stay free.
+ticket and the session limit. The tests that stop or kill a worker start one of their own.
+Every test cancels the tasks it made, so the workers stay free.
 
 Shell output is awaited as the command's output, not as the typed line echoed back by the TTY:
 commands print `$((…))` arithmetic or `$(…)` substitutions whose result is not in the line
@@ -101,8 +101,11 @@ class Sessions:
         return entries[session_id]
 
     def wait_entry_closed(self, task_id, session_id, run_id=0, timeout=15):
-        entry = wait_until(lambda: (lambda e: e if e["state"] == "closed" else None)(
-            self.entry(task_id, session_id, run_id)), timeout)
+        def closed():
+            entry = self.entry(task_id, session_id, run_id)
+            return entry if entry["state"] == "closed" else None
+
+        entry = wait_until(closed, timeout)
         assert entry, f"session {session_id} not closed within {timeout} s: " \
             f"{self.entry(task_id, session_id, run_id)}"
         return entry
@@ -702,9 +705,7 @@ def test_pause_holds_the_output_and_resume_releases_all_of_it(main):
     # ~1.3 MB of output, then a marker.
     shell.run("seq 1 200000; echo end-$((5*5))")
     # Paused: the output does not come (apart from what was on its way); read for 3 s.
-    deadline = time.monotonic() + 3
-    while shell._receive(deadline):
-        pass
+    shell.read_for(3)
     held = len(shell.output) - mark
     assert b"end-25" not in bytes(shell.output[mark:]), \
         f"{held} bytes arrived while paused, the end too"
