@@ -1681,7 +1681,11 @@ mod tests {
     #[test]
     fn sessions_open_only_on_a_running_run_of_an_interactive_task() {
         let plain = Harness::defined(definition()).at(1, open_session(Slugid::nice()));
-        assert_error(plain, ErrorCode::InputError, "did not enable `features.interactive`");
+        assert_error(
+            plain,
+            ErrorCode::InputError,
+            "did not enable `features.interactive`",
+        );
         let interactive = TaskDefinition {
             payload: crate::model::Json::from_value(&serde_json::json!({
                 "image": "i", "maxRunTime": 1, "features": {"interactive": true}
@@ -1704,11 +1708,18 @@ mod tests {
         };
         assert_eq!(harness.at(3, close(SessionEnd::Exited)).unwrap().len(), 1);
         // Closing again changes nothing: the first end stands.
-        assert!(harness.at(4, close(SessionEnd::ClosedByUser)).unwrap().is_empty());
+        assert!(
+            harness
+                .at(4, close(SessionEnd::ClosedByUser))
+                .unwrap()
+                .is_empty()
+        );
         let session = harness.task().unwrap().session(session_id).unwrap().clone();
         assert_eq!(session.end, Some(SessionEnd::Exited));
         assert_eq!(session.exit_status, Some(3));
-        assert_eq!((session.opened, session.closed), (minutes(2), Some(minutes(3))));
+        assert_eq!(
+            (session.opened, session.closed),
+            (minutes(2), Some(minutes(3)))
+        );
     }
-
 }

@@ -346,6 +346,7 @@ impl DockerEngine {
             let shells = Rc::new(DockerShells {
                 api: self.api.clone(),
                 container: container.to_owned(),
+                opened: std::cell::Cell::new(0),
             });
             Interactive::start(run, shells)
         });
@@ -579,18 +580,49 @@ fn linger_dir(run: &RunContext) -> PathBuf {
 struct DockerShells {
     api: bollard::Docker,
     container: String,
+    /// Shells opened so far, to name each one's pid file.
+    opened: std::cell::Cell<u64>,
 }
+
+/// Runs a session's command after writing its pid where the worker finds it (Docker cannot
+/// kill an exec, so ending a session kills that pid) and giving its terminal its first size
+/// (`$1` rows, `$2` columns; this engine's API ignores an exec's console size, and a resize
+/// after the start can come after a quick command ended).
+const SESSION_SCRIPT: &str = r#"echo $$ > "$0"
+if [ -n "$1" ]; then /.taskfold/busybox stty rows "$1" cols "$2"; fi
+shift 2
+exec "$@""#;
 
 impl Shells for DockerShells {
     fn open(&self, request: ShellRequest) -> LocalBoxFuture<'static, Result<Shell, String>> {
         let (api, container) = (self.api.clone(), self.container.clone());
+        let number = self.opened.get() + 1;
+        self.opened.set(number);
+        let pid_file = format!("{LINGER_DIR}/session-{number}.pid");
         Box::pin(async move {
+            let (rows, cols) = if request.tty {
+                (request.rows.to_string(), request.cols.to_string())
+            } else {
+                (String::new(), String::new())
+            };
+            let mut command = [
+                LINGER_BUSYBOX,
+                "sh",
+                "-c",
+                SESSION_SCRIPT,
+                &pid_file,
+                &rows,
+                &cols,
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            command.extend(request.command.iter().cloned());
             let config = ExecConfig {
                 attach_stdin: Some(true),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 tty: Some(request.tty),
-                cmd: Some(request.command.clone()),
+                cmd: Some(command),
                 env: Some(vec!["TERM=xterm-256color".to_owned()]),
                 ..ExecConfig::default()
             };
@@ -615,15 +647,11 @@ impl Shells for DockerShells {
             };
             let process = DockerExec {
                 api: api.clone(),
+                container,
                 exec,
+                pid_file,
                 tty: request.tty,
             };
-            if request.tty {
-                // A command that exits at once may be gone before it has a size.
-                if let Err(error) = process.resize(request.rows, request.cols).await {
-                    tracing::debug!(error, "sizing a session's terminal");
-                }
-            }
             let output = output
                 .filter_map(|chunk| async move {
                     match chunk {
@@ -647,7 +675,10 @@ impl Shells for DockerShells {
 
 struct DockerExec {
     api: bollard::Docker,
+    container: String,
     exec: String,
+    /// Where the session's command wrote its pid, in the container.
+    pid_file: String,
     tty: bool,
 }
 
@@ -688,9 +719,36 @@ impl ShellProcess for DockerExec {
     }
 
     fn kill(&self) -> LocalBoxFuture<'_, ()> {
-        // Docker cannot kill an exec; dropping its connection hangs up its terminal, and the
-        // container's end takes whatever is left.
-        Box::pin(async {})
+        Box::pin(async move {
+            // The command's end hangs up its terminal, and with it what runs in the
+            // foreground.
+            let script = format!("kill -KILL $(cat {})", self.pid_file);
+            let config = ExecConfig {
+                cmd: Some(
+                    [LINGER_BUSYBOX, "sh", "-c", &script]
+                        .map(str::to_owned)
+                        .to_vec(),
+                ),
+                ..ExecConfig::default()
+            };
+            let started = match self.api.create_exec(&self.container, config).await {
+                Ok(exec) => {
+                    let detached = StartExecOptions {
+                        detach: true,
+                        tty: false,
+                        output_capacity: None,
+                    };
+                    self.api
+                        .start_exec(&exec.id, Some(detached))
+                        .await
+                        .map(drop)
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = started {
+                tracing::warn!(%error, "killing a session's command");
+            }
+        })
     }
 }
 

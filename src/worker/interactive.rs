@@ -432,8 +432,6 @@ impl Session {
                 process.kill().await;
             }
             Ended::Stopped(Stop::RunEnded) => {
-                let reason = "the task's run ended".to_owned();
-                let _ = send(&mut sink, Frame::Error(reason)).await;
                 close(&mut sink, CloseCode::Normal, "the task's run ended").await;
                 process.kill().await;
             }

@@ -258,9 +258,10 @@ def stty_size(shell, tag):
     mark = shell.mark()
     shell.run(f"stty size; echo size-$(({tag}+1000))")
     expect_output(shell, rf"size-{tag + 1000}\r?\n", mark)
-    lines = bytes(shell.output[mark:]).replace(b"\r", b"").split(b"\n")
-    # The typed line echoed, then stty's line.
-    return lines[1].decode(errors="replace") if len(lines) > 1 else ""
+    lines = bytes(shell.output[mark:]).replace(b"\r", b"").decode(errors="replace").split("\n")
+    # stty's line is the one before the marker's (the banner may come first).
+    marker = lines.index(f"size-{tag + 1000}")
+    return lines[marker - 1] if marker > 0 else ""
 
 
 def test_stty_size_is_the_first_size_of_create_session(main):
