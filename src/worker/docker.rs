@@ -28,7 +28,7 @@ use std::rc::Rc;
 
 use super::artifacts::Missing;
 use super::caches::{Caches, Lease};
-use super::interactive::{Interactive, Shell, ShellProcess, ShellRequest, Shells, Stop};
+use super::interactive::{Interactive, Shell, ShellProcess, ShellRequest, Shells};
 use super::payload::{DockerArtifact, DockerPayload, PathKind};
 use super::resolution::{Abort, Artifacts, Outcome, Phase, Problem};
 use super::task_run::RunContext;
@@ -391,26 +391,10 @@ impl DockerEngine {
             }
         }
         if let Some(sessions) = sessions {
-            if outcome.exit_code.is_some() {
-                // The command is done; the container stays for the sessions, within the
-                // task's maxRunTime and deadline.
-                let bound = (started + max_run_time).min(run.deadline());
-                let linger = Duration::from_secs(self.interactive.linger_seconds);
-                tokio::select! {
-                    () = sessions.linger(linger, bound) => {}
-                    abort = run.aborted() => {
-                        // The command's result stands; only a cancel overrides it.
-                        if abort == Abort::Canceled {
-                            outcome.abort = Some(abort);
-                        }
-                    }
-                }
-            }
-            let why = match outcome.abort {
-                Some(Abort::WorkerShutdown) => Stop::Shutdown,
-                _ => Stop::RunEnded,
-            };
-            sessions.stop(why).await;
+            // The container stays for the sessions a while after the command.
+            let linger = Duration::from_secs(self.interactive.linger_seconds);
+            let bound = (started + max_run_time).min(run.deadline());
+            sessions.finish(run, outcome, linger, bound).await;
             if outcome.exit_code.is_some() && outcome.abort.is_none() {
                 let _ = std::fs::write(linger_dir(run).join("release"), b"");
                 if tokio::time::timeout(RELEASE_GRACE, self.wait(container))
@@ -421,7 +405,7 @@ impl DockerEngine {
                 }
             }
         }
-        if outcome.exit_code.is_none() {
+        if outcome.exit_code.is_none() || outcome.abort.is_some() {
             self.kill(container).await;
             if outcome.timed_out {
                 outcome.exit_code = Some(self.wait(container).await);

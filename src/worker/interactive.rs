@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::resolution::{Abort, Outcome};
 use super::task_run::{RunContext, SharedClient};
 use crate::client::{Error, QueueClient, WebSocket};
 use crate::model::interactive::{Control, Frame, MAX_DATA, STDERR};
@@ -160,6 +161,33 @@ impl Interactive {
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
+    }
+
+    /// After the payload: lingers while its command ended on its own (neither timed out nor
+    /// aborted), within `bound` (the task's maxRunTime and deadline); then ends every session.
+    /// The command's result stands; only a cancel during the linger overrides it.
+    pub async fn finish(
+        self,
+        run: &mut RunContext,
+        outcome: &mut Outcome,
+        linger: Duration,
+        bound: Instant,
+    ) {
+        if outcome.exit_code.is_some() && !outcome.timed_out && outcome.abort.is_none() {
+            tokio::select! {
+                () = self.linger(linger, bound) => {}
+                abort = run.aborted() => {
+                    if abort == Abort::Canceled {
+                        outcome.abort = Some(abort);
+                    }
+                }
+            }
+        }
+        let why = match outcome.abort {
+            Some(Abort::WorkerShutdown) => Stop::Shutdown,
+            _ => Stop::RunEnded,
+        };
+        self.stop(why).await;
     }
 
     /// Ends every session (telling each user why) and the control channel.

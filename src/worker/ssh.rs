@@ -22,7 +22,7 @@ use futures::StreamExt;
 use futures::future::LocalBoxFuture;
 
 use super::artifacts::Missing;
-use super::interactive::{Interactive, Shell, ShellProcess, ShellRequest, Shells, Stop};
+use super::interactive::{Interactive, Shell, ShellProcess, ShellRequest, Shells};
 use super::payload::SshPayload;
 use super::pty::Pty;
 use super::resolution::{Abort, Artifacts, Outcome, Phase, Problem};
@@ -313,26 +313,10 @@ impl SshEngine {
             }
         });
         if let Some(sessions) = sessions {
-            if !outcome.timed_out && outcome.abort.is_none() {
-                // The script is done; the run stays for the sessions, within the task's
-                // maxRunTime and deadline.
-                let bound = (started + max_run_time).min(run.deadline());
-                let linger = Duration::from_secs(self.interactive.linger_seconds);
-                tokio::select! {
-                    () = sessions.linger(linger, bound) => {}
-                    abort = run.aborted() => {
-                        // The script's result stands; only a cancel overrides it.
-                        if abort == Abort::Canceled {
-                            outcome.abort = Some(abort);
-                        }
-                    }
-                }
-            }
-            let why = match outcome.abort {
-                Some(Abort::WorkerShutdown) => Stop::Shutdown,
-                _ => Stop::RunEnded,
-            };
-            sessions.stop(why).await;
+            // The run stays for the sessions a while after the script.
+            let linger = Duration::from_secs(self.interactive.linger_seconds);
+            let bound = (started + max_run_time).min(run.deadline());
+            sessions.finish(run, outcome, linger, bound).await;
         }
         run.log
             .task_finished(outcome.exit_code, outcome.timed_out, started.elapsed());

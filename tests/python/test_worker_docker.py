@@ -226,11 +226,11 @@ def test_a_payload_failing_the_schema_is_malformed(docker_server, queue, run_tas
 
 
 def test_a_feature_the_worker_does_not_offer_is_malformed(docker_server, queue, run_task):
-    task_id = run_task({"command": ["true"], "features": {"interactive": True}})
+    task_id = run_task({"command": ["true"], "features": {"dind": True}})
     status = wait_resolved(queue, task_id)
     assert_run(status, 0, "exception", "malformed-payload")
     log = task_log(docker_server, task_id)
-    assert "interactive" in log, log
+    assert "dind" in log, log
     assert "=== Task Starting ===" not in log, "the command must not run"
     assert not docker_ps(f"taskfold.task-id={task_id}")
 

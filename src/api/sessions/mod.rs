@@ -88,6 +88,24 @@ fn session_json(session: &Session, task_id: Slugid, live: bool) -> Value {
     value
 }
 
+/// Checks a session scope of `task` (by its id or its task queue).
+fn authorize<'c>(
+    call: &'c mut Call,
+    state: &State,
+    template: &ScopeExpression,
+    task: &Task,
+) -> Result<&'c crate::auth::Authenticated, ApiError> {
+    let task_id = task.task_id.to_string();
+    call.authorize(
+        &state.access.clients,
+        template,
+        &[
+            ("taskId", &task_id),
+            ("taskQueueId", &task.definition.task_queue_id),
+        ],
+    )
+}
+
 /// The task, or Taskcluster's 404.
 async fn find_task(state: &State, task_id: Slugid) -> Result<Task, ApiError> {
     state.engine.task(task_id).await.ok_or_else(|| {
@@ -118,16 +136,7 @@ pub async fn create_session(state: Data<State>, request: HttpRequest, body: Body
                 call.input("create-session-request")?
             };
             let task = find_task(&state, task_id).await?;
-            let task_id_text = task_id.to_string();
-            let client_id = call
-                .authorize(
-                    &state.access.clients,
-                    &CREATE_SESSION,
-                    &[
-                        ("taskId", &task_id_text),
-                        ("taskQueueId", &task.definition.task_queue_id),
-                    ],
-                )?
+            let client_id = authorize(call, &state, &CREATE_SESSION, &task)?
                 .client_id
                 .clone()
                 .unwrap_or_default();
@@ -246,15 +255,7 @@ pub async fn list_sessions(state: Data<State>, request: HttpRequest, body: Body)
             let task_id = call.slugid_param("taskId")?;
             let run_id = call.run_id_param()?;
             let task = find_task(&state, task_id).await?;
-            let task_id_text = task_id.to_string();
-            call.authorize(
-                &state.access.clients,
-                &LIST_SESSIONS,
-                &[
-                    ("taskId", &task_id_text),
-                    ("taskQueueId", &task.definition.task_queue_id),
-                ],
-            )?;
+            authorize(call, &state, &LIST_SESSIONS, &task)?;
             if task.runs.get(run_id as usize).is_none() {
                 return Err(run_not_found(task_id, run_id));
             }
@@ -287,15 +288,7 @@ pub async fn close_session(state: Data<State>, request: HttpRequest, body: Body)
             let run_id = call.run_id_param()?;
             let session_id = call.slugid_param("sessionId")?;
             let task = find_task(&state, task_id).await?;
-            let task_id_text = task_id.to_string();
-            call.authorize(
-                &state.access.clients,
-                &CLOSE_SESSION,
-                &[
-                    ("taskId", &task_id_text),
-                    ("taskQueueId", &task.definition.task_queue_id),
-                ],
-            )?;
+            authorize(call, &state, &CLOSE_SESSION, &task)?;
             let Some(session) = task
                 .session(session_id)
                 .filter(|session| session.run_id == run_id)
