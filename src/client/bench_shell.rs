@@ -98,12 +98,16 @@ async fn measure(client: &QueueClient, task_id: &str, options: &Options) -> anyh
     let mut session = open(client, task_id, &request).await?;
     let started = Instant::now();
     let mut bytes = 0u64;
+    let mut errors = Vec::new();
     loop {
         match session.next().await {
             Ok(Frame::Stdout(data) | Frame::Stderr(data)) => bytes += data.len() as u64,
             Ok(Frame::Stopped(_)) => break,
+            Ok(Frame::Error(reason)) => errors.push(reason),
             Ok(_) => {}
-            Err(end) => anyhow::bail!("the bulk session ended early: {end:?}"),
+            Err(end) => anyhow::bail!(
+                "the bulk session ended early after {bytes} bytes: {end:?} (errors: {errors:?})"
+            ),
         }
     }
     let bulk_elapsed = started.elapsed();

@@ -69,6 +69,9 @@ pub async fn serve_user(state: Data<State>, attach: UserAttach, mut reader: Read
         _ = shared.ended() => None,
     };
     let Some(worker) = worker else {
+        if shared.ending().is_none() {
+            tracing::warn!(session = %shared.session_id, "the worker did not dial back for a session");
+        }
         end_session(&state, &shared, ended(SessionEnd::WorkerGone));
         state
             .sessions
@@ -92,6 +95,7 @@ pub async fn serve_user(state: Data<State>, attach: UserAttach, mut reader: Read
                         continue;
                     }
                     if worker.send_binary(bytes).await.is_err() {
+                        tracing::warn!(session = %shared.session_id, "a session's worker stopped reading");
                         end_session(&state, &shared, ended(SessionEnd::WorkerGone));
                         break;
                     }
@@ -146,12 +150,15 @@ async fn close_user(user: Writer, ending: Option<Ending>) {
         SessionEnd::Disconnected => (CloseCode::Normal, "the user went away".to_owned()),
         SessionEnd::RunResolved => (CloseCode::Normal, "the run was resolved".to_owned()),
         SessionEnd::WorkerShutdown => (CloseCode::Away, "the worker is shutting down".to_owned()),
-        SessionEnd::WorkerGone | SessionEnd::Failed | SessionEnd::ServerRestart => {
+        // The worker already said why in an error frame.
+        SessionEnd::Failed => (
+            CloseCode::Error,
+            "the shell failed on the worker".to_owned(),
+        ),
+        SessionEnd::WorkerGone | SessionEnd::ServerRestart => {
             let reason = "the worker went away or did not dial back";
-            if end != SessionEnd::Failed {
-                let frame = Frame::Error(reason.to_owned()).encode();
-                let _ = user.send_binary(Bytes::from(frame)).await;
-            }
+            let frame = Frame::Error(reason.to_owned()).encode();
+            let _ = user.send_binary(Bytes::from(frame)).await;
             (CloseCode::Error, reason.to_owned())
         }
     };
@@ -206,6 +213,11 @@ pub async fn serve_worker(
                     } else if failed {
                         ended(SessionEnd::Failed)
                     } else {
+                        let how = match &incoming {
+                            Incoming::Close(reason) => format!("closed with {reason:?}"),
+                            _ => "its connection broke".to_owned(),
+                        };
+                        tracing::warn!(session = %shared.session_id, how, "a session's worker went away");
                         ended(SessionEnd::WorkerGone)
                     };
                     end_session(&state, &shared, ending);
