@@ -38,6 +38,10 @@ pub fn shell_page_url(root_url: &str, task_id: &str, run_id: u64) -> String {
 const RECONNECT: Duration = Duration::from_secs(1);
 /// How long stopping waits for the sessions to say goodbye.
 const GOODBYE: Duration = Duration::from_secs(2);
+/// How long a session's socket stays open after its close frame, for the queue's answer: the
+/// queue answers once it has read everything sent before, and a socket dropped earlier may
+/// lose that tail (the queue may be slowed by a slow user).
+const CLOSE_ANSWER: Duration = Duration::from_secs(30);
 
 /// What a session asks the engine to run.
 #[derive(Clone, Debug)]
@@ -335,6 +339,7 @@ enum Ended {
 }
 
 type Sink = futures::stream::SplitSink<WebSocket, Message>;
+type Stream = futures::stream::SplitStream<WebSocket>;
 
 async fn send(sink: &mut Sink, frame: Frame) -> Result<(), ()> {
     sink.send(Message::Binary(frame.encode().into()))
@@ -342,12 +347,23 @@ async fn send(sink: &mut Sink, frame: Frame) -> Result<(), ()> {
         .map_err(drop)
 }
 
-async fn close(sink: &mut Sink, code: CloseCode, reason: &str) {
+/// Sends a close frame, then waits (bounded) for the queue's, so nothing sent before is lost.
+async fn close(sink: &mut Sink, stream: &mut Stream, code: CloseCode, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+    if sink.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let answered = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if let Message::Close(_) = message {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_ANSWER, answered).await;
 }
 
 impl Session {
@@ -377,7 +393,13 @@ impl Session {
                     "starting a session's shell"
                 );
                 let _ = send(&mut sink, Frame::Error(error)).await;
-                close(&mut sink, CloseCode::Error, "the shell did not start").await;
+                close(
+                    &mut sink,
+                    &mut stream,
+                    CloseCode::Error,
+                    "the shell did not start",
+                )
+                .await;
                 return;
             }
         };
@@ -448,19 +470,43 @@ impl Session {
             Ended::Exited => {
                 let status = process.exit_status().await;
                 let _ = send(&mut sink, Frame::Stopped(status)).await;
-                close(&mut sink, CloseCode::Normal, "the command exited").await;
+                close(
+                    &mut sink,
+                    &mut stream,
+                    CloseCode::Normal,
+                    "the command exited",
+                )
+                .await;
             }
             Ended::UserGone | Ended::Closed => {
                 process.kill().await;
-                close(&mut sink, CloseCode::Normal, "the session was closed").await;
+                close(
+                    &mut sink,
+                    &mut stream,
+                    CloseCode::Normal,
+                    "the session was closed",
+                )
+                .await;
             }
             Ended::Stopped(Stop::Shutdown) => {
                 let _ = send(&mut sink, Frame::Shutdown).await;
-                close(&mut sink, CloseCode::Away, "the worker is shutting down").await;
+                close(
+                    &mut sink,
+                    &mut stream,
+                    CloseCode::Away,
+                    "the worker is shutting down",
+                )
+                .await;
                 process.kill().await;
             }
             Ended::Stopped(Stop::RunEnded) => {
-                close(&mut sink, CloseCode::Normal, "the task's run ended").await;
+                close(
+                    &mut sink,
+                    &mut stream,
+                    CloseCode::Normal,
+                    "the task's run ended",
+                )
+                .await;
                 process.kill().await;
             }
         }
