@@ -466,49 +466,26 @@ impl Session {
                 }
             }
         };
-        match ended {
+        let (code, reason) = match ended {
             Ended::Exited => {
                 let status = process.exit_status().await;
                 let _ = send(&mut sink, Frame::Stopped(status)).await;
-                close(
-                    &mut sink,
-                    &mut stream,
-                    CloseCode::Normal,
-                    "the command exited",
-                )
-                .await;
+                (CloseCode::Normal, "the command exited")
             }
             Ended::UserGone | Ended::Closed => {
                 process.kill().await;
-                close(
-                    &mut sink,
-                    &mut stream,
-                    CloseCode::Normal,
-                    "the session was closed",
-                )
-                .await;
+                (CloseCode::Normal, "the session was closed")
             }
             Ended::Stopped(Stop::Shutdown) => {
                 let _ = send(&mut sink, Frame::Shutdown).await;
-                close(
-                    &mut sink,
-                    &mut stream,
-                    CloseCode::Away,
-                    "the worker is shutting down",
-                )
-                .await;
                 process.kill().await;
+                (CloseCode::Away, "the worker is shutting down")
             }
             Ended::Stopped(Stop::RunEnded) => {
-                close(
-                    &mut sink,
-                    &mut stream,
-                    CloseCode::Normal,
-                    "the task's run ended",
-                )
-                .await;
                 process.kill().await;
+                (CloseCode::Normal, "the task's run ended")
             }
-        }
+        };
+        close(&mut sink, &mut stream, code, reason).await;
     }
 }
