@@ -76,3 +76,23 @@ fn every_lifecycle_completes_and_parked_claims_wake() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_listener_comparison_counts_every_message_it_expects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, root_url) = serve(dir.path());
+    let stdout = common::successful_output(
+        Command::new(env!("CARGO_BIN_EXE_taskfold"))
+            .args(["bench", "lifecycle", "--root-url", &root_url])
+            .args(["--tasks", "200", "--concurrency", "8", "--listeners", "3"])
+            .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
+            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN),
+    );
+    // Five messages per lifecycle (defined, pending, running, completed, group resolved),
+    // to each of the three listeners.
+    assert!(
+        stdout.contains("listeners received 3000 messages (100% of 3000 expected), 0 disconnected"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("throughput with 3 listeners"), "{stdout}");
+}

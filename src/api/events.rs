@@ -44,6 +44,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const OUTPUT_CHUNKS: usize = 4;
 /// Most messages a listener hands on at once.
 const MAX_BATCH: usize = 256;
+/// After handing on a batch, a listener waits this long before the next one: a busy stream
+/// then costs each listener a wake-up and a write per interval instead of per publication,
+/// and a quiet one is not delayed at all.
+const COALESCE: Duration = Duration::from_millis(5);
 /// Largest frame a listener may send (its subscription).
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// Most bindings one listener may have.
@@ -116,6 +120,8 @@ struct Listener {
     subscription: Subscription,
     /// The cursor of the last message delivered (or of the start).
     position: Cursor,
+    /// Until when the next batch waits (see [`COALESCE`]).
+    quiet_until: Option<tokio::time::Instant>,
 }
 
 impl Listener {
@@ -128,11 +134,17 @@ impl Listener {
             pending: std::mem::take(&mut subscription.backlog).into(),
             position: subscription.position,
             subscription,
+            quiet_until: None,
         }
     }
 
-    /// The next message that matches a binding.
+    /// The next message that matches a binding. Cancel-safe: the wait comes before anything
+    /// is taken.
     async fn next(&mut self) -> Next {
+        if let Some(until) = self.quiet_until {
+            tokio::time::sleep_until(until).await;
+            self.quiet_until = None;
+        }
         loop {
             if *self.subscription.closing.borrow() {
                 return Next::Closed;
@@ -211,6 +223,7 @@ impl Listener {
     /// `first` and what else has arrived, up to a batch: the messages, and what ended the
     /// batch early if it was not a message.
     fn batch(&mut self, first: Arc<Published>) -> (Vec<Arc<Published>>, Option<Next>) {
+        self.quiet_until = Some(tokio::time::Instant::now() + COALESCE);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match self.try_next() {

@@ -292,11 +292,29 @@ pub async fn compare_listeners(
         .iter()
         .map(|exchange| (exchange.name().to_owned(), "#".to_owned()))
         .collect();
+    // The listeners stand for consumers elsewhere: they read on a thread of their own, so
+    // they take no turns from the load's clients on this one.
+    let listening = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-listeners")
+        .enable_all()
+        .build()?;
     let mut counters = Vec::with_capacity(listeners);
     for _ in 0..listeners {
-        counters.push(Counter::connect(root_url, &bindings).await?);
+        let (root_url, bindings) = (root_url.to_owned(), bindings.clone());
+        let counter = listening
+            .spawn(async move { Counter::connect(&root_url, &bindings).await })
+            .await??;
+        counters.push(counter);
     }
-    let with = run(client, quiet).await?;
+    let with = run(client, quiet).await;
+    let with = match with {
+        Ok(with) => with,
+        Err(error) => {
+            listening.shutdown_background();
+            return Err(error.into());
+        }
+    };
     // Every lifecycle publishes one message on each of task-defined, task-pending,
     // task-running, task-completed and (its one-task group's) task-group-resolved.
     let per_lifecycle = exchanges
@@ -321,17 +339,21 @@ pub async fn compare_listeners(
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let received = counters.iter().map(Counter::received).sum();
+    let disconnected = counters
+        .iter()
+        .filter(|counter| counter.closed().is_some())
+        .count();
+    drop(counters);
+    listening.shutdown_background();
     Ok(ListenerComparison {
         without,
         with,
         listeners,
         exchanges,
         expected,
-        received: counters.iter().map(Counter::received).sum(),
-        disconnected: counters
-            .iter()
-            .filter(|counter| counter.closed().is_some())
-            .count(),
+        received,
+        disconnected,
     })
 }
 

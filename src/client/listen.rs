@@ -350,7 +350,6 @@ impl Counter {
                 (received.clone(), closed.clone(), ready_seen.clone());
             async move {
                 let mut ready = false;
-                let mut chunk = vec![0u8; 1 << 16];
                 loop {
                     let mut consumed = 0;
                     while let Some((opcode, payload, length)) = next_frame(&buffer[consumed..]) {
@@ -374,10 +373,12 @@ impl Counter {
                         }
                         consumed += length;
                     }
+                    // Only a partial frame is left to move; reads land right behind it.
                     buffer.drain(..consumed);
-                    match socket.read(&mut chunk).await {
+                    buffer.reserve(1 << 16);
+                    match socket.read_buf(&mut buffer).await {
                         Ok(0) | Err(_) => return,
-                        Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+                        Ok(_) => {}
                     }
                 }
             }
