@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::model::{
     Entities, Envelope, Event, Priority, ReasonResolved, RunState, Slugid, Storage, Task,
-    TaskGroup, TaskState, Timestamp,
+    TaskGroup, TaskState, TaskStatus, Timestamp,
 };
 
 /// The prefix of every exchange name, as Taskcluster's clients bind to them.
@@ -241,9 +241,7 @@ pub fn derive(
         offset,
         index: 0,
     };
-    let mut push = |exchange, subject, routing_key, routes: Arc<[String]>, body: Value| {
-        // Rendering a `Value` cannot fail.
-        let body = serde_json::value::to_raw_value(&body).expect("JSON values render");
+    let mut push = |exchange, subject, routing_key, routes: Arc<[String]>, body: Box<RawValue>| {
         derived.push(Message {
             id,
             exchange,
@@ -266,7 +264,7 @@ pub fn derive(
                 group.task_group_id,
                 group_routing_key(group),
                 Arc::from([]),
-                group_body(group),
+                render(&group_body(group)),
             );
         }
         return derived;
@@ -275,23 +273,23 @@ pub fn derive(
         return derived;
     };
     let routes: Arc<[String]> = task.definition.routes.clone().into();
-    let tags = json!({ "tags": task.definition.tags });
-    let status_and_tags = || json!({ "status": task.status(), "task": tags });
+    let tags = Some(Tags {
+        tags: &task.definition.tags,
+    });
     let run = |run_id: u32| task.runs.get(run_id as usize);
     let worker_of = |run_id: u32| {
         run(run_id).and_then(|run| run.worker_group.as_deref().zip(run.worker_id.as_deref()))
     };
-    let mut message = |exchange, words: RunWords<'_>, mut body: Value| {
-        body["version"] = json!(1);
-        if let Some(run_id) = words.run_id {
-            body["runId"] = json!(run_id);
-        }
-        if let (Some(group), Some(worker)) = (words.worker_group, words.worker_id) {
-            body["workerGroup"] = json!(group);
-            body["workerId"] = json!(worker);
-        }
+    let mut message = |exchange, words: RunWords<'_>, body: TaskBody<'_>| {
+        let worker = words.worker_group.zip(words.worker_id);
+        let body = TaskBody {
+            run_id: words.run_id,
+            worker_group: worker.map(|(group, _)| group),
+            worker_id: worker.map(|(_, id)| id),
+            ..body
+        };
         let key = task_routing_key(task, &words);
-        push(exchange, task.task_id, key, routes.clone(), body);
+        push(exchange, task.task_id, key, routes.clone(), render(&body));
     };
     match &envelope.event {
         Event::TaskDefined { .. } => {
@@ -304,13 +302,19 @@ pub fn derive(
             message(
                 Exchange::TaskDefined,
                 RunWords::default(),
-                json!({ "status": status, "task": tags }),
+                TaskBody {
+                    task: tags,
+                    ..TaskBody::new(status)
+                },
             );
         }
         Event::RunPending { run_id, .. } => message(
             Exchange::TaskPending,
             RunWords::run(*run_id),
-            status_and_tags(),
+            TaskBody {
+                task: tags,
+                ..TaskBody::new(task.status())
+            },
         ),
         Event::RunClaimed {
             run_id,
@@ -324,7 +328,11 @@ pub fn derive(
                 worker_group: Some(worker_group),
                 worker_id: Some(worker_id),
             },
-            json!({ "status": task.status(), "takenUntil": taken_until, "task": tags }),
+            TaskBody {
+                task: tags,
+                taken_until: Some(*taken_until),
+                ..TaskBody::new(task.status())
+            },
         ),
         Event::RunResolved { run_id, reason } => {
             let exchange = match reason.final_state() {
@@ -341,13 +349,19 @@ pub fn derive(
                     worker_group: worker.map(|(group, _)| group),
                     worker_id: worker.map(|(_, id)| id),
                 },
-                status_and_tags(),
+                TaskBody {
+                    task: tags,
+                    ..TaskBody::new(task.status())
+                },
             );
         }
         Event::ExceptionRunAdded { run_id, .. } => message(
             Exchange::TaskException,
             RunWords::run(*run_id),
-            status_and_tags(),
+            TaskBody {
+                task: tags,
+                ..TaskBody::new(task.status())
+            },
         ),
         Event::ArtifactCreated {
             run_id,
@@ -359,12 +373,12 @@ pub fn derive(
             if let Some((group, worker)) = worker_of(*run_id)
                 && !matches!(artifact.storage, Storage::S3 { .. })
             {
-                let artifact = json!({
-                    "storageType": artifact.storage.type_name(),
-                    "name": name,
-                    "expires": artifact.expires,
-                    "contentType": artifact.content_type,
-                });
+                let artifact = ArtifactBody {
+                    storage_type: artifact.storage.type_name(),
+                    name,
+                    expires: artifact.expires,
+                    content_type: &artifact.content_type,
+                };
                 message(
                     Exchange::ArtifactCreated,
                     RunWords {
@@ -372,17 +386,22 @@ pub fn derive(
                         worker_group: Some(group),
                         worker_id: Some(worker),
                     },
-                    json!({ "status": task.status(), "artifact": artifact }),
+                    TaskBody {
+                        artifact: Some(artifact),
+                        ..TaskBody::new(task.status())
+                    },
                 );
             }
         }
-        Event::PriorityChanged { priority } => {
-            let mut body = json!({ "status": task.status(), "newPriority": priority });
-            if let Some(old) = before.priority {
-                body["oldPriority"] = json!(old);
-            }
-            message(Exchange::TaskPriorityChanged, RunWords::default(), body);
-        }
+        Event::PriorityChanged { priority } => message(
+            Exchange::TaskPriorityChanged,
+            RunWords::default(),
+            TaskBody {
+                new_priority: Some(*priority),
+                old_priority: before.priority,
+                ..TaskBody::new(task.status())
+            },
+        ),
         Event::RunReclaimed { .. }
         | Event::DependencySatisfied { .. }
         | Event::TaskGroupJoined { .. }
@@ -394,6 +413,69 @@ pub fn derive(
         | Event::SessionClosed { .. } => {}
     }
     derived
+}
+
+/// The body of a task exchange message; which fields it has depends on the exchange.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskBody<'a> {
+    status: TaskStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_group: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    taken_until: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<Tags<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact: Option<ArtifactBody<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_priority: Option<Priority>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_priority: Option<Priority>,
+    version: u32,
+}
+
+impl TaskBody<'_> {
+    fn new(status: TaskStatus) -> Self {
+        TaskBody {
+            status,
+            run_id: None,
+            worker_group: None,
+            worker_id: None,
+            taken_until: None,
+            task: None,
+            artifact: None,
+            new_priority: None,
+            old_priority: None,
+            version: 1,
+        }
+    }
+}
+
+/// The `task` of a message: `{tags}`.
+#[derive(Serialize)]
+struct Tags<'a> {
+    tags: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// The `artifact` of `artifact-created`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ArtifactBody<'a> {
+    storage_type: &'a str,
+    name: &'a str,
+    expires: Timestamp,
+    content_type: &'a str,
+}
+
+/// A body rendered once for every consumer.
+fn render(body: &impl Serialize) -> Box<RawValue> {
+    // The bodies hold strings, numbers and maps with string keys: rendering cannot fail.
+    serde_json::value::to_raw_value(body).expect("message bodies render")
 }
 
 /// `task-group-changed-message`: `{version, taskGroupId, schedulerId, expires, sealed?}`.
