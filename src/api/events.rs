@@ -262,15 +262,29 @@ fn subscribe(
 pub async fn listen(state: Data<State>, request: HttpRequest, body: Payload) -> HttpResponse {
     Call::new("listen", request.clone(), Ok(Bytes::new()))
         .answer(async |_| {
-            let (response, reader, writer) =
+            let (mut response, mut reader, writer) =
                 websocket::accept(&request, body, MAX_CLIENT_FRAME, OUTPUT_CHUNKS)?;
-            actix_web::rt::spawn(serve_websocket(state, reader, writer));
+            let deflate = websocket::negotiate_deflate(&request);
+            if let Some(accepted) = deflate {
+                response.headers_mut().insert(
+                    actix_web::http::header::SEC_WEBSOCKET_EXTENSIONS,
+                    actix_web::http::header::HeaderValue::from_static(accepted),
+                );
+                reader.accept_compressed();
+            }
+            actix_web::rt::spawn(serve_websocket(state, reader, writer, deflate.is_some()));
             Ok(response)
         })
         .await
 }
 
-async fn serve_websocket(state: Data<State>, mut reader: Reader, connection: Writer) {
+/// `deflate`: permessage-deflate was negotiated, so messages go out compressed.
+async fn serve_websocket(
+    state: Data<State>,
+    mut reader: Reader,
+    connection: Writer,
+    deflate: bool,
+) {
     let request = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
         loop {
             match reader.receive().await {
@@ -333,12 +347,17 @@ async fn serve_websocket(state: Data<State>, mut reader: Reader, connection: Wri
             next = listener.next() => match next {
                 Next::Message(first) => {
                     let (batch, ended) = listener.batch(first);
-                    let mut frames = BytesMut::with_capacity(
-                        batch.iter().map(|published| published.websocket_frame().len()).sum(),
-                    );
-                    for published in &batch {
-                        frames.extend_from_slice(&published.websocket_frame());
+                    let frame = |published: &Arc<Published>| if deflate {
+                        published.deflated_websocket_frame()
+                    } else {
+                        published.websocket_frame()
+                    };
+                    let frames: Vec<Bytes> = batch.iter().map(frame).collect();
+                    let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+                    for frame in &frames {
+                        chunk.extend_from_slice(frame);
                     }
+                    let frames = chunk;
                     match tokio::time::timeout(SEND_TIMEOUT, connection.send_encoded(frames.freeze())).await {
                         Ok(Ok(())) => delivered = listener.position,
                         Ok(Err(())) => return,

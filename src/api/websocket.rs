@@ -45,6 +45,9 @@ pub fn accept(
         received: BytesMut::new(),
         codec: ws::Codec::new().max_size(max_frame),
         heard: Rc::new(Cell::new(Instant::now())),
+        max_frame,
+        inflater: None,
+        compressed: false,
     };
     Ok((HttpResponse::from(response), reader, Writer { output }))
 }
@@ -55,6 +58,11 @@ pub struct Reader {
     received: BytesMut,
     codec: ws::Codec,
     heard: Rc<Cell<Instant>>,
+    max_frame: usize,
+    /// With permessage-deflate negotiated: the peer's compression context.
+    inflater: Option<flate2::Decompress>,
+    /// Whether the frame being decoded had RSV1 set (it is compressed).
+    compressed: bool,
 }
 
 /// What the peer sent (pongs and continuations only count as signs of life).
@@ -72,10 +80,28 @@ impl Reader {
     /// read.
     pub async fn receive(&mut self) -> Incoming {
         loop {
+            // The codec knows no extension: a compressed frame's RSV1 is noted and cleared
+            // before it looks (once per frame, as the frame's first byte leads the buffer).
+            if self.inflater.is_some()
+                && let Some(first) = self.received.first_mut()
+                && *first & RSV1 != 0
+            {
+                *first &= !RSV1;
+                self.compressed = true;
+            }
             match self.codec.decode(&mut self.received) {
                 Ok(Some(frame)) => {
                     self.heard.set(Instant::now());
+                    let compressed = std::mem::take(&mut self.compressed);
                     match frame {
+                        ws::Frame::Text(text) if compressed => match self.inflate(&text) {
+                            Some(text) => return Incoming::Text(text),
+                            None => return Incoming::Gone,
+                        },
+                        ws::Frame::Binary(bytes) if compressed => match self.inflate(&bytes) {
+                            Some(bytes) => return Incoming::Binary(bytes),
+                            None => return Incoming::Gone,
+                        },
                         ws::Frame::Text(text) => return Incoming::Text(text),
                         ws::Frame::Binary(bytes) => return Incoming::Binary(bytes),
                         ws::Frame::Ping(bytes) => return Incoming::Ping(bytes),
@@ -97,6 +123,133 @@ impl Reader {
     pub fn heard(&self) -> Rc<Cell<Instant>> {
         self.heard.clone()
     }
+
+    /// permessage-deflate was negotiated: the peer's messages may be compressed.
+    pub fn accept_compressed(&mut self) {
+        self.inflater = Some(flate2::Decompress::new(false));
+    }
+
+    /// A compressed message's payload, inflated (RFC 7692 §7.2.2); `None` if it is not valid
+    /// deflate data or inflates past the largest frame.
+    fn inflate(&mut self, payload: &[u8]) -> Option<Bytes> {
+        let inflater = self.inflater.as_mut()?;
+        let mut input = Vec::with_capacity(payload.len() + DEFLATE_TAIL.len());
+        input.extend_from_slice(payload);
+        input.extend_from_slice(&DEFLATE_TAIL);
+        let mut output = Vec::with_capacity(payload.len() * 4);
+        let start = inflater.total_in();
+        loop {
+            let consumed = (inflater.total_in() - start) as usize;
+            if output.len() == output.capacity() {
+                output.reserve(output.len().max(1024));
+            }
+            inflater
+                .decompress_vec(
+                    &input[consumed..],
+                    &mut output,
+                    flate2::FlushDecompress::Sync,
+                )
+                .ok()?;
+            if output.len() > self.max_frame {
+                return None;
+            }
+            let consumed = (inflater.total_in() - start) as usize;
+            if consumed == input.len() && output.len() < output.capacity() {
+                return Some(Bytes::from(output));
+            }
+        }
+    }
+}
+
+/// The RSV1 bit of a frame's first byte: the frame is compressed (RFC 7692).
+const RSV1: u8 = 0x40;
+/// What a compressed message's deflate data ends with on the wire, minus this (§7.2.1).
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// The `Sec-WebSocket-Extensions` answer accepting permessage-deflate, if the client offers
+/// it in a form this server can honour. The server compresses each message on its own
+/// (`server_no_context_takeover`), so one compressed frame serves every listener; the
+/// client's messages are inflated in the context it keeps.
+pub fn negotiate_deflate(request: &HttpRequest) -> Option<&'static str> {
+    let offers = request
+        .headers()
+        .get_all(actix_web::http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','));
+    offers
+        .filter_map(|offer| {
+            let mut parts = offer.split(';').map(str::trim);
+            (parts.next()? == "permessage-deflate").then_some(parts)
+        })
+        .any(|mut parameters| {
+            parameters.all(|parameter| {
+                let (name, value) = parameter
+                    .split_once('=')
+                    .map_or((parameter, None), |(name, value)| {
+                        (name.trim(), Some(value.trim().trim_matches('"')))
+                    });
+                match name {
+                    "server_no_context_takeover" | "client_no_context_takeover" => value.is_none(),
+                    // Any window the client compresses with can be inflated with the largest.
+                    "client_max_window_bits" => value.is_none_or(|bits| {
+                        bits.parse::<u8>()
+                            .is_ok_and(|bits| (8..=15).contains(&bits))
+                    }),
+                    // This server always compresses with the largest window.
+                    "server_max_window_bits" => value == Some("15"),
+                    _ => false,
+                }
+            })
+        })
+        .then_some("permessage-deflate; server_no_context_takeover")
+}
+
+/// `text` as a compressed server text frame (RSV1 set), compressed on its own as
+/// `server_no_context_takeover` allows.
+pub fn deflated_text_frame(text: &[u8]) -> Bytes {
+    thread_local! {
+        // A compressor's state is large; each thread keeps one and resets it per message.
+        static COMPRESSOR: std::cell::RefCell<flate2::Compress> =
+            std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), false));
+    }
+    COMPRESSOR.with_borrow_mut(|compressor| {
+        compressor.reset();
+        deflated_frame_with(compressor, text)
+    })
+}
+
+fn deflated_frame_with(compressor: &mut flate2::Compress, text: &[u8]) -> Bytes {
+    let mut payload = Vec::with_capacity(text.len() / 2 + 64);
+    loop {
+        let consumed = compressor.total_in() as usize;
+        if payload.len() == payload.capacity() {
+            payload.reserve(payload.len().max(64));
+        }
+        // Compressing into a vector cannot fail; the status says whether it is done.
+        let _ =
+            compressor.compress_vec(&text[consumed..], &mut payload, flate2::FlushCompress::Sync);
+        if compressor.total_in() as usize == text.len() && payload.len() < payload.capacity() {
+            break;
+        }
+    }
+    if payload.ends_with(&DEFLATE_TAIL) {
+        payload.truncate(payload.len() - DEFLATE_TAIL.len());
+    }
+    let mut frame = BytesMut::with_capacity(payload.len() + 10);
+    frame.extend_from_slice(&[0x80 | RSV1 | 0x1]);
+    match payload.len() {
+        length @ 0..=125 => frame.extend_from_slice(&[length as u8]),
+        length @ 126..=0xffff => {
+            frame.extend_from_slice(&[126]);
+            frame.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        length => {
+            frame.extend_from_slice(&[127]);
+            frame.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&payload);
+    frame.freeze()
 }
 
 /// Frames to the peer.
@@ -147,4 +300,58 @@ pub fn close_reason(code: CloseCode, description: impl Into<String>) -> Option<C
         code,
         description: Some(description),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// The frame's payload, inflated on its own as a client would.
+    fn inflate_frame(frame: &[u8]) -> Vec<u8> {
+        assert_eq!(
+            frame[0],
+            0x80 | RSV1 | 0x1,
+            "a final, compressed text frame"
+        );
+        let (length, start) = match frame[1] {
+            126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            length => (length as usize, 2),
+        };
+        assert_eq!(frame.len(), start + length);
+        let mut input = frame[start..].to_vec();
+        input.extend_from_slice(&DEFLATE_TAIL);
+        let mut output = Vec::new();
+        flate2::read::DeflateDecoder::new(&input[..])
+            .read_to_end(&mut output)
+            .ok();
+        output
+    }
+
+    #[test]
+    fn a_deflated_frame_inflates_to_its_text_at_every_length_encoding() {
+        let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+        let mut text = |length: usize| -> Vec<u8> {
+            (0..length)
+                .map(|_| {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 7;
+                    noise ^= noise << 17;
+                    b'a' + (noise % 26) as u8
+                })
+                .collect()
+        };
+        for length in [0, 10, 1_000, 200_000] {
+            let text = text(length);
+            // Twice: the second frame must not lean on the first.
+            for _ in 0..2 {
+                assert_eq!(inflate_frame(&deflated_text_frame(&text)), text);
+            }
+        }
+    }
 }

@@ -25,6 +25,7 @@ pub struct Published {
     pub cursor: Cursor,
     pub message: Message,
     websocket_frame: OnceLock<Bytes>,
+    deflated_websocket_frame: OnceLock<Bytes>,
     sse_event: OnceLock<Bytes>,
 }
 
@@ -39,6 +40,15 @@ impl Published {
                 // Encoding a server's text frame cannot fail.
                 let _ = ws::Codec::new().encode(ws::Message::Text(text), &mut frame);
                 frame.freeze()
+            })
+            .clone()
+    }
+
+    /// The websocket frame compressed, for listeners that negotiated permessage-deflate.
+    pub fn deflated_websocket_frame(&self) -> Bytes {
+        self.deflated_websocket_frame
+            .get_or_init(|| {
+                crate::api::websocket::deflated_text_frame(self.render(Some("message")).as_bytes())
             })
             .clone()
     }
@@ -183,6 +193,7 @@ impl Bus {
                 },
                 message,
                 websocket_frame: OnceLock::new(),
+                deflated_websocket_frame: OnceLock::new(),
                 sse_event: OnceLock::new(),
             });
             recent.next += 1;

@@ -22,6 +22,7 @@ import subprocess
 import time
 import urllib.parse
 import uuid
+import zlib
 
 import pytest
 import requests
@@ -1011,3 +1012,116 @@ def test_taskfold_listen_without_a_cursor_prints_what_comes_after_it_connects(ev
     assert line["exchange"] == PREFIX + "task-pending"
     assert line["payload"]["status"]["taskId"] in created
     assert line["routes"] == [route]
+
+
+# --- permessage-deflate (RFC 7692), spoken byte by byte --------------------------------------
+
+
+class RawSocket:
+    """A websocket client on a plain socket, for what websocket-client cannot negotiate."""
+
+    def __init__(self, server, extensions):
+        url = urllib.parse.urlparse(ws_url(server))
+        self.sock = socket.create_connection((url.hostname, url.port), timeout=WAIT)
+        offer = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
+        self.sock.sendall((
+            f"GET {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{offer}\r\n").encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            assert chunk, "the server closed during the handshake"
+            self.buffer += chunk
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 101"), lines
+        self.headers = {name.lower(): value.strip()
+                        for name, value in (line.split(":", 1) for line in lines[1:])}
+        OPEN.append(self)
+
+    def send_text(self, payload, compressed):
+        """A masked text frame; compressed with RSV1 set when asked."""
+        if compressed:
+            deflater = zlib.compressobj(wbits=-15)
+            payload = deflater.compress(payload) + deflater.flush(zlib.Z_SYNC_FLUSH)
+            assert payload.endswith(b"\x00\x00\xff\xff")
+            payload = payload[:-4]
+        first = 0x80 | (0x40 if compressed else 0) | 0x1
+        assert len(payload) < 0x10000
+        header = bytes([first, 0x80 | 126]) + struct.pack("!H", len(payload)) \
+            if len(payload) > 125 else bytes([first, 0x80 | len(payload)])
+        mask = os.urandom(4)
+        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def _take(self, count):
+        while len(self.buffer) < count:
+            chunk = self.sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            self.buffer += chunk
+        taken, self.buffer = self.buffer[:count], self.buffer[count:]
+        return taken
+
+    def frame(self):
+        """The next frame: (compressed, opcode, payload)."""
+        first, second = self._take(2)
+        assert not second & 0x80, "a server's frames are not masked"
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack("!H", self._take(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", self._take(8))[0]
+        return bool(first & 0x40), first & 0x0F, self._take(length)
+
+    def close(self):
+        self.sock.close()
+
+
+def inflate_message(payload):
+    """A compressed message on its own, as `server_no_context_takeover` promises."""
+    return zlib.decompressobj(wbits=-15).decompress(payload + b"\x00\x00\xff\xff")
+
+
+def test_permessage_deflate_compresses_every_message_on_its_own(events_server):
+    raw = RawSocket(events_server, "permessage-deflate; client_max_window_bits")
+    assert raw.headers.get("sec-websocket-extensions") == \
+        "permessage-deflate; server_no_context_takeover", raw.headers
+    # The client's own messages may be compressed too.
+    subscription = {"bindings": [{"exchange": PREFIX + "task-defined", "routingKeyPattern": "#"},
+                                 {"exchange": PREFIX + "task-pending", "routingKeyPattern": "#"}]}
+    raw.send_text(json.dumps(subscription).encode(), compressed=True)
+    compressed, opcode, payload = raw.frame()
+    assert opcode == 0x1 and not compressed
+    ready = json.loads(payload)
+    exchange_schemas.validate_listener_ready(ready)
+    queue = events_server.queue()
+    task_queue_id = new_task_queue()
+    task_ids = [create(queue, task_queue_id) for _ in range(3)]
+    seen = []
+    while len(seen) < 6:
+        compressed, opcode, payload = raw.frame()
+        if opcode != 0x1:
+            continue
+        assert compressed, "a message frame went out uncompressed"
+        frame = json.loads(inflate_message(payload))
+        check_frame(frame)
+        seen.append((short(frame["exchange"]), frame["payload"]["status"]["taskId"]))
+    assert sorted(seen) == sorted([("task-defined", task_id) for task_id in task_ids]
+                                  + [("task-pending", task_id) for task_id in task_ids])
+
+
+def test_a_deflate_offer_the_server_cannot_honour_gets_plain_frames(events_server):
+    # It would have to compress with a 1 KiB window.
+    raw = RawSocket(events_server, "permessage-deflate; server_max_window_bits=10")
+    assert "sec-websocket-extensions" not in raw.headers, raw.headers
+    raw.send_text(json.dumps({"bindings": [{"exchange": PREFIX + "task-defined",
+                                            "routingKeyPattern": "#"}]}).encode(),
+                  compressed=False)
+    compressed, opcode, payload = raw.frame()
+    assert (compressed, opcode) == (False, 0x1)
+    assert json.loads(payload)["type"] == "ready"
+    task_id = create(events_server.queue(), new_task_queue())
+    compressed, opcode, payload = raw.frame()
+    assert (compressed, opcode) == (False, 0x1)
+    assert json.loads(payload)["payload"]["status"]["taskId"] == task_id
