@@ -41,17 +41,33 @@ fn serve(data_dir: &std::path::Path) -> (Server, String) {
     (server, format!("http://{listen}"))
 }
 
+/// `taskfold bench lifecycle` with `arguments` against the server; its output.
+fn bench(root_url: &str, arguments: &[&str]) -> String {
+    common::successful_output(
+        Command::new(env!("CARGO_BIN_EXE_taskfold"))
+            .args(["bench", "lifecycle", "--root-url", root_url])
+            .args(arguments)
+            .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
+            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN),
+    )
+}
+
 #[test]
 fn every_lifecycle_completes_and_parked_claims_wake() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, root_url) = serve(dir.path());
-    let stdout = common::successful_output(
-        Command::new(env!("CARGO_BIN_EXE_taskfold"))
-            .args(["bench", "lifecycle", "--root-url", &root_url])
-            .args(["--tasks", "300", "--concurrency", "8", "--rate", "500"])
-            .args(["--wakeup-rounds", "3"])
-            .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
-            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN),
+    let stdout = bench(
+        &root_url,
+        &[
+            "--tasks",
+            "300",
+            "--concurrency",
+            "8",
+            "--rate",
+            "500",
+            "--wakeup-rounds",
+            "3",
+        ],
     );
     assert!(
         stdout.contains("300 lifecycles in") && stdout.contains("(0 empty claims)"),
@@ -81,12 +97,9 @@ fn every_lifecycle_completes_and_parked_claims_wake() {
 fn the_listener_comparison_counts_every_message_it_expects() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, root_url) = serve(dir.path());
-    let stdout = common::successful_output(
-        Command::new(env!("CARGO_BIN_EXE_taskfold"))
-            .args(["bench", "lifecycle", "--root-url", &root_url])
-            .args(["--tasks", "200", "--concurrency", "8", "--listeners", "3"])
-            .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
-            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN),
+    let stdout = bench(
+        &root_url,
+        &["--tasks", "200", "--concurrency", "8", "--listeners", "3"],
     );
     // Five messages per lifecycle (defined, pending, running, completed, group resolved),
     // to each of the three listeners.
