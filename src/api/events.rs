@@ -357,8 +357,7 @@ async fn serve_websocket(
                     for frame in &frames {
                         chunk.extend_from_slice(frame);
                     }
-                    let frames = chunk;
-                    match tokio::time::timeout(SEND_TIMEOUT, connection.send_encoded(frames.freeze())).await {
+                    match tokio::time::timeout(SEND_TIMEOUT, connection.send_encoded(chunk.freeze())).await {
                         Ok(Ok(())) => delivered = listener.position,
                         Ok(Err(())) => return,
                         Err(_) => break close_reason(

@@ -294,11 +294,7 @@ pub async fn compare_listeners(
         .collect();
     // The listeners stand for consumers elsewhere: they read on a thread of their own, so
     // they take no turns from the load's clients on this one.
-    let listening = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("bench-listeners")
-        .enable_all()
-        .build()?;
+    let listening = ListenerThread::start()?;
     let mut counters = Vec::with_capacity(listeners);
     for _ in 0..listeners {
         let (root_url, bindings) = (root_url.to_owned(), bindings.clone());
@@ -307,14 +303,7 @@ pub async fn compare_listeners(
             .await??;
         counters.push(counter);
     }
-    let with = run(client, quiet).await;
-    let with = match with {
-        Ok(with) => with,
-        Err(error) => {
-            listening.shutdown_background();
-            return Err(error.into());
-        }
-    };
+    let with = run(client, quiet).await?;
     // Every lifecycle publishes one message on each of task-defined, task-pending,
     // task-running, task-completed and (its one-task group's) task-group-resolved.
     let per_lifecycle = exchanges
@@ -339,22 +328,49 @@ pub async fn compare_listeners(
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let received = counters.iter().map(Counter::received).sum();
-    let disconnected = counters
-        .iter()
-        .filter(|counter| counter.closed().is_some())
-        .count();
-    drop(counters);
-    listening.shutdown_background();
     Ok(ListenerComparison {
         without,
         with,
         listeners,
         exchanges,
         expected,
-        received,
-        disconnected,
+        received: counters.iter().map(Counter::received).sum(),
+        disconnected: counters
+            .iter()
+            .filter(|counter| counter.closed().is_some())
+            .count(),
     })
+}
+
+/// The bench's listeners' runtime, on a thread of its own; shut down without waiting when
+/// dropped (dropping a runtime inside another one's task would panic).
+struct ListenerThread(Option<tokio::runtime::Runtime>);
+
+impl ListenerThread {
+    fn start() -> std::io::Result<ListenerThread> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bench-listeners")
+            .enable_all()
+            .build()?;
+        Ok(ListenerThread(Some(runtime)))
+    }
+}
+
+impl std::ops::Deref for ListenerThread {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("the runtime lives until dropped")
+    }
+}
+
+impl Drop for ListenerThread {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// How long the listeners may take to receive what the load published.
