@@ -4,6 +4,7 @@
 pub mod access;
 pub mod blobs;
 mod call;
+mod connection;
 pub mod error;
 pub mod events;
 pub mod live_logs;

@@ -147,6 +147,7 @@ pub async fn serve_until(
                 }
             })
     })
+    .on_connect(super::connection::remember_socket)
     .bind(&options.listen)?
     .disable_signals()
     .run();

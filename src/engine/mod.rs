@@ -314,6 +314,19 @@ impl Engine {
     /// claimWork: claims up to `request.tasks` pending runs of the queue, waiting until
     /// `until` for work to arrive. Every claim is durable before it is returned.
     pub async fn claim_work(&self, request: ClaimWork, until: Instant) -> Vec<Claimed> {
+        self.claim_work_unless(request, until, std::future::pending())
+            .await
+    }
+
+    /// [`Engine::claim_work`] for a caller that may go away: once `gone` resolves, a parked
+    /// claim stops waiting, so no task is claimed for a caller that cannot receive it.
+    pub async fn claim_work_unless(
+        &self,
+        request: ClaimWork,
+        until: Instant,
+        gone: impl std::future::Future<Output = ()>,
+    ) -> Vec<Claimed> {
+        let mut gone = std::pin::pin!(gone);
         let wanted = request.tasks.clamp(1, 32) as usize;
         let name = WorkerName {
             task_queue_id: request.task_queue_id.clone(),
@@ -342,12 +355,17 @@ impl Engine {
             let hints = match take.await {
                 Ok(Take::Hints(hints)) => hints,
                 Ok(Take::Parked(mut parked)) => {
-                    match tokio::time::timeout_at(until.into(), &mut parked).await {
-                        Ok(Ok(hints)) => hints,
-                        Ok(Err(_)) => return Vec::new(),
-                        Err(_elapsed) => {
-                            // Hints may have been sent just as time ran out: close the channel
-                            // and give back whatever made it in, so none is stranded.
+                    let received = tokio::select! {
+                        received = &mut parked => Some(received),
+                        () = tokio::time::sleep_until(until.into()) => None,
+                        () = &mut gone => None,
+                    };
+                    match received {
+                        Some(Ok(hints)) => hints,
+                        Some(Err(_)) => return Vec::new(),
+                        None => {
+                            // Hints may have been sent just as the wait ended: close the
+                            // channel and give back whatever made it in, so none is stranded.
                             parked.close();
                             if let Ok(hints) = parked.try_recv() {
                                 self.dispatcher.do_send(Restore {

@@ -2,12 +2,14 @@
 and parked workers sharing the work that arrives."""
 
 import datetime
+import subprocess
+import sys
 import threading
 import time
 
 import taskcluster
 
-from conftest import claim, new_task_id, task_definition, wait_for
+from conftest import ROOT_CLIENT, ROOT_TOKEN, claim, new_task_id, task_definition, wait_for
 
 
 def test_an_expired_claim_is_retried(quick_server, task_queue_id):
@@ -77,6 +79,33 @@ def test_parked_workers_share_the_work_that_arrives(server, queue, task_queue_id
     # Each task went to exactly one worker, and no worker came back empty while work waited.
     assert sorted(claimed) == sorted(created)
     assert all(len(tasks) == 1 for tasks in results)
+
+
+def test_a_worker_that_goes_away_while_parked_gets_no_task_claimed(server, queue,
+                                                                   task_queue_id):
+    """A claimWork whose client is killed while it waits claims nothing: the task that arrives
+    afterwards stays pending, and the next worker gets it (instead of it sitting in a run nobody
+    holds until the claim expires)."""
+    parked = subprocess.Popen([sys.executable, "-c", f"""
+import taskcluster
+queue = taskcluster.Queue({{"rootUrl": {server.root_url!r}, "maxRetries": 0,
+    "credentials": {{"clientId": {ROOT_CLIENT!r}, "accessToken": {ROOT_TOKEN!r}}}}})
+queue.claimWork({task_queue_id!r}, {{"workerGroup": "wg", "workerId": "gone", "tasks": 1}})
+"""])
+    try:
+        time.sleep(1.5)  # let the claim park
+    finally:
+        parked.kill()
+        parked.wait()
+    time.sleep(0.5)  # let the server see the connection end
+    task_id = new_task_id()
+    queue.createTask(task_id, task_definition(task_queue_id))
+    time.sleep(0.5)
+    status = queue.status(task_id)["status"]
+    assert [run["state"] for run in status["runs"]] == ["pending"], status
+    [claimed] = claim(queue, task_queue_id, worker_id="here")
+    assert claimed["status"]["taskId"] == task_id
+    assert claimed["status"]["runs"][0]["workerId"] == "here"
 
 
 def test_claim_work_takes_as_many_as_asked_when_they_wait(queue, task_queue_id):

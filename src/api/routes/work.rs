@@ -14,7 +14,7 @@ use super::tasks::status_reply;
 use super::template;
 use crate::api::call::{Body, Call};
 use crate::api::server::State;
-use crate::api::{ApiError, ErrorCode, response};
+use crate::api::{ApiError, ErrorCode, connection, response};
 use crate::auth::Credentials;
 use crate::auth::ScopeExpression;
 use crate::auth::credentials::{ClaimedRun, task_credentials};
@@ -94,6 +94,8 @@ struct ExceptionRequest {
 /// `POST /claim-work/<taskQueueId>`: waits up to the configured time (20 s) for pending runs
 /// and claims up to `tasks` of them; each comes with temporary credentials for the run.
 pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    // A worker that goes away while its claim is parked gets no task claimed for it.
+    let gone = connection::client_gone(&request);
     Call::new("claimWork", request, body)
         .answer(async |call| {
             let task_queue_id = call.task_queue_id_param()?;
@@ -112,7 +114,7 @@ pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) ->
             let until = waiting + state.claim_work_timeout;
             let claims = state
                 .engine
-                .claim_work(
+                .claim_work_unless(
                     ClaimWork {
                         task_queue_id,
                         worker_group: input.worker_group,
@@ -121,6 +123,7 @@ pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) ->
                         tasks: input.tasks as u32,
                     },
                     until,
+                    gone,
                 )
                 .await;
             METRICS
