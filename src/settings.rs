@@ -42,6 +42,7 @@ pub struct SessionSettings {
 pub struct EventsSettings {
     pub resume_messages: usize,
     pub listener_buffer_messages: usize,
+    pub listener_flush_ms: u64,
     pub kafka_publish: bool,
     pub kafka_topic_prefix: String,
 }
@@ -193,6 +194,7 @@ impl Settings {
             bus: crate::projections::bus::BusOptions {
                 resume_messages: self.events.resume_messages,
                 listener_buffer_messages: self.events.listener_buffer_messages,
+                listener_flush: std::time::Duration::from_millis(self.events.listener_flush_ms),
             },
         }
     }

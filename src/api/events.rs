@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::ws::{self, CloseCode};
-use actix_web::web::BytesMut;
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use futures::StreamExt;
@@ -28,10 +27,12 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::call::Call;
 use super::server::State;
-use super::websocket::{self, Incoming, Reader, Writer, close_reason};
+use super::websocket::{self, Deflate, Incoming, Reader, Writer, close_reason};
 use super::{ApiError, ErrorCode};
-use crate::projections::bindings::{self, Binding};
-use crate::projections::bus::{Batch, Bus, Cursor, Published, Subscription};
+use crate::projections::bindings::Binding;
+use crate::projections::bus::{
+    Audience, Batch, Bus, Cursor, Format, Place, Published, Subscription,
+};
 use crate::projections::metrics::METRICS;
 
 /// How long a websocket client has to send its bindings.
@@ -40,14 +41,12 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// How long one frame may take to reach a client before it counts as not reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Chunks of frames waiting to be written to one websocket.
+/// Deliveries waiting to be written to one websocket.
 const OUTPUT_CHUNKS: usize = 4;
-/// Most messages a listener hands on at once.
-const MAX_BATCH: usize = 256;
-/// After handing on a batch, a listener waits this long before the next one: a busy stream
-/// then costs each listener a wake-up and a write per interval instead of per publication,
-/// and a quiet one is not delayed at all.
-const COALESCE: Duration = Duration::from_millis(5);
+/// Most published batches a listener hands on at once.
+const MAX_BATCHES: usize = 1024;
+/// Most messages of its backlog a resumed listener hands on at once.
+const MAX_BACKLOG: usize = 4096;
 /// Largest frame a listener may send (its subscription).
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// Most bindings one listener may have.
@@ -99,140 +98,168 @@ fn read_cursor(text: Option<&str>) -> Result<Option<Cursor>, ApiError> {
         .transpose()
 }
 
-/// What a listener receives next.
-enum Next {
-    Message(Arc<Published>),
+/// Why a listener stops.
+enum Stop {
     /// It fell behind by more than its buffer: the reason to close with.
     Behind(String),
     /// The server is stopping.
     Closed,
 }
 
-/// A subscription read in order: the backlog, then the live messages.
+impl Stop {
+    fn close_reason(self) -> Option<ws::CloseReason> {
+        match self {
+            Stop::Behind(reason) => close_reason(CloseCode::Policy, reason),
+            Stop::Closed => close_reason(CloseCode::Away, "the server is stopping"),
+        }
+    }
+}
+
+/// What a listener hands on at once: chunks of frames (or events), and what ends the
+/// listener once they are written, if something does.
+struct Delivery {
+    chunks: Vec<Bytes>,
+    then: Option<Stop>,
+}
+
+/// A subscription read in order: the backlog, then the live batches.
 struct Listener {
     bus: Arc<Bus>,
-    bindings: Vec<Binding>,
-    /// Received and not yet looked at: the backlog, then each batch as it arrives.
-    pending: VecDeque<Arc<Published>>,
-    /// How many of `pending` are the backlog of a resumed listener, which is read from
-    /// memory at once and so does not count as falling behind.
-    backlog: usize,
+    audience: Arc<Audience>,
+    /// What a resumed listener missed, read from memory at once (so it does not count as
+    /// falling behind).
+    backlog: VecDeque<Arc<Published>>,
     subscription: Subscription,
-    /// The cursor of the last message delivered (or of the start).
+    /// The cursor of the last message handed on (or of the start).
     position: Cursor,
-    /// Until when the next batch waits (see [`COALESCE`]).
+    /// Until when the next delivery waits (see [`Bus::next_flush`]).
     quiet_until: Option<tokio::time::Instant>,
+    /// Whether the listener has every frame of its audience's shared compression context
+    /// since it last restarted, and nothing else compressed (see [`Place`]).
+    in_context: bool,
 }
 
 impl Listener {
-    fn new(bus: Arc<Bus>, bindings: Vec<Binding>, mut subscription: Subscription) -> Listener {
+    fn new(bus: Arc<Bus>, audience: Arc<Audience>, mut subscription: Subscription) -> Listener {
         METRICS.listeners.inc();
         Listener {
             bus,
-            bindings,
-            backlog: subscription.backlog.len(),
-            pending: std::mem::take(&mut subscription.backlog).into(),
+            audience,
+            backlog: std::mem::take(&mut subscription.backlog).into(),
             position: subscription.position,
             subscription,
             quiet_until: None,
+            in_context: false,
         }
     }
 
-    /// The next message that matches a binding. Cancel-safe: the wait comes before anything
-    /// is taken.
-    async fn next(&mut self) -> Next {
+    /// What to hand on next: the messages that match its bindings among what has arrived.
+    /// Cancel-safe: the waits come before anything is taken.
+    async fn next(&mut self) -> Result<Delivery, Stop> {
         if let Some(until) = self.quiet_until {
             tokio::time::sleep_until(until).await;
             self.quiet_until = None;
         }
         loop {
             if *self.subscription.closing.borrow() {
-                return Next::Closed;
+                return Err(Stop::Closed);
             }
-            if let Some(next) = self.next_pending() {
-                return next;
+            if !self.backlog.is_empty() {
+                if let Some(delivery) = self.take_backlog() {
+                    return Ok(delivery);
+                }
+                continue;
             }
             let received = tokio::select! {
                 received = self.subscription.receiver.recv() => received,
-                _ = self.subscription.closing.changed() => return Next::Closed,
+                _ = self.subscription.closing.changed() => return Err(Stop::Closed),
             };
-            if let Some(stop) = self.receive(received) {
-                return stop;
-            }
-        }
-    }
-
-    /// The next matching message if one is there already: listeners drain what has arrived
-    /// and hand it on at once, so a busy stream costs a wake-up and a write per batch rather
-    /// than per message.
-    fn try_next(&mut self) -> Option<Next> {
-        loop {
-            if let Some(next) = self.next_pending() {
-                return Some(next);
-            }
-            let received = match self.subscription.receiver.try_recv() {
-                Ok(batch) => Ok(batch),
-                Err(TryRecvError::Empty) => return None,
-                Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
-                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+            let mut delivery = Delivery {
+                chunks: Vec::new(),
+                then: None,
             };
-            if let Some(stop) = self.receive(received) {
-                return Some(stop);
+            self.take(received, &mut delivery);
+            // Everything else that has arrived goes with it.
+            let mut batches = 1;
+            while delivery.then.is_none() && batches < MAX_BATCHES {
+                let received = match self.subscription.receiver.try_recv() {
+                    Ok(batch) => Ok(batch),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                };
+                self.take(received, &mut delivery);
+                batches += 1;
+            }
+            match delivery {
+                Delivery { chunks, then: None } if chunks.is_empty() => continue,
+                Delivery {
+                    chunks,
+                    then: Some(stop),
+                } if chunks.is_empty() => return Err(stop),
+                delivery => {
+                    self.quiet_until = Some(self.bus.next_flush());
+                    return Ok(delivery);
+                }
             }
         }
     }
 
-    /// The next matching message among those received; `Behind` once the listener is
-    /// further behind the stream than it may be.
-    fn next_pending(&mut self) -> Option<Next> {
-        while let Some(published) = self.pending.pop_front() {
-            if self.backlog > 0 {
-                self.backlog -= 1;
-            } else if let Some(behind) = self.bus.too_far_behind(&published) {
-                return Some(self.behind(behind));
-            }
-            if bindings::any_matches(&self.bindings, &published.message) {
-                self.position = published.cursor;
-                return Some(Next::Message(published));
-            }
-        }
-        None
+    /// Up to [`MAX_BACKLOG`] of the backlog's matching messages; `None` if none matched.
+    fn take_backlog(&mut self) -> Option<Delivery> {
+        let take = self.backlog.len().min(MAX_BACKLOG);
+        let chunks: Vec<Bytes> = self
+            .backlog
+            .drain(..take)
+            .inspect(|published| self.position = published.cursor)
+            .filter(|published| self.audience.receives(&published.message))
+            .map(|published| published.rendered(self.audience.format()))
+            .collect();
+        // Frames on their own: whatever the listener had of a shared context is lost.
+        self.in_context &= chunks.is_empty();
+        (!chunks.is_empty()).then_some(Delivery { chunks, then: None })
     }
 
-    /// Takes a received batch in; what stops the listener if it did not get one.
-    fn receive(&mut self, received: Result<Batch, RecvError>) -> Option<Next> {
-        match received {
-            Ok(batch) => {
-                self.pending.extend(batch.iter().cloned());
-                None
-            }
-            Err(RecvError::Lagged(_)) => Some(self.behind(self.bus.listener_buffer_messages())),
-            Err(RecvError::Closed) => Some(Next::Closed),
-        }
+    /// Takes a received batch's chunk for this listener into `delivery`, or notes what stops
+    /// the listener if it did not get one.
+    fn take(&mut self, received: Result<Arc<Batch>, RecvError>, delivery: &mut Delivery) {
+        let stop = match received {
+            Ok(batch) => match self.bus.too_far_behind(batch.first()) {
+                Some(behind) => self.behind(behind),
+                None => {
+                    let chunk = batch.rendered_for(&self.audience);
+                    let frames = match chunk.place {
+                        Place::Restarts => {
+                            self.in_context = true;
+                            chunk.frames
+                        }
+                        Place::Continues if self.in_context => chunk.frames,
+                        Place::Continues => batch.alone_for(&self.audience),
+                        Place::Alone => {
+                            self.in_context &= chunk.frames.is_empty();
+                            chunk.frames
+                        }
+                    };
+                    if !frames.is_empty() {
+                        delivery.chunks.push(frames);
+                    }
+                    self.position = batch.last().cursor;
+                    return;
+                }
+            },
+            Err(RecvError::Lagged(_)) => self.behind(self.bus.listener_buffer_messages()),
+            Err(RecvError::Closed) => Stop::Closed,
+        };
+        delivery.then = Some(stop);
     }
 
-    fn behind(&self, behind: u64) -> Next {
+    fn behind(&self, behind: u64) -> Stop {
         METRICS.listeners_dropped.inc();
-        Next::Behind(format!(
+        Stop::Behind(format!(
             "listener fell behind by more than {behind} messages; reconnect with cursor {} to \
              resume",
             self.position
         ))
-    }
-
-    /// `first` and what else has arrived, up to a batch: the messages, and what ended the
-    /// batch early if it was not a message.
-    fn batch(&mut self, first: Arc<Published>) -> (Vec<Arc<Published>>, Option<Next>) {
-        self.quiet_until = Some(tokio::time::Instant::now() + COALESCE);
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match self.try_next() {
-                Some(Next::Message(published)) => batch.push(published),
-                Some(other) => return (batch, Some(other)),
-                None => break,
-            }
-        }
-        (batch, None)
     }
 }
 
@@ -245,45 +272,53 @@ impl Drop for Listener {
 fn subscribe(
     state: &State,
     bindings: Vec<Binding>,
+    format: Format,
     cursor: Option<Cursor>,
 ) -> Result<Listener, ApiError> {
     let bus = state.engine.bus().clone();
     let subscription = bus
         .subscribe(cursor)
         .map_err(|reason| ApiError::new(ErrorCode::ResourceExpired, reason))?;
-    Ok(Listener::new(bus, bindings, subscription))
+    let audience = bus.audience(bindings, format);
+    Ok(Listener::new(bus, audience, subscription))
 }
 
 /// `GET /api/events/v1/listen`: a websocket.
 ///
-/// Frames are written here rather than through a session object: a message's frame is encoded
-/// once for every listener (`Published::websocket_frame`), and a listener hands on what has
-/// arrived as one chunk, which keeps a fan-out to many listeners cheap.
+/// Frames are written here rather than through a session object: each published batch is
+/// encoded once for all the listeners that bind alike (`Batch::rendered_for`), and a listener
+/// hands on what has arrived since its last write in one go, which keeps a fan-out to many
+/// listeners cheap.
 pub async fn listen(state: Data<State>, request: HttpRequest, body: Payload) -> HttpResponse {
     Call::new("listen", request.clone(), Ok(Bytes::new()))
         .answer(async |_| {
             let (mut response, mut reader, writer) =
                 websocket::accept(&request, body, MAX_CLIENT_FRAME, OUTPUT_CHUNKS)?;
             let deflate = websocket::negotiate_deflate(&request);
-            if let Some(accepted) = deflate {
+            if let Some(deflate) = deflate {
                 response.headers_mut().insert(
                     actix_web::http::header::SEC_WEBSOCKET_EXTENSIONS,
-                    actix_web::http::header::HeaderValue::from_static(accepted),
+                    actix_web::http::header::HeaderValue::from_static(deflate.answer()),
                 );
                 reader.accept_compressed();
             }
-            actix_web::rt::spawn(serve_websocket(state, reader, writer, deflate.is_some()));
+            let format = match deflate {
+                None => Format::Websocket,
+                Some(Deflate::InContext) => Format::DeflatedStream,
+                Some(Deflate::EachOnItsOwn) => Format::DeflatedWebsocket,
+            };
+            actix_web::rt::spawn(serve_websocket(state, reader, writer, format));
             Ok(response)
         })
         .await
 }
 
-/// `deflate`: permessage-deflate was negotiated, so messages go out compressed.
+/// `format`: how messages go out, as the connection negotiated.
 async fn serve_websocket(
     state: Data<State>,
     mut reader: Reader,
     connection: Writer,
-    deflate: bool,
+    format: Format,
 ) {
     let request = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
         loop {
@@ -320,7 +355,7 @@ async fn serve_websocket(
                 .map(|binding| (binding.exchange, binding.routing_key_pattern));
             let bindings = read_bindings(pairs)?;
             let cursor = read_cursor(request.cursor.as_deref())?;
-            subscribe(&state, bindings, cursor)
+            subscribe(&state, bindings, format, cursor)
         });
     let mut listener = match listener {
         Ok(listener) => listener,
@@ -345,19 +380,8 @@ async fn serve_websocket(
     let close = loop {
         tokio::select! {
             next = listener.next() => match next {
-                Next::Message(first) => {
-                    let (batch, ended) = listener.batch(first);
-                    let frame = |published: &Arc<Published>| if deflate {
-                        published.deflated_websocket_frame()
-                    } else {
-                        published.websocket_frame()
-                    };
-                    let frames: Vec<Bytes> = batch.iter().map(frame).collect();
-                    let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-                    for frame in &frames {
-                        chunk.extend_from_slice(frame);
-                    }
-                    match tokio::time::timeout(SEND_TIMEOUT, connection.send_encoded(chunk.freeze())).await {
+                Ok(Delivery { chunks, then }) => {
+                    match tokio::time::timeout(SEND_TIMEOUT, connection.send_chunks(chunks)).await {
                         Ok(Ok(())) => delivered = listener.position,
                         Ok(Err(())) => return,
                         Err(_) => break close_reason(
@@ -365,14 +389,11 @@ async fn serve_websocket(
                             format!("listener is not reading; resume with cursor {delivered}"),
                         ),
                     }
-                    match ended {
-                        Some(Next::Behind(reason)) => break close_reason(CloseCode::Policy, reason),
-                        Some(Next::Closed) => break close_reason(CloseCode::Away, "the server is stopping"),
-                        Some(Next::Message(_)) | None => {}
+                    if let Some(stop) = then {
+                        break stop.close_reason();
                     }
                 }
-                Next::Behind(reason) => break close_reason(CloseCode::Policy, reason),
-                Next::Closed => break close_reason(CloseCode::Away, "the server is stopping"),
+                Err(stop) => break stop.close_reason(),
             },
             incoming = reader.receive() => match incoming {
                 Incoming::Ping(bytes) => {
@@ -429,40 +450,31 @@ pub async fn sse(state: Data<State>, request: HttpRequest) -> HttpResponse {
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned);
             let cursor = read_cursor(last_event_id.or(cursor).as_deref())?;
-            let listener = subscribe(&state, bindings, cursor)?;
+            let listener = subscribe(&state, bindings, Format::Sse, cursor)?;
             let ready = format!(": ready {}\n\n", listener.position);
             let events = futures::stream::unfold(Some(listener), |listener| async move {
                 let mut listener = listener?;
-                let chunk = tokio::select! {
+                let (mut chunks, then) = tokio::select! {
                     next = listener.next() => match next {
-                        Next::Message(first) => {
-                            let (batch, ended) = listener.batch(first);
-                            let mut chunk = Vec::new();
-                            for published in &batch {
-                                chunk.extend_from_slice(&published.sse_event());
-                            }
-                            if let Some(Next::Behind(reason)) = ended {
-                                let data = json!({"message": reason}).to_string();
-                                chunk.extend_from_slice(format!("event: error\ndata: {data}\n\n").as_bytes());
-                                return Some((Ok(Bytes::from(chunk)), None));
-                            }
-                            if let Some(Next::Closed) = ended {
-                                return Some((Ok(Bytes::from(chunk)), None));
-                            }
-                            Some(Bytes::from(chunk))
-                        }
-                        Next::Behind(reason) => {
-                            let data = json!({"message": reason}).to_string();
-                            return Some((
-                                Ok::<_, actix_web::Error>(Bytes::from(format!("event: error\ndata: {data}\n\n"))),
-                                None,
-                            ));
-                        }
-                        Next::Closed => None,
+                        Ok(Delivery { chunks, then }) => (chunks, then),
+                        Err(stop) => (Vec::new(), Some(stop)),
                     },
-                    _ = tokio::time::sleep(KEEPALIVE) => Some(Bytes::from_static(b": keepalive\n\n")),
+                    _ = tokio::time::sleep(KEEPALIVE) => {
+                        (vec![Bytes::from_static(b": keepalive\n\n")], None)
+                    }
                 };
-                chunk.map(|chunk| (Ok(chunk), Some(listener)))
+                match then {
+                    None => Some((chunks, Some(listener))),
+                    Some(Stop::Behind(reason)) => {
+                        let data = json!({"message": reason}).to_string();
+                        chunks.push(format!("event: error\ndata: {data}\n\n").into());
+                        Some((chunks, None))
+                    }
+                    Some(Stop::Closed) => Some((chunks, None)),
+                }
+            })
+            .flat_map(|chunks| {
+                futures::stream::iter(chunks.into_iter().map(Ok::<_, actix_web::Error>))
             });
             let stream = futures::stream::once(async move { Ok(Bytes::from(ready)) }).chain(events);
             Ok(HttpResponse::Ok()

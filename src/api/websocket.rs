@@ -12,14 +12,17 @@ use actix_http::ws::{self, CloseCode, CloseReason};
 use actix_web::web::{Bytes, BytesMut, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use futures::StreamExt;
+use miniz_oxide::deflate::core::{
+    CompressionStrategy, CompressorOxide, TDEFLFlush, TDEFLStatus, compress_to_output,
+};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::{ApiError, ErrorCode};
 
 /// Answers a websocket upgrade: the response to return, and the two halves of the connection.
-/// `max_frame` bounds a frame from the peer; `buffer` is how many chunks of frames may wait to
-/// be written before a send waits.
+/// `max_frame` bounds a frame from the peer; `buffer` is how many sends may wait to be written
+/// before a send waits.
 pub fn accept(
     request: &HttpRequest,
     body: Payload,
@@ -32,11 +35,18 @@ pub fn accept(
             format!("not a websocket request: {error}"),
         )
     })?;
-    let (output, chunks) = mpsc::channel::<Bytes>(buffer.max(1));
-    let stream = futures::stream::unfold(chunks, |mut chunks| async move {
-        let chunk = chunks.recv().await?;
-        Some((Ok::<_, actix_web::Error>(chunk), chunks))
-    });
+    let (output, chunks) = mpsc::channel::<Vec<Bytes>>(buffer.max(1));
+    let stream = futures::stream::unfold(
+        (chunks, Vec::new().into_iter()),
+        |(mut chunks, mut queued)| async move {
+            loop {
+                if let Some(chunk) = queued.next() {
+                    return Some((Ok::<_, actix_web::Error>(chunk), (chunks, queued)));
+                }
+                queued = chunks.recv().await?.into_iter();
+            }
+        },
+    );
     let response = response
         .message_body(BodyStream::new(stream).boxed())
         .map_err(|error| ApiError::new(ErrorCode::InternalServerError, error.to_string()))?;
@@ -166,11 +176,29 @@ const RSV1: u8 = 0x40;
 /// What a compressed message's deflate data ends with on the wire, minus this (§7.2.1).
 const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// The `Sec-WebSocket-Extensions` answer accepting permessage-deflate, if the client offers
-/// it in a form this server can honour. The server compresses each message on its own
-/// (`server_no_context_takeover`), so one compressed frame serves every listener; the
-/// client's messages are inflated in the context it keeps.
-pub fn negotiate_deflate(request: &HttpRequest) -> Option<&'static str> {
+/// How this server compresses its messages to a client that negotiated permessage-deflate.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Deflate {
+    /// In a context kept across messages (RFC 7692's context takeover), which lets a message
+    /// lean on those before it.
+    InContext,
+    /// Each message on its own: the client asked for `server_no_context_takeover`.
+    EachOnItsOwn,
+}
+
+impl Deflate {
+    /// The `Sec-WebSocket-Extensions` answer.
+    pub fn answer(self) -> &'static str {
+        match self {
+            Deflate::InContext => "permessage-deflate",
+            Deflate::EachOnItsOwn => "permessage-deflate; server_no_context_takeover",
+        }
+    }
+}
+
+/// How to compress for the client, if it offers permessage-deflate in a form this server can
+/// honour; the client's messages are inflated in the context it keeps.
+pub fn negotiate_deflate(request: &HttpRequest) -> Option<Deflate> {
     let offers = request
         .headers()
         .get_all(actix_web::http::header::SEC_WEBSOCKET_EXTENSIONS)
@@ -181,15 +209,20 @@ pub fn negotiate_deflate(request: &HttpRequest) -> Option<&'static str> {
             let mut parts = offer.split(';').map(str::trim);
             (parts.next()? == "permessage-deflate").then_some(parts)
         })
-        .any(|mut parameters| {
-            parameters.all(|parameter| {
+        .find_map(|parameters| {
+            let mut deflate = Deflate::InContext;
+            for parameter in parameters {
                 let (name, value) = parameter
                     .split_once('=')
                     .map_or((parameter, None), |(name, value)| {
                         (name.trim(), Some(value.trim().trim_matches('"')))
                     });
-                match name {
-                    "server_no_context_takeover" | "client_no_context_takeover" => value.is_none(),
+                let honoured = match name {
+                    "server_no_context_takeover" => {
+                        deflate = Deflate::EachOnItsOwn;
+                        value.is_none()
+                    }
+                    "client_no_context_takeover" => value.is_none(),
                     // Any window the client compresses with can be inflated with the largest.
                     "client_max_window_bits" => value.is_none_or(|bits| {
                         bits.parse::<u8>()
@@ -198,70 +231,111 @@ pub fn negotiate_deflate(request: &HttpRequest) -> Option<&'static str> {
                     // This server always compresses with the largest window.
                     "server_max_window_bits" => value == Some("15"),
                     _ => false,
+                };
+                if !honoured {
+                    return None;
                 }
-            })
+            }
+            Some(deflate)
         })
-        .then_some("permessage-deflate; server_no_context_takeover")
 }
 
 /// `text` as a compressed server text frame (RSV1 set), compressed on its own as
-/// `server_no_context_takeover` allows.
+/// `server_no_context_takeover` asks.
 pub fn deflated_text_frame(text: &[u8]) -> Bytes {
     thread_local! {
-        // A compressor's state is large; each thread keeps one and resets it per message.
-        static COMPRESSOR: std::cell::RefCell<flate2::Compress> =
-            std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), false));
+        // A compressor's state is large; each thread keeps one and restarts it per message.
+        static CONTEXT: std::cell::RefCell<DeflateContext> =
+            std::cell::RefCell::new(DeflateContext::new());
     }
-    COMPRESSOR.with_borrow_mut(|compressor| {
-        compressor.reset();
-        deflated_frame_with(compressor, text)
+    CONTEXT.with_borrow_mut(|context| {
+        context.restart();
+        context.frame(text)
     })
 }
 
-fn deflated_frame_with(compressor: &mut flate2::Compress, text: &[u8]) -> Bytes {
-    let mut payload = Vec::with_capacity(text.len() / 2 + 64);
-    loop {
-        let consumed = compressor.total_in() as usize;
-        if payload.len() == payload.capacity() {
-            payload.reserve(payload.len().max(64));
-        }
-        // Compressing into a vector cannot fail; the status says whether it is done.
-        let _ =
-            compressor.compress_vec(&text[consumed..], &mut payload, flate2::FlushCompress::Sync);
-        if compressor.total_in() as usize == text.len() && payload.len() < payload.capacity() {
-            break;
-        }
+/// A compression context kept across messages: each frame it makes may lean on the messages
+/// it compressed since it last restarted, so a client inflates it only after all of those
+/// (and no other compressed message since). Its blocks use deflate's fixed codes: a
+/// listener's message leans mostly on the ones before it, and a block's own code tables
+/// would cost more to build and to send than they save.
+pub struct DeflateContext(Box<CompressorOxide>);
+
+impl DeflateContext {
+    pub fn new() -> DeflateContext {
+        DeflateContext(Box::new(CompressorOxide::with_params(
+            miniz_oxide::DataFormat::Raw,
+            1,
+            CompressionStrategy::Fixed,
+            15,
+        )))
     }
-    if payload.ends_with(&DEFLATE_TAIL) {
-        payload.truncate(payload.len() - DEFLATE_TAIL.len());
+
+    /// Forgets every message before: the next frame stands on its own.
+    pub fn restart(&mut self) {
+        self.0.reset();
     }
-    let mut frame = BytesMut::with_capacity(payload.len() + 10);
-    frame.extend_from_slice(&[0x80 | RSV1 | 0x1]);
-    match payload.len() {
-        length @ 0..=125 => frame.extend_from_slice(&[length as u8]),
-        length @ 126..=0xffff => {
-            frame.extend_from_slice(&[126]);
-            frame.extend_from_slice(&(length as u16).to_be_bytes());
+
+    /// `text` as a compressed server text frame (RSV1 set).
+    pub fn frame(&mut self, text: &[u8]) -> Bytes {
+        let mut payload = Vec::with_capacity(text.len() / 2 + 64);
+        let mut rest = text;
+        loop {
+            // Output goes to a vector, which always takes it: compressing cannot fail.
+            let (status, consumed) =
+                compress_to_output(&mut self.0, rest, TDEFLFlush::Sync, |output| {
+                    payload.extend_from_slice(output);
+                    true
+                });
+            rest = &rest[consumed..];
+            if rest.is_empty() || status != TDEFLStatus::Okay {
+                break;
+            }
         }
-        length => {
-            frame.extend_from_slice(&[127]);
-            frame.extend_from_slice(&(length as u64).to_be_bytes());
+        if payload.ends_with(&DEFLATE_TAIL) {
+            payload.truncate(payload.len() - DEFLATE_TAIL.len());
         }
+        let mut frame = BytesMut::with_capacity(payload.len() + 10);
+        frame.extend_from_slice(&[0x80 | RSV1 | 0x1]);
+        match payload.len() {
+            length @ 0..=125 => frame.extend_from_slice(&[length as u8]),
+            length @ 126..=0xffff => {
+                frame.extend_from_slice(&[126]);
+                frame.extend_from_slice(&(length as u16).to_be_bytes());
+            }
+            length => {
+                frame.extend_from_slice(&[127]);
+                frame.extend_from_slice(&(length as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&payload);
+        frame.freeze()
     }
-    frame.extend_from_slice(&payload);
-    frame.freeze()
+}
+
+impl Default for DeflateContext {
+    fn default() -> DeflateContext {
+        DeflateContext::new()
+    }
 }
 
 /// Frames to the peer.
 #[derive(Clone)]
 pub struct Writer {
-    output: mpsc::Sender<Bytes>,
+    /// Chunks of encoded frames, handed on together.
+    output: mpsc::Sender<Vec<Bytes>>,
 }
 
 impl Writer {
     /// Sends frames already encoded; an error once the connection is gone.
     pub async fn send_encoded(&self, frames: Bytes) -> Result<(), ()> {
-        self.output.send(frames).await.map_err(drop)
+        self.send_chunks(vec![frames]).await
+    }
+
+    /// Sends chunks of frames already encoded, written in order without being joined first;
+    /// they count as one towards the connection's buffer.
+    pub async fn send_chunks(&self, chunks: Vec<Bytes>) -> Result<(), ()> {
+        self.output.send(chunks).await.map_err(drop)
     }
 
     pub async fn send(&self, message: ws::Message) -> Result<(), ()> {
@@ -308,8 +382,8 @@ mod tests {
 
     use super::*;
 
-    /// The frame's payload, inflated on its own as a client would.
-    fn inflate_frame(frame: &[u8]) -> Vec<u8> {
+    /// A compressed text frame's payload, with what deflate ends it with on the wire put back.
+    fn payload(frame: &[u8]) -> Vec<u8> {
         assert_eq!(
             frame[0],
             0x80 | RSV1 | 0x1,
@@ -324,13 +398,55 @@ mod tests {
             length => (length as usize, 2),
         };
         assert_eq!(frame.len(), start + length);
-        let mut input = frame[start..].to_vec();
-        input.extend_from_slice(&DEFLATE_TAIL);
+        [&frame[start..], &DEFLATE_TAIL[..]].concat()
+    }
+
+    /// The frame's payload, inflated on its own as a client would.
+    fn inflate_frame(frame: &[u8]) -> Vec<u8> {
         let mut output = Vec::new();
-        flate2::read::DeflateDecoder::new(&input[..])
+        flate2::read::DeflateDecoder::new(&payload(frame)[..])
             .read_to_end(&mut output)
             .ok();
         output
+    }
+
+    fn inflate_in(inflater: &mut flate2::Decompress, frame: &[u8]) -> Vec<u8> {
+        let mut output = Vec::with_capacity(1 << 20);
+        inflater
+            .decompress_vec(&payload(frame), &mut output, flate2::FlushDecompress::Sync)
+            .unwrap();
+        output
+    }
+
+    #[test]
+    fn frames_in_one_context_inflate_in_order_and_a_restart_stands_alone() {
+        let texts: Vec<Vec<u8>> = (0..20)
+            .map(|index| {
+                format!(r#"{{"type":"message","index":{index},"exchange":"task-defined"}}"#)
+                    .into_bytes()
+            })
+            .collect();
+        let mut context = DeflateContext::new();
+        let frames: Vec<Bytes> = texts.iter().map(|text| context.frame(text)).collect();
+        // Later frames lean on earlier ones: far smaller than the first.
+        assert!(
+            frames[5].len() * 2 < frames[0].len(),
+            "{} vs {}",
+            frames[5].len(),
+            frames[0].len()
+        );
+        let mut inflater = flate2::Decompress::new(false);
+        for (frame, text) in frames.iter().zip(&texts) {
+            assert_eq!(&inflate_in(&mut inflater, frame), text);
+        }
+        // Alone, a frame that leans on others does not inflate to its text.
+        let lone = inflate_frame(&frames[5]);
+        assert_ne!(lone, texts[5]);
+        context.restart();
+        let restarted = context.frame(&texts[7]);
+        assert_eq!(inflate_frame(&restarted), texts[7]);
+        // A client that kept its context inflates the restarted frame too.
+        assert_eq!(inflate_in(&mut inflater, &restarted), texts[7]);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! matches a message when its pattern matches the primary routing key or any CC key
 //! (`route.<route>`), as a Pulse queue bound to the exchange would receive it.
 
+use std::fmt;
+
 use super::exchanges::{Exchange, Message};
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -40,6 +42,22 @@ impl Pattern {
         }
         let words: Vec<&str> = key.split('.').collect();
         matches_words(&self.0, &words)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, word) in self.0.iter().enumerate() {
+            if index > 0 {
+                formatter.write_str(".")?;
+            }
+            formatter.write_str(match word {
+                Word::Literal(literal) => literal,
+                Word::One => "*",
+                Word::Any => "#",
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -91,6 +109,13 @@ impl Binding {
                 || routes
                     .iter()
                     .any(|route| self.pattern.matches(&format!("route.{route}"))))
+    }
+}
+
+/// `<exchange> <pattern>`: one binding's key, the same for bindings that match alike.
+impl fmt::Display for Binding {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} {}", self.exchange, self.pattern)
     }
 }
 

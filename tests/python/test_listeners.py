@@ -1078,13 +1078,16 @@ class RawSocket:
         self.sock.close()
 
 
-def inflate_message(payload):
-    """A compressed message on its own, as `server_no_context_takeover` promises."""
-    return zlib.decompressobj(wbits=-15).decompress(payload + b"\x00\x00\xff\xff")
+def inflate_message(payload, inflater=None):
+    """A compressed message: on its own, as `server_no_context_takeover` promises, or in the
+    context `inflater` kept of the messages before."""
+    inflater = inflater or zlib.decompressobj(wbits=-15)
+    return inflater.decompress(payload + b"\x00\x00\xff\xff")
 
 
-def test_permessage_deflate_compresses_every_message_on_its_own(events_server):
-    raw = RawSocket(events_server, "permessage-deflate; client_max_window_bits")
+def test_permessage_deflate_compresses_every_message_on_its_own_when_asked(events_server):
+    raw = RawSocket(events_server,
+                    "permessage-deflate; server_no_context_takeover; client_max_window_bits")
     assert raw.headers.get("sec-websocket-extensions") == \
         "permessage-deflate; server_no_context_takeover", raw.headers
     # The client's own messages may be compressed too.
@@ -1109,6 +1112,56 @@ def test_permessage_deflate_compresses_every_message_on_its_own(events_server):
         seen.append((short(frame["exchange"]), frame["payload"]["status"]["taskId"]))
     assert sorted(seen) == sorted([("task-defined", task_id) for task_id in task_ids]
                                   + [("task-pending", task_id) for task_id in task_ids])
+
+
+def test_permessage_deflate_in_context_inflates_for_early_and_late_listeners(events_server):
+    """Without `server_no_context_takeover`, messages lean on the ones before them. Listeners
+    that bind alike share those frames; one that joins later gets frames that stand alone
+    until the shared context restarts (every 256 KiB of text), then shares them too."""
+    offer = "permessage-deflate; client_max_window_bits"
+    bindings = {"bindings": [{"exchange": PREFIX + "task-defined", "routingKeyPattern": "#"},
+                             {"exchange": PREFIX + "task-pending", "routingKeyPattern": "#"}]}
+
+    def connect():
+        raw = RawSocket(events_server, offer)
+        assert raw.headers.get("sec-websocket-extensions") == "permessage-deflate", raw.headers
+        raw.send_text(json.dumps(bindings).encode(), compressed=False)
+        compressed, opcode, payload = raw.frame()
+        assert (compressed, opcode) == (False, 0x1) and json.loads(payload)["type"] == "ready"
+        return raw
+
+    def read(raw, inflater, count):
+        """(exchange, taskId, compressed size) of the next `count` messages."""
+        seen = []
+        while len(seen) < count:
+            compressed, opcode, payload = raw.frame()
+            if opcode != 0x1:
+                continue
+            assert compressed, "a message frame went out uncompressed"
+            frame = json.loads(inflate_message(payload, inflater))
+            check_frame(frame)
+            seen.append((short(frame["exchange"]), frame["payload"]["status"]["taskId"],
+                         len(payload)))
+        return seen
+
+    queue = events_server.queue()
+    task_queue_id = new_task_queue()
+    early, early_inflater = connect(), zlib.decompressobj(wbits=-15)
+    first = [create(queue, task_queue_id) for _ in range(20)]
+    late, late_inflater = connect(), zlib.decompressobj(wbits=-15)
+    # Enough text for the shared context to restart at least once after the late listener.
+    second = [create(queue, task_queue_id) for _ in range(400)]
+    early_seen = read(early, early_inflater, 2 * (len(first) + len(second)))
+    late_seen = read(late, late_inflater, 2 * len(second))
+    expected = sorted((exchange, task_id) for task_id in first + second
+                      for exchange in ("task-defined", "task-pending"))
+    assert sorted((exchange, task_id) for exchange, task_id, _ in early_seen) == expected
+    assert sorted((exchange, task_id) for exchange, task_id, _ in late_seen) == \
+        [pair for pair in expected if pair[1] in second]
+    # A message on its own compresses to several hundred bytes, leaning on others to far less.
+    for seen in (early_seen, late_seen):
+        tail = [size for _, _, size in seen[-100:]]
+        assert sum(tail) / len(tail) < 200, tail
 
 
 def test_a_deflate_offer_the_server_cannot_honour_gets_plain_frames(events_server):
