@@ -167,22 +167,15 @@ pub async fn run(client: QueueClient, options: Options) -> Result<Report, Error>
                 let timed = Instant::now();
                 let claimed = client.claim_work(&task_queue_id, &claim).await?;
                 calls.borrow_mut()[1].samples.push(timed.elapsed());
-                let Some(task) = claimed["tasks"]
-                    .as_array()
-                    .and_then(|tasks| tasks.first())
-                    .cloned()
-                else {
+                let Some(task) = claimed["tasks"].as_array().and_then(|tasks| tasks.first()) else {
                     empty_claims.set(empty_claims.get() + 1);
                     continue;
                 };
-                let task_id = task["status"]["taskId"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
+                let task_id = task["status"]["taskId"].as_str().unwrap_or_default();
                 let run_id = task["runId"].as_u64().unwrap_or_default();
 
                 let timed = Instant::now();
-                client.report_completed(&task_id, run_id).await?;
+                client.report_completed(task_id, run_id).await?;
                 calls.borrow_mut()[2].samples.push(timed.elapsed());
                 finished.set(finished.get() + 1);
                 progress.inc(1);
