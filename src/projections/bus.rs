@@ -182,22 +182,26 @@ pub enum Place {
 /// Messages published together, in order, with what each audience receives of them.
 pub struct Batch {
     pub messages: Box<[Arc<Published>]>,
-    rendered: Mutex<Vec<(Arc<Audience>, Chunk)>>,
+    /// What was rendered for audiences of several listeners (see [`Batch::rendered_for`]).
+    rendered: Mutex<Vec<(Weak<Audience>, Chunk)>>,
 }
 
 impl Batch {
     /// What `audience` receives of this batch; no frames when it binds none of it. Rendered
-    /// by the first of the audience's listeners to ask. For [`Format::DeflatedStream`], the
-    /// audience's context compresses its batches in the order they were published; a batch
-    /// asked for after the context passed it is rendered frame by frame instead.
+    /// by the first of the audience's listeners to ask, and kept for the others while the
+    /// batch is (an audience of one keeps nothing, so listeners that all bind differently
+    /// cost no memory here). For [`Format::DeflatedStream`], the audience's context
+    /// compresses its batches in the order they were published; a batch asked for after the
+    /// context passed it is rendered frame by frame instead.
     pub fn rendered_for(&self, audience: &Arc<Audience>) -> Chunk {
         let mut rendered = self
             .rendered
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
+        // A weak reference keeps its allocation, so an address is not reused while it is here.
         if let Some((_, chunk)) = rendered
             .iter()
-            .find(|(known, _)| Arc::ptr_eq(known, audience))
+            .find(|(known, _)| std::ptr::eq(known.as_ptr(), Arc::as_ptr(audience)))
         {
             return chunk.clone();
         }
@@ -208,7 +212,10 @@ impl Batch {
                 place: Place::Alone,
             },
         };
-        rendered.push((audience.clone(), chunk.clone()));
+        // Only listeners hold an audience strongly.
+        if Arc::strong_count(audience) > 1 {
+            rendered.push((Arc::downgrade(audience), chunk.clone()));
+        }
         chunk
     }
 
