@@ -58,7 +58,7 @@ pub async fn run(client: &QueueClient, options: Options) -> anyhow::Result<Repor
         interactive: true,
     };
     client
-        .create_task(task_id, &definition(task_id, &task))
+        .create_task::<serde::de::IgnoredAny>(task_id, &definition(task_id, &task))
         .await?;
     let task_id = task_id.to_string();
     let result = measure(client, &task_id, &options).await;

@@ -144,7 +144,9 @@ async fn one_task(
         "metadata": {"name": "bench", "description": "taskfold bench tasks",
                      "owner": "bench@taskfold.invalid", "source": "https://taskfold.invalid"},
     });
-    client.create_task(task_id, &definition).await?;
+    client
+        .create_task::<serde::de::IgnoredAny>(task_id, &definition)
+        .await?;
     loop {
         let status = client.status(&task_id.to_string()).await?["status"].clone();
         let state = status["state"].as_str().unwrap_or_default();

@@ -6,6 +6,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::listen::Counter;
@@ -99,6 +101,25 @@ fn definition(task_queue_id: &str) -> Value {
 }
 
 /// Runs the load; must run inside an actix System (the HTTP client is single-threaded).
+/// What the bench reads of a claimWork answer; the rest is skipped unread.
+#[derive(Deserialize)]
+struct Claimed {
+    tasks: Vec<ClaimedTask>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimedTask {
+    status: ClaimedStatus,
+    run_id: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimedStatus {
+    task_id: String,
+}
+
 pub async fn run(client: QueueClient, options: Options) -> Result<Report, Error> {
     // A queue of its own, so the claims take only this run's tasks.
     let worker_type = format!(
@@ -160,22 +181,22 @@ pub async fn run(client: QueueClient, options: Options) -> Result<Report, Error>
                 }
                 let timed = Instant::now();
                 client
-                    .create_task(Slugid::nice(), &definition(&task_queue_id))
+                    .create_task::<IgnoredAny>(Slugid::nice(), &definition(&task_queue_id))
                     .await?;
                 calls.borrow_mut()[0].samples.push(timed.elapsed());
 
                 let timed = Instant::now();
-                let claimed = client.claim_work(&task_queue_id, &claim).await?;
+                let claimed: Claimed = client.claim_work(&task_queue_id, &claim).await?;
                 calls.borrow_mut()[1].samples.push(timed.elapsed());
-                let Some(task) = claimed["tasks"].as_array().and_then(|tasks| tasks.first()) else {
+                let Some(task) = claimed.tasks.first() else {
                     empty_claims.set(empty_claims.get() + 1);
                     continue;
                 };
-                let task_id = task["status"]["taskId"].as_str().unwrap_or_default();
-                let run_id = task["runId"].as_u64().unwrap_or_default();
 
                 let timed = Instant::now();
-                client.report_completed(task_id, run_id).await?;
+                client
+                    .report_completed::<IgnoredAny>(&task.status.task_id, task.run_id)
+                    .await?;
                 calls.borrow_mut()[2].samples.push(timed.elapsed());
                 finished.set(finished.get() + 1);
                 progress.inc(1);
@@ -224,29 +245,27 @@ async fn wakeups(
         let parked = {
             let (client, queue, claim) = (client.clone(), task_queue_id.to_owned(), claim.clone());
             actix_web::rt::spawn(async move {
-                let claimed = client.claim_work(&queue, &claim).await;
+                let claimed = client.claim_work::<Claimed>(&queue, &claim).await;
                 (Instant::now(), claimed)
             })
         };
         tokio::time::sleep(PARK).await;
         let sent = Instant::now();
         client
-            .create_task(Slugid::nice(), &definition(task_queue_id))
+            .create_task::<IgnoredAny>(Slugid::nice(), &definition(task_queue_id))
             .await?;
         let (answered, claimed) = parked.await.map_err(|error| Error::Transport {
             method: awc::http::Method::POST,
             path: String::new(),
             reason: format!("the parked claimWork failed: {error}"),
         })?;
-        let claimed = claimed?;
-        let task = &claimed["tasks"][0];
-        if let (Some(task_id), Some(run_id)) =
-            (task["status"]["taskId"].as_str(), task["runId"].as_u64())
-        {
+        if let Some(task) = claimed?.tasks.first() {
             latencies
                 .samples
                 .push(answered.saturating_duration_since(sent));
-            client.report_completed(task_id, run_id).await?;
+            client
+                .report_completed::<IgnoredAny>(&task.status.task_id, task.run_id)
+                .await?;
         }
     }
     Ok(latencies)

@@ -12,6 +12,7 @@ pub mod tasks;
 use std::time::Duration;
 
 use awc::http::{Method, StatusCode, Uri};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::auth::credentials::{Credentials, hawk_ext};
@@ -49,6 +50,25 @@ impl Error {
             Error::Api { status, .. } => Some(*status),
             _ => None,
         }
+    }
+}
+
+/// An answer's JSON, or its text as a JSON string when it is not JSON.
+fn json_or_text(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    }
+}
+
+fn api_error(method: Method, path: String, status: StatusCode, body: &[u8]) -> Error {
+    Error::Api {
+        method,
+        path,
+        status,
+        body: json_or_text(body),
     }
 }
 
@@ -122,15 +142,56 @@ impl QueueClient {
             .await
     }
 
+    /// `call`, with the answer read straight into `T` rather than into a JSON tree first
+    /// (`serde::de::IgnoredAny` skips it).
+    pub async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, Error> {
+        let body = body.map(|body| ("application/json", body.to_string().into_bytes()));
+        let resource = format!("{}{path}", self.prefix);
+        let (status, bytes) = self.exchange(method.clone(), &resource, body).await?;
+        if !status.is_success() {
+            return Err(api_error(method, resource, status, &bytes));
+        }
+        let json = if bytes.is_empty() {
+            &b"null"[..]
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(json).map_err(|error| Error::Transport {
+            method,
+            path: resource,
+            reason: format!("the answer is not the JSON expected: {error}"),
+        })
+    }
+
     /// Sends a signed `method` to `resource` (path and query on the server, the API prefix
     /// included or not) with an optional body and its Content-Type; returns the JSON answer
-    /// of a 2xx reply.
+    /// of a 2xx reply (a text answer as a JSON string).
     pub async fn send(
         &self,
         method: Method,
         resource: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Value, Error> {
+        let (status, bytes) = self.exchange(method.clone(), resource, body).await?;
+        if status.is_success() {
+            Ok(json_or_text(&bytes))
+        } else {
+            Err(api_error(method, resource.to_owned(), status, &bytes))
+        }
+    }
+
+    /// Sends a signed request; the status and body of the answer, whatever the status.
+    async fn exchange(
+        &self,
+        method: Method,
+        resource: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(StatusCode, actix_web::web::Bytes), Error> {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{resource}", self.origin()))
@@ -156,28 +217,12 @@ impl QueueClient {
             None => request.send().await,
         }
         .map_err(|error| transport(error.to_string()))?;
-        let status = response.status();
         let bytes = response
             .body()
             .limit(16 << 20)
             .await
             .map_err(|error| transport(error.to_string()))?;
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        if status.is_success() {
-            Ok(value)
-        } else {
-            Err(Error::Api {
-                method,
-                path: resource.to_owned(),
-                status,
-                body: value,
-            })
-        }
+        Ok((response.status(), bytes))
     }
 
     /// The Hawk `Authorization` header for `method resource` (with the body's payload hash),
@@ -294,19 +339,34 @@ impl QueueClient {
         &self.http
     }
 
-    pub async fn create_task(&self, task_id: Slugid, definition: &Value) -> Result<Value, Error> {
-        self.call(Method::PUT, &format!("/task/{task_id}"), Some(definition))
+    /// createTask; the answer read into `T` (see [`QueueClient::call_as`]).
+    pub async fn create_task<T: DeserializeOwned>(
+        &self,
+        task_id: Slugid,
+        definition: &Value,
+    ) -> Result<T, Error> {
+        self.call_as(Method::PUT, &format!("/task/{task_id}"), Some(definition))
             .await
     }
 
-    pub async fn claim_work(&self, task_queue_id: &str, request: &Value) -> Result<Value, Error> {
+    /// claimWork; the answer read into `T` (see [`QueueClient::call_as`]).
+    pub async fn claim_work<T: DeserializeOwned>(
+        &self,
+        task_queue_id: &str,
+        request: &Value,
+    ) -> Result<T, Error> {
         let queue = task_queue_id.replace('/', "%2F");
-        self.call(Method::POST, &format!("/claim-work/{queue}"), Some(request))
+        self.call_as(Method::POST, &format!("/claim-work/{queue}"), Some(request))
             .await
     }
 
-    pub async fn report_completed(&self, task_id: &str, run_id: u64) -> Result<Value, Error> {
-        self.call(
+    /// reportCompleted; the answer read into `T` (see [`QueueClient::call_as`]).
+    pub async fn report_completed<T: DeserializeOwned>(
+        &self,
+        task_id: &str,
+        run_id: u64,
+    ) -> Result<T, Error> {
+        self.call_as(
             Method::POST,
             &format!("/task/{task_id}/runs/{run_id}/completed"),
             None,

@@ -69,7 +69,9 @@ pub fn definition(task_id: Slugid, options: &RunOptions) -> Value {
 pub async fn run(client: &QueueClient, options: RunOptions) -> Result<String, Error> {
     let task_id = Slugid::nice();
     let definition = definition(task_id, &options);
-    client.create_task(task_id, &definition).await?;
+    client
+        .create_task::<serde::de::IgnoredAny>(task_id, &definition)
+        .await?;
     eprintln!(
         "task {task_id} on {}: {}/tasks/{task_id}",
         options.task_queue_id,

@@ -235,7 +235,7 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
         // already have claimed runs for it, and those are reported, not left to expire.
         let answer = worker
             .queue
-            .claim_work(&worker.identity.task_queue_id, &request(free))
+            .claim_work::<serde_json::Value>(&worker.identity.task_queue_id, &request(free))
             .await;
         let claims = match answer {
             Ok(answer) => answer["tasks"].as_array().cloned().unwrap_or_default(),
