@@ -191,17 +191,14 @@ impl Listener {
                 self.take(received, &mut delivery);
                 batches += 1;
             }
-            match delivery {
-                Delivery { chunks, then: None } if chunks.is_empty() => continue,
-                Delivery {
-                    chunks,
-                    then: Some(stop),
-                } if chunks.is_empty() => return Err(stop),
-                delivery => {
-                    self.quiet_until = Some(self.bus.next_flush());
-                    return Ok(delivery);
+            if delivery.chunks.is_empty() {
+                match delivery.then {
+                    None => continue,
+                    Some(stop) => return Err(stop),
                 }
             }
+            self.quiet_until = Some(self.bus.next_flush());
+            return Ok(delivery);
         }
     }
 
