@@ -1,6 +1,6 @@
 //! The embedded log: one directory of segment files per partition under `<data-dir>/log`,
-//! one writer thread per partition that group-commits appends (one write and one `fdatasync`
-//! for everything that queued up while the previous batch was syncing), and a recovery on open
+//! one writer thread that group-commits appends (for everything that queued up while the
+//! previous batch was syncing: one write and one `fdatasync` per partition), and a recovery on open
 //! that truncates a torn tail at the first bad record and never touches the records before it.
 
 pub mod segment;
@@ -66,14 +66,11 @@ struct View {
     failure: Option<String>,
 }
 
-struct Partition {
-    requests: Option<mpsc::Sender<writer::Request>>,
-    view: Arc<Mutex<View>>,
-    writer: Option<JoinHandle<()>>,
-}
-
 pub struct EmbeddedLog {
-    partitions: Vec<Partition>,
+    /// Each partition's durable extent, by partition number.
+    views: Vec<Arc<Mutex<View>>>,
+    requests: Option<mpsc::Sender<writer::Request>>,
+    writer: Option<JoinHandle<()>>,
     recoveries: Vec<Recovery>,
     /// Held while the log is open: two writers on one log would interleave their records.
     _lock: std::fs::File,
@@ -166,10 +163,7 @@ impl EmbeddedLog {
         // Opening scans every segment; partitions are independent, so they scan at once.
         let opened: Vec<_> = std::thread::scope(|scope| {
             let scans: Vec<_> = (0..options.partitions)
-                .map(|partition| {
-                    let options = &options;
-                    scope.spawn(move || open_partition(data_dir, partition, options))
-                })
+                .map(|partition| scope.spawn(move || open_partition(data_dir, partition)))
                 .collect();
             scans
                 .into_iter()
@@ -186,8 +180,15 @@ impl EmbeddedLog {
             partitions.push(opened);
             recoveries.extend(recovery);
         }
+        let views = partitions
+            .iter()
+            .map(|opened| opened.view.clone())
+            .collect();
+        let (requests, writer) = writer::start(options, partitions)?;
         Ok(EmbeddedLog {
-            partitions,
+            views,
+            requests: Some(requests),
+            writer: Some(writer),
             recoveries,
             _lock: lock,
         })
@@ -198,12 +199,13 @@ impl EmbeddedLog {
         &self.recoveries
     }
 
-    fn partition(&self, partition: u32) -> Result<&Partition, Error> {
-        self.partitions
+    fn view(&self, partition: u32) -> Result<&Mutex<View>, Error> {
+        self.views
             .get(partition as usize)
+            .map(|view| &**view)
             .ok_or(Error::NoSuchPartition {
                 partition,
-                partitions: self.partitions.len() as u32,
+                partitions: self.views.len() as u32,
             })
     }
 }
@@ -211,8 +213,7 @@ impl EmbeddedLog {
 fn open_partition(
     data_dir: &Path,
     partition: u32,
-    options: &Options,
-) -> Result<(Partition, Vec<Recovery>), Error> {
+) -> Result<(writer::Opened, Vec<Recovery>), Error> {
     let dir = partition_dir(data_dir, partition);
     std::fs::create_dir_all(&dir).map_err(|error| Error::io("creating", &dir, error))?;
     let (mut segments, others) =
@@ -323,15 +324,7 @@ fn open_partition(
         failure: None,
     };
     let view = Arc::new(Mutex::new(view));
-    let (requests, writer) = writer::start(partition, dir, options.clone(), view.clone())?;
-    Ok((
-        Partition {
-            requests: Some(requests),
-            view,
-            writer: Some(writer),
-        },
-        recoveries,
-    ))
+    Ok((writer::Opened { dir, view }, recoveries))
 }
 
 fn file_length(path: &Path) -> Result<u64, Error> {
@@ -361,20 +354,25 @@ fn lock(view: &Mutex<View>) -> std::sync::MutexGuard<'_, View> {
 
 impl EventLog for EmbeddedLog {
     fn partitions(&self) -> u32 {
-        self.partitions.len() as u32
+        self.views.len() as u32
     }
 
     fn append(&self, partition: u32, entries: Vec<Entry>) -> Appending {
         let stopped = move |reason: String| Error::WriterStopped { partition, reason };
-        let sender = match self.partition(partition) {
-            Ok(opened) => opened.requests.as_ref(),
-            Err(error) => return futures::future::ready(Err(error)).boxed(),
-        };
+        if let Err(error) = self.view(partition) {
+            return futures::future::ready(Err(error)).boxed();
+        }
         if let Err(error) = super::check_payloads(&entries, segment::MAX_RECORD_BYTES) {
             return futures::future::ready(Err(error)).boxed();
         }
         let (reply, replied) = tokio::sync::oneshot::channel();
-        let sent = sender.map(|sender| sender.send(writer::Request { entries, reply }));
+        let sent = self.requests.as_ref().map(|sender| {
+            sender.send(writer::Request {
+                partition,
+                entries,
+                reply,
+            })
+        });
         if !matches!(sent, Some(Ok(()))) {
             return futures::future::ready(Err(stopped("the log is closed".into()))).boxed();
         }
@@ -387,11 +385,11 @@ impl EventLog for EmbeddedLog {
     }
 
     fn high_watermark(&self, partition: u32) -> Result<Offset, Error> {
-        Ok(lock(&self.partition(partition)?.view).end)
+        Ok(lock(self.view(partition)?).end)
     }
 
     fn read(&self, partition: u32, from: Offset, visit: &mut Visitor<'_>) -> Result<Offset, Error> {
-        let view = lock(&self.partition(partition)?.view).clone();
+        let view = lock(self.view(partition)?).clone();
         let start = view.segments[0].base;
         if from < start || from > view.end {
             return Err(Error::OffsetOutOfRange {
@@ -430,15 +428,11 @@ impl EventLog for EmbeddedLog {
 }
 
 impl Drop for EmbeddedLog {
-    /// Lets each writer finish what is queued, then waits for it.
+    /// Lets the writer finish what is queued, then waits for it.
     fn drop(&mut self) {
-        for partition in &mut self.partitions {
-            partition.requests.take();
-        }
-        for partition in &mut self.partitions {
-            if let Some(writer) = partition.writer.take() {
-                let _ = writer.join();
-            }
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
         }
     }
 }

@@ -1,9 +1,11 @@
-//! The writer thread of one partition: group commit.
+//! The log's one writer thread: group commit across every partition.
 //!
 //! It takes the first queued request, drains whatever else is queued (up to a byte budget),
-//! frames it all into one buffer, writes it with one positioned write, calls `fdatasync` once,
-//! and only then tells each requester its offsets. While it syncs, new requests queue up and
-//! form the next batch, so the number of syncs stays bounded by the disk, not by the callers.
+//! frames each partition's records into that partition's buffer, writes each buffer with one
+//! positioned write, calls `fdatasync` once per partition written, and only then tells each
+//! requester its offsets. While it syncs, new requests queue up and form the next batch, so the
+//! number of syncs stays bounded by the disk, not by the callers; and one thread for all
+//! partitions means a busy log costs one thread's wake-ups, not one per partition.
 //! A failed write or sync stops the writer for good: after a failed `fdatasync` the page cache
 //! can no longer be trusted, so the only safe continuation is to reopen and recover.
 
@@ -22,14 +24,21 @@ use crate::log::durable_file::sync_dir;
 use crate::log::{Entry, Error, Offset};
 
 pub struct Request {
+    pub partition: u32,
     pub entries: Vec<Entry>,
     pub reply: oneshot::Sender<Result<Vec<Offset>, Error>>,
 }
 
-struct Writer {
+/// What the writer needs to open one partition: its directory and its durable extent.
+pub struct Opened {
+    pub dir: PathBuf,
+    pub view: Arc<Mutex<View>>,
+}
+
+/// The active segment of one partition, as the writer appends to it.
+struct Tail {
     partition: u32,
     dir: PathBuf,
-    options: Options,
     view: Arc<Mutex<View>>,
     file: File,
     path: PathBuf,
@@ -41,46 +50,62 @@ struct Writer {
     allocated: u64,
     /// Framed records of the batch being written; reused so steady state allocates nothing.
     buffer: Vec<u8>,
+    /// Records framed into `buffer`.
+    framed: u64,
+}
+
+struct Writer {
+    options: Options,
+    tails: Vec<Tail>,
 }
 
 pub fn start(
-    partition: u32,
-    dir: PathBuf,
     options: Options,
-    view: Arc<Mutex<View>>,
+    partitions: Vec<Opened>,
 ) -> Result<(mpsc::Sender<Request>, JoinHandle<()>), Error> {
-    let (path, next, position) = {
-        let view = lock(&view);
-        let active = view.segments.last().expect("a partition has a segment");
-        (active.path.clone(), view.end, view.active_bytes)
-    };
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|error| Error::io("opening", &path, error))?;
-    let allocated = file
-        .metadata()
-        .map_err(|error| Error::io("reading metadata of", &path, error))?
-        .len();
-    let writer = Writer {
-        partition,
-        dir,
-        options,
-        view,
-        file,
-        path,
-        next,
-        position,
-        allocated,
-        buffer: Vec::new(),
-    };
+    let tails = partitions
+        .into_iter()
+        .zip(0..)
+        .map(|(opened, partition)| Tail::open(partition, opened))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let writer = Writer { options, tails };
     let (requests, queue) = mpsc::channel();
     let thread = std::thread::Builder::new()
-        .name(format!("log-writer-{partition}"))
+        .name("log-writer".into())
         .spawn(move || writer.run(queue))
         .map_err(|error| Error::io("starting the writer thread for", "the log", error))?;
     Ok((requests, thread))
+}
+
+impl Tail {
+    fn open(partition: u32, Opened { dir, view }: Opened) -> Result<Self, Error> {
+        let (path, next, position) = {
+            let view = lock(&view);
+            let active = view.segments.last().expect("a partition has a segment");
+            (active.path.clone(), view.end, view.active_bytes)
+        };
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|error| Error::io("opening", &path, error))?;
+        let allocated = file
+            .metadata()
+            .map_err(|error| Error::io("reading metadata of", &path, error))?
+            .len();
+        Ok(Tail {
+            partition,
+            dir,
+            view,
+            file,
+            path,
+            next,
+            position,
+            allocated,
+            buffer: Vec::new(),
+            framed: 0,
+        })
+    }
 }
 
 impl Writer {
@@ -96,27 +121,32 @@ impl Writer {
             let started = Instant::now();
             let written = self.write_batch(&batch);
             last_sync = started.elapsed();
-            match written {
-                Ok(mut offset) => {
-                    for request in batch.drain(..) {
-                        let count = request.entries.len() as u64;
-                        let _ = request.reply.send(Ok((offset..offset + count).collect()));
-                        offset += count;
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(partition = self.partition, %error, "log writer stopped");
-                    lock(&self.view).failure = Some(error.to_string());
-                    let stopped = Error::WriterStopped {
-                        partition: self.partition,
-                        reason: error.to_string(),
-                    };
-                    for request in batch.drain(..).chain(queue.iter()) {
-                        let _ = request.reply.send(Err(stopped.clone()));
-                    }
-                    return;
-                }
+            if let Err(error) = written {
+                self.stop(error, batch.drain(..).chain(queue.try_iter()));
+                // Whatever is sent after this point finds the queue dropped with the writer.
+                return;
             }
+            for request in batch.drain(..) {
+                let tail = &mut self.tails[request.partition as usize];
+                let count = request.entries.len() as u64;
+                let first = tail.next;
+                tail.next += count;
+                let _ = request.reply.send(Ok((first..first + count).collect()));
+            }
+        }
+    }
+
+    /// Records the failure in every partition's view and answers `requests` with it.
+    fn stop(&self, error: Error, requests: impl Iterator<Item = Request>) {
+        tracing::error!(%error, "log writer stopped");
+        for tail in &self.tails {
+            lock(&tail.view).failure = Some(error.to_string());
+        }
+        for request in requests {
+            let _ = request.reply.send(Err(Error::WriterStopped {
+                partition: request.partition,
+                reason: error.to_string(),
+            }));
         }
     }
 
@@ -153,44 +183,60 @@ impl Writer {
         }
     }
 
-    /// Writes and syncs one batch; returns the offset of its first record.
-    fn write_batch(&mut self, batch: &[Request]) -> Result<Offset, Error> {
-        self.buffer.clear();
-        let mut count = 0u64;
-        for request in batch {
-            for entry in &request.entries {
-                segment::frame_into(&entry.payload, &mut self.buffer);
-            }
-            count += request.entries.len() as u64;
+    /// Writes every partition's part of the batch, then syncs each partition written, then
+    /// publishes the new durable ends. Offsets are handed out by the caller, from each
+    /// partition's `next` as it was before this batch.
+    fn write_batch(&mut self, batch: &[Request]) -> Result<(), Error> {
+        for tail in &mut self.tails {
+            tail.buffer.clear();
+            tail.framed = 0;
         }
-        if self.position > 0
-            && self.position + self.buffer.len() as u64 > self.options.segment_bytes
-        {
+        for request in batch {
+            let tail = &mut self.tails[request.partition as usize];
+            for entry in &request.entries {
+                segment::frame_into(&entry.payload, &mut tail.buffer);
+            }
+            tail.framed += request.entries.len() as u64;
+        }
+        for tail in self.tails.iter_mut().filter(|tail| tail.framed > 0) {
+            tail.write(&self.options)?;
+        }
+        for tail in self.tails.iter().filter(|tail| tail.framed > 0) {
+            tail.file
+                .sync_data()
+                .map_err(|error| Error::io("syncing", &tail.path, error))?;
+            crate::projections::metrics::METRICS
+                .log_append_batch_events
+                .observe(tail.framed as f64);
+        }
+        for tail in self.tails.iter_mut().filter(|tail| tail.framed > 0) {
+            tail.position += tail.buffer.len() as u64;
+            let mut view = lock(&tail.view);
+            view.end = tail.next + tail.framed;
+            view.active_bytes = tail.position;
+        }
+        Ok(())
+    }
+}
+
+impl Tail {
+    /// Writes the framed buffer after the durable part of the active segment (rolling to a
+    /// new segment first if it would overflow), without syncing it.
+    fn write(&mut self, options: &Options) -> Result<(), Error> {
+        if self.position > 0 && self.position + self.buffer.len() as u64 > options.segment_bytes {
             self.roll()?;
         }
         let end = self.position + self.buffer.len() as u64;
-        self.preallocate(end)?;
+        self.preallocate(end, options.preallocate_bytes)?;
         self.file
             .write_all_at(&self.buffer, self.position)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|error| Error::io("appending to", &self.path, error))?;
-        crate::projections::metrics::METRICS
-            .log_append_batch_events
-            .observe(count as f64);
-        let first = self.next;
-        self.position = end;
-        self.next += count;
-        let mut view = lock(&self.view);
-        view.end = self.next;
-        view.active_bytes = self.position;
-        Ok(first)
+            .map_err(|error| Error::io("appending to", &self.path, error))
     }
 
-    /// Zero-fills the active segment in `preallocate_bytes` steps until it reaches `end`. The
-    /// sync of the batch that follows makes the new length durable; later batches then
-    /// overwrite zeros in place and their syncs carry no metadata.
-    fn preallocate(&mut self, end: u64) -> Result<(), Error> {
-        let step = self.options.preallocate_bytes;
+    /// Zero-fills the active segment in `step`-byte steps until it reaches `end`. The sync of
+    /// the batch that follows makes the new length durable; later batches then overwrite zeros
+    /// in place and their syncs carry no metadata.
+    fn preallocate(&mut self, end: u64, step: u64) -> Result<(), Error> {
         if step == 0 || end <= self.allocated {
             return Ok(());
         }
@@ -226,6 +272,7 @@ impl Writer {
             .open(&next.path)
             .map_err(|error| Error::io("creating", &next.path, error))?;
         sync_dir(&self.dir)?;
+        tracing::debug!(partition = self.partition, path = %next.path.display(), "rolled to a new segment");
         self.path = next.path.clone();
         self.position = 0;
         self.allocated = 0;
