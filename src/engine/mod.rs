@@ -194,7 +194,8 @@ impl Engine {
                 join: None,
             })
             .await
-            .unwrap_or_else(|error| Err(mailbox_error(error)))
+            .map_err(mailbox_error)?
+            .await
     }
 
     /// Sends a command whose outcome nobody waits for (timers, dependency resolution).
@@ -215,6 +216,8 @@ impl Engine {
     pub async fn task(&self, task_id: Slugid) -> Option<Task> {
         self.shard(task_id)
             .send(Get { task_id })
+            .await
+            .ok()?
             .await
             .ok()
             .flatten()
@@ -288,7 +291,8 @@ impl Engine {
                 join,
             })
             .await
-            .unwrap_or_else(|error| Err(mailbox_error(error)))?;
+            .map_err(mailbox_error)?
+            .await?;
         // The second look: a dependency that resolved after the first look but before this
         // task registered with the resolver would otherwise go unnoticed.
         if created.runs.is_empty() {
@@ -395,16 +399,19 @@ impl Engine {
                         command,
                         join: None,
                     });
-                    async move { (hint.run_id, sent.await) }
+                    async move {
+                        let outcome = match sent.await {
+                            Ok(reply) => reply.await,
+                            Err(error) => Err(mailbox_error(error)),
+                        };
+                        (hint.run_id, outcome)
+                    }
                 })
                 .collect();
             let claimed: Vec<Claimed> = futures::future::join_all(attempts)
                 .await
                 .into_iter()
-                .filter_map(|(run_id, outcome)| match outcome {
-                    Ok(Ok(task)) => Some(Claimed { task, run_id }),
-                    _ => None,
-                })
+                .filter_map(|(run_id, outcome)| outcome.ok().map(|task| Claimed { task, run_id }))
                 .collect();
             if !claimed.is_empty() || Instant::now() >= until {
                 return claimed;
@@ -424,13 +431,16 @@ impl Engine {
                 command,
             })
             .await
-            .unwrap_or_else(|error| Err(mailbox_error(error)))
+            .map_err(mailbox_error)?
+            .await
     }
 
     /// The task group as of everything durable, or `None`.
     pub async fn task_group(&self, task_group_id: Slugid) -> Option<TaskGroup> {
         self.shard(task_group_id)
             .send(GetGroup { task_group_id })
+            .await
+            .ok()?
             .await
             .ok()
             .flatten()
@@ -483,7 +493,8 @@ impl Engine {
         self.shard_of(&key)
             .send(RecordWorker { name, event })
             .await
-            .unwrap_or_else(|error| Err(mailbox_error(error)))
+            .map_err(mailbox_error)?
+            .await
     }
 
     /// Resolves once every snapshot write started so far has finished.

@@ -53,6 +53,12 @@ pub struct ShardContext {
 
 type Barrier = Shared<BoxFuture<'static, Result<(), String>>>;
 
+/// A shard's answer to a command: the shard has decided, applied and handed the events to the
+/// log when it returns this; the caller awaits it on its own thread, and it resolves once the
+/// events are durable. So the log's completion wakes the caller directly, not through the
+/// shard's thread.
+pub type Reply<T> = BoxFuture<'static, Result<T, ApiError>>;
+
 pub struct TaskShard {
     partition: u32,
     context: ShardContext,
@@ -292,7 +298,7 @@ impl TaskShard {
         task_id: Slugid,
         command: Command,
         join: Option<GroupCommand>,
-    ) -> BoxFuture<'static, Result<Task, ApiError>> {
+    ) -> Reply<Task> {
         let now = Timestamp::now();
         let defines = matches!(command, Command::Define { .. });
         let decided = self.decide_joined(task_id, command, join, now);
@@ -429,7 +435,7 @@ impl TaskShard {
 
     /// `value` once everything appended so far is durable (so a reply never shows state a
     /// crash could lose); an error if an append failed.
-    fn when_durable<T: Send + 'static>(&self, value: T) -> BoxFuture<'static, Result<T, ApiError>> {
+    fn when_durable<T: Send + 'static>(&self, value: T) -> Reply<T> {
         let barrier = self.barrier.clone();
         async move {
             if let Some(barrier) = barrier {
@@ -448,7 +454,7 @@ impl TaskShard {
         &self,
         value: Option<T>,
         missing: impl FnOnce() -> ApiError + Send + 'static,
-    ) -> BoxFuture<'static, Result<T, ApiError>> {
+    ) -> Reply<T> {
         self.when_durable(value)
             .map(|durable| durable.and_then(|value| value.ok_or_else(missing)))
             .boxed()
@@ -623,7 +629,7 @@ impl Actor for TaskShard {
 
 /// Runs one command for one task of this shard.
 #[derive(Message)]
-#[rtype(result = "Result<Task, ApiError>")]
+#[rtype(result = "Reply<Task>")]
 pub struct Execute {
     pub task_id: Slugid,
     pub command: Command,
@@ -633,28 +639,28 @@ pub struct Execute {
 }
 
 impl Handler<Execute> for TaskShard {
-    type Result = ResponseFuture<Result<Task, ApiError>>;
+    type Result = MessageResult<Execute>;
 
     fn handle(&mut self, message: Execute, _: &mut Context<Self>) -> Self::Result {
         let reply = self.run(message.task_id, message.command, message.join);
         self.maybe_snapshot();
-        reply
+        MessageResult(reply)
     }
 }
 
 /// Reads one task, as of everything durable.
 #[derive(Message)]
-#[rtype(result = "Option<Task>")]
+#[rtype(result = "Reply<Option<Task>>")]
 pub struct Get {
     pub task_id: Slugid,
 }
 
 impl Handler<Get> for TaskShard {
-    type Result = ResponseFuture<Option<Task>>;
+    type Result = MessageResult<Get>;
 
     fn handle(&mut self, message: Get, _: &mut Context<Self>) -> Self::Result {
         let task = self.task(message.task_id).cloned();
-        Box::pin(self.when_durable(task).map(|task| task.ok().flatten()))
+        MessageResult(self.when_durable(task))
     }
 }
 
@@ -689,14 +695,14 @@ impl Handler<Waiting> for TaskShard {
 
 /// Runs one command for one task group of this shard.
 #[derive(Message)]
-#[rtype(result = "Result<TaskGroup, ApiError>")]
+#[rtype(result = "Reply<TaskGroup>")]
 pub struct ExecuteGroup {
     pub task_group_id: Slugid,
     pub command: GroupCommand,
 }
 
 impl Handler<ExecuteGroup> for TaskShard {
-    type Result = ResponseFuture<Result<TaskGroup, ApiError>>;
+    type Result = MessageResult<ExecuteGroup>;
 
     fn handle(&mut self, message: ExecuteGroup, _: &mut Context<Self>) -> Self::Result {
         let group_id = message.task_group_id;
@@ -707,31 +713,31 @@ impl Handler<ExecuteGroup> for TaskShard {
             self.commit(Timestamp::now(), events.collect())
         });
         if let Err(error) = committed {
-            return Box::pin(futures::future::ready(Err(error)));
+            return MessageResult(futures::future::ready(Err(error)).boxed());
         }
         self.maybe_snapshot();
         let group = self.group(group_id).cloned();
-        self.reply(group, move || group::group_not_found(group_id))
+        MessageResult(self.reply(group, move || group::group_not_found(group_id)))
     }
 }
 
 /// Records what the log keeps of a worker: a quarantine or a declared expiry.
 #[derive(Message)]
-#[rtype(result = "Result<Worker, ApiError>")]
+#[rtype(result = "Reply<Worker>")]
 pub struct RecordWorker {
     pub name: WorkerName,
     pub event: Event,
 }
 
 impl Handler<RecordWorker> for TaskShard {
-    type Result = ResponseFuture<Result<Worker, ApiError>>;
+    type Result = MessageResult<RecordWorker>;
 
     fn handle(&mut self, message: RecordWorker, _: &mut Context<Self>) -> Self::Result {
         let name = message.name;
         let key = worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
         let now = Timestamp::now();
         if let Err(error) = self.commit(now, vec![(key.clone(), message.event)]) {
-            return Box::pin(futures::future::ready(Err(error)));
+            return MessageResult(futures::future::ready(Err(error)).boxed());
         }
         self.maybe_snapshot();
         let worker = self.state.workers.get(&key).cloned();
@@ -742,23 +748,23 @@ impl Handler<RecordWorker> for TaskShard {
                 at: now,
             });
         }
-        self.reply(worker, || internal("the worker record was not applied"))
+        MessageResult(self.reply(worker, || internal("the worker record was not applied")))
     }
 }
 
 /// Reads one task group, as of everything durable.
 #[derive(Message)]
-#[rtype(result = "Option<TaskGroup>")]
+#[rtype(result = "Reply<Option<TaskGroup>>")]
 pub struct GetGroup {
     pub task_group_id: Slugid,
 }
 
 impl Handler<GetGroup> for TaskShard {
-    type Result = ResponseFuture<Option<TaskGroup>>;
+    type Result = MessageResult<GetGroup>;
 
     fn handle(&mut self, message: GetGroup, _: &mut Context<Self>) -> Self::Result {
         let group = self.group(message.task_group_id).cloned();
-        Box::pin(self.when_durable(group).map(|group| group.ok().flatten()))
+        MessageResult(self.when_durable(group))
     }
 }
 
