@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An instant with millisecond precision.
@@ -64,8 +64,55 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.to_datetime() {
-            Some(at) => f.write_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            Some(at) => f.write_str(&Wire::of(at)),
             None => write!(f, "@{}ms", self.0),
+        }
+    }
+}
+
+/// The wire form of an instant. Years 0 to 9999 (every date a client can send and far more)
+/// are written digit by digit into a fixed buffer: statuses and messages carry several
+/// timestamps each, and this sits on every reply's path.
+enum Wire {
+    Common([u8; 24]),
+    Other(String),
+}
+
+impl Wire {
+    fn of(at: DateTime<Utc>) -> Wire {
+        let year = at.year();
+        if !(0..=9999).contains(&year) {
+            return Wire::Other(at.to_rfc3339_opts(SecondsFormat::Millis, true));
+        }
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let fields = [
+            (0..4, year as u32),
+            (5..7, at.month()),
+            (8..10, at.day()),
+            (11..13, at.hour()),
+            (14..16, at.minute()),
+            (17..19, at.second()),
+            (20..23, at.timestamp_subsec_millis()),
+        ];
+        for (place, mut value) in fields {
+            for digit in text[place].iter_mut().rev() {
+                *digit = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        Wire::Common(text)
+    }
+}
+
+impl std::ops::Deref for Wire {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Wire::Common(text) => {
+                std::str::from_utf8(text).expect("digits and separators are ASCII")
+            }
+            Wire::Other(text) => text,
         }
     }
 }
@@ -94,7 +141,10 @@ impl FromStr for Timestamp {
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
-            serializer.collect_str(self)
+            match self.to_datetime() {
+                Some(at) => serializer.serialize_str(&Wire::of(at)),
+                None => serializer.collect_str(self),
+            }
         } else {
             serializer.serialize_i64(self.0)
         }
@@ -147,6 +197,21 @@ mod tests {
         assert_eq!(
             later("2027-02-28T00:00:00.000Z"),
             "2028-02-28T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn formats_every_field_with_its_zeros() {
+        let text = |millis| Timestamp::from_millis(millis).to_string();
+        assert_eq!(text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(text(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(text(951_782_400_007), "2000-02-29T00:00:00.007Z");
+        assert_eq!(text(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        // Past year 9999 the form gains a sign, as chrono writes it.
+        assert_eq!(text(253_402_300_800_000), "+10000-01-01T00:00:00.000Z");
+        assert_eq!(
+            serde_json::to_string(&Timestamp::from_millis(1_700_000_000_123)).unwrap(),
+            "\"2023-11-14T22:13:20.123Z\""
         );
     }
 

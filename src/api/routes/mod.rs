@@ -20,16 +20,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
     let resource = |path: &str| {
         web::resource(path).default_service(web::to(|| async { response::not_found() }))
     };
+    // Resources are tried in order, so a task's lifecycle (createTask, claimWork, reclaimTask,
+    // reportCompleted), which carries most of the traffic, comes first.
     config
         .service(
             resource("/task/{taskId}")
                 .route(web::get().to(tasks::task))
                 .route(web::put().to(tasks::create_task)),
         )
-        .service(resource("/task/{taskId}/status").route(web::get().to(tasks::status)))
-        .service(resource("/task/{taskId}/schedule").route(web::post().to(tasks::schedule_task)))
-        .service(resource("/task/{taskId}/rerun").route(web::post().to(tasks::rerun_task)))
-        .service(resource("/task/{taskId}/cancel").route(web::post().to(tasks::cancel_task)))
         .service(resource("/claim-work/{taskQueueId:.+}").route(web::post().to(work::claim_work)))
         .service(
             resource("/task/{taskId}/runs/{runId}/reclaim")
@@ -39,6 +37,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
             resource("/task/{taskId}/runs/{runId}/completed")
                 .route(web::post().to(work::report_completed)),
         )
+        .service(resource("/task/{taskId}/status").route(web::get().to(tasks::status)))
+        .service(resource("/task/{taskId}/schedule").route(web::post().to(tasks::schedule_task)))
+        .service(resource("/task/{taskId}/rerun").route(web::post().to(tasks::rerun_task)))
+        .service(resource("/task/{taskId}/cancel").route(web::post().to(tasks::cancel_task)))
         .service(
             resource("/task/{taskId}/runs/{runId}/failed")
                 .route(web::post().to(work::report_failed)),
