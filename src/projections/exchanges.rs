@@ -4,7 +4,7 @@
 //! it. The internal events never reach users: this module is the only translation.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -147,11 +147,34 @@ pub struct Message {
     pub routes: Arc<[String]>,
     /// When the event was decided.
     pub at: Timestamp,
-    /// The JSON body, `version: 1` included, rendered once for every consumer.
-    pub body: Box<RawValue>,
+    body: Arc<Body>,
+}
+
+/// A message's JSON body, `version: 1` included. A task message's body is rendered the first
+/// time a consumer asks for it, and then once for all of them: with no listener and no
+/// exchange topics, most messages are never rendered.
+struct Body {
+    rendered: OnceLock<Box<RawValue>>,
+    task: Option<TaskBody>,
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rendered.get() {
+            Some(rendered) => formatter.write_str(rendered.get()),
+            None => formatter.write_str("(not rendered yet)"),
+        }
+    }
 }
 
 impl Message {
+    /// The JSON body.
+    pub fn body(&self) -> &RawValue {
+        let body = &self.body;
+        body.rendered
+            .get_or_init(|| render(body.task.as_ref().expect("an unrendered body is a task's")))
+    }
+
     /// The CC routing keys: `route.<route>` for each route.
     pub fn cc(&self) -> impl Iterator<Item = String> + '_ {
         self.routes.iter().map(|route| format!("route.{route}"))
@@ -241,7 +264,7 @@ pub fn derive(
         offset,
         index: 0,
     };
-    let mut push = |exchange, subject, routing_key, routes: Arc<[String]>, body: Box<RawValue>| {
+    let mut push = |exchange, subject, routing_key, routes: Arc<[String]>, body: Body| {
         derived.push(Message {
             id,
             exchange,
@@ -249,7 +272,7 @@ pub fn derive(
             routing_key,
             routes,
             at: envelope.at,
-            body,
+            body: Arc::new(body),
         });
         id.index += 1;
     };
@@ -264,7 +287,10 @@ pub fn derive(
                 group.task_group_id,
                 group_routing_key(group),
                 Arc::from([]),
-                render(&group_body(group)),
+                Body {
+                    rendered: OnceLock::from(render(&group_body(group))),
+                    task: None,
+                },
             );
         }
         return derived;
@@ -273,23 +299,25 @@ pub fn derive(
         return derived;
     };
     let routes: Arc<[String]> = task.definition.routes.clone().into();
-    let tags = Some(Tags {
-        tags: &task.definition.tags,
-    });
+    let tags = Some(Tags(task.definition.clone()));
     let run = |run_id: u32| task.runs.get(run_id as usize);
     let worker_of = |run_id: u32| {
         run(run_id).and_then(|run| run.worker_group.as_deref().zip(run.worker_id.as_deref()))
     };
-    let mut message = |exchange, words: RunWords<'_>, body: TaskBody<'_>| {
+    let mut message = |exchange, words: RunWords<'_>, body: TaskBody| {
         let worker = words.worker_group.zip(words.worker_id);
         let body = TaskBody {
             run_id: words.run_id,
-            worker_group: worker.map(|(group, _)| group),
-            worker_id: worker.map(|(_, id)| id),
+            worker_group: worker.map(|(group, _)| group.to_owned()),
+            worker_id: worker.map(|(_, id)| id.to_owned()),
             ..body
         };
         let key = task_routing_key(task, &words);
-        push(exchange, task.task_id, key, routes.clone(), render(&body));
+        let body = Body {
+            rendered: OnceLock::new(),
+            task: Some(body),
+        };
+        push(exchange, task.task_id, key, routes.clone(), body);
     };
     match &envelope.event {
         Event::TaskDefined { .. } => {
@@ -375,9 +403,9 @@ pub fn derive(
             {
                 let artifact = ArtifactBody {
                     storage_type: artifact.storage.type_name(),
-                    name,
+                    name: name.clone(),
                     expires: artifact.expires,
-                    content_type: &artifact.content_type,
+                    content_type: artifact.content_type.clone(),
                 };
                 message(
                     Exchange::ArtifactCreated,
@@ -418,20 +446,20 @@ pub fn derive(
 /// The body of a task exchange message; which fields it has depends on the exchange.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct TaskBody<'a> {
+struct TaskBody {
     status: TaskStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     run_id: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    worker_group: Option<&'a str>,
+    worker_group: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    worker_id: Option<&'a str>,
+    worker_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     taken_until: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    task: Option<Tags<'a>>,
+    task: Option<Tags>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    artifact: Option<ArtifactBody<'a>>,
+    artifact: Option<ArtifactBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
     new_priority: Option<Priority>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -439,7 +467,7 @@ struct TaskBody<'a> {
     version: u32,
 }
 
-impl TaskBody<'_> {
+impl TaskBody {
     fn new(status: TaskStatus) -> Self {
         TaskBody {
             status,
@@ -457,19 +485,25 @@ impl TaskBody<'_> {
 }
 
 /// The `task` of a message: `{tags}`.
-#[derive(Serialize)]
-struct Tags<'a> {
-    tags: &'a std::collections::BTreeMap<String, String>,
+struct Tags(Arc<crate::model::TaskDefinition>);
+
+impl Serialize for Tags {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut task = serializer.serialize_struct("Tags", 1)?;
+        task.serialize_field("tags", &self.0.tags)?;
+        task.end()
+    }
 }
 
 /// The `artifact` of `artifact-created`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ArtifactBody<'a> {
-    storage_type: &'a str,
-    name: &'a str,
+struct ArtifactBody {
+    storage_type: &'static str,
+    name: String,
     expires: Timestamp,
-    content_type: &'a str,
+    content_type: String,
 }
 
 /// A body rendered once for every consumer.
@@ -509,7 +543,7 @@ impl Message {
             id: self.id.to_string(),
             exchange: self.exchange.full_name(),
             routing_key: &self.routing_key,
-            payload: &self.body,
+            payload: self.body(),
             routes: &self.routes,
         }
     }
@@ -588,7 +622,7 @@ mod tests {
     }
 
     fn body(message: &Message) -> Value {
-        serde_json::from_str(message.body.get()).unwrap()
+        serde_json::from_str(message.body().get()).unwrap()
     }
 
     #[test]

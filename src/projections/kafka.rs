@@ -224,7 +224,7 @@ impl ExchangeTopics {
         let mut record = FutureRecord::to(&topic)
             .partition(partition as i32)
             .key(key.as_str())
-            .payload(message.body.get())
+            .payload(message.body().get())
             .headers(headers);
         loop {
             match self.producer.send_result(record) {
