@@ -150,17 +150,27 @@ pub struct Message {
     body: Arc<Body>,
 }
 
-/// A message's JSON body, `version: 1` included. A task message's body is rendered the first
-/// time a consumer asks for it, and then once for all of them: with no listener and no
+/// A message's JSON body, `version: 1` included, rendered once for every consumer. A task
+/// message's body is rendered when a consumer first asks for it: with no listener and no
 /// exchange topics, most messages are never rendered.
-struct Body {
-    rendered: OnceLock<Box<RawValue>>,
-    task: Option<TaskBody>,
+// Group messages are few and every body sits behind its message's `Arc`: the small variant's
+// unused bytes cost nothing worth a second allocation for every task message.
+#[allow(clippy::large_enum_variant)]
+enum Body {
+    Rendered(Box<RawValue>),
+    Task {
+        body: TaskBody,
+        rendered: OnceLock<Box<RawValue>>,
+    },
 }
 
 impl fmt::Debug for Body {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.rendered.get() {
+        let rendered = match self {
+            Body::Rendered(rendered) => Some(rendered),
+            Body::Task { rendered, .. } => rendered.get(),
+        };
+        match rendered {
             Some(rendered) => formatter.write_str(rendered.get()),
             None => formatter.write_str("(not rendered yet)"),
         }
@@ -170,9 +180,10 @@ impl fmt::Debug for Body {
 impl Message {
     /// The JSON body.
     pub fn body(&self) -> &RawValue {
-        let body = &self.body;
-        body.rendered
-            .get_or_init(|| render(body.task.as_ref().expect("an unrendered body is a task's")))
+        match &*self.body {
+            Body::Rendered(rendered) => rendered,
+            Body::Task { body, rendered } => rendered.get_or_init(|| render(body)),
+        }
     }
 
     /// The CC routing keys: `route.<route>` for each route.
@@ -287,10 +298,7 @@ pub fn derive(
                 group.task_group_id,
                 group_routing_key(group),
                 Arc::from([]),
-                Body {
-                    rendered: OnceLock::from(render(&group_body(group))),
-                    task: None,
-                },
+                Body::Rendered(render(&group_body(group))),
             );
         }
         return derived;
@@ -313,9 +321,9 @@ pub fn derive(
             ..body
         };
         let key = task_routing_key(task, &words);
-        let body = Body {
+        let body = Body::Task {
+            body,
             rendered: OnceLock::new(),
-            task: Some(body),
         };
         push(exchange, task.task_id, key, routes.clone(), body);
     };
