@@ -2,14 +2,19 @@
 //!
 //! It takes the first queued request, drains whatever else is queued (up to a byte budget),
 //! frames each partition's records into that partition's buffer, writes each buffer with one
-//! positioned write, calls `fdatasync` once per partition written, and only then tells each
+//! positioned write, `fdatasync`s every partition written at once, and only then tells each
 //! requester its offsets. While it syncs, new requests queue up and form the next batch, so the
 //! number of syncs stays bounded by the disk, not by the callers; and one thread for all
 //! partitions means a busy log costs one thread's wake-ups, not one per partition.
+//!
+//! The syncs of one batch run together: the writer syncs the first partition written itself
+//! and hands each other one to a sync helper (one per further partition), so a batch waits for
+//! its slowest sync rather than for the sum of them.
 //! A failed write or sync stops the writer for good: after a failed `fdatasync` the page cache
 //! can no longer be trusted, so the only safe continuation is to reopen and recover.
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
@@ -40,7 +45,8 @@ struct Tail {
     partition: u32,
     dir: PathBuf,
     view: Arc<Mutex<View>>,
-    file: File,
+    /// Shared with a sync helper while one syncs it.
+    file: Arc<File>,
     path: PathBuf,
     /// Offset of the next record.
     next: Offset,
@@ -57,6 +63,39 @@ struct Tail {
 struct Writer {
     options: Options,
     tails: Vec<Tail>,
+    helpers: SyncHelpers,
+}
+
+/// Threads that `fdatasync` a file on request, so that one batch's partitions sync together.
+/// They exit when the writer (and with it `jobs`) is dropped.
+struct SyncHelpers {
+    jobs: Vec<mpsc::Sender<(usize, Arc<File>)>>,
+    /// Each job's answer: the index of the tail it synced, and how that went.
+    done: mpsc::Receiver<(usize, io::Result<()>)>,
+}
+
+impl SyncHelpers {
+    fn start(count: usize) -> Result<Self, Error> {
+        let (answers, done) = mpsc::channel();
+        let jobs = (0..count)
+            .map(|helper| {
+                let (jobs, queue) = mpsc::channel::<(usize, Arc<File>)>();
+                let answers = answers.clone();
+                std::thread::Builder::new()
+                    .name(format!("log-sync-{helper}"))
+                    .spawn(move || {
+                        for (tail, file) in queue {
+                            if answers.send((tail, file.sync_data())).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .map(|_| jobs)
+                    .map_err(|error| Error::io("starting a sync helper for", "the log", error))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(SyncHelpers { jobs, done })
+    }
 }
 
 pub fn start(
@@ -68,7 +107,12 @@ pub fn start(
         .zip(0..)
         .map(|(opened, partition)| Tail::open(partition, opened))
         .collect::<Result<Vec<_>, Error>>()?;
-    let writer = Writer { options, tails };
+    let helpers = SyncHelpers::start(tails.len().saturating_sub(1))?;
+    let writer = Writer {
+        options,
+        tails,
+        helpers,
+    };
     let (requests, queue) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("log-writer".into())
@@ -97,7 +141,7 @@ impl Tail {
             partition,
             dir,
             view,
-            file,
+            file: Arc::new(file),
             path,
             next,
             position,
@@ -183,7 +227,7 @@ impl Writer {
         }
     }
 
-    /// Writes every partition's part of the batch, then syncs each partition written, then
+    /// Writes every partition's part of the batch, then syncs the partitions written, then
     /// publishes the new durable ends. Offsets are handed out by the caller, from each
     /// partition's `next` as it was before this batch.
     fn write_batch(&mut self, batch: &[Request]) -> Result<(), Error> {
@@ -201,14 +245,7 @@ impl Writer {
         for tail in self.tails.iter_mut().filter(|tail| tail.framed > 0) {
             tail.write(&self.options)?;
         }
-        for tail in self.tails.iter().filter(|tail| tail.framed > 0) {
-            tail.file
-                .sync_data()
-                .map_err(|error| Error::io("syncing", &tail.path, error))?;
-            crate::projections::metrics::METRICS
-                .log_append_batch_events
-                .observe(tail.framed as f64);
-        }
+        self.sync_written()?;
         for tail in self.tails.iter_mut().filter(|tail| tail.framed > 0) {
             tail.position += tail.buffer.len() as u64;
             let mut view = lock(&tail.view);
@@ -217,6 +254,49 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+impl Writer {
+    /// Syncs every partition written in this batch: the first here, each other one on its own
+    /// helper, all at once. Waits for every sync even after one fails, so no helper is still
+    /// syncing a batch the writer has given up on.
+    fn sync_written(&self) -> Result<(), Error> {
+        let mut written = (0..self.tails.len()).filter(|&index| self.tails[index].framed > 0);
+        let Some(first) = written.next() else {
+            return Ok(());
+        };
+        let mut outcome = Ok(());
+        let mut handed = 0;
+        for (index, helper) in written.zip(&self.helpers.jobs) {
+            match helper.send((index, Arc::clone(&self.tails[index].file))) {
+                Ok(()) => handed += 1,
+                Err(_) => outcome = outcome.and(self.synced(index, Err(helper_gone()))),
+            }
+        }
+        outcome = outcome.and(self.synced(first, self.tails[first].file.sync_data()));
+        for _ in 0..handed {
+            let (index, result) = self
+                .helpers
+                .done
+                .recv()
+                .unwrap_or_else(|_| (first, Err(helper_gone())));
+            outcome = outcome.and(self.synced(index, result));
+        }
+        outcome
+    }
+
+    fn synced(&self, index: usize, result: io::Result<()>) -> Result<(), Error> {
+        let tail = &self.tails[index];
+        result.map_err(|error| Error::io("syncing", &tail.path, error))?;
+        crate::projections::metrics::METRICS
+            .log_append_batch_events
+            .observe(tail.framed as f64);
+        Ok(())
+    }
+}
+
+fn helper_gone() -> io::Error {
+    io::Error::other("the sync helper exited")
 }
 
 impl Tail {
@@ -270,6 +350,7 @@ impl Tail {
             .write(true)
             .create_new(true)
             .open(&next.path)
+            .map(Arc::new)
             .map_err(|error| Error::io("creating", &next.path, error))?;
         sync_dir(&self.dir)?;
         tracing::debug!(partition = self.partition, path = %next.path.display(), "rolled to a new segment");
