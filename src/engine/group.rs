@@ -1,10 +1,11 @@
-//! Task-group decisions (reference §5): joining a group as a task is created, and sealing it.
+//! Task-group decisions (reference §5): joining a group as a task is created, sealing it,
+//! resolving it, and recording a change of its tasks' priority.
 //! A group's events are keyed by its id, so they live in the partition of the task that
 //! shares the id (often the group's first task, its decision task).
 
 use crate::api::ApiError;
 use crate::model::group::GROUP_EXPIRY_MARGIN_MILLIS;
-use crate::model::{Event, Slugid, TaskGroup, Timestamp};
+use crate::model::{Event, Priority, Slugid, TaskGroup, Timestamp};
 
 #[derive(Clone, Debug)]
 pub enum GroupCommand {
@@ -19,6 +20,11 @@ pub enum GroupCommand {
     /// Every task of the group is resolved, the latest at `through` (the group tracker's
     /// word): recorded unless a resolution since then already is.
     Resolve { through: Timestamp },
+    /// `changeTaskGroupPriority` changed the priority of `tasks_affected` of the group's tasks.
+    RecordPriorityChange {
+        priority: Priority,
+        tasks_affected: u32,
+    },
 }
 
 pub fn decide(
@@ -80,6 +86,16 @@ pub fn decide(
                 Ok(Vec::new())
             }
             Some(_) => Ok(vec![Event::TaskGroupResolved]),
+        },
+        GroupCommand::RecordPriorityChange {
+            priority,
+            tasks_affected,
+        } => match group {
+            None => Err(group_not_found(task_group_id)),
+            Some(_) => Ok(vec![Event::TaskGroupPriorityChanged {
+                priority,
+                tasks_affected,
+            }]),
         },
     }
 }
@@ -186,5 +202,26 @@ mod tests {
             "a later resolution (a rerun) is recorded again"
         );
         assert_eq!(harness.group().resolved, Some(Timestamp::from_millis(10)));
+    }
+
+    #[test]
+    fn a_priority_change_is_recorded_for_a_group_that_exists() {
+        let mut harness = Harness::new();
+        let change = || GroupCommand::RecordPriorityChange {
+            priority: Priority::High,
+            tasks_affected: 2,
+        };
+        let missing = harness.send(change(), 1).unwrap_err();
+        assert_eq!(missing.code, ErrorCode::ResourceNotFound);
+        harness.send(join("sched", 1_000), 2).unwrap();
+        let before = harness.group();
+        assert_eq!(
+            harness.send(change(), 3).unwrap(),
+            [Event::TaskGroupPriorityChanged {
+                priority: Priority::High,
+                tasks_affected: 2,
+            }]
+        );
+        assert_eq!(harness.group(), before, "a group keeps no priority");
     }
 }

@@ -88,6 +88,9 @@ pub enum Command {
     SatisfyDependency(ResolvedDependency),
     /// `changeTaskPriority`.
     ChangePriority { priority: Priority },
+    /// `changeTaskGroupPriority`, for one task of the group: as `ChangePriority`, but what it
+    /// records publishes no message of its own.
+    ChangePriorityWithGroup { priority: Priority },
     /// `createArtifact`.
     CreateArtifact {
         run_id: u32,
@@ -157,7 +160,12 @@ pub fn decide(
         Command::SatisfyDependency(dependency) => Ok(task
             .map(|task| decision.satisfy(task, &[dependency]))
             .unwrap_or_default()),
-        Command::ChangePriority { priority } => decision.change_priority(task, priority),
+        Command::ChangePriority { priority } => {
+            decision.change_priority(task, priority, Event::PriorityChanged { priority })
+        }
+        Command::ChangePriorityWithGroup { priority } => {
+            decision.change_priority(task, priority, Event::PriorityChangedWithGroup { priority })
+        }
         Command::CreateArtifact {
             run_id,
             name,
@@ -482,10 +490,12 @@ impl Decision<'_> {
         }
     }
 
+    /// Records `change` (which sets `priority`) unless the task already has that priority.
     fn change_priority(
         &self,
         task: Option<&Task>,
         priority: Priority,
+        change: Event,
     ) -> Result<Vec<Event>, ApiError> {
         let task = self.found(task, self.not_created())?;
         if self.past_deadline(task) {
@@ -502,7 +512,7 @@ impl Decision<'_> {
         if task.priority == priority {
             return Ok(vec![]);
         }
-        Ok(vec![Event::PriorityChanged { priority }])
+        Ok(vec![change])
     }
 
     fn open_session(
@@ -1387,6 +1397,17 @@ mod tests {
         );
         assert_eq!(harness.status().priority, Priority::High);
         assert_eq!(harness.at(2, high()).unwrap(), vec![]);
+        // A group's change records its own event, which folds the same way.
+        let very_high = Command::ChangePriorityWithGroup {
+            priority: Priority::VeryHigh,
+        };
+        assert_eq!(
+            harness.at(2, very_high).unwrap(),
+            vec![Event::PriorityChangedWithGroup {
+                priority: Priority::VeryHigh,
+            }]
+        );
+        assert_eq!(harness.status().priority, Priority::VeryHigh);
         assert_error(
             harness.at(DEADLINE + 1, high()),
             ErrorCode::RequestConflict,

@@ -86,4 +86,13 @@ pub enum Event {
         end: SessionEnd,
         exit_status: Option<i32>,
     },
+    /// `changeTaskGroupPriority` changed this task's priority. It folds as `PriorityChanged`
+    /// does, but only the group's summary (`TaskGroupPriorityChanged`) is published.
+    PriorityChangedWithGroup { priority: Priority },
+    /// `changeTaskGroupPriority` (keyed by the group's id) is done: `tasks_affected` of its
+    /// unresolved tasks now have `priority`.
+    TaskGroupPriorityChanged {
+        priority: Priority,
+        tasks_affected: u32,
+    },
 }

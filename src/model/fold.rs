@@ -154,7 +154,9 @@ impl Task {
             Event::DependencySatisfied { dependency } => {
                 self.satisfied_dependencies.insert(*dependency);
             }
-            Event::PriorityChanged { priority } => self.priority = *priority,
+            Event::PriorityChanged { priority } | Event::PriorityChangedWithGroup { priority } => {
+                self.priority = *priority
+            }
             Event::ArtifactCreated {
                 run_id,
                 name,
@@ -203,6 +205,7 @@ impl Task {
             Event::TaskGroupJoined { .. }
             | Event::TaskGroupSealed
             | Event::TaskGroupResolved
+            | Event::TaskGroupPriorityChanged { .. }
             | Event::WorkerQuarantined { .. }
             | Event::WorkerDeclared { .. } => {}
             Event::ExceptionRunAdded { run_id, reason } => {
@@ -327,6 +330,8 @@ impl Entities {
                     Arc::make_mut(group).resolved = Some(envelope.at);
                 }
             }
+            // A group keeps no priority; the event is there for its message.
+            Event::TaskGroupPriorityChanged { .. } => {}
             Event::WorkerQuarantined { change } => {
                 let worker = self.workers.entry(key.clone()).or_default();
                 worker.quarantine_until = Some(change.quarantine_until);

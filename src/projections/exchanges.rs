@@ -40,10 +40,11 @@ pub enum Exchange {
     TaskGroupResolved,
     TaskGroupSealed,
     TaskPriorityChanged,
+    TaskGroupPriorityChanged,
 }
 
 impl Exchange {
-    pub const ALL: [Exchange; 10] = [
+    pub const ALL: [Exchange; 11] = [
         Exchange::TaskDefined,
         Exchange::TaskPending,
         Exchange::TaskRunning,
@@ -54,6 +55,7 @@ impl Exchange {
         Exchange::TaskGroupResolved,
         Exchange::TaskGroupSealed,
         Exchange::TaskPriorityChanged,
+        Exchange::TaskGroupPriorityChanged,
     ];
 
     /// The short name, `task-completed`.
@@ -69,6 +71,7 @@ impl Exchange {
             Exchange::TaskGroupResolved => "task-group-resolved",
             Exchange::TaskGroupSealed => "task-group-sealed",
             Exchange::TaskPriorityChanged => "task-priority-changed",
+            Exchange::TaskGroupPriorityChanged => "task-group-priority-changed",
         }
     }
 
@@ -90,7 +93,9 @@ impl Exchange {
     pub fn is_group(self) -> bool {
         matches!(
             self,
-            Exchange::TaskGroupResolved | Exchange::TaskGroupSealed
+            Exchange::TaskGroupResolved
+                | Exchange::TaskGroupSealed
+                | Exchange::TaskGroupPriorityChanged
         )
     }
 }
@@ -287,18 +292,33 @@ pub fn derive(
         });
         id.index += 1;
     };
-    if let Event::TaskGroupSealed | Event::TaskGroupResolved = envelope.event {
-        let exchange = match envelope.event {
-            Event::TaskGroupSealed => Exchange::TaskGroupSealed,
-            _ => Exchange::TaskGroupResolved,
-        };
+    let group_message = match envelope.event {
+        Event::TaskGroupSealed => Some(Exchange::TaskGroupSealed),
+        Event::TaskGroupResolved => Some(Exchange::TaskGroupResolved),
+        Event::TaskGroupPriorityChanged { .. } => Some(Exchange::TaskGroupPriorityChanged),
+        _ => None,
+    };
+    if let Some(exchange) = group_message {
         if let Some(group) = envelope.key.parse().ok().and_then(|id| state.group(id)) {
+            let body = match envelope.event {
+                Event::TaskGroupPriorityChanged {
+                    priority,
+                    tasks_affected,
+                } => json!({
+                    "version": 1,
+                    "taskGroupId": group.task_group_id,
+                    "schedulerId": group.scheduler_id,
+                    "newPriority": priority,
+                    "tasksAffected": tasks_affected,
+                }),
+                _ => group_body(group),
+            };
             push(
                 exchange,
                 group.task_group_id,
                 group_routing_key(group),
                 Arc::from([]),
-                Body::Rendered(render(&group_body(group))),
+                Body::Rendered(render(&body)),
             );
         }
         return derived;
@@ -438,11 +458,14 @@ pub fn derive(
                 ..TaskBody::new(task.status())
             },
         ),
+        // `changeTaskGroupPriority` publishes only its summary, as Taskcluster does.
         Event::RunReclaimed { .. }
+        | Event::PriorityChangedWithGroup { .. }
         | Event::DependencySatisfied { .. }
         | Event::TaskGroupJoined { .. }
         | Event::TaskGroupSealed
         | Event::TaskGroupResolved
+        | Event::TaskGroupPriorityChanged { .. }
         | Event::WorkerQuarantined { .. }
         | Event::WorkerDeclared { .. }
         | Event::SessionOpened { .. }
@@ -777,6 +800,11 @@ mod tests {
         assert_eq!(changed[0].exchange, Exchange::TaskPriorityChanged);
         assert_eq!(body(&changed[0])["oldPriority"], "lowest");
         assert_eq!(body(&changed[0])["newPriority"], "high");
+        // A group's change publishes only the group's summary.
+        let with_group = log.commit(&[Event::PriorityChangedWithGroup {
+            priority: Priority::Low,
+        }]);
+        assert!(with_group.is_empty());
         let reclaimed = log.commit(&[Event::RunReclaimed {
             run_id: 0,
             taken_until: Timestamp::from_millis(1),
@@ -796,6 +824,10 @@ mod tests {
             },
             Event::TaskGroupSealed,
             Event::TaskGroupResolved,
+            Event::TaskGroupPriorityChanged {
+                priority: Priority::VeryHigh,
+                tasks_affected: 3,
+            },
         ];
         let mut derived = Vec::new();
         for (offset, event) in events.into_iter().enumerate() {
@@ -816,7 +848,11 @@ mod tests {
         let exchanges: Vec<_> = derived.iter().map(|message| message.exchange).collect();
         assert_eq!(
             exchanges,
-            [Exchange::TaskGroupSealed, Exchange::TaskGroupResolved]
+            [
+                Exchange::TaskGroupSealed,
+                Exchange::TaskGroupResolved,
+                Exchange::TaskGroupPriorityChanged
+            ]
         );
         for message in &derived {
             assert_eq!(message.subject, group_id);
@@ -825,8 +861,18 @@ mod tests {
             let body = body(message);
             assert_eq!(body["taskGroupId"], group_id.to_string());
             assert_eq!(body["version"], 1);
-            assert!(body["sealed"].is_string());
         }
+        assert!(body(&derived[0])["sealed"].is_string());
+        assert_eq!(
+            body(&derived[2]),
+            json!({
+                "version": 1,
+                "taskGroupId": group_id,
+                "schedulerId": "sched",
+                "newPriority": "very-high",
+                "tasksAffected": 3,
+            })
+        );
     }
 
     #[test]

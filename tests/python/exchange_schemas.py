@@ -31,7 +31,7 @@ CE_TYPE_PREFIX = "taskcluster-queue.v1."
 # Where the document lives in the reference registry; its `#/...` references resolve against it.
 DOC_URI = "urn:taskfold:schemas:asyncapi.yaml"
 # Exchanges whose Kafka key and routing key are about a task group rather than a task.
-GROUP_EXCHANGES = ("task-group-resolved", "task-group-sealed")
+GROUP_EXCHANGES = ("task-group-resolved", "task-group-sealed", "task-group-priority-changed")
 # The headers every Kafka record has exactly once.
 REQUIRED_HEADERS = (
     "taskcluster-routing-key",

@@ -1,6 +1,6 @@
 """Task groups and the reads and changes that span tasks: getTaskGroup and listTaskGroup with
 pagination, one schedulerId per group, sealing and cancelling a group, listDependentTasks,
-changeTaskPriority, and the batch `tasks` and `statuses` reads."""
+changeTaskPriority and changeTaskGroupPriority, and the batch `tasks` and `statuses` reads."""
 
 import datetime
 
@@ -216,6 +216,58 @@ def test_change_task_priority(server, queue, task_queue_id):
     assert by_queue.changeTaskPriority(medium, {"newPriority": "low"})["status"]["priority"] == \
         "low"
     assert queue.status(medium)["status"]["priority"] == "low"
+
+
+def test_change_task_group_priority(server, queue, task_queue_id):
+    group_id = new_task_id()
+    # One pending task at a time while claiming, so each claim takes the task just made.
+    done = create_in_group(queue, task_queue_id, group_id, schedulerId="sched-p")
+    claim(queue, task_queue_id)
+    queue.reportCompleted(done, "0")
+    running = create_in_group(queue, task_queue_id, group_id, schedulerId="sched-p")
+    [claimed] = claim(queue, task_queue_id)
+    assert claimed["status"]["taskId"] == running
+    outside = new_task_id()
+    queue.createTask(outside, task_definition(task_queue_id, priority="medium"))
+    pending = create_in_group(queue, task_queue_id, group_id, schedulerId="sched-p")
+    already = create_in_group(queue, task_queue_id, group_id, schedulerId="sched-p",
+                              priority="high")
+    unscheduled = create_in_group(queue, task_queue_id, group_id, schedulerId="sched-p",
+                                  dependencies=[pending])
+
+    reply = queue.changeTaskGroupPriority(group_id, {"newPriority": "high"})
+    assert set(reply) == {"taskGroupId", "schedulerId", "newPriority", "tasksAffected", "taskIds"}
+    assert (reply["taskGroupId"], reply["schedulerId"], reply["newPriority"]) == \
+        (group_id, "sched-p", "high")
+    assert reply["tasksAffected"] == 3
+    assert sorted(reply["taskIds"]) == sorted([running, pending, unscheduled])
+    for task_id in (running, pending, unscheduled, already):
+        assert queue.status(task_id)["status"]["priority"] == "high"
+    assert queue.status(done)["status"]["priority"] == "lowest"
+    assert queue.status(outside)["status"]["priority"] == "medium"
+    assert queue.status(running)["status"]["state"] == "running"
+    # The pending queue follows: the group's pending tasks now come before the medium one.
+    assert {task["status"]["taskId"] for task in claim(queue, task_queue_id, tasks=2)} == \
+        {pending, already}
+    assert [task["status"]["taskId"] for task in claim(queue, task_queue_id)] == [outside]
+
+    again = queue.changeTaskGroupPriority(group_id, {"newPriority": "high"})
+    assert (again["tasksAffected"], again["taskIds"]) == (0, [])
+
+    error = failure(queue.changeTaskGroupPriority, group_id, {"newPriority": "normal"})
+    assert (error.status_code, error.body["code"]) == (400, "InputValidationError")
+    error = failure(queue.changeTaskGroupPriority, new_task_id(), {"newPriority": "low"})
+    assert (error.status_code, error.body["code"]) == (404, "ResourceNotFound")
+    # The scope names the group's scheduler.
+    other = limited_queue(server, [f"queue:change-task-group-priority:-/{group_id}"])
+    error = failure(other.changeTaskGroupPriority, group_id, {"newPriority": "low"})
+    assert (error.status_code, error.body["code"]) == (403, "InsufficientScopes")
+    assert queue.status(unscheduled)["status"]["priority"] == "high"
+    allowed = limited_queue(server, [f"queue:change-task-group-priority:sched-p/{group_id}"])
+    lowered = allowed.changeTaskGroupPriority(group_id, {"newPriority": "low"})
+    # The claimed tasks are running now; the completed one keeps its priority.
+    assert sorted(lowered["taskIds"]) == sorted([running, pending, already, unscheduled])
+    assert queue.status(unscheduled)["status"]["priority"] == "low"
 
 
 def test_batch_tasks_and_statuses(queue, task_queue_id):

@@ -43,10 +43,8 @@ pytestmark = pytest.mark.skipif(
     reason="no Kafka-protocol broker: TASKFOLD_TEST_KAFKA_BROKERS is not set (tests/run.sh "
            "starts tansu and sets it to its bootstrap address)")
 
-EXCHANGES = ("task-defined", "task-pending", "task-running", "artifact-created",
-             "task-completed", "task-failed", "task-exception", "task-group-resolved",
-             "task-group-sealed", "task-priority-changed")
-GROUP_EXCHANGES = ("task-group-resolved", "task-group-sealed")
+EXCHANGES = tuple(exchange_schemas.exchanges())
+GROUP_EXCHANGES = exchange_schemas.GROUP_EXCHANGES
 DEFAULT_PREFIX = "taskcluster-queue.v1."
 DEFAULT_PARTITIONS = 4
 CE_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")

@@ -33,9 +33,8 @@ from conftest import (BINARY, claim, date_in, make_server, new_task_id, task_def
                       watch_logs)
 
 PREFIX = exchange_schemas.EXCHANGE_PREFIX
-TASK_EXCHANGES = ("task-defined", "task-pending", "task-running", "artifact-created",
-                  "task-completed", "task-failed", "task-exception", "task-priority-changed")
-GROUP_EXCHANGES = ("task-group-sealed", "task-group-resolved")
+GROUP_EXCHANGES = exchange_schemas.GROUP_EXCHANGES
+TASK_EXCHANGES = tuple(name for name in exchange_schemas.exchanges() if name not in GROUP_EXCHANGES)
 # Every exchange the server publishes on (task-group-resolved is bindable before it is emitted).
 ALL_EXCHANGES = TASK_EXCHANGES + GROUP_EXCHANGES
 # How long any single wait for a frame or an event may take.
@@ -478,6 +477,10 @@ def test_every_exchange_through_task_lifecycles(events_server):
     expected[t6] = [("task-defined", key("reprioritized")),
                     ("task-pending", key("reprioritized", run_id=0)),
                     ("task-priority-changed", key("reprioritized"))]
+    # A group's priority change: one summary message for the group, none for its tasks (t6 is
+    # its only unresolved task).
+    group_change = queue.changeTaskGroupPriority(group, {"newPriority": "very-high"})
+    assert (group_change["tasksAffected"], group_change["taskIds"]) == (1, [t6])
 
     sealed = queue.sealTaskGroup(group)
 
@@ -486,7 +489,7 @@ def test_every_exchange_through_task_lifecycles(events_server):
     # pending). These messages come from the group's shard once it hears, so their place among
     # the task messages is not fixed; their number is.
     resolutions = 5
-    wanted = sum(len(messages) for messages in expected.values()) + 1 + resolutions
+    wanted = sum(len(messages) for messages in expected.values()) + 2 + resolutions
     frames = listener.read(wanted)
     # Nothing else about these tasks or this group: a marker, published after all of them,
     # arrives next.
@@ -508,10 +511,11 @@ def test_every_exchange_through_task_lifecycles(events_server):
     ids = [frame["id"] for frame in listener.received]
     assert len(set(ids)) == len(ids)
 
-    # The group message: sealed, on the group's key, without routes.
+    # The group messages: on the group's key, without routes.
     group_frames = [f for f in frames if short(f["exchange"]) in GROUP_EXCHANGES]
     assert sorted(short(f["exchange"]) for f in group_frames) == \
-        ["task-group-resolved"] * resolutions + ["task-group-sealed"]
+        ["task-group-priority-changed"] + ["task-group-resolved"] * resolutions + \
+        ["task-group-sealed"]
     for frame in group_frames:
         assert frame["routingKey"] == f"primary.{group}.-._"
         assert frame["routes"] == []
@@ -520,6 +524,10 @@ def test_every_exchange_through_task_lifecycles(events_server):
     assert group_frame["routes"] == []
     assert group_frame["payload"] == {"version": 1, "taskGroupId": group, "schedulerId": "-",
                                       "expires": sealed["expires"], "sealed": sealed["sealed"]}
+    [priority_frame] = [f for f in group_frames
+                        if short(f["exchange"]) == "task-group-priority-changed"]
+    assert priority_frame["payload"] == {"version": 1, "taskGroupId": group, "schedulerId": "-",
+                                         "newPriority": "very-high", "tasksAffected": 1}
 
     # Routes: the task's, without the `route.` prefix.
     for task_id, routes in ((t1, ["index.x.y", "notify.a"]), (t2, ["notify.b.c"]), (t3, [])):

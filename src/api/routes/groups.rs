@@ -1,4 +1,5 @@
-//! Task groups: `listTaskGroup`, `getTaskGroup`, `sealTaskGroup`, `cancelTaskGroup`.
+//! Task groups: `listTaskGroup`, `getTaskGroup`, `sealTaskGroup`, `cancelTaskGroup`,
+//! `changeTaskGroupPriority`.
 
 use std::sync::LazyLock;
 
@@ -7,6 +8,7 @@ use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Value, json};
 
+use super::tasks::ChangePriorityRequest;
 use super::template;
 use crate::api::call::{Body, Call};
 use crate::api::pagination::{self, MAX_LIMIT};
@@ -24,6 +26,11 @@ static SEAL_TASK_GROUP: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:seal-task-group:<schedulerId>/<taskGroupId>")));
 static CANCEL_TASK_GROUP: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:cancel-task-group:<schedulerId>/<taskGroupId>")));
+static CHANGE_TASK_GROUP_PRIORITY: LazyLock<ScopeExpression> = LazyLock::new(|| {
+    template(json!(
+        "queue:change-task-group-priority:<schedulerId>/<taskGroupId>"
+    ))
+});
 
 /// `{status, task}`, an entry of the task lists.
 pub(super) fn task_entry(task: &Task) -> Value {
@@ -122,28 +129,14 @@ pub async fn cancel_task_group(
                     group.task_group_id
                 )));
             }
-            let mut size = 0;
+            let (size, unresolved) = unresolved_members(&state, &group).await;
             let mut canceled = Vec::new();
-            let mut after = None;
-            loop {
-                let listing = Listing::Members(group.task_group_id);
-                let (tasks, more) = state.engine.list(listing, after, MAX_LIMIT).await;
-                size += tasks.len();
-                after = tasks.last().map(|(position, _)| *position);
-                for (_, task) in tasks {
-                    let resolved = task.runs.last().is_some_and(|run| run.state.is_resolved());
-                    if resolved {
-                        continue;
-                    }
-                    // A task past its deadline cannot be canceled (409); its deadline resolves it.
-                    match state.engine.execute(task.task_id, Command::Cancel).await {
-                        Ok(_) => canceled.push(task.task_id),
-                        Err(error) if error.code == ErrorCode::RequestConflict => {}
-                        Err(error) => return Err(error),
-                    }
-                }
-                if !more {
-                    break;
+            for task in unresolved {
+                // A task past its deadline cannot be canceled (409); its deadline resolves it.
+                match state.engine.execute(task.task_id, Command::Cancel).await {
+                    Ok(_) => canceled.push(task.task_id),
+                    Err(error) if error.code == ErrorCode::RequestConflict => {}
+                    Err(error) => return Err(error),
                 }
             }
             Ok(response::json(
@@ -157,4 +150,76 @@ pub async fn cancel_task_group(
             ))
         })
         .await
+}
+
+/// `POST /task-group/<taskGroupId>/priority`: a new priority for every unresolved task of the
+/// group (one past its deadline keeps its own), summed up by one `task-group-priority-changed`
+/// message. A running run keeps its place; a pending one moves in its queue.
+pub async fn change_task_group_priority(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("changeTaskGroupPriority", request, body)
+        .answer(async |call| {
+            let input: ChangePriorityRequest = call.input("change-task-priority-request")?;
+            let priority = input.new_priority;
+            let group = authorized_group(&state, call, &CHANGE_TASK_GROUP_PRIORITY).await?;
+            let (_, unresolved) = unresolved_members(&state, &group).await;
+            let mut changed = Vec::new();
+            for task in unresolved
+                .into_iter()
+                .filter(|task| task.priority != priority)
+            {
+                let command = Command::ChangePriorityWithGroup { priority };
+                // Resolved or past its deadline since it was listed (409): it keeps its own.
+                match state.engine.execute(task.task_id, command).await {
+                    Ok(_) => changed.push(task.task_id),
+                    Err(error) if error.code == ErrorCode::RequestConflict => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            let tasks_affected = changed.len() as u32;
+            let command = GroupCommand::RecordPriorityChange {
+                priority,
+                tasks_affected,
+            };
+            state
+                .engine
+                .execute_group(group.task_group_id, command)
+                .await?;
+            Ok(response::json(
+                StatusCode::OK,
+                &json!({
+                    "taskGroupId": group.task_group_id,
+                    "schedulerId": group.scheduler_id,
+                    "newPriority": priority,
+                    "tasksAffected": tasks_affected,
+                    "taskIds": changed,
+                }),
+            ))
+        })
+        .await
+}
+
+/// How many tasks the group has, and those of them whose latest run is not resolved.
+async fn unresolved_members(state: &State, group: &TaskGroup) -> (usize, Vec<Task>) {
+    let mut size = 0;
+    let mut unresolved = Vec::new();
+    let mut after = None;
+    loop {
+        let listing = Listing::Members(group.task_group_id);
+        let (tasks, more) = state.engine.list(listing, after, MAX_LIMIT).await;
+        size += tasks.len();
+        after = tasks.last().map(|(position, _)| *position);
+        unresolved.extend(
+            tasks
+                .into_iter()
+                .map(|(_, task)| task)
+                .filter(|task| !task.runs.last().is_some_and(|run| run.state.is_resolved())),
+        );
+        if !more {
+            return (size, unresolved);
+        }
+    }
 }

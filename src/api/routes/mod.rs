@@ -91,6 +91,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::post().to(groups::cancel_task_group)),
         )
         .service(
+            resource("/task-group/{taskGroupId}/priority")
+                .route(web::post().to(groups::change_task_group_priority)),
+        )
+        .service(
             resource("/task/{taskId}/runs/{runId}/artifacts/{name:.+}")
                 .route(web::post().to(artifacts::create_artifact))
                 .route(web::put().to(artifacts::finish_artifact))

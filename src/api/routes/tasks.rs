@@ -241,11 +241,11 @@ async fn task_action(
     .await
 }
 
-/// The body of `changeTaskPriority`.
+/// The body of `changeTaskPriority` and `changeTaskGroupPriority`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ChangePriorityRequest {
-    new_priority: Priority,
+pub(super) struct ChangePriorityRequest {
+    pub(super) new_priority: Priority,
 }
 
 /// `POST /task/<taskId>/priority`: a new priority for an unresolved task; a running run keeps
