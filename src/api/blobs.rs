@@ -28,7 +28,8 @@ pub const PUT_URL_MILLIS: i64 = 45 * 60 * 1000;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 pub struct BlobStore {
-    dir: PathBuf,
+    /// The data directory: blobs are under its `blobs/`.
+    data_dir: PathBuf,
     secret: String,
     root_url: String,
 }
@@ -48,6 +49,11 @@ impl BlobId {
     }
 }
 
+/// Where the blobs of every run of `task_id` live, under the data directory `data_dir`.
+pub fn task_dir(data_dir: &Path, task_id: Slugid) -> PathBuf {
+    data_dir.join("blobs").join(task_id.to_string())
+}
+
 /// Names under this prefix are readable by anyone the queue lets read them, so their URLs
 /// need no signature.
 pub fn is_public(name: &str) -> bool {
@@ -57,7 +63,7 @@ pub fn is_public(name: &str) -> bool {
 impl BlobStore {
     pub fn new(data_dir: &Path, secret: String, root_url: &str) -> BlobStore {
         BlobStore {
-            dir: data_dir.join("blobs"),
+            data_dir: data_dir.to_owned(),
             secret,
             root_url: root_url.trim_end_matches('/').to_owned(),
         }
@@ -85,8 +91,7 @@ impl BlobStore {
     /// Where the blob lives: the name is hashed, so any printable name makes a safe file name.
     fn file(&self, blob: &BlobId) -> PathBuf {
         let digest = blob_url::name_digest(&blob.name);
-        self.dir
-            .join(blob.task_id.to_string())
+        task_dir(&self.data_dir, blob.task_id)
             .join(blob.run_id.to_string())
             .join(digest)
     }

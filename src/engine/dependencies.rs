@@ -63,6 +63,20 @@ impl Handler<Resolved> for DependencyResolver {
     }
 }
 
+/// A task expired: nothing will wait for it any more (a task that depends on it now would be
+/// refused, as one that depends on a task that never existed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget(pub Slugid);
+
+impl Handler<Forget> for DependencyResolver {
+    type Result = ();
+
+    fn handle(&mut self, Forget(task_id): Forget, _: &mut Context<Self>) {
+        self.dependents.remove(&task_id);
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Attach(pub Engine);

@@ -55,8 +55,19 @@ impl Indexes {
         }
     }
 
-    /// Files the task under the state of its latest run.
-    pub fn changed(&mut self, task: &Task) {
+    /// Forgets a task that expired: it is in no list any more.
+    pub fn removed(&mut self, task: &Task) {
+        let task_id = task.task_id;
+        self.members
+            .remove(&(task.definition.task_group_id, (0, task_id)));
+        for dependency in &task.definition.dependencies {
+            self.dependents.remove(&(*dependency, (0, task_id)));
+        }
+        self.unfile(task);
+    }
+
+    /// Takes the task out of the pending or running list it is in.
+    fn unfile(&mut self, task: &Task) {
         let queue = &task.definition.task_queue_id;
         if let Some((pending, position)) = self.filed.remove(&task.task_id) {
             let sets = if pending {
@@ -71,6 +82,12 @@ impl Indexes {
                 }
             }
         }
+    }
+
+    /// Files the task under the state of its latest run.
+    pub fn changed(&mut self, task: &Task) {
+        self.unfile(task);
+        let queue = &task.definition.task_queue_id;
         let Some(run) = task.runs.last() else {
             return;
         };
@@ -173,6 +190,13 @@ mod tests {
         tasks[0].runs.clear();
         indexes.changed(&tasks[0]);
         assert_eq!(indexes.count(&Listing::Pending(queue.clone())), 4);
-        assert_eq!(indexes.count(&Listing::Running(queue)), 0);
+        assert_eq!(indexes.count(&Listing::Running(queue.clone())), 0);
+
+        // An expired task leaves every list.
+        indexes.removed(&tasks[1]);
+        assert_eq!(indexes.count(&Listing::Pending(queue)), 3);
+        assert_eq!(indexes.count(&Listing::Members(group)), 4);
+        assert_eq!(indexes.count(&Listing::Dependents(dependency)), 4);
+        assert!(!indexes.filed.contains_key(&tasks[1].task_id));
     }
 }

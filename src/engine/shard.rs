@@ -89,8 +89,13 @@ pub struct TaskShard {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    ClaimExpiry { run_id: u32, taken_until: Timestamp },
+    ClaimExpiry {
+        run_id: u32,
+        taken_until: Timestamp,
+    },
     Deadline,
+    /// The task's `expires`.
+    Expiry,
 }
 
 /// How often due timers are checked.
@@ -218,6 +223,9 @@ impl TaskShard {
         let resolved = task.runs.last().is_some_and(|run| run.state.is_resolved());
         let deadline = task.definition.deadline;
         let mut timers = Vec::new();
+        if defined_now {
+            timers.push((task.definition.expires, Timer::Expiry));
+        }
         if defined_now && !resolved {
             timers.push((deadline, Timer::Deadline));
             let waiting: Vec<Slugid> = task
@@ -301,14 +309,22 @@ impl TaskShard {
     ) -> Reply<Task> {
         let now = Timestamp::now();
         let defines = matches!(command, Command::Define { .. });
+        let expiring = match command {
+            Command::Expire => self.state.tasks.get(&task_id).cloned(),
+            _ => None,
+        };
         let decided = self.decide_joined(task_id, command, join, now);
         let was_resolved = self.task(task_id).map(resolution);
         let committed = decided.and_then(|events| {
             let changed = !events.is_empty();
             self.commit(now, events)?;
-            if changed {
-                self.announce(task_id, defines);
-                self.tell_group_tracker(task_id, was_resolved);
+            match expiring {
+                Some(task) if self.task(task_id).is_none() => self.forget(&task),
+                _ if changed => {
+                    self.announce(task_id, defines);
+                    self.tell_group_tracker(task_id, was_resolved);
+                }
+                _ => {}
             }
             Ok(())
         });
@@ -319,6 +335,32 @@ impl TaskShard {
         self.reply(task, move || {
             ApiError::not_found(format!("task `{task_id}` not found"))
         })
+    }
+
+    /// Takes an expired task out of the indexes and the resolver, and deletes its blobs once
+    /// its expiry is durable (a crash before that leaves the files, never a task without
+    /// them).
+    fn forget(&mut self, task: &Task) {
+        self.indexes.removed(task);
+        self.context
+            .resolver
+            .do_send(dependencies::Forget(task.task_id));
+        let blobs = crate::api::blobs::task_dir(&self.context.data_dir, task.task_id);
+        let durable = self.when_durable(());
+        actix::spawn(async move {
+            if durable.await.is_err() {
+                return;
+            }
+            let removed = tokio::task::spawn_blocking(move || {
+                match std::fs::remove_dir_all(&blobs) {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(path = %blobs.display(), %error, "could not delete an expired task's blobs");
+                    }
+                    _ => {}
+                }
+            });
+            let _ = removed.await;
+        });
     }
 
     /// Tells the group tracker when the task joined its group (`was`: it did not exist),
@@ -528,6 +570,7 @@ impl TaskShard {
                     taken_until,
                 },
                 Timer::Deadline => Command::ExceedDeadline,
+                Timer::Expiry => Command::Expire,
             };
             let reply = self.run(task_id, command, None);
             // Timer commands have no caller; an error (a raced state) is expected and harmless.

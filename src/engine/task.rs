@@ -4,8 +4,8 @@
 //! `decide` is pure and never reads the clock: the `TaskShard` calls it with `now`, wraps the
 //! events in envelopes whose `at` is that same `now`, applies them with `Task::apply` and
 //! appends them to the log. Commands from users (HTTP) answer with errors; commands from the
-//! engine's own background work (`ExpireClaim`, `ExceedDeadline`, `SatisfyDependency`) are
-//! advisory and answer "nothing to do" when they no longer fit the state.
+//! engine's own background work (`ExpireClaim`, `ExceedDeadline`, `SatisfyDependency`,
+//! `Expire`) are advisory and answer "nothing to do" when they no longer fit the state.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -84,6 +84,9 @@ pub enum Command {
     ExpireClaim { run_id: u32, taken_until: Timestamp },
     /// The deadline timer; like `ExpireClaim`, it changes nothing before the deadline.
     ExceedDeadline,
+    /// The expiry timer: past its `expires`, the task is forgotten (Taskcluster's
+    /// `expire-tasks`); like `ExpireClaim`, it changes nothing before then.
+    Expire,
     /// The dependency resolver: a dependency of this task reached a final resolution.
     SatisfyDependency(ResolvedDependency),
     /// `changeTaskPriority`.
@@ -157,6 +160,10 @@ pub fn decide(
             taken_until,
         } => Ok(decision.expire_claim(task, run_id, taken_until)),
         Command::ExceedDeadline => Ok(decision.exceed_deadline(task)),
+        Command::Expire => Ok(match task {
+            Some(task) if now >= task.definition.expires => vec![Event::TaskExpired],
+            _ => vec![],
+        }),
         Command::SatisfyDependency(dependency) => Ok(task
             .map(|task| decision.satisfy(task, &[dependency]))
             .unwrap_or_default()),
@@ -1375,6 +1382,28 @@ mod tests {
         assert_eq!(
             completed.at(DEADLINE, Command::ExceedDeadline).unwrap(),
             vec![]
+        );
+    }
+
+    #[test]
+    fn a_task_is_forgotten_at_its_expiry_and_not_before() {
+        let mut harness = Harness::defined(definition());
+        let expires = harness.task().unwrap().definition.expires;
+        assert_eq!(
+            harness
+                .send(Command::Expire, expires.plus_millis(-1))
+                .unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            harness.send(Command::Expire, expires).unwrap(),
+            vec![Event::TaskExpired]
+        );
+        assert!(harness.task().is_none());
+        assert_eq!(
+            harness.send(Command::Expire, expires).unwrap(),
+            vec![],
+            "already forgotten"
         );
     }
 

@@ -95,4 +95,6 @@ pub enum Event {
         priority: Priority,
         tasks_affected: u32,
     },
+    /// The task passed its `expires`: it is forgotten, with its runs and artifacts.
+    TaskExpired,
 }

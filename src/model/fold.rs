@@ -206,6 +206,7 @@ impl Task {
             | Event::TaskGroupSealed
             | Event::TaskGroupResolved
             | Event::TaskGroupPriorityChanged { .. }
+            | Event::TaskExpired
             | Event::WorkerQuarantined { .. }
             | Event::WorkerDeclared { .. } => {}
             Event::ExceptionRunAdded { run_id, reason } => {
@@ -332,6 +333,11 @@ impl Entities {
             }
             // A group keeps no priority; the event is there for its message.
             Event::TaskGroupPriorityChanged { .. } => {}
+            Event::TaskExpired => {
+                if let Ok(task_id) = key.parse() {
+                    self.tasks.remove(&task_id);
+                }
+            }
             Event::WorkerQuarantined { change } => {
                 let worker = self.workers.entry(key.clone()).or_default();
                 worker.quarantine_until = Some(change.quarantine_until);

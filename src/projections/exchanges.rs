@@ -466,6 +466,7 @@ pub fn derive(
         | Event::TaskGroupSealed
         | Event::TaskGroupResolved
         | Event::TaskGroupPriorityChanged { .. }
+        | Event::TaskExpired
         | Event::WorkerQuarantined { .. }
         | Event::WorkerDeclared { .. }
         | Event::SessionOpened { .. }

@@ -1,15 +1,18 @@
-"""What happens with time: claims that run out, deadlines that pass, long polls that end empty,
-and parked workers sharing the work that arrives."""
+"""What happens with time: claims that run out, deadlines that pass, tasks that expire, long
+polls that end empty, and parked workers sharing the work that arrives."""
 
 import datetime
+import os
 import subprocess
 import sys
 import threading
 import time
 
+import requests
 import taskcluster
 
-from conftest import ROOT_CLIENT, ROOT_TOKEN, claim, new_task_id, task_definition, wait_for
+from conftest import (ROOT_CLIENT, ROOT_TOKEN, claim, failure, new_task_id, task_definition,
+                      wait_for)
 
 
 def test_an_expired_claim_is_retried(quick_server, task_queue_id):
@@ -49,6 +52,51 @@ def test_a_passed_deadline_resolves_the_task(quick_server, task_queue_id):
     assert status, queue.status(task_id)
     assert status["runs"][-1]["reasonResolved"] == "deadline-exceeded"
     assert queue.pendingTasks(task_queue_id)["pendingTasks"] == 0
+
+
+def test_an_expired_task_is_forgotten_with_its_blobs_for_good(fresh_server, task_queue_id):
+    queue = fresh_server.start().queue()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    group_id = new_task_id()
+    task_id = new_task_id()
+    queue.createTask(task_id, task_definition(
+        task_queue_id, taskGroupId=group_id, created=taskcluster.stringDate(now),
+        deadline=taskcluster.stringDate(now + datetime.timedelta(seconds=3)),
+        expires=taskcluster.stringDate(now + datetime.timedelta(seconds=4))))
+    keeper = new_task_id()
+    queue.createTask(keeper, task_definition(task_queue_id, taskGroupId=group_id))
+    [claimed] = claim(queue, task_queue_id)
+    assert claimed["status"]["taskId"] == task_id
+    put_url = queue.createArtifact(task_id, "0", "public/out.txt", {
+        "storageType": "s3", "contentType": "text/plain",
+        "expires": taskcluster.stringDate(now + datetime.timedelta(seconds=4))})["putUrl"]
+    assert requests.put(put_url, data=b"out", headers={"Content-Type": "text/plain"}).ok
+    queue.reportCompleted(task_id, "0")
+    blobs = os.path.join(fresh_server.data_dir, "blobs", task_id)
+    assert os.listdir(blobs)
+
+    def gone():
+        try:
+            queue.status(task_id)
+        except taskcluster.exceptions.TaskclusterRestFailure as error:
+            return error.status_code == 404
+        return False
+
+    assert wait_for(gone, timeout=20)
+    assert failure(queue.task, task_id).status_code == 404
+    assert [entry["status"]["taskId"] for entry in queue.listTaskGroup(group_id)["tasks"]] == \
+        [keeper]
+    assert wait_for(lambda: not os.path.exists(blobs))
+    # A task depending on it now is refused, as one depending on a task that never existed.
+    error = failure(queue.createTask, new_task_id(),
+                    task_definition(task_queue_id, dependencies=[task_id]))
+    assert error.status_code == 400
+
+    # The expiry is in the log: a restart (from the snapshot or the log) does not bring it back.
+    fresh_server.stop()
+    queue = fresh_server.start().queue()
+    assert failure(queue.task, task_id).status_code == 404
+    assert queue.status(keeper)["status"]["state"] == "pending"
 
 
 def test_an_empty_long_poll_ends_with_no_tasks(quick_server, task_queue_id):
