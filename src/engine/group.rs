@@ -1,5 +1,5 @@
 //! Task-group decisions (reference §5): joining a group as a task is created, sealing it,
-//! resolving it, and recording a change of its tasks' priority.
+//! resolving it, recording a change of its tasks' priority, and forgetting it once expired.
 //! A group's events are keyed by its id, so they live in the partition of the task that
 //! shares the id (often the group's first task, its decision task).
 
@@ -25,6 +25,9 @@ pub enum GroupCommand {
         priority: Priority,
         tasks_affected: u32,
     },
+    /// The expiry timer, at `now`: a group past its `expires` is forgotten; before then (a
+    /// later task moved it) nothing changes.
+    Expire { now: Timestamp },
 }
 
 pub fn decide(
@@ -97,6 +100,10 @@ pub fn decide(
                 tasks_affected,
             }]),
         },
+        GroupCommand::Expire { now } => Ok(match group {
+            Some(group) if now >= group.expires => vec![Event::TaskGroupExpired],
+            _ => Vec::new(),
+        }),
     }
 }
 
@@ -223,5 +230,27 @@ mod tests {
             }]
         );
         assert_eq!(harness.group(), before, "a group keeps no priority");
+    }
+
+    #[test]
+    fn a_group_is_forgotten_once_past_its_latest_expiry() {
+        let mut harness = Harness::new();
+        let expire = |now: i64| GroupCommand::Expire {
+            now: Timestamp::from_millis(now),
+        };
+        assert!(
+            harness.send(expire(0), 0).unwrap().is_empty(),
+            "no such group"
+        );
+        harness.send(join("sched", 1_000), 1).unwrap();
+        harness.send(join("sched", 5_000), 2).unwrap();
+        let expires = harness.group().expires.millis();
+        assert_eq!(expires, 5_000 + GROUP_EXPIRY_MARGIN_MILLIS);
+        assert!(harness.send(expire(expires - 1), 3).unwrap().is_empty());
+        assert_eq!(
+            harness.send(expire(expires), 4).unwrap(),
+            [Event::TaskGroupExpired]
+        );
+        assert!(harness.state.group(harness.group_id).is_none());
     }
 }

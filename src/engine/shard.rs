@@ -96,6 +96,9 @@ enum Timer {
     Deadline,
     /// The task's `expires`.
     Expiry,
+    /// The group's `expires` as it was when set (the key is the group's id); a group that a
+    /// later task outlived sets it again.
+    GroupExpiry,
 }
 
 /// How often due timers are checked.
@@ -206,6 +209,11 @@ impl TaskShard {
         }
         for group in self.state.groups.values() {
             census.entry(group.task_group_id).or_default().recorded = group.resolved;
+            self.timers.push(Reverse((
+                group.expires,
+                group.task_group_id,
+                Timer::GroupExpiry,
+            )));
         }
         self.context.groups.do_send(Census(census));
     }
@@ -363,6 +371,32 @@ impl TaskShard {
         });
     }
 
+    /// Forgets the group if it is past its expiry, or sets its timer again for the expiry a
+    /// later task gave it.
+    fn expire_group(&mut self, task_group_id: Slugid, now: Timestamp) {
+        let expired = group::decide(
+            task_group_id,
+            self.group(task_group_id),
+            GroupCommand::Expire { now },
+        );
+        match expired {
+            Ok(events) if events.is_empty() => {
+                if let Some(group) = self.group(task_group_id) {
+                    let at = group.expires;
+                    self.timers
+                        .push(Reverse((at, task_group_id, Timer::GroupExpiry)));
+                }
+            }
+            Ok(events) => {
+                let key = task_group_id.to_string();
+                let events = events.into_iter().map(|event| (key.clone(), event));
+                // A failed append marks the shard failed; there is no caller to tell.
+                let _ = self.commit(now, events.collect());
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Tells the group tracker when the task joined its group (`was`: it did not exist),
     /// resolved, or became unresolved again (a rerun).
     fn tell_group_tracker(&self, task_id: Slugid, was: Option<Option<Timestamp>>) {
@@ -426,7 +460,19 @@ impl TaskShard {
             };
             let payload = codec::encode(&envelope).map_err(internal)?;
             let before = exchanges::Before::capture(&self.state, &envelope);
+            let new_group = match envelope.event {
+                Event::TaskGroupJoined {
+                    task_group_id,
+                    expires,
+                    ..
+                } if self.state.group(task_group_id).is_none() => Some((task_group_id, expires)),
+                _ => None,
+            };
             self.state.apply(&envelope);
+            if let Some((task_group_id, expires)) = new_group {
+                self.timers
+                    .push(Reverse((expires, task_group_id, Timer::GroupExpiry)));
+            }
             let task = Metrics::task_key(&envelope).and_then(|task_id| self.state.task(task_id));
             METRICS.applied(&envelope, task);
             entries.push(Entry {
@@ -571,6 +617,10 @@ impl TaskShard {
                 },
                 Timer::Deadline => Command::ExceedDeadline,
                 Timer::Expiry => Command::Expire,
+                Timer::GroupExpiry => {
+                    self.expire_group(task_id, now);
+                    continue;
+                }
             };
             let reply = self.run(task_id, command, None);
             // Timer commands have no caller; an error (a raced state) is expected and harmless.

@@ -97,4 +97,6 @@ pub enum Event {
     },
     /// The task passed its `expires`: it is forgotten, with its runs and artifacts.
     TaskExpired,
+    /// The group (keyed by its id) passed its `expires`, after all of its tasks: forgotten.
+    TaskGroupExpired,
 }

@@ -207,6 +207,7 @@ impl Task {
             | Event::TaskGroupResolved
             | Event::TaskGroupPriorityChanged { .. }
             | Event::TaskExpired
+            | Event::TaskGroupExpired
             | Event::WorkerQuarantined { .. }
             | Event::WorkerDeclared { .. } => {}
             Event::ExceptionRunAdded { run_id, reason } => {
@@ -336,6 +337,11 @@ impl Entities {
             Event::TaskExpired => {
                 if let Ok(task_id) = key.parse() {
                     self.tasks.remove(&task_id);
+                }
+            }
+            Event::TaskGroupExpired => {
+                if let Ok(task_group_id) = key.parse() {
+                    self.groups.remove(&task_group_id);
                 }
             }
             Event::WorkerQuarantined { change } => {

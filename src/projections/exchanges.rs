@@ -467,6 +467,7 @@ pub fn derive(
         | Event::TaskGroupResolved
         | Event::TaskGroupPriorityChanged { .. }
         | Event::TaskExpired
+        | Event::TaskGroupExpired
         | Event::WorkerQuarantined { .. }
         | Event::WorkerDeclared { .. }
         | Event::SessionOpened { .. }
