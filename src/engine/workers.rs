@@ -2,7 +2,8 @@
 //! each worker claimed recently, and each worker's quarantine. Claims and quarantines come
 //! from the shards (so they are rebuilt from the log after a restart); "last seen" comes from
 //! claimWork calls and is kept in memory only, as an approximation Taskcluster also allows
-//! itself.
+//! itself. Workers and task queues past their expiry leave the directory (Taskcluster's
+//! `expire-worker-info`), except a worker whose quarantine is still in force.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -15,6 +16,8 @@ use crate::model::{Slugid, Timestamp, Worker, split_task_queue_id};
 const RECENT_TASKS: usize = 20;
 /// How long a worker or task queue is kept after it was last active, unless declared.
 const EXPIRY_MILLIS: i64 = 24 * 60 * 60 * 1000;
+/// How often expired workers and task queues are dropped.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A worker's full name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,9 +118,26 @@ pub struct WorkerDirectory {
 
 impl Actor for WorkerDirectory {
     type Context = Context<Self>;
+
+    fn started(&mut self, context: &mut Context<Self>) {
+        context.run_interval(SWEEP_EVERY, |directory, _| {
+            directory.sweep(Timestamp::now())
+        });
+    }
 }
 
 impl WorkerDirectory {
+    /// Drops the workers and task queues expired at `now`; a quarantined worker stays while
+    /// its quarantine lasts, so that it cannot claim again by being forgotten.
+    fn sweep(&mut self, now: Timestamp) {
+        self.workers
+            .retain(|_, worker| worker.expires() > now || worker.record.quarantined(now));
+        self.task_queues.retain(|queue, active| {
+            task_queue_expires(*active) > now
+                || self.workers.keys().any(|name| name.task_queue_id == *queue)
+        });
+    }
+
     fn worker(&mut self, name: &WorkerName, at: Timestamp) -> &mut WorkerInfo {
         let active = self
             .task_queues
@@ -312,5 +332,39 @@ mod tests {
         assert_eq!(name.worker_group, "group");
         assert_eq!(name.worker_id, "id");
         assert!(WorkerName::from_key("0123456789abcdefghijkl").is_none());
+    }
+
+    #[test]
+    fn expired_workers_and_queues_leave_unless_quarantined() {
+        let name = |queue: &str, id: &str| WorkerName {
+            task_queue_id: queue.into(),
+            worker_group: "g".into(),
+            worker_id: id.into(),
+        };
+        let mut directory = WorkerDirectory::default();
+        let at = |millis: i64| Timestamp::from_millis(millis);
+        directory.worker(&name("p/old", "gone"), at(0));
+        directory
+            .worker(&name("p/old", "quarantined"), at(0))
+            .record = Worker {
+            quarantine_until: Some(at(3 * EXPIRY_MILLIS)),
+            ..Worker::default()
+        };
+        directory.worker(&name("p/new", "active"), at(EXPIRY_MILLIS));
+
+        directory.sweep(at(EXPIRY_MILLIS - 1));
+        assert_eq!(directory.workers.len(), 3, "nothing expired yet");
+        directory.sweep(at(EXPIRY_MILLIS));
+        let left: Vec<_> = directory
+            .workers
+            .keys()
+            .map(|n| n.worker_id.as_str())
+            .collect();
+        assert_eq!(left, ["active", "quarantined"]);
+        // The old queue stays while its quarantined worker does.
+        assert_eq!(directory.task_queues.len(), 2);
+        directory.sweep(at(3 * EXPIRY_MILLIS));
+        assert!(directory.workers.is_empty());
+        assert!(directory.task_queues.is_empty());
     }
 }
