@@ -54,6 +54,14 @@ pub fn task_dir(data_dir: &Path, task_id: Slugid) -> PathBuf {
     data_dir.join("blobs").join(task_id.to_string())
 }
 
+/// The file of the blob of artifact `name` of run `run_id` of `task_id`: the name is hashed, so
+/// any printable name makes a safe file name.
+pub fn blob_file(data_dir: &Path, task_id: Slugid, run_id: u32, name: &str) -> PathBuf {
+    task_dir(data_dir, task_id)
+        .join(run_id.to_string())
+        .join(blob_url::name_digest(name))
+}
+
 /// Names under this prefix are readable by anyone the queue lets read them, so their URLs
 /// need no signature.
 pub fn is_public(name: &str) -> bool {
@@ -88,12 +96,9 @@ impl BlobStore {
         url
     }
 
-    /// Where the blob lives: the name is hashed, so any printable name makes a safe file name.
+    /// Where the blob lives (see [`blob_file`]).
     fn file(&self, blob: &BlobId) -> PathBuf {
-        let digest = blob_url::name_digest(&blob.name);
-        task_dir(&self.data_dir, blob.task_id)
-            .join(blob.run_id.to_string())
-            .join(digest)
+        blob_file(&self.data_dir, blob.task_id, blob.run_id, &blob.name)
     }
 
     fn verify(&self, request: &HttpRequest, method: &str, blob: &BlobId, now: Timestamp) -> bool {

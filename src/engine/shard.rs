@@ -26,7 +26,8 @@ use super::workers::{self, WorkerDirectory, WorkerName};
 use crate::api::{ApiError, ErrorCode};
 use crate::log::{Entry, EventLog, Offset, codec, snapshot};
 use crate::model::{
-    Entities, Envelope, Event, RunState, Slugid, Task, TaskGroup, Timestamp, Worker, worker_key,
+    Entities, Envelope, Event, RunState, Slugid, Storage, Task, TaskGroup, Timestamp, Worker,
+    worker_key,
 };
 use crate::projections::bus::Bus;
 use crate::projections::exchanges::{self, Message};
@@ -74,6 +75,10 @@ pub struct TaskShard {
     /// The snapshot write started last, until it is done.
     last_snapshot: Option<Shared<BoxFuture<'static, ()>>>,
     timers: BinaryHeap<Reverse<(Timestamp, Slugid, Timer)>>,
+    /// When each `s3` artifact expires (task, run, name): its blob file is deleted then, as
+    /// Taskcluster's `expire-artifacts` does; the artifact itself (410 once expired) stays
+    /// with its task.
+    blob_expiries: BinaryHeap<Reverse<(Timestamp, Slugid, u32, String)>>,
     /// The exchange messages of each commit, published in order once durable.
     outbox: Option<mpsc::UnboundedSender<Outgoing>>,
     /// With exchange topics: where the replay left their publishing, and the messages it
@@ -167,6 +172,7 @@ impl TaskShard {
             events_since_snapshot: end - start,
             last_snapshot: None,
             timers: BinaryHeap::new(),
+            blob_expiries: BinaryHeap::new(),
             outbox: None,
             recovered,
             exchange_progress: None,
@@ -198,6 +204,18 @@ impl TaskShard {
         let task_ids: Vec<Slugid> = self.state.tasks.values().map(|task| task.task_id).collect();
         for task_id in task_ids {
             self.announce(task_id, true);
+        }
+        for task in self.state.tasks.values() {
+            for ((run_id, name), artifact) in &task.artifacts {
+                if let Storage::S3 { .. } = artifact.storage {
+                    self.blob_expiries.push(Reverse((
+                        artifact.expires,
+                        task.task_id,
+                        *run_id,
+                        name.clone(),
+                    )));
+                }
+            }
         }
         let mut census: HashMap<Slugid, CensusEntry> = HashMap::new();
         for task in self.state.tasks.values() {
@@ -360,12 +378,7 @@ impl TaskShard {
                 return;
             }
             let removed = tokio::task::spawn_blocking(move || {
-                match std::fs::remove_dir_all(&blobs) {
-                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                        tracing::warn!(path = %blobs.display(), %error, "could not delete an expired task's blobs");
-                    }
-                    _ => {}
-                }
+                delete_quietly(&blobs, std::fs::remove_dir_all(&blobs))
             });
             let _ = removed.await;
         });
@@ -472,6 +485,21 @@ impl TaskShard {
             if let Some((task_group_id, expires)) = new_group {
                 self.timers
                     .push(Reverse((expires, task_group_id, Timer::GroupExpiry)));
+            }
+            if let Event::ArtifactCreated {
+                run_id,
+                name,
+                artifact,
+            } = &envelope.event
+                && let Storage::S3 { .. } = artifact.storage
+                && let Ok(task_id) = envelope.key.parse()
+            {
+                self.blob_expiries.push(Reverse((
+                    artifact.expires,
+                    task_id,
+                    *run_id,
+                    name.clone(),
+                )));
             }
             let task = Metrics::task_key(&envelope).and_then(|task_id| self.state.task(task_id));
             METRICS.applied(&envelope, task);
@@ -626,7 +654,56 @@ impl TaskShard {
             // Timer commands have no caller; an error (a raced state) is expected and harmless.
             context.spawn(reply.map(|_| ()).into_actor(self));
         }
+        self.delete_expired_blobs(now);
         self.maybe_snapshot();
+    }
+
+    /// Deletes the blob files of the `s3` artifacts expired at `now` (unless the artifact was
+    /// made again with a later expiry since).
+    fn delete_expired_blobs(&mut self, now: Timestamp) {
+        let mut files = Vec::new();
+        while let Some(Reverse((at, ..))) = self.blob_expiries.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, task_id, run_id, name))) = self.blob_expiries.pop() else {
+                break;
+            };
+            let expired = self
+                .task(task_id)
+                .and_then(|task| task.artifacts.get(&(run_id, name.clone())))
+                .is_some_and(|artifact| {
+                    matches!(artifact.storage, Storage::S3 { .. }) && artifact.expires <= now
+                });
+            if expired {
+                files.push(crate::api::blobs::blob_file(
+                    &self.context.data_dir,
+                    task_id,
+                    run_id,
+                    &name,
+                ));
+            }
+        }
+        if files.is_empty() {
+            return;
+        }
+        actix::spawn(async move {
+            let deleting = tokio::task::spawn_blocking(move || {
+                for file in files {
+                    delete_quietly(&file, std::fs::remove_file(&file));
+                }
+            });
+            let _ = deleting.await;
+        });
+    }
+}
+
+/// Logs a failed deletion of expired blobs (one already gone is no failure).
+fn delete_quietly(path: &std::path::Path, deleted: std::io::Result<()>) {
+    if let Err(error) = deleted
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), %error, "could not delete expired blobs");
     }
 }
 

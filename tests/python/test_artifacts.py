@@ -5,13 +5,15 @@ and content, the idempotency rules of a repeated createArtifact, the run states 
 one, anonymous and signed access, and expiry."""
 
 import datetime
+import os
 import time
 import urllib.parse
 
 import requests
 import taskcluster
 
-from conftest import claim, failure, new_task_id, task_definition, date_in, walk, limited_queue
+from conftest import (claim, failure, new_task_id, task_definition, date_in, walk, limited_queue,
+                      wait_for)
 
 EXPIRES = datetime.timedelta(days=1)
 
@@ -449,3 +451,21 @@ def test_an_expired_artifact_is_gone(queue, task_queue_id):
     assert failure(queue.getLatestArtifact, task_id, "public/short").status_code == 410
     # Listings still show it until it is deleted.
     assert [a["name"] for a in queue.listArtifacts(task_id, "0")["artifacts"]] == ["public/short"]
+
+
+def test_an_expired_s3_artifacts_blob_is_deleted(server, queue, task_queue_id):
+    task_id, _ = running_task(queue, task_queue_id)
+    expires = date_in(datetime.timedelta(seconds=2))
+    put_url = queue.createArtifact(task_id, "0", "public/short.bin",
+                                   s3("application/octet-stream", expires=expires))["putUrl"]
+    assert upload(put_url, "application/octet-stream", b"soon gone").ok
+    kept = queue.createArtifact(task_id, "0", "public/kept.bin",
+                                s3("application/octet-stream"))["putUrl"]
+    assert upload(kept, "application/octet-stream", b"kept").ok
+    run_dir = os.path.join(server.data_dir, "blobs", task_id, "0")
+    assert len(os.listdir(run_dir)) == 2
+    assert wait_for(lambda: len(os.listdir(run_dir)) == 1, timeout=15)
+    error = failure(queue.getArtifact, task_id, "0", "public/short.bin")
+    assert (error.status_code, error.body["code"]) == (410, "ResourceExpired")
+    assert requests.get(queue.getArtifact(task_id, "0", "public/kept.bin")["url"]).content == \
+        b"kept"
