@@ -155,6 +155,12 @@ def test_the_page_and_the_xterm_files_are_served(shell_server):
         assert response.status_code == 200, (path, response.status_code, response.text[:200])
         assert content_type in response.headers.get("Content-Type", ""), \
             (path, response.headers.get("Content-Type"))
+    # `/shell` sends the browser to the directory, relatively (a proxy may add a path prefix).
+    response = requests.get(f"{shell_server.root_url}/shell?taskId=x", allow_redirects=False,
+                            timeout=10)
+    assert (response.status_code, response.headers["Location"]) == (301, "shell/?taskId=x")
+    followed = requests.get(f"{shell_server.root_url}/shell?taskId=x", timeout=10)
+    assert (followed.status_code, followed.url) == (200, f"{shell_server.root_url}/shell/?taskId=x")
 
 
 def test_typing_echo_hello_in_the_shell_url_shows_hello(shell_server, interactive_task, page):

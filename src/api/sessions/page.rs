@@ -19,13 +19,15 @@ pub async fn page() -> HttpResponse {
         .body(PAGE)
 }
 
-/// `GET /shell`: the page lives under the directory, for its relative links.
+/// `GET /shell`: the page lives under the directory, for its relative links. The redirect is
+/// relative too (`shell/` from `…/shell`), so it stays right behind a proxy that serves the
+/// queue under a path of its own.
 pub async fn page_directory(request: HttpRequest) -> HttpResponse {
     let query = request.query_string();
     let location = if query.is_empty() {
-        "/shell/".to_owned()
+        "shell/".to_owned()
     } else {
-        format!("/shell/?{query}")
+        format!("shell/?{query}")
     };
     HttpResponse::MovedPermanently()
         .insert_header(("Location", location))
