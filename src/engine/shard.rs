@@ -205,18 +205,6 @@ impl TaskShard {
         for task_id in task_ids {
             self.announce(task_id, true);
         }
-        for task in self.state.tasks.values() {
-            for ((run_id, name), artifact) in &task.artifacts {
-                if let Storage::S3 { .. } = artifact.storage {
-                    self.blob_expiries.push(Reverse((
-                        artifact.expires,
-                        task.task_id,
-                        *run_id,
-                        name.clone(),
-                    )));
-                }
-            }
-        }
         let mut census: HashMap<Slugid, CensusEntry> = HashMap::new();
         for task in self.state.tasks.values() {
             let entry = census.entry(task.definition.task_group_id).or_default();
@@ -251,6 +239,13 @@ impl TaskShard {
         let mut timers = Vec::new();
         if defined_now {
             timers.push((task.definition.expires, Timer::Expiry));
+            // Found in a replay: its artifacts' blobs expire too (new ones are added on commit).
+            for ((run_id, name), artifact) in &task.artifacts {
+                if let Storage::S3 { .. } = artifact.storage {
+                    let blob = (artifact.expires, task_id, *run_id, name.clone());
+                    self.blob_expiries.push(Reverse(blob));
+                }
+            }
         }
         if defined_now && !resolved {
             timers.push((deadline, Timer::Deadline));

@@ -5,7 +5,7 @@
 //! itself. Workers and task queues past their expiry leave the directory (Taskcluster's
 //! `expire-worker-info`), except a worker whose quarantine is still in force.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use actix::prelude::*;
 use serde_json::{Value, json};
@@ -132,9 +132,13 @@ impl WorkerDirectory {
     fn sweep(&mut self, now: Timestamp) {
         self.workers
             .retain(|_, worker| worker.expires() > now || worker.record.quarantined(now));
+        let with_workers: BTreeSet<&str> = self
+            .workers
+            .keys()
+            .map(|name| name.task_queue_id.as_str())
+            .collect();
         self.task_queues.retain(|queue, active| {
-            task_queue_expires(*active) > now
-                || self.workers.keys().any(|name| name.task_queue_id == *queue)
+            task_queue_expires(*active) > now || with_workers.contains(queue.as_str())
         });
     }
 
