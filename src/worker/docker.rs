@@ -346,6 +346,7 @@ impl DockerEngine {
             let shells = Rc::new(DockerShells {
                 api: self.api.clone(),
                 container: container.to_owned(),
+                linger_dir: linger_dir(run),
                 opened: std::cell::Cell::new(0),
             });
             Interactive::start(run, shells)
@@ -564,18 +565,24 @@ fn linger_dir(run: &RunContext) -> PathBuf {
 struct DockerShells {
     api: bollard::Docker,
     container: String,
+    /// [`LINGER_DIR`] as the worker sees it.
+    linger_dir: PathBuf,
     /// Shells opened so far, to name each one's pid file.
     opened: std::cell::Cell<u64>,
 }
 
-/// Runs a session's command after writing its pid where the worker finds it (Docker cannot
-/// kill an exec, so ending a session kills that pid) and giving its terminal its first size
-/// (`$1` rows, `$2` columns; this engine's API ignores an exec's console size, and a resize
-/// after the start can come after a quick command ended).
-const SESSION_SCRIPT: &str = r#"echo $$ > "$0"
-if [ -n "$1" ]; then /.taskfold/busybox stty rows "$1" cols "$2"; fi
+/// Runs a session's command after giving its terminal its first size (`$1` rows, `$2`
+/// columns; this engine's API ignores an exec's console size, and a resize after the start can
+/// come after a quick command ended) and then writing its pid where the worker finds it
+/// (Docker cannot kill an exec, so ending a session kills that pid). The pid file appearing
+/// also says the first size is set, so a user's resize is not undone by it.
+const SESSION_SCRIPT: &str = r#"if [ -n "$1" ]; then /.taskfold/busybox stty rows "$1" cols "$2"; fi
+echo $$ > "$0"
 shift 2
 exec "$@""#;
+
+/// How long a resize waits for a session's first size to be set before it is applied anyway.
+const FIRST_SIZE_WAIT: Duration = Duration::from_secs(2);
 
 impl Shells for DockerShells {
     fn open(&self, request: ShellRequest) -> LocalBoxFuture<'static, Result<Shell, String>> {
@@ -583,6 +590,7 @@ impl Shells for DockerShells {
         let number = self.opened.get() + 1;
         self.opened.set(number);
         let pid_file = format!("{LINGER_DIR}/session-{number}.pid");
+        let first_size_set = self.linger_dir.join(format!("session-{number}.pid"));
         Box::pin(async move {
             let (rows, cols) = if request.tty {
                 (request.rows.to_string(), request.cols.to_string())
@@ -634,6 +642,7 @@ impl Shells for DockerShells {
                 container,
                 exec,
                 pid_file,
+                first_size_set: std::cell::RefCell::new(Some(first_size_set)),
                 tty: request.tty,
             };
             let output = output
@@ -663,7 +672,26 @@ struct DockerExec {
     exec: String,
     /// Where the session's command wrote its pid, in the container.
     pid_file: String,
+    /// That file as the worker sees it, until it has been seen: it says the first size is set.
+    first_size_set: std::cell::RefCell<Option<PathBuf>>,
     tty: bool,
+}
+
+impl DockerExec {
+    /// Waits (a moment, at most [`FIRST_SIZE_WAIT`]) until the session script has set the
+    /// terminal's first size, which would otherwise undo a resize that came before it, and
+    /// written the pid a kill needs.
+    async fn first_size_set(&self) {
+        let Some(path) = self.first_size_set.borrow_mut().take() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + FIRST_SIZE_WAIT;
+        while !tokio::fs::try_exists(&path).await.unwrap_or(true)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 impl ShellProcess for DockerExec {
@@ -672,6 +700,7 @@ impl ShellProcess for DockerExec {
             if !self.tty {
                 return Err("cannot resize, not a tty instance".to_owned());
             }
+            self.first_size_set().await;
             let size = ResizeExecOptions {
                 height: rows,
                 width: cols,
@@ -705,7 +734,8 @@ impl ShellProcess for DockerExec {
     fn kill(&self) -> LocalBoxFuture<'_, ()> {
         Box::pin(async move {
             // The command's end hangs up its terminal, and with it what runs in the
-            // foreground.
+            // foreground. Its pid is written once its first size is set.
+            self.first_size_set().await;
             let script = format!("kill -KILL $(cat {})", self.pid_file);
             let config = ExecConfig {
                 cmd: Some(
