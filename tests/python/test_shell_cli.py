@@ -111,9 +111,16 @@ def test_a_shell_in_tmux_runs_commands_follows_resizes_and_exits_with_the_remote
         tmux.keys("stty size", "Enter")
         tmux.wait_screen(r"^30 100$", "the first size is not the window's")
         tmux.tmux("resize-window", "-x", "132", "-y", "40")
-        time.sleep(0.5)
-        tmux.keys("stty size", "Enter")
-        tmux.wait_screen(r"^40 132$", "the resize did not reach the shell")
+        # The resize travels beside the keys, not in them: ask until it shows (within seconds).
+        deadline = time.monotonic() + 10
+        tries = 0
+        while not re.search(r"^40 132$", tmux.screen(), re.M):
+            assert time.monotonic() < deadline, \
+                f"the resize did not reach the shell; the screen:\n{tmux.screen()}"
+            tries += 1
+            tmux.keys(f"stty size; echo asked-$(({tries}+100))", "Enter")
+            tmux.wait_screen(rf"^asked-{tries + 100}$", "stty size did not answer")
+            time.sleep(0.2)
         tmux.keys("exit 5", "Enter")
         assert tmux.exit_status() == 5, tmux.screen()
     finally:
