@@ -56,7 +56,7 @@ venv="$target_dir/python-venv"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest prometheus-client pyyaml jsonschema websocket-client confluent-kafka
+"$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest prometheus-client pyyaml jsonschema websocket-client confluent-kafka trustme
 
 # xterm.js for the browser page, from its npm package (Debian bookworm's libjs-xterm is a
 # CommonJS stub that browsers cannot load).

@@ -93,13 +93,16 @@ impl Output {
 
 fn websocket_url(root_url: &str) -> Result<String, Error> {
     let root = root_url.trim_end_matches('/');
-    let rest = root.strip_prefix("http://").ok_or_else(|| {
-        Error::Usage(format!(
-            "root URL `{root_url}`: only http:// deployments can be listened to over a \
-             websocket here; use --kafka for others"
-        ))
-    })?;
-    Ok(format!("ws://{rest}/api/events/v1/listen"))
+    let url = if let Some(rest) = root.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = root.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        return Err(Error::Usage(format!(
+            "root URL `{root_url}`: not an http:// or https:// URL"
+        )));
+    };
+    Ok(format!("{url}/api/events/v1/listen"))
 }
 
 async fn listen_websocket(options: &Options, output: &mut Output) -> Result<(), Error> {
@@ -111,7 +114,7 @@ async fn listen_websocket(options: &Options, output: &mut Output) -> Result<(), 
     let mut cursor = options.cursor.clone();
     let mut delay = Duration::from_millis(100);
     while !output.done() {
-        let (mut socket, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
+        let mut socket = match crate::client::connect_websocket(url.as_str()).await {
             Ok(connected) => connected,
             // The first connection must work; later ones are retried (a restarting server).
             Err(error) if cursor.is_none() => return Err(failed(error.to_string())),
@@ -297,7 +300,12 @@ impl Counter {
             url: url.clone(),
             reason,
         };
-        let rest = url.trim_start_matches("ws://");
+        // The counter speaks the upgrade itself, on plain TCP.
+        let rest = url.strip_prefix("ws://").ok_or_else(|| {
+            Error::Usage(format!(
+                "root URL `{root_url}`: the listener bench speaks plain http:// only"
+            ))
+        })?;
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut socket = tokio::net::TcpStream::connect(host)
             .await

@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod listen;
 pub mod shell;
 pub mod tasks;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub enum Error {
         status: StatusCode,
         body: Value,
     },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot sign with these credentials: {0}")]
     Credentials(String),
     /// A load generator's own failure.
@@ -72,11 +75,28 @@ fn api_error(method: Method, path: String, status: StatusCode, body: &[u8]) -> E
     }
 }
 
-/// One deployment's Queue API, as one client.
 /// A websocket to the server.
 pub type WebSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Opens a websocket; a `wss://` one over TLS with [`tls::config`].
+pub async fn connect_websocket(
+    request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest,
+) -> Result<WebSocket, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let request = request.into_client_request()?;
+    let connector = if request.uri().scheme_str() == Some("wss") {
+        let config = tls::config().map_err(|reason| WsError::Io(std::io::Error::other(reason)))?;
+        Some(tokio_tungstenite::Connector::Rustls(config))
+    } else {
+        None
+    };
+    let (socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await?;
+    Ok(socket)
+}
+
+/// One deployment's Queue API, as one client.
 #[derive(Clone)]
 pub struct QueueClient {
     base: String,
@@ -113,8 +133,12 @@ impl QueueClient {
                 .map_err(|error| Error::Credentials(error.to_string()))?,
             None => None,
         };
+        let mut connector = awc::Connector::new().limit(connections.max(1));
+        if uri.scheme_str() == Some("https") {
+            connector = connector.rustls_0_23(tls::config().map_err(Error::Tls)?);
+        }
         let http = awc::Client::builder()
-            .connector(awc::Connector::new().limit(connections.max(1)))
+            .connector(connector)
             // claimWork holds a request up to 20 s.
             .timeout(Duration::from_secs(60))
             .finish();
@@ -272,8 +296,8 @@ impl QueueClient {
                 .map_err(|_| transport("an unusable Authorization header".to_owned()))?;
             request.headers_mut().insert("Authorization", value);
         }
-        match tokio_tungstenite::connect_async(request).await {
-            Ok((socket, _)) => Ok(socket),
+        match connect_websocket(request).await {
+            Ok(socket) => Ok(socket),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = StatusCode::from_u16(response.status().as_u16())
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -53,7 +53,7 @@ pub struct Connection {
 impl Connection {
     /// Connects to a session's `socketUrl` and waits until the shell is ready.
     pub async fn connect(socket_url: &str) -> anyhow::Result<Connection> {
-        let (socket, _) = tokio_tungstenite::connect_async(socket_url)
+        let socket = super::connect_websocket(socket_url)
             .await
             .context("connecting to the session")?;
         let (sink, stream) = socket.split();

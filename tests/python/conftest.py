@@ -51,6 +51,8 @@ class Server:
         self.process = None
         self.log_dir = os.path.dirname(self.data_dir)
         self.starts = 0
+        # More command-line arguments for `taskfold serve` (e.g. a --root-url of a proxy).
+        self.args = []
 
     def start(self):
         self.port = free_port()
@@ -61,7 +63,7 @@ class Server:
         env = dict(os.environ, TASKFOLD_ROOT_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="warn")
         self.process = subprocess.Popen(
             [BINARY, "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", self.data_dir, "--config", self.config],
+             "--data-dir", self.data_dir, "--config", self.config, *self.args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env,
         )
         deadline = time.monotonic() + 60

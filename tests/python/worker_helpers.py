@@ -50,8 +50,13 @@ class WorkerProcess:
     autouse fixture prints after each test."""
 
     def __init__(self, server, engine, data_dir, log_dir, task_queue_id=None, worker_group=None,
-                 worker_id=None, capacity=1, options=(), stop_timeout=60):
+                 worker_id=None, capacity=1, options=(), stop_timeout=60, root_url=None,
+                 env=None):
         self.server = server
+        # The server's own URL unless the worker reaches it another way (a proxy).
+        self.root_url = root_url or server.root_url
+        # Environment to add (None: remove the variable).
+        self.env = dict(env or {})
         self.task_queue_id = task_queue_id or new_task_queue_id(engine)
         self.engine = engine
         self.data_dir = str(data_dir)
@@ -77,8 +82,13 @@ class WorkerProcess:
         env = dict(os.environ, TASKCLUSTER_CLIENT_ID=ROOT_CLIENT,
                    TASKCLUSTER_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="info")
         env.pop("TASKCLUSTER_CERTIFICATE", None)
+        for name, value in self.env.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         self.process = subprocess.Popen(
-            [BINARY, "worker", "--root-url", self.server.root_url,
+            [BINARY, "worker", "--root-url", self.root_url,
              "--task-queue-id", self.task_queue_id, "--worker-group", self.worker_group,
              "--worker-id", self.worker_id, "--capacity", str(self.capacity),
              "--engine", self.engine, "--data-dir", self.data_dir, *self.options],
