@@ -171,6 +171,7 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
             web::scope("/api/queue/v1")
                 .wrap(response::api_headers())
                 .route("/ping", web::get().to(ping))
+                .configure(monitoring)
                 .configure(routes::configure),
         )
         .service(
@@ -198,10 +199,17 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
                 .route("/sse", web::get().to(events::sse)),
         )
         .route("/metrics", web::get().to(metrics))
+        .configure(monitoring)
+        .default_service(web::to(|| async { response::not_found() }));
+}
+
+/// Dockerflow's monitoring routes, at the root and, as the official clients call them, under
+/// the API's base path.
+fn monitoring(config: &mut web::ServiceConfig) {
+    config
         .route("/__lbheartbeat__", web::get().to(heartbeat))
         .route("/__heartbeat__", web::get().to(heartbeat))
-        .route("/__version__", web::get().to(version))
-        .default_service(web::to(|| async { response::not_found() }));
+        .route("/__version__", web::get().to(version));
 }
 
 async fn ping(state: web::Data<State>) -> HttpResponse {

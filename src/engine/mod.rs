@@ -337,17 +337,8 @@ impl Engine {
             worker_group: request.worker_group.clone(),
             worker_id: request.worker_id.clone(),
         };
-        let now = Timestamp::now();
-        self.directory.do_send(workers::Seen {
-            name: name.clone(),
-            at: now,
-        });
         // A quarantined worker is answered as if there were no work, after the full wait.
-        if let Ok(true) = self
-            .directory
-            .send(workers::Quarantined { name, now })
-            .await
-        {
+        if self.seen_quarantined(name).await {
             tokio::time::sleep_until(until.into()).await;
             return Vec::new();
         }
@@ -417,6 +408,46 @@ impl Engine {
                 return claimed;
             }
         }
+    }
+
+    /// The deprecated claimTask: claims run `run_id` of `task` for `worker_group/worker_id`,
+    /// durably. `None` when the worker is quarantined (Taskcluster then answers `{}`).
+    pub async fn claim_task(
+        &self,
+        task: &Task,
+        run_id: u32,
+        worker_group: String,
+        worker_id: String,
+    ) -> Result<Option<Task>, ApiError> {
+        let name = WorkerName {
+            task_queue_id: task.definition.task_queue_id.clone(),
+            worker_group: worker_group.clone(),
+            worker_id: worker_id.clone(),
+        };
+        if self.seen_quarantined(name).await {
+            return Ok(None);
+        }
+        let command = Command::Claim {
+            run_id,
+            worker_group,
+            worker_id,
+        };
+        self.execute(task.task_id, command).await.map(Some)
+    }
+
+    /// Notes that a worker asked for work now; whether it is quarantined.
+    async fn seen_quarantined(&self, name: WorkerName) -> bool {
+        let now = Timestamp::now();
+        self.directory.do_send(workers::Seen {
+            name: name.clone(),
+            at: now,
+        });
+        matches!(
+            self.directory
+                .send(workers::Quarantined { name, now })
+                .await,
+            Ok(true)
+        )
     }
 
     /// Runs one command on a task group's shard.

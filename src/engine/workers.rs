@@ -6,6 +6,7 @@
 //! `expire-worker-info`), except a worker whose quarantine is still in force.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 
 use actix::prelude::*;
 use serde_json::{Value, json};
@@ -281,10 +282,13 @@ impl Handler<ListWorkers> for WorkerDirectory {
     }
 }
 
-/// Every task queue seen, with when it was last active, after `after`.
+/// Every task queue seen (or only one provisioner's), with when it was last active, in
+/// order, after `after`.
 #[derive(Message)]
 #[rtype(result = "Vec<(String, Timestamp)>")]
 pub struct ListTaskQueues {
+    /// Only the queues `<provisionerId>/…` of this one, if given.
+    pub provisioner_id: Option<String>,
     pub after: Option<String>,
     pub limit: usize,
 }
@@ -293,11 +297,51 @@ impl Handler<ListTaskQueues> for WorkerDirectory {
     type Result = Vec<(String, Timestamp)>;
 
     fn handle(&mut self, list: ListTaskQueues, _: &mut Context<Self>) -> Self::Result {
+        let prefix = list
+            .provisioner_id
+            .map(|provisioner_id| format!("{provisioner_id}/"))
+            .unwrap_or_default();
+        let start = match list.after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix.clone()),
+        };
         self.task_queues
-            .iter()
-            .filter(|(queue, _)| list.after.as_ref().is_none_or(|after| *queue > after))
+            .range::<String, _>((start, Bound::Unbounded))
+            .take_while(|(queue, _)| queue.starts_with(&prefix))
             .take(list.limit)
             .map(|(queue, at)| (queue.clone(), *at))
+            .collect()
+    }
+}
+
+/// The provisioners (the `provisionerId` halves of the task queues seen), each with when its
+/// latest queue was last active, in order, after `after`.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, Timestamp)>")]
+pub struct ListProvisioners {
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+impl Handler<ListProvisioners> for WorkerDirectory {
+    type Result = Vec<(String, Timestamp)>;
+
+    fn handle(&mut self, list: ListProvisioners, _: &mut Context<Self>) -> Self::Result {
+        let mut provisioners: BTreeMap<&str, Timestamp> = BTreeMap::new();
+        for (queue, at) in &self.task_queues {
+            let (provisioner_id, _) = queue.split_once('/').unwrap_or((queue, ""));
+            let latest = provisioners.entry(provisioner_id).or_insert(*at);
+            *latest = (*latest).max(*at);
+        }
+        provisioners
+            .into_iter()
+            .filter(|(provisioner_id, _)| {
+                list.after
+                    .as_deref()
+                    .is_none_or(|after| *provisioner_id > after)
+            })
+            .take(list.limit)
+            .map(|(provisioner_id, at)| (provisioner_id.to_owned(), at))
             .collect()
     }
 }

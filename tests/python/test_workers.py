@@ -1,14 +1,17 @@
 """What the queue learns about task queues and workers from claimWork: listTaskQueues and
 getTaskQueue, counts and the pending and claimed listings, listWorkers and getWorker with the
 runs a worker claimed, quarantine (a quarantined worker gets no work, others do, and lifting it
-lets the worker claim again), and declareWorker."""
+lets the worker claim again), and declareWorker. Also the deprecated endpoints the official
+client still has: the provisioner and worker-type views of the task queues, and claimTask."""
 
 import datetime
 import time
+import uuid
 
 import taskcluster
 
-from conftest import ROOT_TOKEN, claim, failure, new_task_id, task_definition, date_in, walk
+from conftest import (ROOT_TOKEN, claim, failure, new_task_id, task_definition, date_in,
+                      limited_queue, walk)
 
 WORKER_FIELDS = {"provisionerId", "workerType", "workerGroup", "workerId", "recentTasks",
                  "expires", "firstClaim"}
@@ -192,3 +195,104 @@ def test_declare_worker_sets_its_expiry(server, queue, task_queue_id):
     allowed = with_scopes([f"queue:declare-worker:{task_queue_id}/wg/w1#expires"])
     assert allowed.declareWorker(provisioner_id, worker_type, "wg", "w1",
                                  {"expires": later})["expires"] == later
+
+
+# --- the deprecated endpoints -----------------------------------------------------------------
+
+PROVISIONER_FIELDS = {"provisionerId", "stability", "description", "expires", "lastDateActive"}
+WORKER_TYPE_FIELDS = PROVISIONER_FIELDS | {"workerType", "taskQueueId"}
+
+
+def test_provisioners_and_worker_types_are_views_of_the_task_queues(server, queue):
+    # A provisioner of its own, with two worker types a worker asked for work from.
+    provisioner_id = f"p{uuid.uuid4().hex[:20]}"
+    worker_types = ["wt-a", "wt-b"]
+    for worker_type in worker_types:
+        task_queue_id = f"{provisioner_id}/{worker_type}"
+        create(queue, task_queue_id)
+        claim_one(queue, task_queue_id, "w1")
+
+    pages = walk(queue.listProvisioners, limit=1)
+    assert all(len(page["provisioners"]) <= 1 for page in pages)
+    listed = [entry for page in pages for entry in page["provisioners"]]
+    ids = [entry["provisionerId"] for entry in listed]
+    assert ids == sorted(set(ids)) and "interop" in ids
+    [provisioner] = [entry for entry in listed if entry["provisionerId"] == provisioner_id]
+    assert set(provisioner) == PROVISIONER_FIELDS
+    latest = max(queue.getTaskQueue(f"{provisioner_id}/{worker_type}")["lastDateActive"]
+                 for worker_type in worker_types)
+    assert provisioner["lastDateActive"] == latest
+    assert provisioner["expires"] > date_in(datetime.timedelta())
+    assert queue.getProvisioner(provisioner_id) == provisioner
+
+    pages = walk(queue.listWorkerTypes, provisioner_id, limit=1)
+    assert len(pages) >= 2 and all(len(page["workerTypes"]) <= 1 for page in pages)
+    listed = [entry for page in pages for entry in page["workerTypes"]]
+    assert [entry["workerType"] for entry in listed] == worker_types
+    for entry, worker_type in zip(listed, worker_types):
+        task_queue_id = f"{provisioner_id}/{worker_type}"
+        assert set(entry) == WORKER_TYPE_FIELDS
+        assert (entry["provisionerId"], entry["taskQueueId"]) == (provisioner_id, task_queue_id)
+        assert {key: entry[key] for key in queue.getTaskQueue(task_queue_id)} == \
+            queue.getTaskQueue(task_queue_id)
+        assert queue.getWorkerType(provisioner_id, worker_type) == entry
+    assert queue.listWorkerTypes(provisioner_id + "x") == {"workerTypes": []}
+
+    for call, args in ((queue.getProvisioner, (provisioner_id + "x",)),
+                       (queue.getWorkerType, (provisioner_id, "wt-c"))):
+        error = failure(call, *args)
+        assert (error.status_code, error.body["code"]) == (404, "ResourceNotFound"), args
+    error = failure(queue.getProvisioner, "no.dots")
+    assert (error.status_code, error.body["code"]) == (400, "InvalidRequestArguments")
+    # Each needs its own scope.
+    limited = limited_queue(server, [f"queue:get-provisioner:{provisioner_id}"])
+    assert limited.getProvisioner(provisioner_id) == provisioner
+    error = failure(limited.listWorkerTypes, provisioner_id)
+    assert (error.status_code, error.body["code"]) == (403, "InsufficientScopes")
+    assert f"queue:list-worker-types:{provisioner_id}" in error.body["message"]
+
+
+def test_claim_task_claims_one_given_run(server, queue, task_queue_id):
+    provisioner_id, worker_type = task_queue_id.split("/")
+    task_id = create(queue, task_queue_id)
+    worker = {"workerGroup": "wg", "workerId": "w1"}
+
+    # The scopes name the task's queue and the worker.
+    limited = limited_queue(server, [f"queue:claim-task:{task_queue_id}"])
+    error = failure(limited.claimTask, task_id, "0", worker)
+    assert (error.status_code, error.body["code"]) == (403, "InsufficientScopes")
+    assert "queue:worker-id:wg/w1" in error.body["message"]
+
+    claimed = queue.claimTask(task_id, "0", worker)
+    assert set(claimed) == {"status", "runId", "workerGroup", "workerId", "takenUntil", "task",
+                            "credentials"}
+    assert (claimed["runId"], claimed["workerGroup"], claimed["workerId"]) == (0, "wg", "w1")
+    assert claimed["status"]["state"] == "running"
+    assert claimed["task"] == queue.task(task_id)
+    # It is no longer pending (what claimWork would take from), and the claim is the worker's.
+    assert queue.pendingTasks(task_queue_id)["pendingTasks"] == 0
+    assert queue.listPendingTasks(task_queue_id)["tasks"] == []
+    [listed] = queue.listClaimedTasks(task_queue_id)["tasks"]
+    assert (listed["taskId"], listed["workerId"]) == (task_id, "w1")
+    assert queue.getWorker(provisioner_id, worker_type, "wg", "w1")["recentTasks"] == \
+        [{"taskId": task_id, "runId": 0}]
+
+    for args, status in (((task_id, "0", worker), 409), ((task_id, "1", worker), 404),
+                         ((new_task_id(), "0", worker), 404),
+                         ((task_id, "0", {"workerGroup": "wg"}), 400),
+                         ((task_id, "0", {**worker, "tasks": 1}), 400)):
+        error = failure(queue.claimTask, *args)
+        assert error.status_code == status, (args, error.body)
+
+    # Its credentials are the run's, as claimWork's are.
+    credentials = claimed["credentials"]
+    as_run = server.queue(credentials={key: credentials[key]
+                                       for key in ("clientId", "accessToken", "certificate")})
+    assert as_run.reportCompleted(task_id, "0")["status"]["state"] == "completed"
+
+    # A quarantined worker is answered `{}`, and the run stays pending.
+    quarantined = create(queue, task_queue_id)
+    queue.quarantineWorker(provisioner_id, worker_type, "wg", "w1",
+                           {"quarantineUntil": date_in(datetime.timedelta(hours=1))})
+    assert queue.claimTask(quarantined, "0", worker) == {}
+    assert queue.status(quarantined)["status"]["state"] == "pending"

@@ -34,6 +34,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::post().to(work::reclaim_task)),
         )
         .service(
+            resource("/task/{taskId}/runs/{runId}/claim").route(web::post().to(work::claim_task)),
+        )
+        .service(
             resource("/task/{taskId}/runs/{runId}/completed")
                 .route(web::post().to(work::report_completed)),
         )
@@ -144,6 +147,19 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/task-queues").route(web::get().to(queues::list_task_queues)))
         .service(
             resource("/task-queues/{taskQueueId:.+}").route(web::get().to(queues::get_task_queue)),
+        )
+        .service(resource("/provisioners").route(web::get().to(queues::list_provisioners)))
+        .service(
+            resource("/provisioners/{provisionerId}")
+                .route(web::get().to(queues::get_provisioner)),
+        )
+        .service(
+            resource("/provisioners/{provisionerId}/worker-types")
+                .route(web::get().to(queues::list_worker_types)),
+        )
+        .service(
+            resource("/provisioners/{provisionerId}/worker-types/{workerType}")
+                .route(web::get().to(queues::get_worker_type)),
         )
         .service(
             resource("/provisioners/{provisionerId}/worker-types/{workerType}/workers")

@@ -1,6 +1,7 @@
 //! Task queues and workers: `taskQueueCounts`, `listPendingTasks`, `listClaimedTasks`,
 //! `listTaskQueues`, `getTaskQueue`, `listWorkers`, `getWorker`, `quarantineWorker`,
-//! `declareWorker`.
+//! `declareWorker`, and the deprecated `listProvisioners`, `getProvisioner`,
+//! `listWorkerTypes`, `getWorkerType`.
 
 use std::sync::LazyLock;
 
@@ -18,7 +19,7 @@ use crate::api::{ApiError, ErrorCode, response};
 use crate::auth::ScopeExpression;
 use crate::engine::index::Listing;
 use crate::engine::workers::{
-    ListTaskQueues, ListWorkers, Lookup, LookupTaskQueue, WorkerInfo, WorkerName,
+    ListProvisioners, ListTaskQueues, ListWorkers, Lookup, LookupTaskQueue, WorkerInfo, WorkerName,
     task_queue_expires,
 };
 use crate::model::task::is_worker_identifier;
@@ -38,6 +39,14 @@ static LIST_TASK_QUEUES: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:list-task-queues")));
 static GET_TASK_QUEUE: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:get-task-queue:<taskQueueId>")));
+static LIST_PROVISIONERS: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:list-provisioners")));
+static GET_PROVISIONER: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:get-provisioner:<provisionerId>")));
+static LIST_WORKER_TYPES: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:list-worker-types:<provisionerId>")));
+static GET_WORKER_TYPE: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:get-worker-type:<provisionerId>/<workerType>")));
 static LIST_WORKERS: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:list-workers:<provisionerId>/<workerType>")));
 static GET_WORKER: LazyLock<ScopeExpression> = LazyLock::new(|| {
@@ -196,25 +205,35 @@ pub async fn list_task_queues(
                 .engine
                 .directory()
                 .send(ListTaskQueues {
+                    provisioner_id: None,
                     after: page.after.clone(),
                     limit: page.limit + 1,
                 })
                 .await
                 .unwrap_or_default();
-            let more = queues.len() > page.limit;
-            let queues = &queues[..queues.len().min(page.limit)];
-            let mut reply = json!({
-                "taskQueues": queues.iter()
-                    .map(|(queue, at)| task_queue_json(queue, *at))
-                    .collect::<Vec<_>>(),
-            });
-            let last = queues.last().map(|(queue, _)| queue.as_str());
-            if let Some(token) = pagination::token(last, more) {
-                reply["continuationToken"] = json!(token);
-            }
-            Ok(response::json(StatusCode::OK, &reply))
+            Ok(listing("taskQueues", queues, page.limit, task_queue_json))
         })
         .await
+}
+
+/// A page of the directory's `(name, lastDateActive)` entries (one more than `limit` was asked
+/// for, to know whether more follow) as `{<key>: [...], continuationToken?}`.
+fn listing(
+    key: &str,
+    entries: Vec<(String, Timestamp)>,
+    limit: usize,
+    entry_json: impl Fn(&str, Timestamp) -> Value,
+) -> HttpResponse {
+    let more = entries.len() > limit;
+    let entries = &entries[..entries.len().min(limit)];
+    let mut reply = json!({
+        key: entries.iter().map(|(name, at)| entry_json(name, *at)).collect::<Vec<_>>(),
+    });
+    let last = entries.last().map(|(name, _)| name.as_str());
+    if let Some(token) = pagination::token(last, more) {
+        reply["continuationToken"] = json!(token);
+    }
+    response::json(StatusCode::OK, &reply)
 }
 
 /// `GET /task-queues/<taskQueueId>`.
@@ -238,6 +257,154 @@ pub async fn get_task_queue(state: Data<State>, request: HttpRequest, body: Body
             Ok(response::json(
                 StatusCode::OK,
                 &task_queue_json(&task_queue_id, last_date_active),
+            ))
+        })
+        .await
+}
+
+/// A provisioner as the deprecated provisioner endpoints describe it: Taskcluster keeps no
+/// provisioners any more and makes them up from the task queues, as Taskfold does.
+fn provisioner_json(provisioner_id: &str, last_date_active: Timestamp) -> Value {
+    json!({
+        "provisionerId": provisioner_id,
+        "stability": "experimental",
+        "description": "",
+        "expires": task_queue_expires(last_date_active),
+        "lastDateActive": last_date_active,
+    })
+}
+
+/// A task queue as a worker type: with its two halves.
+fn worker_type_json(task_queue_id: &str, last_date_active: Timestamp) -> Value {
+    let mut entry = task_queue_json(task_queue_id, last_date_active);
+    let (provisioner_id, worker_type) =
+        crate::model::split_task_queue_id(task_queue_id).unwrap_or_default();
+    entry["provisionerId"] = json!(provisioner_id);
+    entry["workerType"] = json!(worker_type);
+    entry
+}
+
+/// `GET /provisioners` (deprecated): the provisioners of the task queues seen.
+pub async fn list_provisioners(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("listProvisioners", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &LIST_PROVISIONERS)?;
+            let page = call.page(MAX_LIMIT)?;
+            let provisioners = state
+                .engine
+                .directory()
+                .send(ListProvisioners {
+                    after: page.after.clone(),
+                    limit: page.limit + 1,
+                })
+                .await
+                .unwrap_or_default();
+            Ok(listing(
+                "provisioners",
+                provisioners,
+                page.limit,
+                provisioner_json,
+            ))
+        })
+        .await
+}
+
+/// The task queues of the URL's provisioner, at most `limit` after `after`.
+async fn provisioner_queues(
+    state: &State,
+    call: &Call,
+    after: Option<String>,
+    limit: usize,
+) -> Result<(String, Vec<(String, Timestamp)>), ApiError> {
+    let provisioner_id = call.param("provisionerId").to_owned();
+    if !is_worker_identifier(&provisioner_id) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequestArguments,
+            format!(
+                "Invalid URL parameter `provisionerId`: `{provisioner_id}` does not match \
+                 `^[a-zA-Z0-9-_]{{1,38}}$`"
+            ),
+        ));
+    }
+    let queues = state
+        .engine
+        .directory()
+        .send(ListTaskQueues {
+            provisioner_id: Some(provisioner_id.clone()),
+            after,
+            limit,
+        })
+        .await
+        .unwrap_or_default();
+    Ok((provisioner_id, queues))
+}
+
+/// `GET /provisioners/<provisionerId>` (deprecated).
+pub async fn get_provisioner(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("getProvisioner", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &GET_PROVISIONER)?;
+            let (provisioner_id, queues) =
+                provisioner_queues(&state, call, None, usize::MAX).await?;
+            let Some(last_date_active) = queues.iter().map(|(_, at)| *at).max() else {
+                return Err(ApiError::not_found(format!(
+                    "Provisioner `{provisioner_id}` not found. Are you sure it was created?"
+                )));
+            };
+            Ok(response::json(
+                StatusCode::OK,
+                &provisioner_json(&provisioner_id, last_date_active),
+            ))
+        })
+        .await
+}
+
+/// `GET /provisioners/<provisionerId>/worker-types` (deprecated): the provisioner's task
+/// queues, as worker types.
+pub async fn list_worker_types(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("listWorkerTypes", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &LIST_WORKER_TYPES)?;
+            let page = call.page(MAX_LIMIT)?;
+            let (_, queues) =
+                provisioner_queues(&state, call, page.after.clone(), page.limit + 1).await?;
+            Ok(listing("workerTypes", queues, page.limit, worker_type_json))
+        })
+        .await
+}
+
+/// `GET /provisioners/<provisionerId>/worker-types/<workerType>` (deprecated).
+pub async fn get_worker_type(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("getWorkerType", request, body)
+        .answer(async |call| {
+            call.authorize_url(&state.access.clients, &GET_WORKER_TYPE)?;
+            let task_queue_id = url_task_queue_id(call)?;
+            let found = state
+                .engine
+                .directory()
+                .send(LookupTaskQueue(task_queue_id.clone()))
+                .await
+                .ok()
+                .flatten();
+            let Some(last_date_active) = found else {
+                return Err(ApiError::not_found(format!(
+                    "Worker-type `{}` with Provisioner `{}` not found. Are you sure it was \
+                     created?",
+                    call.param("workerType"),
+                    call.param("provisionerId")
+                )));
+            };
+            Ok(response::json(
+                StatusCode::OK,
+                &worker_type_json(&task_queue_id, last_date_active),
             ))
         })
         .await

@@ -30,6 +30,12 @@ static CLAIM_WORK: LazyLock<ScopeExpression> = LazyLock::new(|| {
         "queue:worker-id:<workerGroup>/<workerId>",
     ]}))
 });
+static CLAIM_TASK: LazyLock<ScopeExpression> = LazyLock::new(|| {
+    template(json!({"AllOf": [
+        "queue:claim-task:<provisionerId>/<workerType>",
+        "queue:worker-id:<workerGroup>/<workerId>",
+    ]}))
+});
 pub(in crate::api) static RECLAIM_TASK: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:reclaim-task:<taskId>/<runId>")));
 static RESOLVE_TASK: LazyLock<ScopeExpression> =
@@ -57,31 +63,45 @@ fn one() -> i64 {
 impl ClaimWorkRequest {
     /// The schema's patterns and limits.
     fn check(&self) -> Result<(), ApiError> {
-        let mut problems = Vec::new();
-        for (field, value) in [
-            ("workerGroup", &self.worker_group),
-            ("workerId", &self.worker_id),
-        ] {
-            if !is_worker_identifier(value) {
-                problems.push(format!("`{field}` must match `^[a-zA-Z0-9-_]{{1,38}}$`"));
-            }
-        }
+        let mut problems = worker_problems(&self.worker_group, &self.worker_id);
         if !(1..=MAX_TASKS_PER_CLAIM).contains(&self.tasks) {
             problems.push(format!(
                 "`tasks` must be an integer from 1 to {MAX_TASKS_PER_CLAIM}"
             ));
         }
-        if problems.is_empty() {
-            return Ok(());
-        }
-        Err(ApiError::new(
-            ErrorCode::InputValidationError,
-            format!(
-                "the request does not match claim-work-request:\n{}",
-                problems.join("\n")
-            ),
-        ))
+        input_problems("claim-work-request", problems)
     }
+}
+
+/// The body of the deprecated claimTask (`task-claim-request.yml`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClaimTaskRequest {
+    worker_group: String,
+    worker_id: String,
+}
+
+/// What is wrong with a request's `workerGroup` and `workerId`.
+fn worker_problems(worker_group: &str, worker_id: &str) -> Vec<String> {
+    [("workerGroup", worker_group), ("workerId", worker_id)]
+        .into_iter()
+        .filter(|(_, value)| !is_worker_identifier(value))
+        .map(|(field, _)| format!("`{field}` must match `^[a-zA-Z0-9-_]{{1,38}}$`"))
+        .collect()
+}
+
+/// `InputValidationError` naming the schema and each problem, if there are any.
+fn input_problems(schema: &str, problems: Vec<String>) -> Result<(), ApiError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::InputValidationError,
+        format!(
+            "the request does not match {schema}:\n{}",
+            problems.join("\n")
+        ),
+    ))
 }
 
 /// The body of reportException.
@@ -139,6 +159,50 @@ pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) ->
                 tasks: Vec<RunClaim<'a>>,
             }
             Ok(response::json(StatusCode::OK, &ClaimWorkReply { tasks }))
+        })
+        .await
+}
+
+/// `POST /task/<taskId>/runs/<runId>/claim`: the deprecated claimTask, which claims one
+/// given run. The task is loaded first, as its task queue is in the scopes; a quarantined
+/// worker is answered `{}`, as Taskcluster answers it.
+pub async fn claim_task(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
+    Call::new("claimTask", request, body)
+        .answer(async |call| {
+            let (task_id, run_id) = run_params(call)?;
+            let input: ClaimTaskRequest = call.input("task-claim-request")?;
+            input_problems(
+                "task-claim-request",
+                worker_problems(&input.worker_group, &input.worker_id),
+            )?;
+            let Some(task) = state.engine.task(task_id).await else {
+                return Err(ApiError::not_found(format!(
+                    "Task `{task_id}` not found. Are you sure it was created?"
+                ))
+                .with_details(json!({ "taskId": task_id })));
+            };
+            let (provisioner_id, worker_type) =
+                crate::model::split_task_queue_id(&task.definition.task_queue_id)
+                    .unwrap_or_default();
+            call.authorize(
+                &state.access.clients,
+                &CLAIM_TASK,
+                &[
+                    ("provisionerId", provisioner_id),
+                    ("workerType", worker_type),
+                    ("workerGroup", &input.worker_group),
+                    ("workerId", &input.worker_id),
+                ],
+            )?;
+            let claimed = state
+                .engine
+                .claim_task(&task, run_id, input.worker_group, input.worker_id)
+                .await?;
+            let Some(task) = claimed else {
+                return Ok(response::json(StatusCode::OK, &json!({})));
+            };
+            let claim = run_claim(&state, &task, run_id, Timestamp::now(), true)?;
+            Ok(response::json(StatusCode::OK, &claim))
         })
         .await
 }
