@@ -237,11 +237,8 @@ fn expire_unclaimed(state: Data<State>, session_id: Slugid) {
             end: SessionEnd::Disconnected,
             exit_status: None,
         };
-        if relay::claim_end(&state, &shared, ending)
-            && let Err(error) = state
-                .engine
-                .execute(shared.run.0, relay::close_command(&shared, ending))
-                .await
+        if relay::claim_end(&shared, ending)
+            && let Err(error) = relay::record_end(&state, &shared, ending).await
         {
             tracing::warn!(%error, "recording the end of an unused session");
         }
@@ -304,16 +301,17 @@ pub async fn close_session(state: Data<State>, request: HttpRequest, body: Body)
                 end: session.end.unwrap_or(SessionEnd::ClosedByUser),
                 exit_status: session.exit_status,
             };
-            if let Some(shared) = state.sessions.shared(session_id) {
-                state.sessions.tell_worker_to_close(shared.run, session_id);
-                relay::claim_end(&state, &shared, ending);
-            }
-            let command = Command::CloseSession {
-                session_id,
-                end: ending.end,
-                exit_status: ending.exit_status,
+            let task = match state.sessions.shared(session_id) {
+                Some(shared) => {
+                    state.sessions.tell_worker_to_close(shared.run, session_id);
+                    relay::claim_end(&shared, ending);
+                    relay::record_end(&state, &shared, ending).await?
+                }
+                None => {
+                    let command = relay::close_command(session_id, ending);
+                    state.engine.execute(task_id, command).await?
+                }
             };
-            let task = state.engine.execute(task_id, command).await?;
             let session = task
                 .session(session_id)
                 .ok_or_else(|| ApiError::new(ErrorCode::InternalServerError, "session lost"))?;

@@ -10,31 +10,41 @@ use actix_http::ws::{self, CloseCode};
 use actix_web::web::{Bytes, Data};
 
 use super::registry::{Ending, RunKey, Shared, UserAttach};
+use crate::api::ApiError;
 use crate::api::server::State;
 use crate::api::websocket::{Incoming, Reader, Writer, close_reason};
 use crate::engine::task::Command;
-use crate::model::SessionEnd;
 use crate::model::interactive::{self, Control, Frame};
+use crate::model::{SessionEnd, Slugid};
 
 /// How often both sides are pinged.
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// A side silent this long is gone.
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 
-/// Records that the session ended, once: the first caller forgets it here and gets `true`,
-/// and then records it in the log.
-pub fn claim_end(state: &State, shared: &Shared, ending: Ending) -> bool {
-    if !shared.end(ending) {
-        return false;
-    }
+/// Claims the session's end, once: the first caller gets `true` and then records it with
+/// [`record_end`].
+pub fn claim_end(shared: &Shared, ending: Ending) -> bool {
+    shared.end(ending)
+}
+
+/// Records a claimed end in the log, and only then forgets the session here: until its end is
+/// durable the session is listed as open, never as closed without its reason.
+pub async fn record_end(
+    state: &State,
+    shared: &Shared,
+    ending: Ending,
+) -> Result<crate::model::Task, ApiError> {
+    let command = close_command(shared.session_id, ending);
+    let recorded = state.engine.execute(shared.run.0, command).await;
     state.sessions.forget(shared.session_id);
-    true
+    recorded
 }
 
 /// The end as a command for the session's task.
-pub fn close_command(shared: &Shared, ending: Ending) -> Command {
+pub fn close_command(session_id: Slugid, ending: Ending) -> Command {
     Command::CloseSession {
-        session_id: shared.session_id,
+        session_id,
         end: ending.end,
         exit_status: ending.exit_status,
     }
@@ -42,11 +52,10 @@ pub fn close_command(shared: &Shared, ending: Ending) -> Command {
 
 /// Ends the session for `ending` if nothing ended it yet, recording it in the background.
 fn end_session(state: &Data<State>, shared: &Arc<Shared>, ending: Ending) {
-    if claim_end(state, shared, ending) {
-        let (state, command) = (state.clone(), close_command(shared, ending));
-        let task_id = shared.run.0;
+    if claim_end(shared, ending) {
+        let (state, shared) = (state.clone(), shared.clone());
         actix_web::rt::spawn(async move {
-            if let Err(error) = state.engine.execute(task_id, command).await {
+            if let Err(error) = record_end(&state, &shared, ending).await {
                 tracing::warn!(%error, "recording the end of a session");
             }
         });
