@@ -264,6 +264,23 @@ def walk(call, *args, limit, **query):
     raise AssertionError("the listing did not end within 1000 pages")
 
 
+def make_until_exit(process, make, timeout):
+    """Calls `make()` every 0.2 s until `process` exits (a CLI that waits for what it is
+    shown, e.g. `taskfold listen --count 1`); (its stdout, its stderr, what `make` made)."""
+    made = []
+    try:
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            made.append(make())
+            time.sleep(0.2)
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return stdout, stderr, made
+
+
 def limited_queue(server, scopes):
     """A client with temporary credentials holding only `scopes`."""
     now = datetime.datetime.now(datetime.timezone.utc)

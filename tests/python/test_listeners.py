@@ -29,8 +29,8 @@ import requests
 import websocket
 
 import exchange_schemas
-from conftest import (BINARY, claim, date_in, make_server, new_task_id, task_definition,
-                      watch_logs)
+from conftest import (BINARY, claim, date_in, make_server, make_until_exit, new_task_id,
+                      task_definition, watch_logs)
 
 PREFIX = exchange_schemas.EXCHANGE_PREFIX
 GROUP_EXCHANGES = exchange_schemas.GROUP_EXCHANGES
@@ -1004,17 +1004,8 @@ def test_taskfold_listen_without_a_cursor_prints_what_comes_after_it_connects(ev
     process = run_listen(events_server, "--exchange", "task-pending",
                          "--routing-key", f"route.{route}", "--count", "1")
     # It prints the first task made once it listens; make them until it has.
-    created = []
-    try:
-        deadline = time.monotonic() + WAIT
-        while process.poll() is None and time.monotonic() < deadline:
-            created.append(create(queue, new_task_queue(), routes=[route]))
-            time.sleep(0.2)
-        stdout, stderr = process.communicate(timeout=WAIT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    stdout, stderr, created = make_until_exit(
+        process, lambda: create(queue, new_task_queue(), routes=[route]), WAIT)
     assert process.returncode == 0, stderr
     [line] = [json.loads(line) for line in stdout.splitlines()]
     assert line["exchange"] == PREFIX + "task-pending"

@@ -25,7 +25,8 @@ import requests
 import taskcluster
 import trustme
 
-from conftest import BINARY, ROOT_CLIENT, ROOT_TOKEN, free_port, make_server, watch_logs
+from conftest import (BINARY, ROOT_CLIENT, ROOT_TOKEN, free_port, make_server, make_until_exit,
+                      watch_logs)
 from shell_client import ShellClient
 from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, TIMEOUT, WorkerProcess, assert_in_log,
                             assert_run, create_task, new_task_queue_id, remove_containers,
@@ -214,17 +215,8 @@ def test_taskfold_listen_follows_the_exchanges_over_wss(deployment, authority, q
          "--routing-key", f"route.{route}", "--count", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     # It prints the first task made once it listens; make them until it has.
-    created = []
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while process.poll() is None and time.monotonic() < deadline:
-            created.append(create_task(queue, new_task_queue_id("tls"), routes=[route]))
-            time.sleep(0.2)
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    stdout, stderr, created = make_until_exit(
+        process, lambda: create_task(queue, new_task_queue_id("tls"), routes=[route]), TIMEOUT)
     assert process.returncode == 0, stderr
     [line] = [json.loads(line) for line in stdout.splitlines()]
     assert line["exchange"].endswith("task-pending")

@@ -182,8 +182,14 @@ async fn task_page(
 }
 
 fn task_queue_json(task_queue_id: &str, last_date_active: Timestamp) -> Value {
+    directory_entry_json("taskQueueId", task_queue_id, last_date_active)
+}
+
+/// What Taskcluster says of a task queue or provisioner: it keeps no description or stability
+/// for either any more, and each expires a day after it was last active.
+fn directory_entry_json(id_field: &str, id: &str, last_date_active: Timestamp) -> Value {
     json!({
-        "taskQueueId": task_queue_id,
+        id_field: id,
         "stability": "experimental",
         "description": "",
         "expires": task_queue_expires(last_date_active),
@@ -265,13 +271,7 @@ pub async fn get_task_queue(state: Data<State>, request: HttpRequest, body: Body
 /// A provisioner as the deprecated provisioner endpoints describe it: Taskcluster keeps no
 /// provisioners any more and makes them up from the task queues, as Taskfold does.
 fn provisioner_json(provisioner_id: &str, last_date_active: Timestamp) -> Value {
-    json!({
-        "provisionerId": provisioner_id,
-        "stability": "experimental",
-        "description": "",
-        "expires": task_queue_expires(last_date_active),
-        "lastDateActive": last_date_active,
-    })
+    directory_entry_json("provisionerId", provisioner_id, last_date_active)
 }
 
 /// A task queue as a worker type: with its two halves.
