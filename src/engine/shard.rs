@@ -194,10 +194,12 @@ impl TaskShard {
         let now = Timestamp::now();
         for (key, worker) in &self.state.workers {
             if let Some(name) = WorkerName::from_key(key) {
+                // As of its last change, not of this restart: a worker long gone is not made
+                // active again.
                 self.context.directory.do_send(workers::Recorded {
                     name,
                     record: worker.clone(),
-                    at: now,
+                    at: worker.changed().unwrap_or(now).min(now),
                 });
             }
         }

@@ -34,6 +34,14 @@ impl Worker {
         self.quarantine_until.is_some_and(|until| until > now)
     }
 
+    /// When the record last changed, if it says (a quarantine change does).
+    pub fn changed(&self) -> Option<Timestamp> {
+        self.quarantine_details
+            .iter()
+            .map(|change| change.updated_at)
+            .max()
+    }
+
     /// `quarantineDetails` of `worker-response`.
     pub fn quarantine_details_json(&self) -> Value {
         self.quarantine_details

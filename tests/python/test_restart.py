@@ -1,10 +1,11 @@
 """`kill -9` the server under load and start it again on the same data directory: every
 acknowledged call must have survived, and the queue must carry on from there."""
 
+import datetime
 import threading
 import time
 
-from conftest import claim, new_task_id, task_definition, wait_for
+from conftest import claim, date_in, new_task_id, task_definition, wait_for
 
 
 def test_restart_after_kill_keeps_every_acknowledged_task(fresh_server, task_queue_id):
@@ -90,3 +91,27 @@ def test_claims_that_run_out_while_the_server_is_down_expire_after_restart(
     assert runs[1]["state"] == "pending"
     [again] = claim(queue, task_queue_id)
     assert (again["status"]["taskId"], again["runId"]) == (task_id, 1)
+
+
+def test_a_quarantined_worker_keeps_its_dates_across_a_restart(fresh_server, task_queue_id):
+    """The log keeps a worker's quarantine; a restart brings the worker back as of that
+    quarantine, not as active at the restart (which would keep it listed a day longer)."""
+    server = fresh_server.start()
+    queue = server.queue()
+    provisioner_id, worker_type = task_queue_id.split("/")
+    task_id = new_task_id()
+    queue.createTask(task_id, task_definition(task_queue_id))
+    claim(queue, task_queue_id, worker_id="w1")
+    queue.reportCompleted(task_id, "0")
+    until = date_in(datetime.timedelta(hours=1))
+    queue.quarantineWorker(provisioner_id, worker_type, "wg", "w1",
+                           {"quarantineUntil": until, "quarantineInfo": "bad disk"})
+    time.sleep(1.1)
+    restarted = date_in(datetime.timedelta())
+    server.stop()
+    server.start()
+    worker = server.queue().getWorker(provisioner_id, worker_type, "wg", "w1")
+    assert worker["quarantineUntil"] == until
+    assert worker["quarantineDetails"][-1]["quarantineInfo"] == "bad disk"
+    assert worker["lastDateActive"] < restarted, (worker, restarted)
+    assert worker["firstClaim"] < restarted, (worker, restarted)
