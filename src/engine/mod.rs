@@ -424,7 +424,10 @@ impl Engine {
             worker_group: worker_group.clone(),
             worker_id: worker_id.clone(),
         };
-        if self.seen_quarantined(name).await {
+        // Past its deadline the claim is refused to anyone, quarantined or not (Taskcluster
+        // checks the deadline first); the claim command says so.
+        let past_deadline = task.definition.deadline <= Timestamp::now();
+        if !past_deadline && self.seen_quarantined(name).await {
             return Ok(None);
         }
         let command = Command::Claim {

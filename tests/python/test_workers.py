@@ -296,3 +296,11 @@ def test_claim_task_claims_one_given_run(server, queue, task_queue_id):
                            {"quarantineUntil": date_in(datetime.timedelta(hours=1))})
     assert queue.claimTask(quarantined, "0", worker) == {}
     assert queue.status(quarantined)["status"]["state"] == "pending"
+    # Past the deadline, though, the answer is the deadline's 409, as for anyone.
+    late = new_task_id()
+    queue.createTask(late, task_definition(task_queue_id, deadline=date_in(
+        datetime.timedelta(seconds=1))))
+    time.sleep(1.5)
+    error = failure(queue.claimTask, late, "0", worker)
+    assert (error.status_code, error.body["code"]) == (409, "RequestConflict")
+    assert "deadline" in error.body["message"]
