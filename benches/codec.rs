@@ -1,17 +1,19 @@
-//! Codec cost per event for a realistic task-defined envelope (about 1 KiB encoded).
+//! Codec cost per event for a realistic task-defined envelope (about 1 KiB encoded), and the
+//! cost of the createTask body it comes from: JSON bytes to a checked task definition.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use taskfold::log::codec;
+use taskfold::model::task::CreateTaskRequest;
 use taskfold::model::{Envelope, Event, Slugid, TaskDefinition, Timestamp};
 
 /// The allocator the `taskfold` binary runs with, so the numbers are the binary's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn task_defined() -> Envelope {
-    let task_id = Slugid::nice();
-    let definition: TaskDefinition = serde_json::from_value(serde_json::json!({
+/// A realistic task definition, as JSON (also a valid createTask body).
+fn definition_json(task_id: Slugid) -> serde_json::Value {
+    serde_json::json!({
         "provisionerId": "proj-releng",
         "workerType": "b-linux-large",
         "taskQueueId": "proj-releng/b-linux-large",
@@ -45,8 +47,12 @@ fn task_defined() -> Envelope {
         },
         "tags": {"kind": "build", "label": "build-linux64/opt", "createdForUser": "release@example.com"},
         "extra": {"treeherder": {"symbol": "B", "machine": {"platform": "linux64"}}}
-    }))
-    .unwrap();
+    })
+}
+
+fn task_defined() -> Envelope {
+    let task_id = Slugid::nice();
+    let definition: TaskDefinition = serde_json::from_value(definition_json(task_id)).unwrap();
     Envelope {
         key: task_id.to_string(),
         at: Timestamp::from_millis(1_763_805_600_000),
@@ -73,6 +79,23 @@ fn codec_benches(c: &mut Criterion) {
     });
     group.bench_function("decode", |b| {
         b.iter(|| codec::decode::<Envelope>(black_box(&bytes)).unwrap())
+    });
+    group.finish();
+
+    // What createTask does with its body before authorizing it (`Call::answer` parses the
+    // bytes, the handler reads the request from that tree and checks it).
+    let task_id = Slugid::nice();
+    let body = serde_json::to_vec(&definition_json(task_id)).unwrap();
+    let mut group = c.benchmark_group("create_task_body");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("to_definition", |b| {
+        b.iter(|| {
+            let value: serde_json::Value = serde_json::from_slice(black_box(&body)).unwrap();
+            CreateTaskRequest::from_json(&value)
+                .unwrap()
+                .into_definition(task_id)
+                .unwrap()
+        })
     });
     group.finish();
 }

@@ -37,7 +37,7 @@ async fn start(dir: &std::path::Path) -> Engine {
 
 fn definition(task_id: Slugid, queue: &str, dependencies: &[Slugid]) -> TaskDefinition {
     let now = Timestamp::now();
-    let request = CreateTaskRequest::from_json(serde_json::json!({
+    let request = CreateTaskRequest::from_json(&serde_json::json!({
         "taskQueueId": queue,
         "created": now.to_string(),
         "deadline": now.plus_millis(3_600_000).to_string(),

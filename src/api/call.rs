@@ -196,7 +196,8 @@ impl Call {
     /// (`MalformedPayload`), and match the type (`InputValidationError`, naming `schema`).
     pub fn input<T: DeserializeOwned>(&self, schema: &str) -> Result<T, ApiError> {
         self.require_json()?;
-        serde_json::from_value(self.info.payload.clone()).map_err(|error| {
+        // Read from the parsed body in place: no copy of the whole tree first.
+        T::deserialize(&self.info.payload).map_err(|error| {
             ApiError::new(
                 ErrorCode::InputValidationError,
                 format!("the request does not match {schema}: {error}"),
@@ -205,9 +206,9 @@ impl Call {
     }
 
     /// The raw JSON body, after the same content-type check as [`Call::input`].
-    pub fn json_payload(&self) -> Result<Value, ApiError> {
+    pub fn json_payload(&self) -> Result<&Value, ApiError> {
         self.require_json()?;
-        Ok(self.info.payload.clone())
+        Ok(&self.info.payload)
     }
 
     fn require_json(&self) -> Result<(), ApiError> {

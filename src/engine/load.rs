@@ -18,7 +18,7 @@ pub async fn fill(engine: &Engine, tasks: u64, concurrency: usize) -> Result<u64
             async move {
                 let now = Timestamp::now();
                 let task_id = Slugid::nice();
-                let request = CreateTaskRequest::from_json(json!({
+                let request = CreateTaskRequest::from_json(&json!({
                     "taskQueueId": task_queue_id,
                     "created": now,
                     "deadline": now.plus_millis(24 * 3_600_000),

@@ -95,7 +95,7 @@ enum Request {
 
 impl Artifact {
     /// Reads a `createArtifact` body; what does not fit the schema is `InputValidationError`.
-    pub fn from_request(body: Value) -> Result<Artifact, ApiError> {
+    pub fn from_request(body: &Value) -> Result<Artifact, ApiError> {
         let invalid = |message: String| {
             ApiError::new(
                 ErrorCode::InputValidationError,
@@ -108,8 +108,7 @@ impl Artifact {
                  not have; create the artifact with storageType `s3` instead",
             ));
         }
-        let request: Request =
-            serde_json::from_value(body).map_err(|error| invalid(error.to_string()))?;
+        let request = Request::deserialize(body).map_err(|error| invalid(error.to_string()))?;
         let artifact = match request {
             Request::S3 {
                 expires,
@@ -246,7 +245,7 @@ mod tests {
     }
 
     fn read(body: Value) -> Result<Artifact, ApiError> {
-        Artifact::from_request(body)
+        Artifact::from_request(&body)
     }
 
     #[test]

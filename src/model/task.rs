@@ -230,8 +230,8 @@ where
 
 impl CreateTaskRequest {
     /// Reads a request body; a body of the wrong shape is Taskcluster's schema failure.
-    pub fn from_json(body: serde_json::Value) -> Result<Self, ApiError> {
-        serde_json::from_value(body).map_err(|error| {
+    pub fn from_json(body: &serde_json::Value) -> Result<Self, ApiError> {
+        Self::deserialize(body).map_err(|error| {
             ApiError::new(
                 ErrorCode::InputValidationError,
                 format!("the request does not match create-task-request: {error}"),
@@ -685,7 +685,7 @@ pub(crate) mod tests {
     }
 
     fn normalize(body: serde_json::Value) -> Result<TaskDefinition, ApiError> {
-        let request = CreateTaskRequest::from_json(body)?;
+        let request = CreateTaskRequest::from_json(&body)?;
         TaskDefinition::from_request(task_id(), request, now(), DEFAULT_MAX_DEADLINE)
     }
 
@@ -959,7 +959,7 @@ pub(crate) mod tests {
             ErrorCode::InputValidationError
         );
         let body = with(body, "retries", 1.into());
-        let request = CreateTaskRequest::from_json(body).unwrap();
+        let request = CreateTaskRequest::from_json(&body).unwrap();
         assert_eq!(
             request.into_definition(task_id()).unwrap_err().code,
             ErrorCode::InputError
