@@ -11,7 +11,7 @@ import uuid
 import taskcluster
 
 from conftest import (ROOT_TOKEN, claim, failure, new_task_id, task_definition, date_in,
-                      limited_queue, walk)
+                      limited_queue, make_server, walk)
 
 WORKER_FIELDS = {"provisionerId", "workerType", "workerGroup", "workerId", "recentTasks",
                  "expires", "firstClaim"}
@@ -31,7 +31,7 @@ def claim_one(queue, task_queue_id, worker_id):
     return claimed["status"]["taskId"]
 
 
-def test_task_queue_counts_and_listings_after_claim_work(queue, task_queue_id):
+def test_task_queue_counts_and_listings_after_claim_work(server, queue, task_queue_id):
     first, second, third = (create(queue, task_queue_id) for _ in range(3))
     # Equal priorities: claimed in the order they were created.
     assert claim_one(queue, task_queue_id, "w1") == first
@@ -72,6 +72,21 @@ def test_task_queue_counts_and_listings_after_claim_work(queue, task_queue_id):
 
     queue.reportCompleted(first, "0")
     assert queue.listClaimedTasks(task_queue_id)["tasks"] == []
+    # Several queues at once, in the order asked; any queue's scopes missing refuses them all.
+    other = task_queue_id + "z"
+    assert queue.taskQueueCountsBatch({"taskQueueIds": [other, task_queue_id]}) == {
+        "taskQueueCounts": [queue.taskQueueCounts(other), queue.taskQueueCounts(task_queue_id)]}
+    assert queue.taskQueueCountsBatch({"taskQueueIds": []}) == {"taskQueueCounts": []}
+    for body in ({"taskQueueIds": [task_queue_id, task_queue_id]}, {"taskQueueIds": ["x"]},
+                 {"taskQueueIds": [task_queue_id], "limit": 1}, {},
+                 {"taskQueueIds": [f"interop/w{i}" for i in range(1001)]}):
+        error = failure(queue.taskQueueCountsBatch, body)
+        assert (error.status_code, error.body["code"]) == (400, "InputValidationError"), body
+    # Counts are public reads (the anonymous role's).
+    anonymous = server.queue(credentials={})
+    assert anonymous.taskQueueCountsBatch({"taskQueueIds": [task_queue_id]}) == \
+        {"taskQueueCounts": [queue.taskQueueCounts(task_queue_id)]}
+
     # A queue nobody used counts nothing.
     unused = queue.taskQueueCounts(task_queue_id + "z")
     assert (unused["pendingTasks"], unused["claimedTasks"]) == (0, 0)
@@ -304,3 +319,21 @@ def test_claim_task_claims_one_given_run(server, queue, task_queue_id):
     error = failure(queue.claimTask, late, "0", worker)
     assert (error.status_code, error.body["code"]) == (409, "RequestConflict")
     assert "deadline" in error.body["message"]
+
+
+def test_a_counts_batch_needs_the_scopes_of_every_queue(tmp_path_factory, task_queue_id):
+    # A deployment whose anonymous role grants nothing, so counts need scopes.
+    server = make_server(tmp_path_factory, '[[auth.roles]]\nrole_id = "anonymous"\nscopes = []\n')
+    server.start()
+    try:
+        other = task_queue_id + "z"
+        limited = limited_queue(server, [f"queue:pending-count:{task_queue_id}",
+                                         f"queue:claimed-count:{task_queue_id}"])
+        counts = limited.taskQueueCountsBatch({"taskQueueIds": [task_queue_id]})
+        assert [entry["taskQueueId"] for entry in counts["taskQueueCounts"]] == [task_queue_id]
+        error = failure(limited.taskQueueCountsBatch, {"taskQueueIds": [task_queue_id, other]})
+        assert (error.status_code, error.body["code"]) == (403, "InsufficientScopes")
+        assert f"queue:pending-count:{other}" in error.body["message"]
+        assert f"queue:claimed-count:{other}" in error.body["message"]
+    finally:
+        server.stop()

@@ -133,6 +133,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         // The task queue id holds a `/`: the longer routes go first.
         .service(
+            resource("/task-queues/counts")
+                .route(web::post().to(queues::task_queue_counts_batch)),
+        )
+        .service(
             resource("/task-queues/{taskQueueId:.+}/counts")
                 .route(web::get().to(queues::task_queue_counts)),
         )

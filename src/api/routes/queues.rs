@@ -1,6 +1,6 @@
 //! Task queues and workers: `taskQueueCounts`, `listPendingTasks`, `listClaimedTasks`,
 //! `listTaskQueues`, `getTaskQueue`, `listWorkers`, `getWorker`, `quarantineWorker`,
-//! `declareWorker`, and the deprecated `listProvisioners`, `getProvisioner`,
+//! `declareWorker`, `taskQueueCountsBatch`, and the deprecated `listProvisioners`, `getProvisioner`,
 //! `listWorkerTypes`, `getWorkerType`.
 
 use std::sync::LazyLock;
@@ -78,25 +78,95 @@ pub async fn task_queue_counts(
         .answer(async |call| {
             call.authorize_url(&state.access.clients, &COUNTS)?;
             let task_queue_id = call.task_queue_id_param()?;
-            let pending = state.engine.pending_count(&task_queue_id).await;
-            let claimed = state
-                .engine
-                .count(Listing::Running(task_queue_id.clone()))
-                .await;
-            let (provisioner_id, worker_type) =
-                crate::model::split_task_queue_id(&task_queue_id).unwrap_or_default();
             Ok(response::json(
                 StatusCode::OK,
-                &json!({
-                    "provisionerId": provisioner_id,
-                    "workerType": worker_type,
-                    "taskQueueId": task_queue_id,
-                    "pendingTasks": pending,
-                    "claimedTasks": claimed,
-                }),
+                &counts_json(&state, task_queue_id).await,
             ))
         })
         .await
+}
+
+/// Most task queues one taskQueueCountsBatch may ask for (`task-queue-counts-request.yml`).
+const MAX_COUNTS_BATCH: usize = 1000;
+
+/// The body of taskQueueCountsBatch.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CountsBatchRequest {
+    task_queue_ids: Vec<String>,
+}
+
+/// `POST /task-queues/counts`: [`task_queue_counts`] for up to 1000 queues at once, in the
+/// order asked. The caller needs both scopes of every queue, or gets none of them.
+pub async fn task_queue_counts_batch(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("taskQueueCountsBatch", request, body)
+        .answer(async |call| {
+            let input: CountsBatchRequest = call.input("task-queue-counts-request")?;
+            let ids = &input.task_queue_ids;
+            let mut problems = Vec::new();
+            if ids.len() > MAX_COUNTS_BATCH {
+                problems.push(format!(
+                    "`taskQueueIds` may hold at most {MAX_COUNTS_BATCH}"
+                ));
+            }
+            if ids.iter().collect::<std::collections::HashSet<_>>().len() != ids.len() {
+                problems.push("`taskQueueIds` must not repeat a task queue".to_owned());
+            }
+            for id in ids {
+                if crate::model::split_task_queue_id(id).is_none() {
+                    problems.push(format!(
+                        "`{id}` is not a `<provisionerId>/<workerType>` task queue id"
+                    ));
+                }
+            }
+            if !problems.is_empty() {
+                return Err(ApiError::new(
+                    ErrorCode::InputValidationError,
+                    format!(
+                        "the request does not match task-queue-counts-request:\n{}",
+                        problems.join("\n")
+                    ),
+                ));
+            }
+            let scopes = ids
+                .iter()
+                .map(|id| COUNTS.render(&[("taskQueueId", id)]))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| {
+                    ApiError::new(ErrorCode::InternalServerError, error.to_string())
+                })?;
+            call.authorize(&state.access.clients, &ScopeExpression::all_of(scopes), &[])?;
+            let counts =
+                futures::future::join_all(ids.iter().map(|id| counts_json(&state, id.clone())))
+                    .await;
+            Ok(response::json(
+                StatusCode::OK,
+                &json!({ "taskQueueCounts": counts }),
+            ))
+        })
+        .await
+}
+
+/// `task-queue-counts-response`: the queue's pending and claimed runs.
+async fn counts_json(state: &State, task_queue_id: String) -> Value {
+    let pending = state.engine.pending_count(&task_queue_id).await;
+    let claimed = state
+        .engine
+        .count(Listing::Running(task_queue_id.clone()))
+        .await;
+    let (provisioner_id, worker_type) =
+        crate::model::split_task_queue_id(&task_queue_id).unwrap_or_default();
+    json!({
+        "provisionerId": provisioner_id,
+        "workerType": worker_type,
+        "taskQueueId": task_queue_id,
+        "pendingTasks": pending,
+        "claimedTasks": claimed,
+    })
 }
 
 /// `GET /task-queues/<taskQueueId>/pending`: the queue's pending runs, a page at a time.
