@@ -589,8 +589,9 @@ impl Shells for DockerShells {
         let (api, container) = (self.api.clone(), self.container.clone());
         let number = self.opened.get() + 1;
         self.opened.set(number);
-        let pid_file = format!("{LINGER_DIR}/session-{number}.pid");
-        let first_size_set = self.linger_dir.join(format!("session-{number}.pid"));
+        let pid_name = format!("session-{number}.pid");
+        let pid_file = format!("{LINGER_DIR}/{pid_name}");
+        let first_size_set = self.linger_dir.join(pid_name);
         Box::pin(async move {
             let (rows, cols) = if request.tty {
                 (request.rows.to_string(), request.cols.to_string())
