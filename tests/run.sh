@@ -42,6 +42,9 @@ command -v tmux >/dev/null || packages+=(tmux)
 [ -x /usr/bin/chromium ] || packages+=(chromium)
 command -v setsid >/dev/null || packages+=(util-linux)
 command -v curl >/dev/null || packages+=(curl ca-certificates)
+# Node.js and npm, for the official Node client's interop test.
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 if [ ${#packages[@]} -gt 0 ]; then
     echo "installing ${packages[*]}"
     as_root apt-get update -qq
@@ -57,6 +60,15 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest prometheus-client pyyaml jsonschema websocket-client confluent-kafka trustme
+
+# The official Node client, pinned, in a directory of its own under the target directory.
+node_dir="$target_dir/node-interop"
+if [ ! -f "$node_dir/node_modules/taskcluster-client/package.json" ]; then
+    mkdir -p "$node_dir"
+    npm install --prefix "$node_dir" --silent --no-audit --no-fund \
+        taskcluster-client@87.1.3 slugid@5.0.1
+fi
+export TASKFOLD_NODE_MODULES="$node_dir/node_modules"
 
 # xterm.js for the browser page, from its npm package (Debian bookworm's libjs-xterm is a
 # CommonJS stub that browsers cannot load).
