@@ -182,6 +182,20 @@ pub fn configure(config: &mut web::ServiceConfig) {
         );
 }
 
+/// `InputValidationError` naming the input schema and each problem, if there are any.
+pub(super) fn input_problems(schema: &str, problems: Vec<String>) -> Result<(), super::ApiError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(super::ApiError::new(
+        super::ErrorCode::InputValidationError,
+        format!(
+            "the request does not match {schema}:\n{}",
+            problems.join("\n")
+        ),
+    ))
+}
+
 /// An endpoint's scope template, from Taskcluster's JSON form (for `static` templates).
 pub(super) fn template(json: serde_json::Value) -> ScopeExpression {
     ScopeExpression::from_json(&json).expect("endpoint scope templates are valid")

@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::template;
+use super::{input_problems, template};
 use crate::api::call::{Body, Call};
 use crate::api::pagination::{self, MAX_LIMIT};
 use crate::api::server::State;
@@ -123,15 +123,7 @@ pub async fn task_queue_counts_batch(
                     ));
                 }
             }
-            if !problems.is_empty() {
-                return Err(ApiError::new(
-                    ErrorCode::InputValidationError,
-                    format!(
-                        "the request does not match task-queue-counts-request:\n{}",
-                        problems.join("\n")
-                    ),
-                ));
-            }
+            input_problems("task-queue-counts-request", problems)?;
             let scopes = ids
                 .iter()
                 .map(|id| COUNTS.render(&[("taskQueueId", id)]))

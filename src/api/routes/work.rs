@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::tasks::status_reply;
-use super::template;
+use super::{input_problems, template};
 use crate::api::call::{Body, Call};
 use crate::api::server::State;
 use crate::api::{ApiError, ErrorCode, connection, response};
@@ -88,20 +88,6 @@ fn worker_problems(worker_group: &str, worker_id: &str) -> Vec<String> {
         .filter(|(_, value)| !is_worker_identifier(value))
         .map(|(field, _)| format!("`{field}` must match `^[a-zA-Z0-9-_]{{1,38}}$`"))
         .collect()
-}
-
-/// `InputValidationError` naming the schema and each problem, if there are any.
-fn input_problems(schema: &str, problems: Vec<String>) -> Result<(), ApiError> {
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        ErrorCode::InputValidationError,
-        format!(
-            "the request does not match {schema}:\n{}",
-            problems.join("\n")
-        ),
-    ))
 }
 
 /// The body of reportException.
