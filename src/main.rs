@@ -213,6 +213,14 @@ enum LogCommand {
         #[arg(long)]
         verify: bool,
     },
+    /// Make a damaged embedded log open again: in each partition, keep every record before
+    /// the first damage and copy everything after it to `<data-dir>/log/set-aside/` before
+    /// cutting it (with snapshots past the new end). Run it only with the server stopped,
+    /// after `serve` refused to start on damage; it prints what it set aside.
+    Repair {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -383,6 +391,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Log(LogCommand::Repair { data_dir }) => {
+            print_report(&log::embedded::repair(&data_dir)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Log(bench)) => bench_log(bench),
         Command::Bench(BenchCommand::Lifecycle(bench)) => bench_lifecycle(bench),

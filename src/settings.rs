@@ -123,6 +123,7 @@ pub struct QueueSettings {
 pub struct ApiSettings {
     pub claim_work_timeout_seconds: u64,
     pub max_body_bytes: usize,
+    pub max_waiting_claims: usize,
 }
 
 /// Who may call the API (`[auth]`).

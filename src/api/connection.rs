@@ -45,3 +45,90 @@ pub fn client_gone(request: &HttpRequest) -> impl Future<Output = ()> + use<> {
         }
     }
 }
+
+/// Descriptors left for everything but waiting claims: the listener, the log's files, blob
+/// and live-log files, the Kafka client, connections that are not waiting.
+const SPARE_DESCRIPTORS: u64 = 64;
+/// What one waiting claimWork holds: its socket, the duplicate kept for its connection, and
+/// the one being watched.
+const DESCRIPTORS_PER_WAITING_CLAIM: u64 = 3;
+
+/// Counts the claimWork calls waiting at once and refuses the one past the bound, so that
+/// parked claims cannot take the descriptors `accept` needs.
+pub struct WaitingClaims {
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    bound: usize,
+}
+
+/// A claimWork counted as waiting until it is dropped.
+pub struct WaitingClaim(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for WaitingClaim {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl WaitingClaims {
+    /// At most `configured` at once, and no more than the open-file limit leaves room for,
+    /// after raising the soft limit to the hard one.
+    pub fn new(configured: usize) -> Self {
+        let allowed = raise_open_file_limit()
+            .saturating_sub(SPARE_DESCRIPTORS)
+            .div_euclid(DESCRIPTORS_PER_WAITING_CLAIM);
+        let bound = configured.min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        if bound < configured {
+            tracing::warn!(
+                configured,
+                bound,
+                "the open-file limit allows fewer waiting claimWork calls than configured"
+            );
+        }
+        WaitingClaims {
+            waiting: Default::default(),
+            bound,
+        }
+    }
+
+    /// Counts one more waiting claim, or `None` when the bound is reached.
+    pub fn enter(&self) -> Option<WaitingClaim> {
+        use std::sync::atomic::Ordering;
+        self.waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |waiting| {
+                (waiting < self.bound).then_some(waiting + 1)
+            })
+            .ok()
+            .map(|_| WaitingClaim(self.waiting.clone()))
+    }
+
+    pub fn bound(&self) -> usize {
+        self.bound
+    }
+}
+
+/// Raises this process's soft limit of open files to its hard limit (a server holds a socket,
+/// and for a waiting claim more, per client); returns the soft limit now in force.
+pub fn raise_open_file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(current) = limit.current else {
+        return u64::MAX;
+    };
+    if limit.maximum == Some(current) {
+        return current;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = current, to = ?limit.maximum, "raised the open-file limit");
+            limit.maximum.unwrap_or(u64::MAX)
+        }
+        Err(error) => {
+            tracing::warn!(%error, limit = current, "cannot raise the open-file limit");
+            current
+        }
+    }
+}

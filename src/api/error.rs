@@ -23,6 +23,8 @@ pub enum ErrorCode {
     ResourceExpired,
     InputTooLarge,
     InternalServerError,
+    /// A bound on work held at once is reached; retrying later can succeed.
+    ServiceUnavailable,
 }
 
 impl ErrorCode {
@@ -40,6 +42,7 @@ impl ErrorCode {
             ErrorCode::ResourceExpired => 410,
             ErrorCode::InputTooLarge => 413,
             ErrorCode::InternalServerError => 500,
+            ErrorCode::ServiceUnavailable => 503,
         }
     }
 
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::ResourceExpired => "ResourceExpired",
             ErrorCode::InputTooLarge => "InputTooLarge",
             ErrorCode::InternalServerError => "InternalServerError",
+            ErrorCode::ServiceUnavailable => "ServiceUnavailable",
         }
     }
 }

@@ -11,7 +11,11 @@
 //! worker's final push arrives (or the run is resolved without one).
 //!
 //! A live log is a convenience, not a record: the worker uploads the whole log as
-//! `public/logs/live_backing.log` at the end, and the file here is removed a while later.
+//! `public/logs/live_backing.log` at the end, and the file here is removed a while later; the
+//! file of a run that resolved without a final push goes at the next sweep (every minute, and
+//! when the server starts). The artifact name a log was pushed under decides who may read it,
+//! so it is kept beside the file (`<taskId>.<runId>.name`) and outlives a restart: a log whose
+//! name is unknown is not served.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +34,8 @@ use super::call::{Body, Call};
 use super::routes::artifacts::{CREATE_ARTIFACT, GET_ARTIFACT};
 use super::server::State;
 use super::{ApiError, ErrorCode};
-use crate::model::{RunState, Slugid, Storage};
+use crate::engine::Engine;
+use crate::model::{RunState, Slugid, Storage, Task};
 
 /// Bytes sent to a reader at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -41,6 +46,8 @@ const KEEP_FINISHED: Duration = Duration::from_secs(10 * 60);
 const READER_IDLE_CHECK: Duration = Duration::from_secs(30);
 /// The artifact name a live log has when the worker does not say.
 pub const DEFAULT_NAME: &str = "public/logs/live.log";
+/// How often the files of runs that are no longer running are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// How far a live log has come.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,6 +82,38 @@ impl LiveLogs {
         self.dir.join(format!("{task_id}.{run_id}.log"))
     }
 
+    /// Where the artifact name of a run's log is kept.
+    fn name_file(&self, task_id: Slugid, run_id: u32) -> PathBuf {
+        self.dir.join(format!("{task_id}.{run_id}.name"))
+    }
+
+    /// The artifact name the run's log was pushed under, as this server or an earlier one
+    /// recorded it.
+    async fn recorded_name(&self, task_id: Slugid, run_id: u32) -> Option<String> {
+        if let Some(log) = self.get(task_id, run_id) {
+            return Some(log.name.clone());
+        }
+        tokio::fs::read_to_string(self.name_file(task_id, run_id))
+            .await
+            .ok()
+            .filter(|name| !name.is_empty())
+    }
+
+    /// Removes the run's log, its recorded name, and what this server holds of it.
+    async fn remove(&self, task_id: Slugid, run_id: u32) {
+        self.logs
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(&(task_id, run_id));
+        for path in [self.file(task_id, run_id), self.name_file(task_id, run_id)] {
+            if let Err(error) = tokio::fs::remove_file(&path).await
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), %error, "cannot remove a live log file");
+            }
+        }
+    }
+
     fn get(&self, task_id: Slugid, run_id: u32) -> Option<Arc<LiveLog>> {
         let logs = self
             .logs
@@ -94,6 +133,21 @@ impl LiveLogs {
             return Ok(log);
         }
         tokio::fs::create_dir_all(&self.dir).await?;
+        // The name is recorded before any byte of the log is, so that no file is ever served
+        // without it. A name recorded earlier wins: it is what the log was first pushed as.
+        let name = match self.recorded_name(task_id, run_id).await {
+            Some(recorded) => recorded,
+            None => {
+                let (path, recorded) = (self.name_file(task_id, run_id), name.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    crate::log::durable_file::write_atomically(&path, recorded.as_bytes())
+                })
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
+                name.to_owned()
+            }
+        };
         let length = match tokio::fs::metadata(self.file(task_id, run_id)).await {
             Ok(metadata) => metadata.len(),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
@@ -105,7 +159,7 @@ impl LiveLogs {
             .unwrap_or_else(|poison| poison.into_inner());
         let log = logs.entry((task_id, run_id)).or_insert_with(|| {
             Arc::new(LiveLog {
-                name: name.to_owned(),
+                name,
                 progress: watch::Sender::new(Progress {
                     length,
                     finished: false,
@@ -120,13 +174,71 @@ impl LiveLogs {
         let logs = self.clone();
         actix_web::rt::spawn(async move {
             tokio::time::sleep(KEEP_FINISHED).await;
-            logs.logs
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .remove(&(task_id, run_id));
-            let _ = tokio::fs::remove_file(logs.file(task_id, run_id)).await;
+            logs.remove(task_id, run_id).await;
         });
     }
+
+    /// Removes the logs of runs that are no longer running and did not end with a final push
+    /// (those go `KEEP_FINISHED` after it), every `SWEEP_EVERY`, starting now. After a restart
+    /// that is every log of a run no longer running: what waited to be removed was forgotten.
+    pub async fn sweep_forever(self: Arc<Self>, engine: Engine) {
+        loop {
+            if let Err(error) = self.sweep(&engine).await {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot sweep the live logs");
+            }
+            tokio::time::sleep(SWEEP_EVERY).await;
+        }
+    }
+
+    async fn sweep(&self, engine: &Engine) -> std::io::Result<()> {
+        let mut entries = match tokio::fs::read_dir(&self.dir).await {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let mut runs = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name();
+            let Some((task_id, run_id)) = name.to_str().and_then(parse_file_name) else {
+                continue;
+            };
+            let finished = self
+                .get(task_id, run_id)
+                .is_some_and(|log| log.progress.borrow().finished);
+            if !finished && !runs.contains(&(task_id, run_id)) {
+                runs.push((task_id, run_id));
+            }
+        }
+        for (task_id, run_id) in runs {
+            if !is_running(engine, task_id, run_id).await {
+                tracing::debug!(%task_id, run_id, "removing the live log of a run that ended");
+                self.remove(task_id, run_id).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The run of a live log's file or name file: `<taskId>.<runId>.log` or `.name`.
+fn parse_file_name(name: &str) -> Option<(Slugid, u32)> {
+    let stem = name
+        .strip_suffix(".log")
+        .or_else(|| name.strip_suffix(".name"))?;
+    let (task_id, run_id) = stem.split_once('.')?;
+    Some((task_id.parse().ok()?, run_id.parse().ok()?))
+}
+
+async fn is_running(engine: &Engine, task_id: Slugid, run_id: u32) -> bool {
+    engine
+        .task(task_id)
+        .await
+        .is_some_and(|task| run_is_running(&task, run_id))
+}
+
+fn run_is_running(task: &Task, run_id: u32) -> bool {
+    task.runs
+        .get(run_id as usize)
+        .is_some_and(|run| run.state == RunState::Running)
 }
 
 fn run_of(call: &Call) -> Result<(Slugid, u32), ApiError> {
@@ -160,11 +272,7 @@ pub async fn push(state: Data<State>, request: HttpRequest, body: Body) -> HttpR
                 .task(task_id)
                 .await
                 .ok_or_else(|| ApiError::not_found(format!("task `{task_id}` not found")))?;
-            let running = task
-                .runs
-                .get(run_id as usize)
-                .is_some_and(|run| run.state == RunState::Running);
-            if !running {
+            if !run_is_running(&task, run_id) {
                 return Err(ApiError::conflict(format!(
                     "run {run_id} of task `{task_id}` is not running"
                 )));
@@ -240,9 +348,18 @@ pub async fn follow(state: Data<State>, request: HttpRequest) -> HttpResponse {
                     None => None,
                 },
             };
-            let name = log.as_ref().map_or(DEFAULT_NAME, |log| log.name.as_str());
-            if !super::blobs::is_public(name) {
-                call.authorize(&state.access.clients, &GET_ARTIFACT, &[("name", name)])?;
+            // Without a name nobody can say who may read the log: it is not served.
+            let name = match &log {
+                Some(log) => Some(log.name.clone()),
+                None => state.live_logs.recorded_name(task_id, run_id).await,
+            }
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "run {run_id} of task `{task_id}` has no live log here"
+                ))
+            })?;
+            if !super::blobs::is_public(&name) {
+                call.authorize(&state.access.clients, &GET_ARTIFACT, &[("name", &name)])?;
             }
             let file = match tokio::fs::File::open(&path).await {
                 Ok(file) => file,
@@ -274,11 +391,7 @@ pub async fn follow(state: Data<State>, request: HttpRequest) -> HttpResponse {
 /// The name of the `reference` artifact a running run announced this live log under, if any.
 async fn announced(state: &State, task_id: Slugid, run_id: u32) -> Option<String> {
     let task = state.engine.task(task_id).await?;
-    let running = task
-        .runs
-        .get(run_id as usize)
-        .is_some_and(|run| run.state == RunState::Running);
-    if !running {
+    if !run_is_running(&task, run_id) {
         return None;
     }
     let url_end = format!("/livelog/{task_id}/{run_id}");
@@ -340,17 +453,7 @@ impl Reader {
                 // The log was forgotten: nothing more will come.
                 Ok(Err(_)) => return None,
                 Err(_) => {
-                    let running = self
-                        .state
-                        .engine
-                        .task(self.task_id)
-                        .await
-                        .is_some_and(|task| {
-                            task.runs
-                                .get(self.run_id as usize)
-                                .is_some_and(|run| run.state == RunState::Running)
-                        });
-                    if !running {
+                    if !is_running(&self.state.engine, self.task_id, self.run_id).await {
                         return None;
                     }
                 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::access::Access;
 use super::blobs::{self, BlobStore};
 use super::live_logs::{self, LiveLogs};
-use super::{events, response, routes, sessions};
+use super::{connection, events, response, routes, sessions};
 use crate::engine::Engine;
 use crate::projections::metrics::{METRICS, WORKER_METRICS};
 use crate::settings::Settings;
@@ -47,6 +47,9 @@ pub struct State {
     pub max_deadline: Duration,
     /// Largest request body (`api.max_body_bytes`).
     pub max_body_bytes: usize,
+    /// claimWork calls waiting at once, and how many may (`api.max_waiting_claims`, lowered
+    /// to what the open-file limit allows).
+    pub waiting_claims: connection::WaitingClaims,
     started: Instant,
 }
 
@@ -78,6 +81,7 @@ impl State {
             ),
             max_deadline: settings.queue.task_settings().max_deadline,
             max_body_bytes: settings.api.max_body_bytes,
+            waiting_claims: connection::WaitingClaims::new(settings.api.max_waiting_claims),
             started: Instant::now(),
         }
     }
@@ -114,6 +118,8 @@ pub async fn serve_until(
 ) -> std::io::Result<()> {
     let state = web::Data::new(state);
     let bus = state.engine.bus().clone();
+    let health = state.engine.health().clone();
+    actix_web::rt::spawn(state.live_logs.clone().sweep_forever(state.engine.clone()));
     tracing::info!(
         listen = options.listen.as_str(),
         root_url = options.root_url.as_str(),
@@ -153,7 +159,18 @@ pub async fn serve_until(
     .run();
     let handle = server.handle();
     let running = actix_web::rt::spawn(server);
-    stop.await;
+    tokio::select! {
+        () = stop => {}
+        reason = health.failed() => {
+            // Crash-only: the state in memory may hold events the log lost, so nothing more is
+            // answered from it; a restart rebuilds it from the log.
+            bus.close();
+            handle.stop(false).await;
+            return Err(std::io::Error::other(format!(
+                "the event log failed ({reason}); exiting so that a restart recovers from the log"
+            )));
+        }
+    }
     // Listeners would hold the graceful stop until they go away on their own.
     bus.close();
     handle.stop(true).await;
@@ -212,7 +229,19 @@ fn monitoring(config: &mut web::ServiceConfig) {
         .route("/__version__", web::get().to(version));
 }
 
+/// 503 once the event log has failed (the process is about to exit), for the health routes.
+fn unhealthy(state: &State) -> Option<HttpResponse> {
+    let reason = state.engine.health().failure()?;
+    Some(response::json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({"alive": false, "message": format!("the event log failed: {reason}")}),
+    ))
+}
+
 async fn ping(state: web::Data<State>) -> HttpResponse {
+    if let Some(unhealthy) = unhealthy(&state) {
+        return unhealthy;
+    }
     response::json(
         StatusCode::OK,
         &json!({"alive": true, "uptime": state.started.elapsed().as_secs_f64()}),
@@ -230,8 +259,8 @@ async fn metrics() -> HttpResponse {
         })
 }
 
-async fn heartbeat() -> HttpResponse {
-    response::json(StatusCode::OK, &json!({}))
+async fn heartbeat(state: web::Data<State>) -> HttpResponse {
+    unhealthy(&state).unwrap_or_else(|| response::json(StatusCode::OK, &json!({})))
 }
 
 async fn version() -> HttpResponse {

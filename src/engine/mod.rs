@@ -11,6 +11,7 @@ pub mod dependencies;
 pub mod dispatcher;
 pub mod group;
 pub mod group_tracker;
+pub mod health;
 pub mod index;
 pub mod load;
 pub mod outbox;
@@ -61,6 +62,7 @@ pub struct Engine {
     dispatcher: Addr<Dispatcher>,
     directory: Addr<WorkerDirectory>,
     bus: Arc<Bus>,
+    health: health::LogHealth,
 }
 
 /// A claimWork call.
@@ -95,7 +97,9 @@ impl Engine {
         let directory = WorkerDirectory::default().start();
         let bus = Arc::new(Bus::new(settings.bus));
         let groups = GroupTracker::default().start();
+        let health = health::LogHealth::default();
         let context = ShardContext {
+            health: health.clone(),
             bus: bus.clone(),
             exchange_topics,
             groups: groups.clone(),
@@ -127,6 +131,7 @@ impl Engine {
             dispatcher,
             directory,
             bus,
+            health,
         };
         let replayed = started.elapsed();
         METRICS.replay_seconds.set(replayed.as_secs_f64());
@@ -177,6 +182,11 @@ impl Engine {
     /// Where exchange messages reach this server's listeners.
     pub fn bus(&self) -> &Arc<Bus> {
         &self.bus
+    }
+
+    /// Whether the event log still takes appends; the server stops once it does not.
+    pub fn health(&self) -> &health::LogHealth {
+        &self.health
     }
 
     /// The worker directory, for the API's worker and task-queue reads.

@@ -18,6 +18,7 @@ use super::dependencies::{self, DependencyResolver};
 use super::dispatcher::{Dispatcher, NotPending, Pending};
 use super::group::{self, GroupCommand};
 use super::group_tracker::{self, Census, CensusEntry, GroupTracker};
+use super::health::LogHealth;
 use super::index::{Indexes, Listing, Position};
 use super::outbox::{self, KafkaSink, Outgoing};
 use super::pending::PendingRun;
@@ -50,6 +51,8 @@ pub struct ShardContext {
     pub bus: Arc<Bus>,
     /// The exchange topics, with the Kafka backend.
     pub exchange_topics: Option<Arc<ExchangeTopics>>,
+    /// Set by the first failed append: from then on the shard refuses everything.
+    pub health: LogHealth,
 }
 
 type Barrier = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -87,9 +90,6 @@ pub struct TaskShard {
     /// With exchange topics: the offset before which every message is delivered, as
     /// checkpointed; a snapshot never passes it, so a restart can re-derive the rest.
     exchange_progress: Option<watch::Receiver<Offset>>,
-    /// Set after a failed append: the state may hold events the log does not, so the shard
-    /// refuses everything until the process restarts and replays.
-    failed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,15 +112,12 @@ const TIMER_TICK: Duration = Duration::from_millis(250);
 impl TaskShard {
     /// Replays the partition (newest snapshot, then the log after it). Blocking.
     pub fn replay(partition: u32, context: ShardContext) -> Result<Self, crate::log::Error> {
-        let (offset, mut state) =
-            match snapshot::load_newest::<Entities>(&context.data_dir, partition)? {
+        let log_end = context.log.high_watermark(partition)?;
+        let (start, mut state) =
+            match snapshot::load_newest::<Entities>(&context.data_dir, partition, log_end)? {
                 Some((offset, state)) => (offset, state),
                 None => (0, Entities::default()),
             };
-        let start = context
-            .log
-            .high_watermark(partition)
-            .map(|end| offset.min(end))?;
         let recovery = match &context.exchange_topics {
             Some(topics) => Some(topics.recover(partition, start)?),
             None => None,
@@ -157,7 +154,7 @@ impl TaskShard {
         });
         tracing::info!(
             partition,
-            snapshot = offset,
+            snapshot = start,
             end,
             tasks = state.tasks.len(),
             "replayed"
@@ -176,7 +173,6 @@ impl TaskShard {
             outbox: None,
             recovered,
             exchange_progress: None,
-            failed: false,
         })
     }
 
@@ -400,7 +396,7 @@ impl TaskShard {
             Ok(events) => {
                 let key = task_group_id.to_string();
                 let events = events.into_iter().map(|event| (key.clone(), event));
-                // A failed append marks the shard failed; there is no caller to tell.
+                // A failed append marks the log failed; there is no caller to tell.
                 let _ = self.commit(now, events.collect());
             }
             Err(_) => {}
@@ -454,7 +450,8 @@ impl TaskShard {
     /// Applies `events` to the state and hands them to the log as one append; the barrier
     /// then stands for them.
     fn commit(&mut self, now: Timestamp, events: Vec<(String, Event)>) -> Result<(), ApiError> {
-        if self.failed {
+        // After a failed append the state may hold events the log does not.
+        if self.context.health.is_failed() {
             return Err(restart_required());
         }
         if events.is_empty() {
@@ -517,6 +514,7 @@ impl TaskShard {
         let count = entries.len() as u64;
         let appending = self.context.log.append(self.partition, entries);
         let appended = Instant::now();
+        let health = self.context.health.clone();
         // Appends to one partition become durable in order (see `EventLog::append`), so the
         // newest append stands for all before it.
         let barrier: Barrier = async move {
@@ -524,7 +522,11 @@ impl TaskShard {
             METRICS
                 .log_append_seconds
                 .observe(appended.elapsed().as_secs_f64());
-            durable.map(drop).map_err(|error| error.to_string())
+            durable.map(drop).map_err(|error| {
+                let reason = error.to_string();
+                health.fail(&reason);
+                reason
+            })
         }
         .boxed()
         .shared();
@@ -550,12 +552,14 @@ impl TaskShard {
     /// crash could lose); an error if an append failed.
     fn when_durable<T: Send + 'static>(&self, value: T) -> Reply<T> {
         let barrier = self.barrier.clone();
+        let health = self.context.health.clone();
         async move {
             if let Some(barrier) = barrier {
-                barrier.await.map_err(|reason| {
-                    tracing::error!(%reason, "an append failed; the process must restart");
-                    restart_required()
-                })?;
+                barrier.await.map_err(|_| restart_required())?;
+            }
+            // Another shard's failed append counts too: the process is about to restart.
+            if health.is_failed() {
+                return Err(restart_required());
             }
             Ok(value)
         }

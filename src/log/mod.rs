@@ -122,6 +122,10 @@ pub enum Error {
     },
     #[error("corrupt log: {0}")]
     Corrupt(String),
+    /// Damage that valid records follow: cutting at it would drop acknowledged records, so
+    /// the log is not opened and nothing on disk is changed.
+    #[error("{0}")]
+    Damaged(Box<Damage>),
     #[error("codec: {0}")]
     Codec(Arc<codec::Error>),
     #[error("kafka: {context}: {reason}")]
@@ -130,6 +134,42 @@ pub enum Error {
     WriterStopped { partition: u32, reason: String },
     #[error("invalid log configuration: {0}")]
     Config(String),
+}
+
+/// Where a log is damaged with valid records after the damage, and how to go on.
+#[derive(Debug, Clone)]
+pub struct Damage {
+    pub partition: u32,
+    pub segment: PathBuf,
+    /// The byte of `segment` where the damage starts.
+    pub position: u64,
+    /// The log offset of the first record the damage hides.
+    pub offset: Offset,
+    pub reason: String,
+    /// Where the first valid record after the damage is.
+    pub next_segment: PathBuf,
+    pub next_position: u64,
+    pub data_dir: PathBuf,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the log is damaged: partition {}, segment {}, byte {} (the record at log offset \
+             {}): {}; valid records follow it (byte {} of {}), so nothing was changed. \
+             `taskfold log repair --data-dir {}` keeps every record before the damage and \
+             copies the rest aside",
+            self.partition,
+            self.segment.display(),
+            self.position,
+            self.offset,
+            self.reason,
+            self.next_position,
+            self.next_segment.display(),
+            self.data_dir.display()
+        )
+    }
 }
 
 impl Error {

@@ -191,8 +191,21 @@ fn read_checked(file: &SnapshotFile, partition: u32) -> Result<Vec<u8>, Invalid>
 pub fn load_newest<T: DeserializeOwned>(
     data_dir: &Path,
     partition: u32,
+    log_end: Offset,
 ) -> Result<Option<(Offset, T)>, Error> {
     for file in list(data_dir, partition)?.into_iter().rev() {
+        // State past the log's end stands for records the log no longer holds (a flipped last
+        // record cut as a torn tail): replaying on from it would skip the records appended
+        // next, so an older snapshot serves instead.
+        if file.offset > log_end {
+            tracing::warn!(
+                partition,
+                path = %file.path.display(),
+                log_end,
+                "skipping a snapshot past the log's end"
+            );
+            continue;
+        }
         match read(&file, partition) {
             Ok(state) => return Ok(Some((file.offset, state))),
             Err(invalid) => tracing::warn!(
@@ -214,16 +227,24 @@ mod tests {
     fn newest_valid_snapshot_wins_and_damage_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
-        assert_eq!(load_newest::<Vec<u32>>(data, 0).unwrap(), None);
+        assert_eq!(load_newest::<Vec<u32>>(data, 0, u64::MAX).unwrap(), None);
         write(data, 0, 10, &vec![1u32]).unwrap();
         write(data, 0, 20, &vec![1u32, 2]).unwrap();
-        assert_eq!(load_newest(data, 0).unwrap(), Some((20, vec![1u32, 2])));
+        assert_eq!(
+            load_newest(data, 0, u64::MAX).unwrap(),
+            Some((20, vec![1u32, 2]))
+        );
+        // A log that ends before the newest snapshot is served by the older one.
+        assert_eq!(load_newest(data, 0, 19).unwrap(), Some((10, vec![1u32])));
 
         // Truncate the newest: the older one is used.
         let newest = list(data, 0).unwrap().pop().unwrap();
         let bytes = std::fs::read(&newest.path).unwrap();
         std::fs::write(&newest.path, &bytes[..bytes.len() - 1]).unwrap();
-        assert_eq!(load_newest(data, 0).unwrap(), Some((10, vec![1u32])));
+        assert_eq!(
+            load_newest(data, 0, u64::MAX).unwrap(),
+            Some((10, vec![1u32]))
+        );
 
         // An unknown codec version in the state is skipped the same way. (Writing it also
         // pruned the damaged snapshot at 20 and kept the intact one at 10.)
@@ -239,7 +260,7 @@ mod tests {
             Err(Invalid::State(codec::Error::UnknownVersion { found: 99 }))
         ));
         assert_eq!(
-            load_newest(data, 0)
+            load_newest(data, 0, u64::MAX)
                 .unwrap()
                 .map(|(offset, _): (u64, Vec<u32>)| offset),
             Some(10)
@@ -252,7 +273,7 @@ mod tests {
             partition_dir(data, 1).join(format!("{:020}.snap", 10)),
         )
         .unwrap();
-        assert_eq!(load_newest::<Vec<u32>>(data, 1).unwrap(), None);
+        assert_eq!(load_newest::<Vec<u32>>(data, 1, u64::MAX).unwrap(), None);
     }
 
     #[test]

@@ -53,6 +53,8 @@ class Server:
         self.starts = 0
         # More command-line arguments for `taskfold serve` (e.g. a --root-url of a proxy).
         self.args = []
+        # Run in the child before `taskfold serve` starts (e.g. to set resource limits).
+        self.preexec = None
 
     def start(self):
         self.port = free_port()
@@ -64,7 +66,7 @@ class Server:
         self.process = subprocess.Popen(
             [BINARY, "serve", "--listen", f"127.0.0.1:{self.port}",
              "--data-dir", self.data_dir, "--config", self.config, *self.args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=self.preexec,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -116,6 +116,17 @@ pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) ->
                     ("workerId", &input.worker_id),
                 ],
             )?;
+            let _counted = state.waiting_claims.enter().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    format!(
+                        "{} claimWork calls are waiting already, as many as this server holds \
+                         at once (`api.max_waiting_claims`, bounded by its open-file limit); \
+                         retry later",
+                        state.waiting_claims.bound()
+                    ),
+                )
+            })?;
             let waiting = Instant::now();
             let until = waiting + state.claim_work_timeout;
             let claims = state

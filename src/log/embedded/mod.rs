@@ -1,10 +1,14 @@
 //! The embedded log: one directory of segment files per partition under `<data-dir>/log`,
 //! one writer thread that group-commits appends (for everything that queued up while the
 //! previous batch was syncing: one write and one `fdatasync` per partition), and a recovery on open
-//! that truncates a torn tail at the first bad record and never touches the records before it.
+//! that truncates a torn tail and refuses, changing nothing, when valid records follow damage
+//! (see [`recovery`]; `taskfold log repair` is the operator's way on).
 
+mod recovery;
 pub mod segment;
 mod writer;
+
+pub use recovery::{PartitionRepair, Repair, repair};
 
 use std::fs::File;
 use std::io::Read;
@@ -133,16 +137,7 @@ impl EmbeddedLog {
         }
         let root = log_dir(data_dir);
         std::fs::create_dir_all(&root).map_err(|error| Error::io("creating", &root, error))?;
-        let lock_path = root.join(LOCK_FILE);
-        let lock = std::fs::File::create(&lock_path)
-            .map_err(|error| Error::io("creating", &lock_path, error))?;
-        if lock.try_lock().is_err() {
-            return Err(Error::Config(format!(
-                "the log in {} is open in another process (it holds {})",
-                data_dir.display(),
-                lock_path.display()
-            )));
-        }
+        let lock = lock_log(data_dir)?;
         match recorded_partitions(data_dir)? {
             Some(found) if found != options.partitions => {
                 return Err(Error::PartitionCountMismatch {
@@ -210,6 +205,22 @@ impl EmbeddedLog {
     }
 }
 
+/// Takes the lock that marks the log under `data_dir` as open; held while the file lives.
+fn lock_log(data_dir: &Path) -> Result<File, Error> {
+    let root = log_dir(data_dir);
+    let lock_path = root.join(LOCK_FILE);
+    let lock =
+        File::create(&lock_path).map_err(|error| Error::io("creating", &lock_path, error))?;
+    if lock.try_lock().is_err() {
+        return Err(Error::Config(format!(
+            "the log in {} is open in another process (it holds {})",
+            data_dir.display(),
+            lock_path.display()
+        )));
+    }
+    Ok(lock)
+}
+
 fn open_partition(
     data_dir: &Path,
     partition: u32,
@@ -231,92 +242,14 @@ fn open_partition(
         segments.push(first);
     }
 
-    // Scan every segment; the log ends in the last one that holds a record.
-    let mut scans = Vec::with_capacity(segments.len());
-    let mut buffer = Vec::new();
-    for segment in &segments {
-        read_file(&segment.path, None, &mut buffer)?;
-        scans.push(
-            segment::scan::<std::convert::Infallible>(&buffer, |_, _| Ok(()))
-                .unwrap_or_else(|never| match never {}),
-        );
+    let survey = recovery::Survey::take(partition, &dir, segments)?;
+    if let Some(damage) = survey.damage(data_dir) {
+        return Err(damage);
     }
-    let last = scans.iter().rposition(|scan| scan.records > 0).unwrap_or(0);
-    for index in 0..=last {
-        if index > 0 {
-            let expected = segments[index - 1].base + scans[index - 1].records;
-            if segments[index].base != expected {
-                return Err(Error::Corrupt(format!(
-                    "segment {} starts at offset {} but the segment before it ends at offset {expected}",
-                    segments[index].path.display(),
-                    segments[index].base
-                )));
-            }
-        }
-        if index < last
-            && let Tail::Damaged { position, reason } = &scans[index].tail
-        {
-            return Err(Error::Corrupt(format!(
-                "segment {} is damaged at byte {position} ({reason}) but later segments hold records; \
-                 refusing to drop them",
-                segments[index].path.display()
-            )));
-        }
-    }
-    // Segments after the last record hold no record: a roll that a crash interrupted, or
-    // damage. Either way they go; damage is reported like a torn tail.
-    let mut recoveries = Vec::new();
-    for (empty, scan) in segments.drain(last + 1..).zip(&scans[last + 1..]) {
-        if let Tail::Damaged { reason, .. } = &scan.tail {
-            let dropped_bytes = file_length(&empty.path)?;
-            tracing::warn!(
-                partition,
-                segment = %empty.path.display(),
-                dropped_bytes,
-                reason = reason.as_str(),
-                "removed a damaged segment that holds no record"
-            );
-            recoveries.push(Recovery {
-                partition,
-                segment: empty.path.clone(),
-                position: 0,
-                dropped_bytes,
-                reason: reason.clone(),
-            });
-        } else {
-            tracing::info!(partition, path = %empty.path.display(), "removing an empty segment");
-        }
-        std::fs::remove_file(&empty.path)
-            .map_err(|error| Error::io("removing", &empty.path, error))?;
-        sync_dir(&dir)?;
-    }
-    let active = &segments[last];
-    let scan = &scans[last];
-    if let Tail::Damaged { position, reason } = &scan.tail {
-        let length = file_length(&active.path)?;
-        let file = File::options()
-            .write(true)
-            .open(&active.path)
-            .map_err(|error| Error::io("opening", &active.path, error))?;
-        file.set_len(*position)
-            .and_then(|()| file.sync_all())
-            .map_err(|error| Error::io("truncating", &active.path, error))?;
-        tracing::warn!(
-            partition,
-            segment = %active.path.display(),
-            position,
-            dropped_bytes = length - position,
-            reason = reason.as_str(),
-            "truncated a torn tail"
-        );
-        recoveries.push(Recovery {
-            partition,
-            segment: active.path.clone(),
-            position: *position,
-            dropped_bytes: length - position,
-            reason: reason.clone(),
-        });
-    }
+    let (segments, scan, recoveries) = survey.recover()?;
+    let active = segments
+        .last()
+        .expect("a partition keeps at least one segment");
     let view = View {
         end: active.base + scan.records,
         active_bytes: scan.valid_bytes,
@@ -325,12 +258,6 @@ fn open_partition(
     };
     let view = Arc::new(Mutex::new(view));
     Ok((writer::Opened { dir, view }, recoveries))
-}
-
-fn file_length(path: &Path) -> Result<u64, Error> {
-    std::fs::metadata(path)
-        .map(|metadata| metadata.len())
-        .map_err(|error| Error::io("reading metadata of", path, error))
 }
 
 /// Reads `path` (at most `limit` bytes) into `buffer`, replacing its contents.

@@ -68,33 +68,69 @@ pub fn scan<E>(
                 }
             }
         };
-        if rest.len() < HEADER_BYTES {
-            break damaged("incomplete record header");
-        }
-        let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        if length == 0 {
-            break damaged("zero length followed by non-zero bytes");
-        }
-        if length > MAX_RECORD_BYTES {
-            break damaged("record length beyond the maximum");
-        }
-        if rest.len() - HEADER_BYTES < length {
-            break damaged("record runs past the end of the segment");
-        }
-        let payload = &rest[HEADER_BYTES..HEADER_BYTES + length];
-        if crc32c::crc32c_append(crc32c::crc32c(&rest[..4]), payload) != crc {
-            break damaged("checksum mismatch");
-        }
+        let payload = match record_at(rest) {
+            Ok(payload) => payload,
+            Err(reason) => break damaged(reason),
+        };
         visit(records, payload)?;
         records += 1;
-        position += HEADER_BYTES + length;
+        position += HEADER_BYTES + payload.len();
     };
     Ok(Scan {
         records,
         valid_bytes: position as u64,
         tail,
     })
+}
+
+/// The payload of the record at the start of `rest`, or why there is no valid record there.
+fn record_at(rest: &[u8]) -> Result<&[u8], &'static str> {
+    if rest.len() < HEADER_BYTES {
+        return Err("incomplete record header");
+    }
+    let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+    if length == 0 {
+        return Err("zero length followed by non-zero bytes");
+    }
+    if length > MAX_RECORD_BYTES {
+        return Err("record length beyond the maximum");
+    }
+    if rest.len() - HEADER_BYTES < length {
+        return Err("record runs past the end of the segment");
+    }
+    let payload = &rest[HEADER_BYTES..HEADER_BYTES + length];
+    if crc32c::crc32c_append(crc32c::crc32c(&rest[..4]), payload) != crc {
+        return Err("checksum mismatch");
+    }
+    Ok(payload)
+}
+
+/// Where the first valid record at or after byte `from` of `bytes` starts, trying every byte
+/// position (a damaged length gives no way to skip ahead). This is what tells damage with
+/// records after it, which must not be cut, from a torn tail, which may be: a crash leaves no
+/// valid record after the unfinished write. A false match needs a checksum to match by chance.
+pub fn next_valid_record(bytes: &[u8], from: u64) -> Option<u64> {
+    let from = usize::try_from(from).ok()?;
+    (from..bytes.len().saturating_sub(HEADER_BYTES))
+        .find(|&position| record_at(&bytes[position..]).is_ok())
+        .map(|position| position as u64)
+}
+
+/// How many valid records `bytes` holds from byte `from` on, across any damage between them:
+/// what a repair sets aside.
+pub fn count_valid_records(bytes: &[u8], from: u64) -> u64 {
+    let mut count = 0;
+    let mut position = from;
+    while let Some(start) = next_valid_record(bytes, position) {
+        let rest = &bytes[start as usize..];
+        let found = scan::<std::convert::Infallible>(rest, |_, _| Ok(()))
+            .unwrap_or_else(|never| match never {});
+        count += found.records;
+        // The scan stops at the next damage (or the end); look again one byte past it.
+        position = start + found.valid_bytes.max(1);
+    }
+    count
 }
 
 /// The file name of the segment whose first record has offset `base`.

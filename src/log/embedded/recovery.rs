@@ -1,0 +1,418 @@
+//! What opening a partition does to its segments, and what an operator's repair does.
+//!
+//! Every segment is scanned. A crash in the middle of a write leaves a *torn tail*: bytes after
+//! the last valid record with no valid record anywhere after them. Those records were never
+//! acknowledged, so opening truncates them (and reports it). Any other damage — bad bytes with a
+//! valid record after them, in the same segment or a later one, or a gap between segments —
+//! would cut acknowledged records, so opening refuses: it changes no byte and names the file
+//! and position. `taskfold log repair` then keeps every record before the damage and sets the
+//! rest aside (copies it under `<data-dir>/log/set-aside/` before cutting), and the log opens.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::segment::{self, Scan, SegmentFile, Tail};
+use super::{Recovery, log_dir, read_file};
+use crate::log::durable_file::sync_dir;
+use crate::log::{Damage, Error, Offset, snapshot};
+
+/// A partition's segments as scanned, and where its log ends.
+pub(super) struct Survey {
+    partition: u32,
+    dir: PathBuf,
+    segments: Vec<SegmentFile>,
+    scans: Vec<Scan>,
+    /// The first place where the records stop being a clean sequence, if any.
+    problem: Option<Problem>,
+}
+
+/// Bad bytes (or a gap) at `position` of segment `index`.
+struct Problem {
+    index: usize,
+    position: u64,
+    reason: String,
+    /// The first valid record after the problem (segment index, byte): its presence is what
+    /// makes the problem damage rather than a torn tail.
+    next_record: Option<(usize, u64)>,
+}
+
+impl Survey {
+    /// Scans every segment of the partition in `dir`.
+    pub(super) fn take(
+        partition: u32,
+        dir: &Path,
+        segments: Vec<SegmentFile>,
+    ) -> Result<Self, Error> {
+        let mut scans = Vec::with_capacity(segments.len());
+        // Where a valid record resumes after each segment's damage, if it does.
+        let mut resumes = Vec::with_capacity(segments.len());
+        let mut buffer = Vec::new();
+        for segment in &segments {
+            read_file(&segment.path, None, &mut buffer)?;
+            let scan = segment::scan::<std::convert::Infallible>(&buffer, |_, _| Ok(()))
+                .unwrap_or_else(|never| match never {});
+            resumes.push(match &scan.tail {
+                Tail::Damaged { position, .. } => segment::next_valid_record(&buffer, position + 1),
+                _ => None,
+            });
+            scans.push(scan);
+        }
+        // The first valid record in segment `index` or later, from byte `from` of `index`.
+        let first_record_from = |index: usize, from: u64| {
+            (index..segments.len()).find_map(|at| {
+                if scans[at].records > 0 && (at > index || from == 0) {
+                    Some((at, 0))
+                } else {
+                    resumes[at]
+                        .filter(|&position| at > index || position >= from)
+                        .map(|position| (at, position))
+                }
+            })
+        };
+        let mut problem = None;
+        for (index, scan) in scans.iter().enumerate() {
+            if let Tail::Damaged { position, reason } = &scan.tail {
+                problem = Some(Problem {
+                    index,
+                    position: *position,
+                    reason: reason.clone(),
+                    next_record: first_record_from(index, position + 1),
+                });
+                break;
+            }
+            let end = segments[index].base + scan.records;
+            let next = first_record_from(index + 1, 0);
+            if let Some((at, _)) = next
+                && segments[at].base != end
+            {
+                problem = Some(Problem {
+                    index,
+                    position: scan.valid_bytes,
+                    reason: format!(
+                        "the next segment starts at offset {} but this one ends at offset {end}",
+                        segments[at].base
+                    ),
+                    next_record: next,
+                });
+                break;
+            }
+        }
+        Ok(Survey {
+            partition,
+            dir: dir.to_owned(),
+            segments,
+            scans,
+            problem,
+        })
+    }
+
+    /// The damage that valid records follow, as the error that refuses to open the log.
+    pub(super) fn damage(&self, data_dir: &Path) -> Option<Error> {
+        let problem = self.problem.as_ref()?;
+        let (next_index, next_position) = problem.next_record?;
+        let segment = &self.segments[problem.index];
+        Some(Error::Damaged(Box::new(Damage {
+            partition: self.partition,
+            segment: segment.path.clone(),
+            position: problem.position,
+            offset: segment.base + self.scans[problem.index].records,
+            reason: problem.reason.clone(),
+            next_segment: self.segments[next_index].path.clone(),
+            next_position,
+            data_dir: data_dir.to_owned(),
+        })))
+    }
+
+    /// Truncates a torn tail and removes the segments after the log's end (which hold no
+    /// record), reporting what it dropped. Call only when [`Survey::damage`] is `None`.
+    /// Returns the segments that remain, their scans, and the recoveries.
+    pub(super) fn recover(self) -> Result<(Vec<SegmentFile>, Scan, Vec<Recovery>), Error> {
+        let Survey {
+            partition,
+            dir,
+            mut segments,
+            mut scans,
+            problem,
+        } = self;
+        let (last, cut) = match problem {
+            // A damaged segment without a single valid record goes whole, with the segments
+            // after it: kept empty, its name could claim offsets the log never had.
+            Some(problem) if problem.index > 0 && scans[problem.index].records == 0 => {
+                (problem.index - 1, None)
+            }
+            Some(problem) => (problem.index, Some(problem)),
+            None => (
+                scans.iter().rposition(|scan| scan.records > 0).unwrap_or(0),
+                None,
+            ),
+        };
+        let mut recoveries = Vec::new();
+        for (empty, scan) in segments.drain(last + 1..).zip(&scans[last + 1..]) {
+            let dropped_bytes = file_length(&empty.path)?;
+            match &scan.tail {
+                Tail::Damaged { reason, .. } => {
+                    tracing::warn!(
+                        partition,
+                        segment = %empty.path.display(),
+                        dropped_bytes,
+                        reason = reason.as_str(),
+                        "removed a damaged segment after the log's end that holds no record"
+                    );
+                    recoveries.push(Recovery {
+                        partition,
+                        segment: empty.path.clone(),
+                        position: 0,
+                        dropped_bytes,
+                        reason: reason.clone(),
+                    });
+                }
+                _ => {
+                    tracing::info!(partition, path = %empty.path.display(), "removing an empty segment")
+                }
+            }
+            std::fs::remove_file(&empty.path)
+                .map_err(|error| Error::io("removing", &empty.path, error))?;
+            sync_dir(&dir)?;
+        }
+        scans.truncate(last + 1);
+        let mut scan = scans.pop().expect("a partition has at least one segment");
+        if let Some(problem) = cut {
+            let active = &segments[last];
+            let dropped_bytes = truncate(&active.path, problem.position)?;
+            tracing::warn!(
+                partition,
+                segment = %active.path.display(),
+                position = problem.position,
+                dropped_bytes,
+                reason = problem.reason.as_str(),
+                "truncated a torn tail"
+            );
+            recoveries.push(Recovery {
+                partition,
+                segment: active.path.clone(),
+                position: problem.position,
+                dropped_bytes,
+                reason: problem.reason,
+            });
+            scan.valid_bytes = problem.position;
+            scan.tail = Tail::Exact;
+        }
+        Ok((segments, scan, recoveries))
+    }
+}
+
+/// Shortens `path` to `length` bytes, durably; returns how many bytes went.
+fn truncate(path: &Path, length: u64) -> Result<u64, Error> {
+    let before = file_length(path)?;
+    let file = File::options()
+        .write(true)
+        .open(path)
+        .map_err(|error| Error::io("opening", path, error))?;
+    file.set_len(length)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| Error::io("truncating", path, error))?;
+    Ok(before.saturating_sub(length))
+}
+
+pub(super) fn file_length(path: &Path) -> Result<u64, Error> {
+    std::fs::metadata(path)
+        .map(|metadata| metadata.len())
+        .map_err(|error| Error::io("reading metadata of", path, error))
+}
+
+/// What `taskfold log repair` did to one partition.
+#[derive(Debug)]
+pub struct PartitionRepair {
+    pub partition: u32,
+    /// The damage found: the segment, the byte and why.
+    pub damage: Option<(PathBuf, u64, String)>,
+    /// The records the partition keeps (offsets `0..kept` from its start).
+    pub end: Offset,
+    /// Copies of the cut bytes and removed files, with how many bytes each holds.
+    pub set_aside: Vec<(PathBuf, u64)>,
+    /// Valid records found in what was set aside (records that were acknowledged once).
+    pub records_set_aside: u64,
+    /// Snapshots of state past the new end, moved aside (they stand for records now gone).
+    pub snapshots_set_aside: Vec<PathBuf>,
+    /// Torn tails truncated, as opening the log would have.
+    pub torn_tails: Vec<Recovery>,
+}
+
+/// What `taskfold log repair` did.
+#[derive(Debug)]
+pub struct Repair {
+    pub data_dir: PathBuf,
+    /// Where the cut bytes were copied.
+    pub set_aside_dir: PathBuf,
+    pub partitions: Vec<PartitionRepair>,
+}
+
+/// Repairs the embedded log under `data_dir`: in each partition, keeps every record before the
+/// first damage and copies everything after it (the rest of that segment, and later segments
+/// whole) to `<data-dir>/log/set-aside/repair-<millis>/partition-<n>/` before cutting it;
+/// snapshots past the new end are moved there too. A torn tail is truncated as opening would.
+/// Refuses while the log is open in a server.
+pub fn repair(data_dir: &Path) -> Result<Repair, Error> {
+    let partitions = super::recorded_partitions(data_dir)?
+        .ok_or_else(|| Error::Config(format!("{} holds no Taskfold log", data_dir.display())))?;
+    let _lock = super::lock_log(data_dir)?;
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    let set_aside_dir = log_dir(data_dir)
+        .join("set-aside")
+        .join(format!("repair-{millis}"));
+    let mut repaired = Vec::new();
+    for partition in 0..partitions {
+        repaired.push(repair_partition(data_dir, partition, &set_aside_dir)?);
+    }
+    Ok(Repair {
+        data_dir: data_dir.to_owned(),
+        set_aside_dir,
+        partitions: repaired,
+    })
+}
+
+fn repair_partition(
+    data_dir: &Path,
+    partition: u32,
+    set_aside_root: &Path,
+) -> Result<PartitionRepair, Error> {
+    let dir = super::partition_dir(data_dir, partition);
+    let segments = match segment::list(&dir) {
+        Ok((segments, _)) => segments,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(Error::io("listing", &dir, error)),
+    };
+    let mut report = PartitionRepair {
+        partition,
+        damage: None,
+        end: 0,
+        set_aside: Vec::new(),
+        records_set_aside: 0,
+        snapshots_set_aside: Vec::new(),
+        torn_tails: Vec::new(),
+    };
+    if segments.is_empty() {
+        return Ok(report);
+    }
+    let mut survey = Survey::take(partition, &dir, segments)?;
+    let set_aside = set_aside_root.join(format!("partition-{partition:04}"));
+    if let Some(problem) = &mut survey.problem
+        && problem.next_record.is_some()
+    {
+        std::fs::create_dir_all(&set_aside)
+            .map_err(|error| Error::io("creating", &set_aside, error))?;
+        let damaged = &survey.segments[problem.index];
+        report.damage = Some((
+            damaged.path.clone(),
+            problem.position,
+            problem.reason.clone(),
+        ));
+        // Copy first: the cut part of the damaged segment, then every later segment whole.
+        let mut buffer = Vec::new();
+        read_file(&damaged.path, None, &mut buffer)?;
+        report.records_set_aside += segment::count_valid_records(&buffer, problem.position);
+        let name = file_name(&damaged.path);
+        let copy = set_aside.join(format!("{name}.from-byte-{}", problem.position));
+        write_synced(&copy, &buffer[problem.position as usize..])?;
+        report
+            .set_aside
+            .push((copy, buffer.len() as u64 - problem.position));
+        for later in &survey.segments[problem.index + 1..] {
+            read_file(&later.path, None, &mut buffer)?;
+            report.records_set_aside += segment::count_valid_records(&buffer, 0);
+            let copy = set_aside.join(file_name(&later.path));
+            write_synced(&copy, &buffer)?;
+            report.set_aside.push((copy, buffer.len() as u64));
+        }
+        sync_dir(&set_aside)?;
+        // Everything after the damage is now copied: it is a tail to cut like a torn one.
+        problem.next_record = None;
+    }
+    let (segments, scan, torn_tails) = survey.recover()?;
+    // A damage cut is reported above, not as a torn tail.
+    if report.damage.is_none() {
+        report.torn_tails = torn_tails;
+    }
+    let active = segments
+        .last()
+        .expect("a partition keeps at least one segment");
+    report.end = active.base + scan.records;
+    for stale in snapshot::list(data_dir, partition)?
+        .into_iter()
+        .filter(|file| file.offset > report.end)
+    {
+        std::fs::create_dir_all(&set_aside)
+            .map_err(|error| Error::io("creating", &set_aside, error))?;
+        let moved = set_aside.join(file_name(&stale.path));
+        std::fs::rename(&stale.path, &moved)
+            .map_err(|error| Error::io("moving aside", &stale.path, error))?;
+        report.snapshots_set_aside.push(moved);
+    }
+    if !report.snapshots_set_aside.is_empty() {
+        sync_dir(&set_aside)?;
+        sync_dir(&snapshot::partition_dir(data_dir, partition))?;
+    }
+    Ok(report)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let mut file = File::create(path).map_err(|error| Error::io("creating", path, error))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| Error::io("writing", path, error))
+}
+
+impl std::fmt::Display for Repair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "repaired log {}", self.data_dir.display())?;
+        let mut anything = false;
+        for partition in &self.partitions {
+            let number = partition.partition;
+            for torn in &partition.torn_tails {
+                anything = true;
+                writeln!(
+                    f,
+                    "partition {number}: truncated a torn tail of {} bytes at byte {} of {} ({})",
+                    torn.dropped_bytes,
+                    torn.position,
+                    torn.segment.display(),
+                    torn.reason
+                )?;
+            }
+            if let Some((segment, position, reason)) = &partition.damage {
+                anything = true;
+                writeln!(
+                    f,
+                    "partition {number}: damaged at byte {position} of {} ({reason}); keeps \
+                     offsets up to {} and set aside {} valid records found after the damage",
+                    segment.display(),
+                    partition.end,
+                    partition.records_set_aside
+                )?;
+                for (copy, bytes) in &partition.set_aside {
+                    writeln!(f, "  set aside {bytes} bytes: {}", copy.display())?;
+                }
+            }
+            for snapshot in &partition.snapshots_set_aside {
+                anything = true;
+                writeln!(
+                    f,
+                    "partition {number}: set aside a snapshot past the new end: {}",
+                    snapshot.display()
+                )?;
+            }
+        }
+        if !anything {
+            writeln!(f, "no damage found; nothing was set aside")?;
+        }
+        Ok(())
+    }
+}
