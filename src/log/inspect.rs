@@ -2,7 +2,8 @@
 //!
 //! Lists partitions, segments (records, bytes, how each ends), offsets and snapshots. With
 //! `verify`, every record's checksum is checked (as always) and every record is decoded and
-//! checked to belong to its partition. Nothing is repaired here: opening the log does that.
+//! checked to belong to its partition. Nothing is changed here: opening the log truncates a
+//! torn tail, and `taskfold log repair` deals with damage that valid records follow.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -150,9 +151,19 @@ fn inspect_partition(
         .unwrap_or_else(|never| match never {});
         if let Tail::Damaged { position, reason } = &scan.tail {
             problems += 1;
+            let consequence = match segment::next_valid_record(&buffer, position + 1) {
+                Some(next) => format!(
+                    "a valid record follows at byte {next}, so the log does not open until \
+                     `taskfold log repair` sets the rest aside"
+                ),
+                None => format!(
+                    "no valid record follows in this segment; as the log's last one, its {} \
+                     bytes from there are a torn tail that opening truncates",
+                    buffer.len() as u64 - position
+                ),
+            };
             report.problems.push(format!(
-                "segment {name}: damaged at byte {position} ({reason}); {} bytes after it are not part of the log",
-                buffer.len() as u64 - position
+                "segment {name}: damaged at byte {position} ({reason}); {consequence}"
             ));
         }
         report.segments.push(SegmentReport {
