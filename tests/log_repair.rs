@@ -300,6 +300,23 @@ fn torn_tails_are_truncated_and_reported() {
     assert_eq!(log.recoveries().len(), 1);
     assert_eq!(log.recoveries()[0].position, end);
     assert_eq!(read_all(&log), written);
+    drop(log);
+
+    // Random bytes after the end, as much as one preallocation step: still a torn tail.
+    let active = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&active.path).unwrap();
+    bytes.truncate(end as usize);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    bytes.extend((0..1 << 20).map(|_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u8
+    }));
+    std::fs::write(&active.path, bytes).unwrap();
+    let log = EmbeddedLog::open(dir.path(), options()).unwrap();
+    assert_eq!(log.recoveries()[0].dropped_bytes, 1 << 20);
+    assert_eq!(read_all(&log), written);
 }
 
 #[test]

@@ -151,12 +151,16 @@ fn inspect_partition(
         .unwrap_or_else(|never| match never {});
         if let Tail::Damaged { position, reason } = &scan.tail {
             problems += 1;
-            let consequence = match segment::next_valid_record(&buffer, position + 1) {
-                Some(next) => format!(
+            let mut budget = segment::SEARCH_BUDGET_BYTES;
+            let consequence = match segment::next_valid_record(&buffer, position + 1, &mut budget) {
+                segment::Search::Found(next) => format!(
                     "a valid record follows at byte {next}, so the log does not open until \
                      `taskfold log repair` sets the rest aside"
                 ),
-                None => format!(
+                segment::Search::Unsure => "the bytes after it are not a torn write, so the \
+                     log does not open until `taskfold log repair` sets them aside"
+                    .to_owned(),
+                segment::Search::Nothing => format!(
                     "no valid record follows in this segment; as the log's last one, its {} \
                      bytes from there are a torn tail that opening truncates",
                     buffer.len() as u64 - position

@@ -146,9 +146,9 @@ pub struct Damage {
     /// The log offset of the first record the damage hides.
     pub offset: Offset,
     pub reason: String,
-    /// Where the first valid record after the damage is.
-    pub next_segment: PathBuf,
-    pub next_position: u64,
+    /// Where the first valid record after the damage is (segment, byte); `None` when the
+    /// search for one gave up on bytes unlike any record, which counts as one following.
+    pub next: Option<(PathBuf, u64)>,
     pub data_dir: PathBuf,
 }
 
@@ -157,16 +157,28 @@ impl std::fmt::Display for Damage {
         write!(
             f,
             "the log is damaged: partition {}, segment {}, byte {} (the record at log offset \
-             {}): {}; valid records follow it (byte {} of {}), so nothing was changed. \
-             `taskfold log repair --data-dir {}` keeps every record before the damage and \
-             copies the rest aside",
+             {}): {}; ",
             self.partition,
             self.segment.display(),
             self.position,
             self.offset,
             self.reason,
-            self.next_position,
-            self.next_segment.display(),
+        )?;
+        match &self.next {
+            Some((segment, position)) => write!(
+                f,
+                "valid records follow it (byte {position} of {})",
+                segment.display()
+            )?,
+            None => write!(
+                f,
+                "valid records may follow it (the bytes after it are not a torn write)"
+            )?,
+        }
+        write!(
+            f,
+            ", so nothing was changed. `taskfold log repair --data-dir {}` keeps every record \
+             before the damage and copies the rest aside",
             self.data_dir.display()
         )
     }

@@ -31,9 +31,18 @@ struct Problem {
     index: usize,
     position: u64,
     reason: String,
-    /// The first valid record after the problem (segment index, byte): its presence is what
-    /// makes the problem damage rather than a torn tail.
-    next_record: Option<(usize, u64)>,
+    /// What comes after the problem: any valid record makes it damage rather than a torn tail.
+    following: Following,
+}
+
+/// Whether a valid record follows a problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Following {
+    /// The first one: the segment's index and the byte where it starts.
+    Record(usize, u64),
+    Nothing,
+    /// Not known: the search gave up (see [`segment::Search::Unsure`]).
+    Unsure,
 }
 
 impl Survey {
@@ -44,72 +53,95 @@ impl Survey {
         segments: Vec<SegmentFile>,
     ) -> Result<Self, Error> {
         let mut scans = Vec::with_capacity(segments.len());
-        // Where a valid record resumes after each segment's damage, if it does.
-        let mut resumes = Vec::with_capacity(segments.len());
         let mut buffer = Vec::new();
         for segment in &segments {
             read_file(&segment.path, None, &mut buffer)?;
-            let scan = segment::scan::<std::convert::Infallible>(&buffer, |_, _| Ok(()))
-                .unwrap_or_else(|never| match never {});
-            resumes.push(match &scan.tail {
-                Tail::Damaged { position, .. } => segment::next_valid_record(&buffer, position + 1),
-                _ => None,
-            });
-            scans.push(scan);
+            scans.push(
+                segment::scan::<std::convert::Infallible>(&buffer, |_, _| Ok(()))
+                    .unwrap_or_else(|never| match never {}),
+            );
         }
-        // The first valid record in segment `index` or later, from byte `from` of `index`.
-        let first_record_from = |index: usize, from: u64| {
-            (index..segments.len()).find_map(|at| {
-                if scans[at].records > 0 && (at > index || from == 0) {
-                    Some((at, 0))
-                } else {
-                    resumes[at]
-                        .filter(|&position| at > index || position >= from)
-                        .map(|position| (at, position))
-                }
-            })
-        };
-        let mut problem = None;
-        for (index, scan) in scans.iter().enumerate() {
-            if let Tail::Damaged { position, reason } = &scan.tail {
-                problem = Some(Problem {
-                    index,
-                    position: *position,
-                    reason: reason.clone(),
-                    next_record: first_record_from(index, position + 1),
-                });
-                break;
-            }
-            let end = segments[index].base + scan.records;
-            let next = first_record_from(index + 1, 0);
-            if let Some((at, _)) = next
-                && segments[at].base != end
-            {
-                problem = Some(Problem {
-                    index,
-                    position: scan.valid_bytes,
-                    reason: format!(
-                        "the next segment starts at offset {} but this one ends at offset {end}",
-                        segments[at].base
-                    ),
-                    next_record: next,
-                });
-                break;
-            }
-        }
-        Ok(Survey {
+        let mut survey = Survey {
             partition,
             dir: dir.to_owned(),
             segments,
             scans,
-            problem,
+            problem: None,
+        };
+        survey.problem = survey.first_problem()?;
+        Ok(survey)
+    }
+
+    /// The first damage, or the first gap between segments that hold records.
+    fn first_problem(&self) -> Result<Option<Problem>, Error> {
+        for (index, scan) in self.scans.iter().enumerate() {
+            if let Tail::Damaged { position, reason } = &scan.tail {
+                return Ok(Some(Problem {
+                    index,
+                    position: *position,
+                    reason: reason.clone(),
+                    following: self.following(index, position + 1)?,
+                }));
+            }
+            let end = self.segments[index].base + scan.records;
+            // Empty segments between two that hold records are no gap; a damaged one is
+            // reported as damage when the loop reaches it.
+            let next = (index + 1..self.scans.len()).find(|&at| {
+                self.scans[at].records > 0 || matches!(self.scans[at].tail, Tail::Damaged { .. })
+            });
+            if let Some(at) = next
+                && self.scans[at].records > 0
+                && self.segments[at].base != end
+            {
+                return Ok(Some(Problem {
+                    index,
+                    position: scan.valid_bytes,
+                    reason: format!(
+                        "the next segment starts at offset {} but this one ends at offset {end}",
+                        self.segments[at].base
+                    ),
+                    following: Following::Record(at, 0),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether a valid record starts at or after byte `from` of segment `index`: a later
+    /// segment that holds records says so at once; otherwise the bytes are searched.
+    fn following(&self, index: usize, from: u64) -> Result<Following, Error> {
+        let mut budget = segment::SEARCH_BUDGET_BYTES;
+        let mut unsure = false;
+        let mut buffer = Vec::new();
+        for at in index..self.segments.len() {
+            if at > index && self.scans[at].records > 0 {
+                return Ok(Following::Record(at, 0));
+            }
+            read_file(&self.segments[at].path, None, &mut buffer)?;
+            let start = if at == index { from } else { 0 };
+            match segment::next_valid_record(&buffer, start, &mut budget) {
+                segment::Search::Found(position) => return Ok(Following::Record(at, position)),
+                segment::Search::Nothing => {}
+                segment::Search::Unsure => unsure = true,
+            }
+        }
+        Ok(if unsure {
+            Following::Unsure
+        } else {
+            Following::Nothing
         })
     }
 
     /// The damage that valid records follow, as the error that refuses to open the log.
     pub(super) fn damage(&self, data_dir: &Path) -> Option<Error> {
         let problem = self.problem.as_ref()?;
-        let (next_index, next_position) = problem.next_record?;
+        let next = match problem.following {
+            Following::Nothing => return None,
+            Following::Record(index, position) => {
+                Some((self.segments[index].path.clone(), position))
+            }
+            Following::Unsure => None,
+        };
         let segment = &self.segments[problem.index];
         Some(Error::Damaged(Box::new(Damage {
             partition: self.partition,
@@ -117,8 +149,7 @@ impl Survey {
             position: problem.position,
             offset: segment.base + self.scans[problem.index].records,
             reason: problem.reason.clone(),
-            next_segment: self.segments[next_index].path.clone(),
-            next_position,
+            next,
             data_dir: data_dir.to_owned(),
         })))
     }
@@ -232,6 +263,8 @@ pub struct PartitionRepair {
     pub set_aside: Vec<(PathBuf, u64)>,
     /// Valid records found in what was set aside (records that were acknowledged once).
     pub records_set_aside: u64,
+    /// Whether that count is exact; else it is a lower bound (the search gave up on garbage).
+    pub records_set_aside_complete: bool,
     /// Snapshots of state past the new end, moved aside (they stand for records now gone).
     pub snapshots_set_aside: Vec<PathBuf>,
     /// Torn tails truncated, as opening the log would have.
@@ -290,6 +323,7 @@ fn repair_partition(
         end: 0,
         set_aside: Vec::new(),
         records_set_aside: 0,
+        records_set_aside_complete: true,
         snapshots_set_aside: Vec::new(),
         torn_tails: Vec::new(),
     };
@@ -299,7 +333,7 @@ fn repair_partition(
     let mut survey = Survey::take(partition, &dir, segments)?;
     let set_aside = set_aside_root.join(format!("partition-{partition:04}"));
     if let Some(problem) = &mut survey.problem
-        && problem.next_record.is_some()
+        && problem.following != Following::Nothing
     {
         std::fs::create_dir_all(&set_aside)
             .map_err(|error| Error::io("creating", &set_aside, error))?;
@@ -312,7 +346,10 @@ fn repair_partition(
         // Copy first: the cut part of the damaged segment, then every later segment whole.
         let mut buffer = Vec::new();
         read_file(&damaged.path, None, &mut buffer)?;
-        report.records_set_aside += segment::count_valid_records(&buffer, problem.position);
+        tally(
+            &mut report,
+            segment::count_valid_records(&buffer, problem.position),
+        );
         let name = file_name(&damaged.path);
         let copy = set_aside.join(format!("{name}.from-byte-{}", problem.position));
         write_synced(&copy, &buffer[problem.position as usize..])?;
@@ -321,14 +358,14 @@ fn repair_partition(
             .push((copy, buffer.len() as u64 - problem.position));
         for later in &survey.segments[problem.index + 1..] {
             read_file(&later.path, None, &mut buffer)?;
-            report.records_set_aside += segment::count_valid_records(&buffer, 0);
+            tally(&mut report, segment::count_valid_records(&buffer, 0));
             let copy = set_aside.join(file_name(&later.path));
             write_synced(&copy, &buffer)?;
             report.set_aside.push((copy, buffer.len() as u64));
         }
         sync_dir(&set_aside)?;
         // Everything after the damage is now copied: it is a tail to cut like a torn one.
-        problem.next_record = None;
+        problem.following = Following::Nothing;
     }
     let (segments, scan, torn_tails) = survey.recover()?;
     // A damage cut is reported above, not as a torn tail.
@@ -355,6 +392,12 @@ fn repair_partition(
         sync_dir(&snapshot::partition_dir(data_dir, partition))?;
     }
     Ok(report)
+}
+
+/// Adds a count of valid records set aside to the report.
+fn tally(report: &mut PartitionRepair, (records, complete): (u64, bool)) {
+    report.records_set_aside += records;
+    report.records_set_aside_complete &= complete;
 }
 
 fn file_name(path: &Path) -> String {
@@ -392,9 +435,14 @@ impl std::fmt::Display for Repair {
                 writeln!(
                     f,
                     "partition {number}: damaged at byte {position} of {} ({reason}); keeps \
-                     offsets up to {} and set aside {} valid records found after the damage",
+                     offsets up to {} and set aside {}{} valid records found after the damage",
                     segment.display(),
                     partition.end,
+                    if partition.records_set_aside_complete {
+                        ""
+                    } else {
+                        "at least "
+                    },
                     partition.records_set_aside
                 )?;
                 for (copy, bytes) in &partition.set_aside {

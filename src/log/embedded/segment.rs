@@ -106,31 +106,70 @@ fn record_at(rest: &[u8]) -> Result<&[u8], &'static str> {
     Ok(payload)
 }
 
-/// Where the first valid record at or after byte `from` of `bytes` starts, trying every byte
-/// position (a damaged length gives no way to skip ahead). This is what tells damage with
-/// records after it, which must not be cut, from a torn tail, which may be: a crash leaves no
-/// valid record after the unfinished write. A false match needs a checksum to match by chance.
-pub fn next_valid_record(bytes: &[u8], from: u64) -> Option<u64> {
-    let from = usize::try_from(from).ok()?;
-    (from..bytes.len().saturating_sub(HEADER_BYTES))
-        .find(|&position| record_at(&bytes[position..]).is_ok())
-        .map(|position| position as u64)
+/// What a search for a valid record after damage found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Search {
+    /// A valid record starts at this byte.
+    Found(u64),
+    /// No byte position holds a valid record.
+    Nothing,
+    /// The search ran out of its budget before it could tell (only garbage unlike anything the
+    /// writer produces gets here): a caller must act as if a record followed.
+    Unsure,
 }
 
-/// How many valid records `bytes` holds from byte `from` on, across any damage between them:
-/// what a repair sets aside.
-pub fn count_valid_records(bytes: &[u8], from: u64) -> u64 {
+/// Bytes a search may checksum. Each byte position whose length field fits in the segment is a
+/// candidate costing its length; damage in real records meets a record boundary within one
+/// record, but megabytes of random bytes could cost terabytes.
+pub const SEARCH_BUDGET_BYTES: u64 = 4 << 30;
+
+/// Looks for the first valid record at or after byte `from` of `bytes`, trying every byte
+/// position (a damaged length gives no way to skip ahead), checksumming at most `budget`
+/// bytes. This is what tells damage with records after it, which must not be cut, from a torn
+/// tail, which may be: a crash leaves no valid record after the unfinished write. A false
+/// match needs a checksum to match by chance.
+pub fn next_valid_record(bytes: &[u8], from: u64, budget: &mut u64) -> Search {
+    let Ok(from) = usize::try_from(from) else {
+        return Search::Nothing;
+    };
+    for position in from..bytes.len().saturating_sub(HEADER_BYTES) {
+        let rest = &bytes[position..];
+        let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+        if length == 0 || length > (rest.len() - HEADER_BYTES) as u64 {
+            continue;
+        }
+        if length > *budget {
+            return Search::Unsure;
+        }
+        *budget -= length;
+        if record_at(rest).is_ok() {
+            return Search::Found(position as u64);
+        }
+    }
+    Search::Nothing
+}
+
+/// How many valid records `bytes` holds from byte `from` on, across any damage between them
+/// (what a repair sets aside), and whether the count is complete (the search stayed within
+/// its budget).
+pub fn count_valid_records(bytes: &[u8], from: u64) -> (u64, bool) {
+    let mut budget = SEARCH_BUDGET_BYTES;
     let mut count = 0;
     let mut position = from;
-    while let Some(start) = next_valid_record(bytes, position) {
-        let rest = &bytes[start as usize..];
-        let found = scan::<std::convert::Infallible>(rest, |_, _| Ok(()))
-            .unwrap_or_else(|never| match never {});
-        count += found.records;
-        // The scan stops at the next damage (or the end); look again one byte past it.
-        position = start + found.valid_bytes.max(1);
+    loop {
+        match next_valid_record(bytes, position, &mut budget) {
+            Search::Found(start) => {
+                let rest = &bytes[start as usize..];
+                let found = scan::<std::convert::Infallible>(rest, |_, _| Ok(()))
+                    .unwrap_or_else(|never| match never {});
+                count += found.records;
+                // The scan stops at the next damage (or the end); look again past it.
+                position = start + found.valid_bytes.max(1);
+            }
+            Search::Nothing => return (count, true),
+            Search::Unsure => return (count, false),
+        }
     }
-    count
 }
 
 /// The file name of the segment whose first record has offset `base`.
@@ -219,6 +258,29 @@ mod tests {
             assert_eq!(scan.records, 1, "flip at {flip}");
             assert!(matches!(scan.tail, Tail::Damaged { position, .. } if position == first_end));
         }
+    }
+
+    #[test]
+    fn searches_find_records_after_damage_and_stop_within_their_budget() {
+        let bytes = framed(&[b"first record", b"second record", b"third record"]);
+        let second = (HEADER_BYTES + 12) as u64;
+        let mut damaged = bytes.clone();
+        damaged[2] ^= 0x01; // the first record's length
+        let mut budget = SEARCH_BUDGET_BYTES;
+        assert_eq!(
+            next_valid_record(&damaged, 1, &mut budget),
+            Search::Found(second)
+        );
+        assert_eq!(count_valid_records(&damaged, 0), (2, true));
+        let mut budget = SEARCH_BUDGET_BYTES;
+        assert_eq!(
+            next_valid_record(&bytes, bytes.len() as u64 - 3, &mut budget),
+            Search::Nothing
+        );
+        // Lengths that fit but checksums that never match: a small budget runs out.
+        let garbage: Vec<u8> = [16u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff].repeat(512);
+        let mut budget = 64;
+        assert_eq!(next_valid_record(&garbage, 0, &mut budget), Search::Unsure);
     }
 
     #[test]
