@@ -23,6 +23,15 @@ pub struct Settings {
     pub events: EventsSettings,
     pub kafka: KafkaAlias,
     pub sessions: SessionSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// Prometheus metrics (`[metrics]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Task queues labelled by name; the others are counted as `other`.
+    pub max_task_queues: usize,
 }
 
 /// Interactive sessions on the queue (`[sessions]`).

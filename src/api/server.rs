@@ -130,19 +130,13 @@ pub async fn serve_until(
                     let response = response.await?;
                     // The route template (never the path, which holds task ids), known only
                     // once the request was routed.
-                    let method = response.request().method().as_str().to_owned();
-                    let route = response
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".to_owned());
-                    METRICS
-                        .http_request_duration_seconds
-                        .with_label_values(&[
-                            method.as_str(),
-                            route.as_str(),
-                            response.status().as_str(),
-                        ])
-                        .observe(started.elapsed().as_secs_f64());
+                    let request = response.request();
+                    METRICS.http_request(
+                        request.method().as_str(),
+                        request.match_pattern().as_deref(),
+                        response.status().as_str(),
+                        started.elapsed().as_secs_f64(),
+                    );
                     Ok(response)
                 }
             })
