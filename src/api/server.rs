@@ -62,6 +62,7 @@ impl State {
             data_dir,
             access.queue_credentials.access_token.clone(),
             root_url,
+            &settings.blobs,
         );
         State {
             engine,

@@ -123,3 +123,130 @@ def test_pending_tasks_of_folded_queues_add_up_under_other(few_queues_server):
     assert wait_for(lambda: pending_other() == before + 3), pending_other()
     claim(queue, folded[0])
     assert wait_for(lambda: pending_other() == before + 2), pending_other()
+
+
+# --- blobs are not active content on the API's origin ---------------------------------------
+
+
+def s3(content_type, **extra):
+    return {"storageType": "s3", "contentType": content_type,
+            "expires": date_in(datetime.timedelta(days=1)), **extra}
+
+
+def running_task(queue, task_queue_id):
+    task_id = new_task_id()
+    queue.createTask(task_id, task_definition(task_queue_id))
+    [claimed] = claim(queue, task_queue_id)
+    assert claimed["status"]["taskId"] == task_id
+    return task_id
+
+
+def blob_of(server, queue, task_id, name, content_type, data):
+    put_url = queue.createArtifact(task_id, "0", name, s3(content_type))["putUrl"]
+    uploaded = requests.put(put_url, data=data, headers={"Content-Type": content_type},
+                            timeout=10)
+    assert uploaded.status_code == 200, uploaded.text
+    found = requests.get(server.api(f"/task/{task_id}/runs/0/artifacts/{name}"),
+                         allow_redirects=False, timeout=10)
+    assert found.status_code == 303, found.text
+    return found.headers["Location"]
+
+
+def test_blobs_are_sandboxed_and_active_types_downloaded(server, task_queue_id):
+    queue = server.queue()
+    task_id = running_task(queue, task_queue_id)
+    page = b"<html><script>document.title = 'stolen'</script></html>"
+    for content_type in ("text/html", "text/html; charset=utf-8", "image/svg+xml",
+                         "application/xhtml+xml", "text/xml", "application/javascript",
+                         "TEXT/HTML", "not a type"):
+        name = f"public/page-{uuid.uuid4().hex[:6]}"
+        url = blob_of(server, queue, task_id, name, content_type, page)
+        for method in ("GET", "HEAD"):
+            response = requests.request(method, url, timeout=10)
+            assert response.status_code == 200, (content_type, response.text)
+            headers = response.headers
+            assert headers["X-Content-Type-Options"] == "nosniff"
+            assert "sandbox" in headers["Content-Security-Policy"], content_type
+            assert "default-src 'none'" in headers["Content-Security-Policy"]
+            assert headers.get("Content-Disposition", "").startswith("attachment"), content_type
+    url = blob_of(server, queue, task_id, "public/notes.txt", "text/plain", b"plain text")
+    response = requests.get(url, timeout=10)
+    assert response.content == b"plain text"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in response.headers["Content-Security-Policy"]
+    assert "Content-Disposition" not in response.headers
+
+
+@pytest.fixture(scope="module")
+def blob_origin_server(tmp_path_factory):
+    """A server whose blobs have an origin of their own: `localhost` beside the API's
+    `127.0.0.1`, on the same port."""
+    port = conftest.free_port()
+    server = make_server(tmp_path_factory, f'[blobs]\npublic_url = "http://localhost:{port}/"\n')
+    original = conftest.free_port
+    conftest.free_port = lambda: port
+    try:
+        server.start()
+    finally:
+        conftest.free_port = original
+    yield server
+    server.stop()
+
+
+def test_a_blob_origin_of_their_own_serves_active_types_inline(blob_origin_server, task_queue_id):
+    server = blob_origin_server
+    queue = server.queue()
+    task_id = running_task(queue, task_queue_id)
+    put_url = queue.createArtifact(task_id, "0", "private/page.html", s3("text/html"))["putUrl"]
+    assert put_url.startswith(f"http://localhost:{server.port}/blobs/"), put_url
+    assert requests.put(put_url, data=b"<p>hi</p>", headers={"Content-Type": "text/html"},
+                        timeout=10).status_code == 200
+    url = queue.getArtifact(task_id, "0", "private/page.html")["url"]
+    assert url.startswith(f"http://localhost:{server.port}/blobs/"), url
+    inline = requests.get(url, timeout=10)
+    assert inline.content == b"<p>hi</p>"
+    assert "Content-Disposition" not in inline.headers
+    assert "sandbox" in inline.headers["Content-Security-Policy"]
+    # The same blob through the API's origin is still a download.
+    on_api_origin = requests.get(url.replace("localhost", "127.0.0.1"), timeout=10)
+    assert on_api_origin.headers["Content-Disposition"].startswith("attachment")
+
+
+# --- uploads --------------------------------------------------------------------------------
+
+
+def test_a_put_url_stops_working_once_the_blob_is_whole_or_the_run_resolved(server,
+                                                                          task_queue_id):
+    queue = server.queue()
+    task_id = running_task(queue, task_queue_id)
+    put_url = queue.createArtifact(task_id, "0", "public/once", s3("text/plain"))["putUrl"]
+    later = queue.createArtifact(task_id, "0", "public/later", s3("text/plain"))["putUrl"]
+    headers = {"Content-Type": "text/plain"}
+    assert requests.put(put_url, data=b"first", headers=headers, timeout=10).status_code == 200
+    again = requests.put(put_url, data=b"rewritten", headers=headers, timeout=10)
+    assert_taskcluster_error(again, 409, "RequestConflict")
+    queue.reportCompleted(task_id, "0")
+    after = requests.put(later, data=b"too late", headers=headers, timeout=10)
+    body = assert_taskcluster_error(after, 409, "RequestConflict")
+    assert "resolved" in body["message"]
+    assert requests.get(server.api(f"/task/{task_id}/runs/0/artifacts/public/once"),
+                        timeout=10).content == b"first"
+
+
+@pytest.fixture(scope="module")
+def small_uploads_server(tmp_path_factory):
+    server = make_server(tmp_path_factory, "[blobs]\nmax_upload_bytes = 1000\n").start()
+    yield server
+    server.stop()
+
+
+def test_uploads_without_a_declared_length_are_capped(small_uploads_server, task_queue_id):
+    queue = small_uploads_server.queue()
+    task_id = running_task(queue, task_queue_id)
+    headers = {"Content-Type": "application/octet-stream"}
+    put_url = queue.createArtifact(task_id, "0", "public/big",
+                                   s3("application/octet-stream"))["putUrl"]
+    refused = requests.put(put_url, data=b"x" * 1001, headers=headers, timeout=10)
+    assert_taskcluster_error(refused, 413, "InputTooLarge")
+    assert requests.put(put_url, data=b"x" * 1000, headers=headers,
+                        timeout=10).status_code == 200
