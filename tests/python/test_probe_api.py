@@ -212,6 +212,33 @@ def test_a_blob_origin_of_their_own_serves_active_types_inline(blob_origin_serve
     assert on_api_origin.headers["Content-Disposition"].startswith("attachment")
 
 
+def test_the_shell_page_cannot_be_framed_and_runs_only_its_own_scripts(server):
+    response = requests.get(f"{server.root_url}/shell/?taskId=x&runId=0", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["X-Frame-Options"] == "DENY"
+    policy = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy
+    script_src = next(part for part in policy.split(";") if part.strip().startswith("script-src"))
+    assert "'unsafe-inline'" not in script_src
+    assert "'sha256-" in script_src
+
+
+@pytest.mark.parametrize("socket_url", [
+    "ws://attacker.example/api/queue/v1/sessions/x/socket",
+    "wss://127.0.0.1.attacker.example/socket",
+    "javascript:alert(1)",
+])
+def test_the_shell_page_refuses_a_socket_url_of_another_origin(server, socket_url):
+    response = requests.get(f"{server.root_url}/shell/", timeout=10,
+                            params={"taskId": "x", "runId": "0", "socketUrl": socket_url})
+    assert response.status_code == 400
+    assert "socketUrl" in response.text
+    own = server.root_url.replace("http://", "ws://") + "/api/queue/v1/sessions/x/socket?t=1"
+    response = requests.get(f"{server.root_url}/shell/", timeout=10,
+                            params={"taskId": "x", "runId": "0", "socketUrl": own})
+    assert response.status_code == 200
+
+
 # --- uploads --------------------------------------------------------------------------------
 
 
