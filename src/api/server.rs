@@ -5,15 +5,17 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::Service;
-use actix_web::http::StatusCode;
+use actix_web::body::{BodySize, BodyStream, BoxBody, MessageBody};
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::json;
 
 use super::access::Access;
 use super::blobs::{self, BlobStore};
 use super::live_logs::{self, LiveLogs};
-use super::{events, response, routes, sessions};
+use super::routes::{self, get};
+use super::{events, response, sessions};
 use crate::engine::Engine;
 use crate::projections::metrics::{METRICS, WORKER_METRICS};
 use crate::settings::Settings;
@@ -138,7 +140,7 @@ pub async fn serve_until(
                         response.status().as_str(),
                         started.elapsed().as_secs_f64(),
                     );
-                    Ok(response)
+                    Ok(without_stream_for_head(response))
                 }
             })
     })
@@ -155,6 +157,23 @@ pub async fn serve_until(
     running.await.map_err(std::io::Error::other)?
 }
 
+/// The server leaves the body out of an answer to HEAD; a streamed one (a live log, server-sent
+/// events) is dropped at once rather than read to its end for nothing.
+fn without_stream_for_head<B: MessageBody + 'static>(
+    response: ServiceResponse<B>,
+) -> ServiceResponse<BoxBody> {
+    let head = response.request().method() == Method::HEAD;
+    response.map_body(|_, body| {
+        if head && body.size() == BodySize::Stream {
+            BoxBody::new(BodyStream::new(futures::stream::empty::<
+                Result<actix_web::web::Bytes, std::convert::Infallible>,
+            >()))
+        } else {
+            body.boxed()
+        }
+    })
+}
+
 /// The whole application: the API under its base path, the monitoring routes, and the 404 of
 /// everything else.
 pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
@@ -165,46 +184,42 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
         .service(
             web::scope("/api/queue/v1")
                 .wrap(response::api_headers())
-                .route("/ping", web::get().to(ping))
+                .route("/ping", get().to(ping))
                 .configure(monitoring)
                 .configure(routes::configure),
         )
         .service(
             web::resource("/blobs/{taskId}/{runId}/{name:.+}")
                 .route(web::put().to(blobs::put))
-                .route(web::get().to(blobs::get))
-                .route(web::head().to(blobs::get))
-                .default_service(web::to(|| async { response::not_found() })),
+                .route(get().to(blobs::get))
+                .default_service(web::to(response::not_found)),
         )
         .service(
             web::resource("/livelog/{taskId}/{runId}")
                 .route(web::post().to(live_logs::push))
-                .route(web::get().to(live_logs::follow))
-                .default_service(web::to(|| async { response::not_found() })),
+                .route(get().to(live_logs::follow))
+                .default_service(web::to(response::not_found)),
         )
-        .route("/shell", web::get().to(sessions::page::page_directory))
-        .route("/shell/", web::get().to(sessions::page::page))
-        .route(
-            "/shell/xterm/{path:.+}",
-            web::get().to(sessions::page::xterm),
-        )
+        .route("/shell", get().to(sessions::page::page_directory))
+        .route("/shell/", get().to(sessions::page::page))
+        .route("/shell/xterm/{path:.+}", get().to(sessions::page::xterm))
         .service(
             web::scope("/api/events/v1")
-                .route("/listen", web::get().to(events::listen))
-                .route("/sse", web::get().to(events::sse)),
+                .route("/listen", get().to(events::listen))
+                .route("/sse", get().to(events::sse)),
         )
-        .route("/metrics", web::get().to(metrics))
+        .route("/metrics", get().to(metrics))
         .configure(monitoring)
-        .default_service(web::to(|| async { response::not_found() }));
+        .default_service(web::to(response::not_found));
 }
 
 /// Dockerflow's monitoring routes, at the root and, as the official clients call them, under
 /// the API's base path.
 fn monitoring(config: &mut web::ServiceConfig) {
     config
-        .route("/__lbheartbeat__", web::get().to(heartbeat))
-        .route("/__heartbeat__", web::get().to(heartbeat))
-        .route("/__version__", web::get().to(version));
+        .route("/__lbheartbeat__", get().to(heartbeat))
+        .route("/__heartbeat__", get().to(heartbeat))
+        .route("/__version__", get().to(version));
 }
 
 async fn ping(state: web::Data<State>) -> HttpResponse {

@@ -277,3 +277,88 @@ def test_uploads_without_a_declared_length_are_capped(small_uploads_server, task
     assert_taskcluster_error(refused, 413, "InputTooLarge")
     assert requests.put(put_url, data=b"x" * 1000, headers=headers,
                         timeout=10).status_code == 200
+
+
+# --- errors in Taskcluster's shape ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/no/such/route"),
+    ("POST", "/no/such/route"),
+    ("DELETE", "/task/fN1SbArXTPSVFNUvaOlinQ"),
+    ("PATCH", "/ping"),
+])
+def test_unknown_routes_and_methods_answer_resource_not_found(server, method, path):
+    response = requests.request(method, server.api(path), timeout=10)
+    assert_taskcluster_error(response, 404, "ResourceNotFound")
+
+
+def test_blob_errors_have_request_info(server, task_queue_id):
+    response = requests.get(f"{server.root_url}/blobs/{new_task_id()}/0/private/x?expires=1"
+                            "&signature=nope", timeout=10)
+    assert_taskcluster_error(response, 401, "AuthenticationFailed")
+    response = requests.get(f"{server.root_url}/blobs/{new_task_id()}/0/public/x", timeout=10)
+    assert_taskcluster_error(response, 404, "ResourceNotFound")
+
+
+def test_every_get_route_answers_head(server, task_queue_id):
+    queue = server.queue()
+    task_id = new_task_id()
+    queue.createTask(task_id, task_definition(task_queue_id))
+    for url in (server.api("/ping"), server.api(f"/task/{task_id}"),
+                server.api(f"/task/{task_id}/status"), server.api("/__heartbeat__"),
+                f"{server.root_url}/metrics", f"{server.root_url}/__version__",
+                f"{server.root_url}/shell/"):
+        got = requests.get(url, timeout=10)
+        head = requests.head(url, timeout=10)
+        assert head.status_code == got.status_code == 200, url
+        assert head.content == b""
+        assert head.headers["Content-Type"] == got.headers["Content-Type"]
+    missing = requests.head(server.api(f"/task/{new_task_id()}"), timeout=10)
+    assert missing.status_code == 404
+
+
+def test_a_malformed_json_body_is_a_taskcluster_error(server, task_queue_id):
+    response = requests.put(server.api(f"/task/{new_task_id()}"), data=b"{not json",
+                            headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["code"] in ("MalformedPayload", "AuthenticationFailed")
+    response = requests.post(server.api("/claim-work/a/b"), data=b"[",
+                             headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code in (400, 401)
+    assert "code" in response.json()
+
+
+def test_a_subscription_too_large_is_closed_with_a_reason(server):
+    url = server.root_url.replace("http://", "ws://") + "/api/events/v1/listen"
+    connection = websocket.create_connection(url, timeout=10)
+    bindings = [{"exchange": "exchange/taskcluster-queue/v1/task-completed",
+                 "routingKeyPattern": f"route.probe.{number}.#"} for number in range(1000)]
+    connection.send(json.dumps({"bindings": bindings}))
+    opcode, data = connection.recv_data(control_frame=True)
+    while opcode not in (websocket.ABNF.OPCODE_CLOSE,):
+        opcode, data = connection.recv_data(control_frame=True)
+    code = int.from_bytes(data[:2], "big")
+    assert code in (1008, 1009), code
+    assert data[2:], "the close frame gives a reason"
+    connection.close()
+
+
+def test_a_blob_that_cannot_be_stored_is_logged(server, task_queue_id):
+    queue = server.queue()
+    task_id = running_task(queue, task_queue_id)
+    put_url = queue.createArtifact(task_id, "0", "public/unstorable", s3("text/plain"))["putUrl"]
+    # The run's blob directory is a file: storing fails as a permission problem would.
+    run_dir = os.path.join(server.data_dir, "blobs", task_id, "0")
+    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+    with open(run_dir, "w") as blocker:
+        blocker.write("in the way")
+    response = requests.put(put_url, data=b"data", headers={"Content-Type": "text/plain"},
+                            timeout=10)
+    assert_taskcluster_error(response, 500, "InternalServerError")
+
+    def logged():
+        text = "".join(open(path, errors="replace").read()
+                       for path in glob.glob(os.path.join(server.log_dir, "server-*.log")))
+        return "ERROR" in text and run_dir in text
+    assert wait_for(logged, timeout=5), "the failure is logged with the blob's path"

@@ -105,7 +105,7 @@ pub async fn xterm(state: Data<State>, request: HttpRequest) -> HttpResponse {
             .all(|part| !part.is_empty() && part != ".." && part != ".")
         && (path.ends_with(".js") || path.ends_with(".css") || path.ends_with(".map"));
     if !allowed {
-        return response::not_found();
+        return response::not_found(request.clone()).await;
     }
     // Debian's package has the files side by side; the npm package has them in `lib/` and
     // `css/`.
@@ -132,7 +132,7 @@ pub async fn xterm(state: Data<State>, request: HttpRequest) -> HttpResponse {
         }
         Err(error) => {
             tracing::warn!(%error, dir = %dir.display(), path, "serving xterm.js ([sessions] xterm_dir)");
-            response::not_found()
+            response::not_found(request.clone()).await
         }
     }
 }
