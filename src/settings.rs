@@ -23,6 +23,26 @@ pub struct Settings {
     pub events: EventsSettings,
     pub kafka: KafkaAlias,
     pub sessions: SessionSettings,
+    pub metrics: MetricsSettings,
+    pub blobs: BlobSettings,
+}
+
+/// Prometheus metrics (`[metrics]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Task queues labelled by name; the others are counted as `other`.
+    pub max_task_queues: usize,
+}
+
+/// The blob store of `s3` artifacts (`[blobs]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobSettings {
+    /// The base URL of blob URLs, an origin other than the API's; empty: the root URL.
+    pub public_url: String,
+    /// Largest upload accepted.
+    pub max_upload_bytes: u64,
 }
 
 /// Interactive sessions on the queue (`[sessions]`).

@@ -334,6 +334,17 @@ async fn serve_websocket(
             connection.close(reason).await;
             return;
         }
+        Ok(Incoming::Violation(reason)) => {
+            websocket::refuse(connection, reader, reason).await;
+            return;
+        }
+        Ok(Incoming::Binary(_)) => {
+            let reason = "the subscription must be a text message: {\"bindings\": [...]}";
+            connection
+                .close(close_reason(CloseCode::Unsupported, reason))
+                .await;
+            return;
+        }
         Ok(_) => return,
         Err(_) => {
             let reason = "no subscription received: send {\"bindings\": [...]} first";
@@ -401,6 +412,10 @@ async fn serve_websocket(
                 // Answer the close, as the protocol asks.
                 Incoming::Close(reason) => break reason,
                 Incoming::Text(_) | Incoming::Binary(_) => {}
+                Incoming::Violation(reason) => {
+                    websocket::refuse(connection, reader, reason).await;
+                    return;
+                }
                 Incoming::Gone => return,
             },
             _ = keepalive.tick() => {

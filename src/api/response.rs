@@ -1,9 +1,9 @@
 //! How the API answers: JSON pretty-printed with two spaces, Taskcluster's error body, and the
 //! headers every Taskcluster API response carries.
 
-use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::middleware::DefaultHeaders;
+use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -56,9 +56,19 @@ pub fn error(error: &ApiError, call: &CallInfo, now: Timestamp) -> HttpResponse 
     json(status, &body)
 }
 
-/// Unknown routes answer as Taskcluster's web framework does, not with the error shape.
-pub fn not_found() -> HttpResponse {
-    json(StatusCode::NOT_FOUND, &json!({"error": "Not found"}))
+/// What no route answers (an unknown path, or a known one with another method, since
+/// Taskcluster's router knows no 405): Taskcluster's `ResourceNotFound`, in its error shape.
+pub async fn not_found(request: HttpRequest) -> HttpResponse {
+    let error = ApiError::not_found(format!(
+        "no such resource: {} {}",
+        request.method(),
+        request.path()
+    ));
+    let call = CallInfo {
+        method: "unknown",
+        ..CallInfo::default()
+    };
+    self::error(&error, &call, Timestamp::now())
 }
 
 /// Headers on every API response: no caching, and CORS open to any origin.

@@ -5,16 +5,22 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::Service;
-use actix_web::http::StatusCode;
+use actix_web::body::{BodySize, BodyStream, BoxBody, MessageBody};
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::json;
 
 use super::access::Access;
 use super::blobs::{self, BlobStore};
 use super::live_logs::{self, LiveLogs};
-use super::{connection, events, response, routes, sessions};
+use super::response::CallInfo;
+use super::routes::{self, get};
+use super::{ApiError, ErrorCode};
+use super::{connection, events, response, sessions};
 use crate::engine::Engine;
+use crate::engine::health::LogHealth;
+use crate::model::Timestamp;
 use crate::projections::metrics::{METRICS, WORKER_METRICS};
 use crate::settings::Settings;
 
@@ -65,6 +71,7 @@ impl State {
             data_dir,
             access.queue_credentials.access_token.clone(),
             root_url,
+            &settings.blobs,
         );
         State {
             engine,
@@ -126,30 +133,26 @@ pub async fn serve_until(
         "serving the queue"
     );
     let server = HttpServer::new(move || {
+        let health = state.engine.health().clone();
         App::new()
             .configure(|config| app(config, state.clone()))
             .wrap(actix_web::middleware::Compress::default())
-            .wrap_fn(|request, service| {
+            .wrap_fn(move |request, service| {
                 let started = Instant::now();
                 let response = service.call(request);
+                let health = health.clone();
                 async move {
                     let response = response.await?;
                     // The route template (never the path, which holds task ids), known only
                     // once the request was routed.
-                    let method = response.request().method().as_str().to_owned();
-                    let route = response
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".to_owned());
-                    METRICS
-                        .http_request_duration_seconds
-                        .with_label_values(&[
-                            method.as_str(),
-                            route.as_str(),
-                            response.status().as_str(),
-                        ])
-                        .observe(started.elapsed().as_secs_f64());
-                    Ok(response)
+                    let request = response.request();
+                    METRICS.http_request(
+                        request.method().as_str(),
+                        request.match_pattern().as_deref(),
+                        response.status().as_str(),
+                        started.elapsed().as_secs_f64(),
+                    );
+                    Ok(unless_failed(without_stream_for_head(response), &health))
                 }
             })
     })
@@ -177,6 +180,47 @@ pub async fn serve_until(
     running.await.map_err(std::io::Error::other)?
 }
 
+/// The server leaves the body out of an answer to HEAD; a streamed one (a live log, server-sent
+/// events) is dropped at once rather than read to its end for nothing.
+fn without_stream_for_head<B: MessageBody + 'static>(
+    response: ServiceResponse<B>,
+) -> ServiceResponse<BoxBody> {
+    let head = response.request().method() == Method::HEAD;
+    response.map_body(|_, body| {
+        if head && body.size() == BodySize::Stream {
+            BoxBody::new(BodyStream::new(futures::stream::empty::<
+                Result<actix_web::web::Bytes, std::convert::Infallible>,
+            >()))
+        } else {
+            body.boxed()
+        }
+    })
+}
+
+/// After a failed append no answer may come from the state in memory, whatever a handler made
+/// of it (a task missing from a failed shard would read as a 404): it is replaced by a 503 while
+/// the process exits.
+fn unless_failed(
+    response: ServiceResponse<BoxBody>,
+    health: &LogHealth,
+) -> ServiceResponse<BoxBody> {
+    let Some(reason) = health.failure() else {
+        return response;
+    };
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        return response;
+    }
+    let error = ApiError::new(
+        ErrorCode::ServiceUnavailable,
+        format!("the event log failed ({reason}); this server is restarting"),
+    );
+    let call = CallInfo {
+        method: "unknown",
+        ..CallInfo::default()
+    };
+    response.into_response(response::error(&error, &call, Timestamp::now()))
+}
+
 /// The whole application: the API under its base path, the monitoring routes, and the 404 of
 /// everything else.
 pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
@@ -187,46 +231,42 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
         .service(
             web::scope("/api/queue/v1")
                 .wrap(response::api_headers())
-                .route("/ping", web::get().to(ping))
+                .route("/ping", get().to(ping))
                 .configure(monitoring)
                 .configure(routes::configure),
         )
         .service(
             web::resource("/blobs/{taskId}/{runId}/{name:.+}")
                 .route(web::put().to(blobs::put))
-                .route(web::get().to(blobs::get))
-                .route(web::head().to(blobs::get))
-                .default_service(web::to(|| async { response::not_found() })),
+                .route(get().to(blobs::get))
+                .default_service(web::to(response::not_found)),
         )
         .service(
             web::resource("/livelog/{taskId}/{runId}")
                 .route(web::post().to(live_logs::push))
-                .route(web::get().to(live_logs::follow))
-                .default_service(web::to(|| async { response::not_found() })),
+                .route(get().to(live_logs::follow))
+                .default_service(web::to(response::not_found)),
         )
-        .route("/shell", web::get().to(sessions::page::page_directory))
-        .route("/shell/", web::get().to(sessions::page::page))
-        .route(
-            "/shell/xterm/{path:.+}",
-            web::get().to(sessions::page::xterm),
-        )
+        .route("/shell", get().to(sessions::page::page_directory))
+        .route("/shell/", get().to(sessions::page::page))
+        .route("/shell/xterm/{path:.+}", get().to(sessions::page::xterm))
         .service(
             web::scope("/api/events/v1")
-                .route("/listen", web::get().to(events::listen))
-                .route("/sse", web::get().to(events::sse)),
+                .route("/listen", get().to(events::listen))
+                .route("/sse", get().to(events::sse)),
         )
-        .route("/metrics", web::get().to(metrics))
+        .route("/metrics", get().to(metrics))
         .configure(monitoring)
-        .default_service(web::to(|| async { response::not_found() }));
+        .default_service(web::to(response::not_found));
 }
 
 /// Dockerflow's monitoring routes, at the root and, as the official clients call them, under
 /// the API's base path.
 fn monitoring(config: &mut web::ServiceConfig) {
     config
-        .route("/__lbheartbeat__", web::get().to(heartbeat))
-        .route("/__heartbeat__", web::get().to(heartbeat))
-        .route("/__version__", web::get().to(version));
+        .route("/__lbheartbeat__", get().to(heartbeat))
+        .route("/__heartbeat__", get().to(heartbeat))
+        .route("/__version__", get().to(version));
 }
 
 /// 503 once the event log has failed (the process is about to exit), for the health routes.

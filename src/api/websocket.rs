@@ -81,7 +81,10 @@ pub enum Incoming {
     Binary(Bytes),
     Ping(Bytes),
     Close(Option<CloseReason>),
-    /// The connection broke or the peer broke the protocol.
+    /// The peer broke the protocol (a frame larger than allowed, bad framing, compressed data
+    /// that does not inflate): the reason to close with, through [`refuse`].
+    Violation(Option<CloseReason>),
+    /// The connection broke.
     Gone,
 }
 
@@ -106,11 +109,11 @@ impl Reader {
                     match frame {
                         ws::Frame::Text(text) if compressed => match self.inflate(&text) {
                             Some(text) => return Incoming::Text(text),
-                            None => return Incoming::Gone,
+                            None => return self.not_inflated(),
                         },
                         ws::Frame::Binary(bytes) if compressed => match self.inflate(&bytes) {
                             Some(bytes) => return Incoming::Binary(bytes),
-                            None => return Incoming::Gone,
+                            None => return self.not_inflated(),
                         },
                         ws::Frame::Text(text) => return Incoming::Text(text),
                         ws::Frame::Binary(bytes) => return Incoming::Binary(bytes),
@@ -120,13 +123,34 @@ impl Reader {
                     }
                 }
                 Ok(None) => {}
-                Err(_) => return Incoming::Gone,
+                Err(ws::ProtocolError::Overflow) => {
+                    return Incoming::Violation(close_reason(
+                        CloseCode::Size,
+                        format!("a message larger than {} bytes", self.max_frame),
+                    ));
+                }
+                Err(error) => {
+                    return Incoming::Violation(close_reason(
+                        CloseCode::Protocol,
+                        error.to_string(),
+                    ));
+                }
             }
             match self.incoming.next().await {
                 Some(Ok(bytes)) => self.received.extend_from_slice(&bytes),
                 Some(Err(_)) | None => return Incoming::Gone,
             }
         }
+    }
+
+    fn not_inflated(&self) -> Incoming {
+        Incoming::Violation(close_reason(
+            CloseCode::Protocol,
+            format!(
+                "a compressed message that does not inflate to at most {} bytes",
+                self.max_frame
+            ),
+        ))
     }
 
     /// When the peer last sent a frame; shared, so it can be read while `receive` runs.
@@ -354,6 +378,21 @@ impl Writer {
     pub async fn close(self, reason: Option<CloseReason>) {
         let _ = self.send(ws::Message::Close(reason)).await;
     }
+}
+
+/// How long [`refuse`] reads what a peer still sends before the connection is dropped.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ends a connection whose peer broke the protocol: the close frame with `reason`, then what
+/// the peer still sends (the rest of a message too large, its own close) is read and dropped
+/// until it hangs up, for at most [`DRAIN_LIMIT`]. A socket closed with input unread is reset,
+/// and the peer could lose the close frame with it.
+pub async fn refuse(writer: Writer, mut reader: Reader, reason: Option<CloseReason>) {
+    let _ = writer.send(ws::Message::Close(reason)).await;
+    let _ = tokio::time::timeout(DRAIN_LIMIT, async {
+        while let Some(Ok(_)) = reader.incoming.next().await {}
+    })
+    .await;
 }
 
 /// A frame as a server sends it.

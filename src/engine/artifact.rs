@@ -1,13 +1,24 @@
 //! The `createArtifact` decision (reference §6.2), a command of the task that owns the run.
 
 use crate::api::ApiError;
-use crate::model::{Artifact, Event, ReasonResolved, RunState, Task, Timestamp};
+use crate::model::{Artifact, Event, ReasonResolved, Run, RunState, Task, Timestamp};
 
 /// A run resolved `exception` still takes artifacts this long afterwards (the worker may be
 /// uploading what it had when it was told to stop).
 const EXCEPTION_GRACE_MILLIS: i64 = 25 * 60 * 1000;
 /// How far in the past an artifact's `expires` may be (clock drift).
 const EXPIRES_DRIFT_MILLIS: i64 = 15 * 60 * 1000;
+
+/// Whether `run` still takes artifacts at `now`, their creation and their blobs' uploads
+/// alike: while it runs, and up to 25 minutes after it was resolved `exception`.
+pub fn takes_artifacts(run: &Run, now: Timestamp) -> bool {
+    let exception_grace = run.state == RunState::Exception
+        && run.reason_resolved != Some(ReasonResolved::Completed)
+        && run
+            .resolved
+            .is_some_and(|resolved| resolved.plus_millis(EXCEPTION_GRACE_MILLIS) > now);
+    run.state == RunState::Running || exception_grace
+}
 
 /// Decides whether `artifact` may be created as `name` of run `run_id`, in Taskcluster's
 /// order: the expiry, the task, the run, its claim, the task's expiry, the run's state, and
@@ -41,12 +52,7 @@ pub fn decide(
             artifact.expires, task.definition.expires
         )));
     }
-    let exception_grace = run.state == RunState::Exception
-        && run.reason_resolved != Some(ReasonResolved::Completed)
-        && run
-            .resolved
-            .is_some_and(|resolved| resolved.plus_millis(EXCEPTION_GRACE_MILLIS) > now);
-    if run.state != RunState::Running && !exception_grace {
+    if !takes_artifacts(run, now) {
         return Err(ApiError::conflict(format!(
             "Artifacts cannot be created for a task after it is resolved, unless it is resolved \
              'exception', and even in this case only up to 25 min past resolution. This is to \

@@ -35,11 +35,9 @@ impl Dispatcher {
             .collect()
     }
 
-    fn count_changed(&self, task_queue_id: &str) {
-        METRICS
-            .pending_tasks
-            .with_label_values(&[task_queue_id])
-            .set(self.queues.count(task_queue_id) as i64);
+    /// `before`: the queue's count before the change.
+    fn count_changed(&self, task_queue_id: &str, before: usize) {
+        METRICS.pending_changed(task_queue_id, before, self.queues.count(task_queue_id));
     }
 
     /// Hands queued hints to parked callers, oldest first.
@@ -85,10 +83,11 @@ impl Handler<Pending> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, message: Pending, _: &mut Context<Self>) {
+        let before = self.queues.count(&message.task_queue_id);
         self.queues
             .push(&message.task_queue_id, message.run, message.priority);
         self.serve_waiters(&message.task_queue_id);
-        self.count_changed(&message.task_queue_id);
+        self.count_changed(&message.task_queue_id, before);
     }
 }
 
@@ -104,8 +103,9 @@ impl Handler<NotPending> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, message: NotPending, _: &mut Context<Self>) {
+        let before = self.queues.count(&message.task_queue_id);
         self.queues.remove(&message.task_queue_id, message.run);
-        self.count_changed(&message.task_queue_id);
+        self.count_changed(&message.task_queue_id, before);
     }
 }
 

@@ -4,8 +4,15 @@
 //!
 //! Task and run metrics are counted as the task shards apply events, so they follow the log:
 //! whatever a reply could have shown is counted once.
+//!
+//! Every label value comes from a closed set, since each new value is a series kept for the
+//! life of the process: an HTTP method the server does not know is `other`, a request that
+//! matched no route is `unmatched`, and task queues, which any client may invent, are labelled
+//! by name only up to `[metrics] max_task_queues` of them; the rest are counted under `other`.
 
-use std::sync::LazyLock;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -26,8 +33,57 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0,
 ];
 
+/// The label of whatever falls outside a closed set: task queues past the bound, unknown
+/// HTTP methods. No task queue has this name (their ids hold a `/`).
+pub const OTHER: &str = "other";
+
+/// The `route` of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// HTTP methods labelled by name; any other is [`OTHER`].
+const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+];
+
+/// How many task queues are labelled by name unless configured (`[metrics] max_task_queues`).
+const DEFAULT_MAX_TASK_QUEUES: usize = 1000;
+
+/// `method` as the `method` label names it.
+pub fn method_label(method: &str) -> &'static str {
+    HTTP_METHODS
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or(OTHER)
+}
+
+/// The task queues labelled by name: the first `max` seen since the process started.
+struct TaskQueueLabels {
+    max: AtomicUsize,
+    named: Mutex<HashSet<String>>,
+}
+
+impl TaskQueueLabels {
+    /// `task_queue_id` itself while it is, or still can be, one of the named; else [`OTHER`].
+    /// Once folded, a queue stays folded, so a gauge of it moves under one label only.
+    fn label<'a>(&self, task_queue_id: &'a str) -> &'a str {
+        let mut named = self
+            .named
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if named.contains(task_queue_id) {
+            return task_queue_id;
+        }
+        if named.len() < self.max.load(Ordering::Relaxed) {
+            named.insert(task_queue_id.to_owned());
+            return task_queue_id;
+        }
+        OTHER
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    task_queues: TaskQueueLabels,
     pub tasks_created: IntCounterVec,
     pub runs_resolved: IntCounterVec,
     pub task_pending_seconds: HistogramVec,
@@ -160,6 +216,10 @@ impl Metrics {
             )
             .expect("a valid metric"),
             registry,
+            task_queues: TaskQueueLabels {
+                max: AtomicUsize::new(DEFAULT_MAX_TASK_QUEUES),
+                named: Mutex::new(HashSet::new()),
+            },
         };
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -198,10 +258,44 @@ impl Metrics {
         metrics
     }
 
+    /// How many task queues get a label of their own (`[metrics] max_task_queues`); set once,
+    /// before the engine starts counting.
+    pub fn set_max_task_queues(&self, max: usize) {
+        self.task_queues.max.store(max, Ordering::Relaxed);
+    }
+
+    /// The `task_queue` label of `task_queue_id`.
+    pub fn task_queue_label<'a>(&self, task_queue_id: &'a str) -> &'a str {
+        self.task_queues.label(task_queue_id)
+    }
+
+    /// An HTTP request answered after `seconds` with `status` (one the server chose, never
+    /// the client); `route` is its route's template, if it matched one.
+    pub fn http_request(&self, method: &str, route: Option<&str>, status: &str, seconds: f64) {
+        self.http_request_duration_seconds
+            .with_label_values(&[
+                method_label(method),
+                route.unwrap_or(UNMATCHED_ROUTE),
+                status,
+            ])
+            .observe(seconds);
+    }
+
+    /// The number of runs pending in `task_queue_id` went from `before` to `after`. A queue
+    /// with a label of its own is set; the folded ones add up under [`OTHER`].
+    pub fn pending_changed(&self, task_queue_id: &str, before: usize, after: usize) {
+        let label = self.task_queue_label(task_queue_id);
+        let gauge = self.pending_tasks.with_label_values(&[label]);
+        if label == OTHER {
+            gauge.add(after as i64 - before as i64);
+        } else {
+            gauge.set(after as i64);
+        }
+    }
+
     /// Counts an event the shard just applied; `task` is its task's state after it.
     pub fn applied(&self, envelope: &Envelope, task: Option<&Task>) {
         self.events_applied.inc();
-        let queue = |task: &Task| task.definition.task_queue_id.clone();
         let seconds = |from: Option<Timestamp>, to: Option<Timestamp>| match (from, to) {
             (Some(from), Some(to)) => Some((to.millis() - from.millis()).max(0) as f64 / 1000.0),
             _ => None,
@@ -209,29 +303,29 @@ impl Metrics {
         match (&envelope.event, task) {
             (Event::TaskDefined { definition, .. }, _) => self
                 .tasks_created
-                .with_label_values(&[definition.task_queue_id.as_str()])
+                .with_label_values(&[self.task_queue_label(&definition.task_queue_id)])
                 .inc(),
             (Event::RunClaimed { run_id, .. }, Some(task)) => {
                 if let Some(run) = task.runs.get(*run_id as usize)
                     && let Some(waited) = seconds(Some(run.scheduled), run.started)
                 {
                     self.task_pending_seconds
-                        .with_label_values(&[queue(task).as_str()])
+                        .with_label_values(&[self.task_queue_label(&task.definition.task_queue_id)])
                         .observe(waited);
                 }
             }
             (Event::RunResolved { run_id, reason }, Some(task)) => {
                 let state = name_of(&reason.final_state());
                 let reason = name_of(reason);
-                let task_queue = queue(task);
+                let task_queue = self.task_queue_label(&task.definition.task_queue_id);
                 self.runs_resolved
-                    .with_label_values(&[task_queue.as_str(), state.as_str(), reason.as_str()])
+                    .with_label_values(&[task_queue, state.as_str(), reason.as_str()])
                     .inc();
                 if let Some(run) = task.runs.get(*run_id as usize)
                     && let Some(took) = seconds(run.started, run.resolved)
                 {
                     self.run_duration_seconds
-                        .with_label_values(&[task_queue.as_str()])
+                        .with_label_values(&[task_queue])
                         .observe(took);
                 }
             }
@@ -356,6 +450,29 @@ fn name_of<T: serde::Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_methods_are_other() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("PATCH"), "PATCH");
+        assert_eq!(method_label("get"), OTHER);
+        assert_eq!(method_label(&"X".repeat(7000)), OTHER);
+    }
+
+    #[test]
+    fn task_queues_past_the_bound_fold_into_other_for_good() {
+        let labels = TaskQueueLabels {
+            max: AtomicUsize::new(2),
+            named: Mutex::new(HashSet::new()),
+        };
+        assert_eq!(labels.label("p/a"), "p/a");
+        assert_eq!(labels.label("p/b"), "p/b");
+        assert_eq!(labels.label("p/c"), OTHER);
+        assert_eq!(labels.label("p/a"), "p/a");
+        labels.max.store(3, Ordering::Relaxed);
+        assert_eq!(labels.label("p/d"), "p/d");
+        assert_eq!(labels.label("p/e"), OTHER);
+    }
 
     #[test]
     fn every_metric_renders_with_its_prefix() {

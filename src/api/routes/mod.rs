@@ -8,7 +8,7 @@ mod queues;
 mod tasks;
 pub(super) mod work;
 
-use actix_web::web;
+use actix_web::{guard, web};
 
 use super::response;
 use super::sessions;
@@ -17,15 +17,13 @@ use crate::auth::ScopeExpression;
 /// Registers every endpoint under the API's base path. A path that exists with another method
 /// answers as an unknown route does (Taskcluster's router knows no 405).
 pub fn configure(config: &mut web::ServiceConfig) {
-    let resource = |path: &str| {
-        web::resource(path).default_service(web::to(|| async { response::not_found() }))
-    };
+    let resource = |path: &str| web::resource(path).default_service(web::to(response::not_found));
     // Resources are tried in order, so a task's lifecycle (createTask, claimWork, reclaimTask,
     // reportCompleted), which carries most of the traffic, comes first.
     config
         .service(
             resource("/task/{taskId}")
-                .route(web::get().to(tasks::task))
+                .route(get().to(tasks::task))
                 .route(web::put().to(tasks::create_task)),
         )
         .service(resource("/claim-work/{taskQueueId:.+}").route(web::post().to(work::claim_work)))
@@ -40,7 +38,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             resource("/task/{taskId}/runs/{runId}/completed")
                 .route(web::post().to(work::report_completed)),
         )
-        .service(resource("/task/{taskId}/status").route(web::get().to(tasks::status)))
+        .service(resource("/task/{taskId}/status").route(get().to(tasks::status)))
         .service(resource("/task/{taskId}/schedule").route(web::post().to(tasks::schedule_task)))
         .service(resource("/task/{taskId}/rerun").route(web::post().to(tasks::rerun_task)))
         .service(resource("/task/{taskId}/cancel").route(web::post().to(tasks::cancel_task)))
@@ -55,36 +53,36 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             resource("/task/{taskId}/runs/{runId}/sessions")
                 .route(web::post().to(sessions::create_session))
-                .route(web::get().to(sessions::list_sessions)),
+                .route(get().to(sessions::list_sessions)),
         )
         .service(
             resource("/task/{taskId}/runs/{runId}/sessions/{sessionId}/close")
                 .route(web::post().to(sessions::close_session)),
         )
         .service(
-            resource("/sessions/{sessionId}/socket").route(web::get().to(sessions::user_socket)),
+            resource("/sessions/{sessionId}/socket").route(get().to(sessions::user_socket)),
         )
         .service(
-            resource("/sessions/{sessionId}/worker").route(web::get().to(sessions::worker_socket)),
+            resource("/sessions/{sessionId}/worker").route(get().to(sessions::worker_socket)),
         )
         .service(
             resource("/task/{taskId}/runs/{runId}/interactive")
-                .route(web::get().to(sessions::control_socket)),
+                .route(get().to(sessions::control_socket)),
         )
-        .service(resource("/pending/{taskQueueId:.+}").route(web::get().to(work::pending_tasks)))
+        .service(resource("/pending/{taskQueueId:.+}").route(get().to(work::pending_tasks)))
         .service(
             resource("/task/{taskId}/priority").route(web::post().to(tasks::change_task_priority)),
         )
         .service(resource("/tasks").route(web::post().to(tasks::tasks)))
         .service(resource("/tasks/status").route(web::post().to(tasks::statuses)))
         .service(
-            resource("/task/{taskId}/dependents").route(web::get().to(tasks::list_dependent_tasks)),
+            resource("/task/{taskId}/dependents").route(get().to(tasks::list_dependent_tasks)),
         )
         .service(
             resource("/task-group/{taskGroupId}/list")
-                .route(web::get().to(groups::list_task_group)),
+                .route(get().to(groups::list_task_group)),
         )
-        .service(resource("/task-group/{taskGroupId}").route(web::get().to(groups::get_task_group)))
+        .service(resource("/task-group/{taskGroupId}").route(get().to(groups::get_task_group)))
         .service(
             resource("/task-group/{taskGroupId}/seal")
                 .route(web::post().to(groups::seal_task_group)),
@@ -101,35 +99,35 @@ pub fn configure(config: &mut web::ServiceConfig) {
             resource("/task/{taskId}/runs/{runId}/artifacts/{name:.+}")
                 .route(web::post().to(artifacts::create_artifact))
                 .route(web::put().to(artifacts::finish_artifact))
-                .route(web::get().to(artifacts::get_artifact)),
+                .route(get().to(artifacts::get_artifact)),
         )
         .service(
             resource("/task/{taskId}/artifacts/{name:.+}")
-                .route(web::get().to(artifacts::get_latest_artifact)),
+                .route(get().to(artifacts::get_latest_artifact)),
         )
         .service(
             resource("/task/{taskId}/runs/{runId}/artifacts")
-                .route(web::get().to(artifacts::list_artifacts)),
+                .route(get().to(artifacts::list_artifacts)),
         )
         .service(
             resource("/task/{taskId}/artifacts")
-                .route(web::get().to(artifacts::list_latest_artifacts)),
+                .route(get().to(artifacts::list_latest_artifacts)),
         )
         .service(
             resource("/task/{taskId}/runs/{runId}/artifact-info/{name:.+}")
-                .route(web::get().to(artifacts::artifact_info)),
+                .route(get().to(artifacts::artifact_info)),
         )
         .service(
             resource("/task/{taskId}/artifact-info/{name:.+}")
-                .route(web::get().to(artifacts::latest_artifact_info)),
+                .route(get().to(artifacts::latest_artifact_info)),
         )
         .service(
             resource("/task/{taskId}/runs/{runId}/artifact-content/{name:.+}")
-                .route(web::get().to(artifacts::artifact)),
+                .route(get().to(artifacts::artifact)),
         )
         .service(
             resource("/task/{taskId}/artifact-content/{name:.+}")
-                .route(web::get().to(artifacts::latest_artifact)),
+                .route(get().to(artifacts::latest_artifact)),
         )
         // The task queue id holds a `/`: the longer routes go first.
         .service(
@@ -138,48 +136,54 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(
             resource("/task-queues/{taskQueueId:.+}/counts")
-                .route(web::get().to(queues::task_queue_counts)),
+                .route(get().to(queues::task_queue_counts)),
         )
         .service(
             resource("/task-queues/{taskQueueId:.+}/pending")
-                .route(web::get().to(queues::list_pending_tasks)),
+                .route(get().to(queues::list_pending_tasks)),
         )
         .service(
             resource("/task-queues/{taskQueueId:.+}/claimed")
-                .route(web::get().to(queues::list_claimed_tasks)),
+                .route(get().to(queues::list_claimed_tasks)),
         )
-        .service(resource("/task-queues").route(web::get().to(queues::list_task_queues)))
+        .service(resource("/task-queues").route(get().to(queues::list_task_queues)))
         .service(
-            resource("/task-queues/{taskQueueId:.+}").route(web::get().to(queues::get_task_queue)),
+            resource("/task-queues/{taskQueueId:.+}").route(get().to(queues::get_task_queue)),
         )
-        .service(resource("/provisioners").route(web::get().to(queues::list_provisioners)))
+        .service(resource("/provisioners").route(get().to(queues::list_provisioners)))
         .service(
             resource("/provisioners/{provisionerId}")
-                .route(web::get().to(queues::get_provisioner)),
+                .route(get().to(queues::get_provisioner)),
         )
         .service(
             resource("/provisioners/{provisionerId}/worker-types")
-                .route(web::get().to(queues::list_worker_types)),
+                .route(get().to(queues::list_worker_types)),
         )
         .service(
             resource("/provisioners/{provisionerId}/worker-types/{workerType}")
-                .route(web::get().to(queues::get_worker_type)),
+                .route(get().to(queues::get_worker_type)),
         )
         .service(
             resource("/provisioners/{provisionerId}/worker-types/{workerType}/workers")
-                .route(web::get().to(queues::list_workers)),
+                .route(get().to(queues::list_workers)),
         )
         .service(
             resource(
                 "/provisioners/{provisionerId}/worker-types/{workerType}/workers/{workerGroup}/{workerId}",
             )
-            .route(web::get().to(queues::get_worker))
+            .route(get().to(queues::get_worker))
             .route(web::put().to(queues::quarantine_worker)),
         )
         .service(
             resource("/provisioners/{provisionerId}/worker-types/{workerType}/{workerGroup}/{workerId}")
                 .route(web::put().to(queues::declare_worker)),
         );
+}
+
+/// A GET route that answers HEAD too, as Taskcluster's framework does: the same status and
+/// headers, no body (the server leaves it out).
+pub(super) fn get() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// `InputValidationError` naming the input schema and each problem, if there are any.

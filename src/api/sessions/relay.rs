@@ -117,7 +117,7 @@ pub async fn serve_user(state: Data<State>, attach: UserAttach, mut reader: Read
                     end_session(&state, &shared, ended(SessionEnd::ClosedByUser));
                     break;
                 }
-                Incoming::Gone => {
+                Incoming::Gone | Incoming::Violation(_) => {
                     end_session(&state, &shared, ended(SessionEnd::Disconnected));
                     break;
                 }
@@ -207,7 +207,7 @@ pub async fn serve_worker(
                     let _ = worker.send(ws::Message::Pong(bytes)).await;
                 }
                 Incoming::Text(_) => {}
-                incoming @ (Incoming::Close(_) | Incoming::Gone) => {
+                incoming @ (Incoming::Close(_) | Incoming::Gone | Incoming::Violation(_)) => {
                     // A worker closes normally on its own only when the run ended.
                     let normal = matches!(
                         &incoming,
@@ -268,7 +268,7 @@ pub async fn serve_control(state: Data<State>, run: RunKey, mut reader: Reader, 
                 Incoming::Ping(bytes) => {
                     let _ = worker.send(ws::Message::Pong(bytes)).await;
                 }
-                Incoming::Close(_) | Incoming::Gone => break,
+                Incoming::Close(_) | Incoming::Gone | Incoming::Violation(_) => break,
                 Incoming::Text(_) | Incoming::Binary(_) => {}
             },
             _ = keepalive.tick() => {
