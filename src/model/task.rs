@@ -202,7 +202,9 @@ pub struct CreateTaskRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub scopes: Option<Vec<String>>,
-    pub payload: serde_json::Map<String, serde_json::Value>,
+    /// Read straight into its compact text, never held as a tree (see [`Json`]).
+    #[serde(deserialize_with = "Json::deserialize_object")]
+    pub payload: Json,
     pub metadata: Metadata,
     #[serde(
         default,
@@ -212,10 +214,10 @@ pub struct CreateTaskRequest {
     pub tags: Option<BTreeMap<String, String>>,
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "present_object",
         skip_serializing_if = "Option::is_none"
     )]
-    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    pub extra: Option<Json>,
 }
 
 /// An optional field that, when present, must hold a value: the schema allows leaving a field
@@ -228,10 +230,16 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// [`present`] for a JSON object kept as text.
+fn present_object<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Json>, D::Error> {
+    Json::deserialize_object(deserializer).map(Some)
+}
+
 impl CreateTaskRequest {
-    /// Reads a request body; a body of the wrong shape is Taskcluster's schema failure.
-    pub fn from_json(body: &serde_json::Value) -> Result<Self, ApiError> {
-        Self::deserialize(body).map_err(|error| {
+    /// Reads a request body's JSON text; a body of the wrong shape is Taskcluster's schema
+    /// failure.
+    pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(body).map_err(|error| {
             ApiError::new(
                 ErrorCode::InputValidationError,
                 format!("the request does not match create-task-request: {error}"),
@@ -403,10 +411,10 @@ impl CreateTaskRequest {
             deadline,
             expires: self.expires.unwrap_or_else(|| deadline.plus_one_year()),
             scopes: self.scopes.unwrap_or_default(),
-            payload: Json::from_value(&serde_json::Value::Object(self.payload)),
+            payload: self.payload,
             metadata: self.metadata,
             tags: self.tags.unwrap_or_default(),
-            extra: Json::from_value(&serde_json::Value::Object(self.extra.unwrap_or_default())),
+            extra: self.extra.unwrap_or_default(),
         })
     }
 }
@@ -685,7 +693,7 @@ pub(crate) mod tests {
     }
 
     fn normalize(body: serde_json::Value) -> Result<TaskDefinition, ApiError> {
-        let request = CreateTaskRequest::from_json(&body)?;
+        let request = CreateTaskRequest::from_json(body.to_string().as_bytes())?;
         TaskDefinition::from_request(task_id(), request, now(), DEFAULT_MAX_DEADLINE)
     }
 
@@ -959,7 +967,7 @@ pub(crate) mod tests {
             ErrorCode::InputValidationError
         );
         let body = with(body, "retries", 1.into());
-        let request = CreateTaskRequest::from_json(&body).unwrap();
+        let request = CreateTaskRequest::from_json(body.to_string().as_bytes()).unwrap();
         assert_eq!(
             request.into_definition(task_id()).unwrap_err().code,
             ErrorCode::InputError
