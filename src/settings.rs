@@ -123,6 +123,8 @@ pub struct QueueSettings {
 pub struct ApiSettings {
     pub claim_work_timeout_seconds: u64,
     pub max_body_bytes: usize,
+    /// Largest task definition, as its compact JSON text.
+    pub max_task_bytes: usize,
 }
 
 /// Who may call the API (`[auth]`).

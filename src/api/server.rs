@@ -47,6 +47,8 @@ pub struct State {
     pub max_deadline: Duration,
     /// Largest request body (`api.max_body_bytes`).
     pub max_body_bytes: usize,
+    /// Largest task definition (`api.max_task_bytes`).
+    pub max_task_bytes: usize,
     started: Instant,
 }
 
@@ -78,6 +80,7 @@ impl State {
             ),
             max_deadline: settings.queue.task_settings().max_deadline,
             max_body_bytes: settings.api.max_body_bytes,
+            max_task_bytes: settings.api.max_task_bytes,
             started: Instant::now(),
         }
     }

@@ -427,6 +427,44 @@ impl TaskDefinition {
             .is_ok_and(|payload| payload["features"]["interactive"] == true)
     }
 
+    /// The bytes of the definition's compact JSON text (as kept, and as `task` returns it
+    /// but for the indentation), counted without writing the text out.
+    pub fn encoded_len(&self) -> usize {
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = Counter(0);
+        match serde_json::to_writer(&mut counter, self) {
+            Ok(()) => counter.0,
+            // Only a writer's error could stop it, and counting has none.
+            Err(_) => usize::MAX,
+        }
+    }
+
+    /// Refuses a definition of more than `max_bytes` (`[api] max_task_bytes`): 413
+    /// `InputTooLarge`, naming the limit.
+    pub fn check_size(&self, max_bytes: usize) -> Result<(), ApiError> {
+        let bytes = self.encoded_len();
+        if bytes <= max_bytes {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::InputTooLarge,
+            format!(
+                "the task definition takes {bytes} bytes as JSON, more than the {max_bytes} \
+                 bytes this queue accepts for one task (`[api] max_task_bytes`)"
+            ),
+        )
+        .with_details(serde_json::json!({ "taskBytes": bytes, "maxTaskBytes": max_bytes })))
+    }
+
     /// The whole normalization of a `createTask` body (reference §3.2 steps 1–6) for callers
     /// that authorize elsewhere or not at all.
     pub fn from_request(
@@ -971,6 +1009,24 @@ pub(crate) mod tests {
         assert_eq!(
             request.into_definition(task_id()).unwrap_err().code,
             ErrorCode::InputError
+        );
+    }
+
+    #[test]
+    fn sizes_are_counted_as_the_compact_text_and_bounded() {
+        let definition = normalize(minimal_body()).unwrap();
+        let bytes = serde_json::to_vec(&definition).unwrap().len();
+        assert_eq!(definition.encoded_len(), bytes);
+        assert!(definition.check_size(bytes).is_ok());
+        let error = definition.check_size(bytes - 1).unwrap_err();
+        assert_eq!(
+            (error.code, error.status()),
+            (ErrorCode::InputTooLarge, 413)
+        );
+        assert!(
+            error.message.contains("max_task_bytes"),
+            "{}",
+            error.message
         );
     }
 
