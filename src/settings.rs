@@ -144,6 +144,8 @@ pub struct ApiSettings {
     pub claim_work_timeout_seconds: u64,
     pub max_body_bytes: usize,
     pub max_waiting_claims: usize,
+    /// Largest task definition, as its compact JSON text.
+    pub max_task_bytes: usize,
 }
 
 /// Who may call the API (`[auth]`).

@@ -441,7 +441,7 @@ fn any_event(task_ids: Vec<Slugid>) -> impl Strategy<Value = (usize, Event)> {
     (0..keys, event).prop_map(move |(key, event)| {
         let event = event.unwrap_or_else(|retries| Event::TaskDefined {
             task_id: task_ids[key],
-            definition: Box::new(definition(task_ids[0], retries)),
+            definition: Arc::new(definition(task_ids[0], retries)),
         });
         (key, event)
     })

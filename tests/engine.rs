@@ -37,15 +37,15 @@ async fn start(dir: &std::path::Path) -> Engine {
 
 fn definition(task_id: Slugid, queue: &str, dependencies: &[Slugid]) -> TaskDefinition {
     let now = Timestamp::now();
-    let request = CreateTaskRequest::from_json(&serde_json::json!({
+    let body = serde_json::json!({
         "taskQueueId": queue,
         "created": now.to_string(),
         "deadline": now.plus_millis(3_600_000).to_string(),
         "dependencies": dependencies.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
         "payload": {},
         "metadata": {"name": "t", "description": "d", "owner": "o@example.com", "source": "https://example.com"},
-    }))
-    .unwrap();
+    });
+    let request = CreateTaskRequest::from_json(body.to_string().as_bytes()).unwrap();
     request.into_definition(task_id).unwrap()
 }
 
@@ -202,7 +202,7 @@ async fn a_restart_schedules_dependents_of_tasks_resolved_before_the_crash() {
                 dependency,
                 Event::TaskDefined {
                     task_id: dependency,
-                    definition: Box::new(definition(dependency, "p/w", &[])),
+                    definition: Arc::new(definition(dependency, "p/w", &[])),
                 },
             ),
             (
@@ -232,7 +232,7 @@ async fn a_restart_schedules_dependents_of_tasks_resolved_before_the_crash() {
                 dependent,
                 Event::TaskDefined {
                     task_id: dependent,
-                    definition: Box::new(definition(dependent, "p/w", &[dependency])),
+                    definition: Arc::new(definition(dependent, "p/w", &[dependency])),
                 },
             ),
         ];

@@ -227,7 +227,7 @@ fn blob_error(method: &'static str, request: &HttpRequest, error: ApiError) -> H
     let call = CallInfo {
         method,
         params,
-        payload: json!({}),
+        payload: None,
     };
     response::error(&error, &call, Timestamp::now())
 }

@@ -3,9 +3,11 @@
 
 use actix_web::http::StatusCode;
 use actix_web::middleware::DefaultHeaders;
+use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::ApiError;
 use crate::model::Timestamp;
@@ -17,8 +19,9 @@ pub struct CallInfo {
     pub method: &'static str,
     /// The URL parameters, decoded.
     pub params: serde_json::Map<String, Value>,
-    /// The request body as JSON (`{}` when there was none).
-    pub payload: Value,
+    /// The request body's JSON text, checked to parse (`None`, shown as `{}`, when there was
+    /// none). Echoed as it came rather than parsed again.
+    pub payload: Option<Bytes>,
 }
 
 /// A JSON reply, formatted as Taskcluster formats them.
@@ -42,16 +45,36 @@ pub fn error(error: &ApiError, call: &CallInfo, now: Timestamp) -> HttpResponse 
         "{}\n\n---\n\n* method:     {}\n* errorCode:  {}\n* statusCode: {status}\n* time:       {now}",
         error.message, call.method, error.code
     );
-    let body = json!({
-        "code": error.code.as_str(),
-        "message": message,
-        "requestInfo": {
-            "method": call.method,
-            "params": call.params,
-            "payload": call.payload,
-            "time": now,
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ErrorBody<'a> {
+        code: &'a str,
+        message: String,
+        request_info: RequestInfo<'a>,
+    }
+    #[derive(Serialize)]
+    struct RequestInfo<'a> {
+        method: &'a str,
+        params: &'a serde_json::Map<String, Value>,
+        payload: &'a RawValue,
+        time: Timestamp,
+    }
+    let empty: &RawValue = serde_json::from_str("{}").expect("`{}` is JSON");
+    let payload = call
+        .payload
+        .as_deref()
+        .and_then(|text| serde_json::from_slice(text).ok())
+        .unwrap_or(empty);
+    let body = ErrorBody {
+        code: error.code.as_str(),
+        message,
+        request_info: RequestInfo {
+            method: call.method,
+            params: &call.params,
+            payload,
+            time: now,
         },
-    });
+    };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json(status, &body)
 }
@@ -92,6 +115,7 @@ mod tests {
     use super::*;
     use crate::api::ErrorCode;
     use actix_web::body::MessageBody;
+    use serde_json::json;
 
     #[test]
     fn error_body_has_taskclusters_shape() {
@@ -100,7 +124,7 @@ mod tests {
             params: [("taskId".to_owned(), json!("fN1SbArXTPSVFNUvaOlinQ"))]
                 .into_iter()
                 .collect(),
-            payload: json!({}),
+            payload: None,
         };
         let response = error(
             &ApiError::new(ErrorCode::ResourceNotFound, "task not found"),
@@ -120,5 +144,22 @@ mod tests {
             "fN1SbArXTPSVFNUvaOlinQ"
         );
         assert_eq!(body["requestInfo"]["time"], "2026-11-22T10:00:00.000Z");
+        assert_eq!(body["requestInfo"]["payload"], json!({}));
+
+        let call = CallInfo {
+            payload: Some(Bytes::from_static(b" {\"a\": [1, {\"b\": null}]}")),
+            ..call
+        };
+        let response = error(
+            &ApiError::new(ErrorCode::InputError, "no"),
+            &call,
+            "2026-11-22T10:00:00Z".parse().unwrap(),
+        );
+        let bytes = response.into_body().try_into_bytes().unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            body["requestInfo"]["payload"],
+            json!({"a": [1, {"b": null}]})
+        );
     }
 }

@@ -56,6 +56,8 @@ pub struct State {
     /// claimWork calls waiting at once, and how many may (`api.max_waiting_claims`, lowered
     /// to what the open-file limit allows).
     pub waiting_claims: connection::WaitingClaims,
+    /// Largest task definition (`api.max_task_bytes`).
+    pub max_task_bytes: usize,
     started: Instant,
 }
 
@@ -89,6 +91,7 @@ impl State {
             max_deadline: settings.queue.task_settings().max_deadline,
             max_body_bytes: settings.api.max_body_bytes,
             waiting_claims: connection::WaitingClaims::new(settings.api.max_waiting_claims),
+            max_task_bytes: settings.api.max_task_bytes,
             started: Instant::now(),
         }
     }

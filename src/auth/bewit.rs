@@ -40,8 +40,13 @@ pub fn find(resource: &str) -> Option<FoundBewit<'_>> {
         let Some(separator_at) = at.checked_sub(1) else {
             break;
         };
-        let separator = &resource[separator_at..at];
-        if (separator != "?" && separator != "&") || separator_at == 0 {
+        // Compared as a byte: the character before `bewit=` may be any, of several bytes.
+        let separator = match resource.as_bytes()[separator_at] {
+            b'?' => "?",
+            b'&' => "&",
+            _ => continue,
+        };
+        if separator_at == 0 {
             continue;
         }
         let after = &resource[at + NEEDLE.len()..];
@@ -227,6 +232,16 @@ pub fn sign_resource(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multibyte_character_before_the_bewit_is_no_separator() {
+        assert_eq!(find("/a\u{ff}bewit=xyz"), None);
+        assert_eq!(
+            find("/a?b=1&bewit=xyz&c=\u{20ac}bewit=q").map(|f| f.value),
+            Some("xyz")
+        );
+        assert_eq!(find("/\u{20ac}?bewit=xyz").map(|f| f.value), Some("xyz"));
+    }
 
     #[test]
     fn finds_the_bewit_as_hawk_does() {

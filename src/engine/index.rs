@@ -154,6 +154,7 @@ mod tests {
     use super::*;
     use crate::model::task::tests::sample_definition;
     use crate::model::{ReasonCreated, Timestamp};
+    use std::sync::Arc;
 
     #[test]
     fn tasks_are_listed_by_group_dependency_and_state_in_id_order() {
@@ -164,7 +165,7 @@ mod tests {
             .map(|_| {
                 let mut definition = sample_definition(group);
                 definition.dependencies = vec![dependency];
-                Task::new(Slugid::nice(), definition)
+                Task::new(Slugid::nice(), Arc::new(definition))
             })
             .collect();
         for task in &mut tasks {

@@ -18,7 +18,7 @@ pub async fn fill(engine: &Engine, tasks: u64, concurrency: usize) -> Result<u64
             async move {
                 let now = Timestamp::now();
                 let task_id = Slugid::nice();
-                let request = CreateTaskRequest::from_json(&json!({
+                let body = json!({
                     "taskQueueId": task_queue_id,
                     "created": now,
                     "deadline": now.plus_millis(24 * 3_600_000),
@@ -29,7 +29,8 @@ pub async fn fill(engine: &Engine, tasks: u64, concurrency: usize) -> Result<u64
                         "owner": "bench@taskfold.invalid",
                         "source": "https://taskfold.invalid/bench"
                     }
-                }))?;
+                });
+                let request = CreateTaskRequest::from_json(body.to_string().as_bytes())?;
                 let definition = request.into_definition(task_id)?;
                 engine.create_task(task_id, definition).await
             }

@@ -279,7 +279,7 @@ impl Engine {
             task_expires: definition.expires,
         };
         let command = Command::Define {
-            definition: Box::new(definition),
+            definition: Arc::new(definition),
             resolved_dependencies,
         };
         // The group must accept the task first (Taskcluster's `ensureTaskGroup`). When the

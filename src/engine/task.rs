@@ -8,6 +8,7 @@
 //! `Expire`) are advisory and answer "nothing to do" when they no longer fit the state.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{ApiError, ErrorCode};
@@ -52,7 +53,7 @@ pub enum Command {
     /// the caller found already resolved, so that creation and scheduling are one decision.
     /// That every dependency exists and outlives the deadline is the caller's check (§5).
     Define {
-        definition: Box<TaskDefinition>,
+        definition: Arc<TaskDefinition>,
         resolved_dependencies: Vec<ResolvedDependency>,
     },
     /// `scheduleTask`: run 0 now, whatever the dependencies.
@@ -214,7 +215,7 @@ impl Decision<'_> {
     fn define(
         &self,
         task: Option<&Task>,
-        definition: Box<TaskDefinition>,
+        definition: Arc<TaskDefinition>,
         resolved_dependencies: &[ResolvedDependency],
     ) -> Result<Vec<Event>, ApiError> {
         // Dates are checked before the taskId is looked at, as Taskcluster does (§3.2): a
@@ -678,7 +679,7 @@ mod tests {
 
     fn define(definition: TaskDefinition) -> Command {
         Command::Define {
-            definition: Box::new(definition),
+            definition: Arc::new(definition),
             resolved_dependencies: vec![],
         }
     }
@@ -817,7 +818,7 @@ mod tests {
             .at(
                 0,
                 Command::Define {
-                    definition: Box::new(with_dependencies(&[a, b], Requires::AllCompleted)),
+                    definition: Arc::new(with_dependencies(&[a, b], Requires::AllCompleted)),
                     resolved_dependencies: vec![ResolvedDependency {
                         task_id: a,
                         state: RunState::Completed,
@@ -892,7 +893,7 @@ mod tests {
         let a = Slugid::nice();
         let mut harness = Harness::defined(with_dependencies(&[a], Requires::AllCompleted));
         let repeat = Command::Define {
-            definition: Box::new(with_dependencies(&[a], Requires::AllCompleted)),
+            definition: Arc::new(with_dependencies(&[a], Requires::AllCompleted)),
             resolved_dependencies: vec![ResolvedDependency {
                 task_id: a,
                 state: RunState::Completed,

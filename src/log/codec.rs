@@ -60,6 +60,7 @@ mod tests {
     use super::*;
     use crate::model::task::tests::sample_definition;
     use crate::model::{Envelope, Event, Slugid, Timestamp};
+    use std::sync::Arc;
 
     fn sample() -> Envelope {
         let task_id = Slugid::nice();
@@ -68,7 +69,7 @@ mod tests {
             at: Timestamp::from_millis(1_763_800_000_000),
             event: Event::TaskDefined {
                 task_id,
-                definition: Box::new(sample_definition(task_id)),
+                definition: Arc::new(sample_definition(task_id)),
             },
         }
     }

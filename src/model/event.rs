@@ -4,6 +4,8 @@
 //! them. New variants go at the end of the enum (the codec identifies variants by position);
 //! any other change to an existing variant needs a new codec format version.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -25,10 +27,11 @@ pub struct Envelope {
 
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum Event {
-    /// A task was created with this definition (defaults applied, dates normalized).
+    /// A task was created with this definition (defaults applied, dates normalized). Shared
+    /// with the task the event creates, so a large definition is held once.
     TaskDefined {
         task_id: Slugid,
-        definition: Box<TaskDefinition>,
+        definition: Arc<TaskDefinition>,
     },
     /// A new run was added in state `pending`.
     RunPending { run_id: u32, reason: ReasonCreated },

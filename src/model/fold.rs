@@ -53,12 +53,12 @@ pub struct Run {
 }
 
 impl Task {
-    pub fn new(task_id: Slugid, definition: TaskDefinition) -> Self {
+    pub fn new(task_id: Slugid, definition: Arc<TaskDefinition>) -> Self {
         Task {
             task_id,
             retries_left: definition.retries,
             priority: definition.priority,
-            definition: Arc::new(definition),
+            definition,
             runs: Vec::new(),
             satisfied_dependencies: BTreeSet::new(),
             artifacts: BTreeMap::new(),
@@ -300,7 +300,7 @@ impl Entities {
             } => {
                 self.tasks
                     .entry(*task_id)
-                    .or_insert_with(|| Arc::new(Task::new(*task_id, (**definition).clone())));
+                    .or_insert_with(|| Arc::new(Task::new(*task_id, Arc::clone(definition))));
             }
             Event::TaskGroupJoined {
                 task_group_id,
@@ -381,7 +381,7 @@ mod tests {
         let events = [
             Event::TaskDefined {
                 task_id,
-                definition: Box::new(sample_definition(task_id)),
+                definition: Arc::new(sample_definition(task_id)),
             },
             Event::RunPending {
                 run_id: 0,

@@ -202,7 +202,9 @@ pub struct CreateTaskRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub scopes: Option<Vec<String>>,
-    pub payload: serde_json::Map<String, serde_json::Value>,
+    /// Read straight into its compact text, never held as a tree (see [`Json`]).
+    #[serde(deserialize_with = "Json::deserialize_object")]
+    pub payload: Json,
     pub metadata: Metadata,
     #[serde(
         default,
@@ -212,10 +214,10 @@ pub struct CreateTaskRequest {
     pub tags: Option<BTreeMap<String, String>>,
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "present_object",
         skip_serializing_if = "Option::is_none"
     )]
-    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    pub extra: Option<Json>,
 }
 
 /// An optional field that, when present, must hold a value: the schema allows leaving a field
@@ -228,10 +230,16 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// [`present`] for a JSON object kept as text.
+fn present_object<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Json>, D::Error> {
+    Json::deserialize_object(deserializer).map(Some)
+}
+
 impl CreateTaskRequest {
-    /// Reads a request body; a body of the wrong shape is Taskcluster's schema failure.
-    pub fn from_json(body: &serde_json::Value) -> Result<Self, ApiError> {
-        Self::deserialize(body).map_err(|error| {
+    /// Reads a request body's JSON text; a body of the wrong shape is Taskcluster's schema
+    /// failure.
+    pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(body).map_err(|error| {
             ApiError::new(
                 ErrorCode::InputValidationError,
                 format!("the request does not match create-task-request: {error}"),
@@ -403,10 +411,10 @@ impl CreateTaskRequest {
             deadline,
             expires: self.expires.unwrap_or_else(|| deadline.plus_one_year()),
             scopes: self.scopes.unwrap_or_default(),
-            payload: Json::from_value(&serde_json::Value::Object(self.payload)),
+            payload: self.payload,
             metadata: self.metadata,
             tags: self.tags.unwrap_or_default(),
-            extra: Json::from_value(&serde_json::Value::Object(self.extra.unwrap_or_default())),
+            extra: self.extra.unwrap_or_default(),
         })
     }
 }
@@ -417,6 +425,44 @@ impl TaskDefinition {
     pub fn interactive(&self) -> bool {
         serde_json::from_str::<serde_json::Value>(self.payload.as_str())
             .is_ok_and(|payload| payload["features"]["interactive"] == true)
+    }
+
+    /// The bytes of the definition's compact JSON text (as kept, and as `task` returns it
+    /// but for the indentation), counted without writing the text out.
+    pub fn encoded_len(&self) -> usize {
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = Counter(0);
+        match serde_json::to_writer(&mut counter, self) {
+            Ok(()) => counter.0,
+            // Only a writer's error could stop it, and counting has none.
+            Err(_) => usize::MAX,
+        }
+    }
+
+    /// Refuses a definition of more than `max_bytes` (`[api] max_task_bytes`): 413
+    /// `InputTooLarge`, naming the limit.
+    pub fn check_size(&self, max_bytes: usize) -> Result<(), ApiError> {
+        let bytes = self.encoded_len();
+        if bytes <= max_bytes {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::InputTooLarge,
+            format!(
+                "the task definition takes {bytes} bytes as JSON, more than the {max_bytes} \
+                 bytes this queue accepts for one task (`[api] max_task_bytes`)"
+            ),
+        )
+        .with_details(serde_json::json!({ "taskBytes": bytes, "maxTaskBytes": max_bytes })))
     }
 
     /// The whole normalization of a `createTask` body (reference §3.2 steps 1–6) for callers
@@ -685,7 +731,7 @@ pub(crate) mod tests {
     }
 
     fn normalize(body: serde_json::Value) -> Result<TaskDefinition, ApiError> {
-        let request = CreateTaskRequest::from_json(&body)?;
+        let request = CreateTaskRequest::from_json(body.to_string().as_bytes())?;
         TaskDefinition::from_request(task_id(), request, now(), DEFAULT_MAX_DEADLINE)
     }
 
@@ -959,10 +1005,28 @@ pub(crate) mod tests {
             ErrorCode::InputValidationError
         );
         let body = with(body, "retries", 1.into());
-        let request = CreateTaskRequest::from_json(&body).unwrap();
+        let request = CreateTaskRequest::from_json(body.to_string().as_bytes()).unwrap();
         assert_eq!(
             request.into_definition(task_id()).unwrap_err().code,
             ErrorCode::InputError
+        );
+    }
+
+    #[test]
+    fn sizes_are_counted_as_the_compact_text_and_bounded() {
+        let definition = normalize(minimal_body()).unwrap();
+        let bytes = serde_json::to_vec(&definition).unwrap().len();
+        assert_eq!(definition.encoded_len(), bytes);
+        assert!(definition.check_size(bytes).is_ok());
+        let error = definition.check_size(bytes - 1).unwrap_err();
+        assert_eq!(
+            (error.code, error.status()),
+            (ErrorCode::InputTooLarge, 413)
+        );
+        assert!(
+            error.message.contains("max_task_bytes"),
+            "{}",
+            error.message
         );
     }
 

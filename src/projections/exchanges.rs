@@ -606,7 +606,7 @@ mod tests {
             };
             log.commit(&[Event::TaskDefined {
                 task_id,
-                definition: Box::new(definition),
+                definition: Arc::new(definition),
             }]);
             log
         }
@@ -729,7 +729,7 @@ mod tests {
         let envelopes = [
             Event::TaskDefined {
                 task_id,
-                definition: Box::new(sample_definition(task_id)),
+                definition: Arc::new(sample_definition(task_id)),
             },
             Event::RunPending {
                 run_id: 0,

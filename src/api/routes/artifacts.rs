@@ -51,7 +51,7 @@ pub async fn create_artifact(state: Data<State>, request: HttpRequest, body: Bod
             let task_id = call.slugid_param("taskId")?;
             let run_id = call.run_id_param()?;
             let name = name_param(call)?;
-            let artifact = Artifact::from_request(call.json_payload()?)?;
+            let artifact = Artifact::from_request(&call.json_payload()?)?;
             let command = Command::CreateArtifact {
                 run_id,
                 name: name.clone(),

@@ -111,7 +111,8 @@ pub async fn create_task(state: Data<State>, request: HttpRequest, body: Body) -
         .answer(async |call| {
             let task_id = call.slugid_param("taskId")?;
             let definition =
-                CreateTaskRequest::from_json(call.json_payload()?)?.into_definition(task_id)?;
+                CreateTaskRequest::from_json(call.json_text()?)?.into_definition(task_id)?;
+            definition.check_size(state.max_task_bytes)?;
             let (scopes, params) = create_task_scopes(&definition);
             let params: Vec<(&str, &str)> = params
                 .iter()

@@ -232,7 +232,14 @@ pub async fn report_completed(
         .answer(async |call| {
             call.authorize_url(&state.access.clients, &RESOLVE_TASK)?;
             let (task_id, run_id) = run_params(call)?;
-            let command = if call.payload().get("success") == Some(&Value::Bool(false)) {
+            /// The legacy body; any other is ignored, as Taskcluster does.
+            #[derive(serde::Deserialize)]
+            struct Legacy {
+                success: Option<Value>,
+            }
+            let legacy = call.lenient_input::<Legacy>();
+            let command = if legacy.is_some_and(|legacy| legacy.success == Some(Value::Bool(false)))
+            {
                 Command::ReportFailed { run_id }
             } else {
                 Command::ReportCompleted { run_id }

@@ -251,6 +251,10 @@ impl Writer {
             let mut view = lock(&tail.view);
             view.end = tail.next + tail.framed;
             view.active_bytes = tail.position;
+            // A batch larger than usual (a large task's record) does not keep its memory.
+            if tail.buffer.capacity() > self.options.max_batch_bytes {
+                tail.buffer = Vec::new();
+            }
         }
         Ok(())
     }
