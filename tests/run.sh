@@ -140,6 +140,8 @@ cargo clippy --quiet --all-targets -- -D warnings
 # Benchmarks run once each in test mode, so they are known to work; then every test.
 cargo test --benches
 cargo test
+# The fuzz targets (log records, Hawk headers, createTask bodies), each for a bounded time.
+bash tests/fuzz.sh
 # Last, so that its summary closes the output: the official Python client against the real
 # `taskfold serve`.
 cargo build --quiet

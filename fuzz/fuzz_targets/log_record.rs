@@ -1,7 +1,8 @@
 //! The embedded log's record format: `scan` over any bytes must stop at the first record that
 //! is not valid without panicking, and what it accepts must be exactly what framing the
 //! accepted payloads writes. Framing any non-empty payloads and scanning them must give them
-//! back.
+//! back. The search for records after damage (what tells damage from a torn tail) must find
+//! only valid records, and find the first one.
 #![no_main]
 
 use std::convert::Infallible;
@@ -34,6 +35,29 @@ fuzz_target!(|bytes: &[u8]| {
             assert_eq!(position, scan.valid_bytes);
             assert!(bytes[valid..].iter().any(|&b| b != 0));
         }
+    }
+
+    // Recovery's search after damage: what it finds is a record that scans, and no earlier
+    // position holds one.
+    if let Tail::Damaged { position, .. } = scan.tail {
+        let mut budget = segment::SEARCH_BUDGET_BYTES;
+        match segment::next_valid_record(bytes, position + 1, &mut budget) {
+            segment::Search::Found(found) => {
+                let found = usize::try_from(found).unwrap();
+                assert!(found > valid && found < bytes.len());
+                let at = segment::scan::<Infallible>(&bytes[found..], |_, _| Ok(())).unwrap();
+                assert!(at.records >= 1);
+                for earlier in valid + 1..found {
+                    let before = segment::scan::<Infallible>(&bytes[earlier..], |_, _| Ok(()));
+                    assert_eq!(before.unwrap().records, 0, "a record at {earlier} was skipped");
+                }
+            }
+            segment::Search::Nothing => {}
+            segment::Search::Unsure => panic!("inputs this small stay within the budget"),
+        }
+        let (counted, complete) = segment::count_valid_records(bytes, position);
+        assert!(complete);
+        let _ = counted;
     }
 
     // The same bytes as payloads to frame: cut where a zero byte stands (payloads are never
