@@ -4,6 +4,24 @@
 //! are durable; on start they replay their partition from the newest snapshot. Two backends
 //! implement [`EventLog`] and partition keys identically: [`embedded`] (segment files on one
 //! machine, the default) and [`kafka`] (a Kafka topic, for more than one machine).
+//!
+//! ## The partition store to come
+//!
+//! Full snapshots are to give way to an embedded store per partition (state and log offset
+//! committed together, lagging the log, never synced per request). Measured on the project's
+//! 2-core machine: 100,000 realistic tasks (5.9 KB of JSON each), 64 per commit, no sync per
+//! commit, then 100,000 random point reads after reopening; two runs each.
+//!
+//! | store | tasks/s written | commit p50 / p99 | read p50 / p99 | disk per task | clean build |
+//! |---|---|---|---|---|---|
+//! | RocksDB 0.25 (LZ4) | 79k–84k | 0.63 / 4.6 ms | 5.7 / 70 µs | 2.9 KB | 632 s, C++, needs libclang |
+//! | fjall 3.1 (defaults) | 60k–62k | 0.67 / 6.1 ms | 6.0 / 13 µs | 5.7 KB | 18 s |
+//! | redb 5.0 (synced every 256 commits) | 35k–41k | 0.87 / 1.3–4.6 ms | 5.3 / 11 µs | 11.4 KB | 13 s |
+//!
+//! The queue's own rate is about 10,000 lifecycles/s, so every store writes fast enough. fjall
+//! has the better read tail, builds in seconds in pure Rust, and takes half of redb's disk. Its
+//! defaults compress only deeper levels, so setting LZ4 for all of them should close most of
+//! the disk gap to RocksDB; that is not yet measured.
 
 pub mod codec;
 pub(crate) mod durable_file;
