@@ -25,6 +25,15 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub metrics: MetricsSettings,
     pub blobs: BlobSettings,
+    pub store: StoreSettings,
+}
+
+/// The partition stores (`[store]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// The block cache of the partition stores, all partitions together, in MiB.
+    pub cache_mb: u64,
 }
 
 /// Prometheus metrics (`[metrics]`).
@@ -213,7 +222,8 @@ impl Settings {
     pub fn engine_settings(&self) -> crate::engine::EngineSettings {
         crate::engine::EngineSettings {
             task: self.queue.task_settings(),
-            snapshot_every_events: self.queue.snapshot_every_events,
+            flush_every_events: self.queue.snapshot_every_events,
+            store_cache_bytes: self.store.cache_mb << 20,
             bus: crate::projections::bus::BusOptions {
                 resume_messages: self.events.resume_messages,
                 listener_buffer_messages: self.events.listener_buffer_messages,

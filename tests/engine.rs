@@ -14,7 +14,8 @@ use taskfold::model::{CreateTaskRequest, RunState, Slugid, TaskDefinition, TaskS
 fn settings() -> EngineSettings {
     EngineSettings {
         task: task::Settings::default(),
-        snapshot_every_events: 50,
+        flush_every_events: 50,
+        store_cache_bytes: 16 << 20,
         ..taskfold::settings::Settings::defaults().engine_settings()
     }
 }
@@ -64,14 +65,14 @@ fn claim(queue: &str, tasks: u32) -> ClaimWork {
 fn lifecycle_long_poll_dependencies_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let ids = actix_web::rt::System::new().block_on(before_restart(dir.path()));
-    let snapshots: usize = (0..3)
+    let stored: u64 = (0..3)
         .map(|partition| {
-            taskfold::log::snapshot::list(dir.path(), partition)
+            taskfold::engine::store::peek_offset(dir.path(), partition)
                 .unwrap()
-                .len()
+                .unwrap_or(0)
         })
         .sum();
-    assert!(snapshots > 0, "shards took snapshots");
+    assert!(stored > 0, "the shards wrote their partition stores");
     actix_web::rt::System::new().block_on(after_restart(dir.path(), ids));
 }
 
@@ -133,7 +134,7 @@ async fn before_restart(dir: &std::path::Path) -> Vec<Slugid> {
     assert!(scheduled.is_some(), "the dependent was never scheduled");
     assert_eq!(engine.pending_count("p/w").await, 1);
 
-    // Many tasks, so that snapshots are taken; then a restart replays them all.
+    // Many tasks, so that the stores are written; then a restart opens them.
     let mut ids = Vec::new();
     for _ in 0..120 {
         let id = Slugid::nice();
@@ -147,7 +148,7 @@ async fn before_restart(dir: &std::path::Path) -> Vec<Slugid> {
         .claim_work(claim("q/w", 32), Instant::now() + Duration::from_secs(1))
         .await;
     assert_eq!(claimed.len(), 32);
-    engine.snapshots_written().await;
+    engine.flushed().await;
     ids
 }
 

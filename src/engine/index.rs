@@ -1,6 +1,7 @@
-//! What a shard can list without scanning every task: the members of each task group, the
-//! dependents of each task, and the pending and running tasks of each task queue. Derived
-//! from the fold after every change, rebuilt after a replay, never stored.
+//! The lists the API pages through. The members of each task group and the dependents of each
+//! task are keys of the partition store (`store`); the pending and running tasks of each task
+//! queue are live work, kept here in memory: derived from the fold after every change, rebuilt
+//! after a replay, never stored.
 //!
 //! Each list is ordered by [`Position`]: task id for groups and dependents, and for queues
 //! the time the run was inserted (pending) or claimed (running), then task id, as Taskcluster
@@ -31,13 +32,9 @@ pub type Position = (i64, Slugid);
 const FIRST: Position = (i64::MIN, Slugid::MIN);
 const LAST: Position = (i64::MAX, Slugid::MAX);
 
-/// Group and dependency lists are one ordered set each, keyed by the group or dependency
-/// first: most groups hold few tasks (often one), and a set per group would cost a tree node
-/// per task. Task queues are few, so each has a set of its own.
+/// The pending and running lists: task queues are few, so each has a set of its own.
 #[derive(Default)]
 pub struct Indexes {
-    members: BTreeSet<(Slugid, Position)>,
-    dependents: BTreeSet<(Slugid, Position)>,
     pending: HashMap<String, BTreeSet<Position>>,
     running: HashMap<String, BTreeSet<Position>>,
     /// Where each task is filed in `pending` or `running` (true: pending), to unfile it.
@@ -45,24 +42,8 @@ pub struct Indexes {
 }
 
 impl Indexes {
-    /// Records a task that was just defined (or found in a replay).
-    pub fn defined(&mut self, task: &Task) {
-        let task_id = task.task_id;
-        self.members
-            .insert((task.definition.task_group_id, (0, task_id)));
-        for dependency in &task.definition.dependencies {
-            self.dependents.insert((*dependency, (0, task_id)));
-        }
-    }
-
     /// Forgets a task that expired: it is in no list any more.
     pub fn removed(&mut self, task: &Task) {
-        let task_id = task.task_id;
-        self.members
-            .remove(&(task.definition.task_group_id, (0, task_id)));
-        for dependency in &task.definition.dependencies {
-            self.dependents.remove(&(*dependency, (0, task_id)));
-        }
         self.unfile(task);
     }
 
@@ -106,45 +87,30 @@ impl Indexes {
         self.filed.insert(task.task_id, (pending, position));
     }
 
-    /// Up to `limit` positions of the listing after `after`, in order.
+    /// Up to `limit` positions of a pending or running list after `after`, in order (none
+    /// for the lists the store keeps).
     pub fn page(&self, listing: &Listing, after: Option<Position>, limit: usize) -> Vec<Position> {
         let start = after.map_or(Bound::Included(FIRST), Bound::Excluded);
-        match listing {
-            Listing::Members(id) | Listing::Dependents(id) => {
-                let set = match listing {
-                    Listing::Members(_) => &self.members,
-                    _ => &self.dependents,
-                };
-                let start = start.map(|position| (*id, position));
-                set.range((start, Bound::Included((*id, LAST))))
-                    .take(limit)
-                    .map(|(_, position)| *position)
-                    .collect()
-            }
-            Listing::Pending(queue) | Listing::Running(queue) => {
-                let sets = match listing {
-                    Listing::Pending(_) => &self.pending,
-                    _ => &self.running,
-                };
-                let Some(set) = sets.get(queue) else {
-                    return Vec::new();
-                };
-                set.range((start, Bound::Included(LAST)))
-                    .take(limit)
-                    .copied()
-                    .collect()
-            }
-        }
+        let (sets, queue) = match listing {
+            Listing::Pending(queue) => (&self.pending, queue),
+            Listing::Running(queue) => (&self.running, queue),
+            Listing::Members(_) | Listing::Dependents(_) => return Vec::new(),
+        };
+        let Some(set) = sets.get(queue) else {
+            return Vec::new();
+        };
+        set.range((start, Bound::Included(LAST)))
+            .take(limit)
+            .copied()
+            .collect()
     }
 
-    /// How many tasks a listing has (counting a group's or dependency's walks its list).
+    /// How many tasks a pending or running list has.
     pub fn count(&self, listing: &Listing) -> usize {
         match listing {
             Listing::Pending(queue) => self.pending.get(queue).map_or(0, BTreeSet::len),
             Listing::Running(queue) => self.running.get(queue).map_or(0, BTreeSet::len),
-            Listing::Members(_) | Listing::Dependents(_) => {
-                self.page(listing, None, usize::MAX).len()
-            }
+            Listing::Members(_) | Listing::Dependents(_) => 0,
         }
     }
 }
@@ -157,19 +123,13 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn tasks_are_listed_by_group_dependency_and_state_in_id_order() {
+    fn tasks_are_listed_by_state_in_order() {
         let group = Slugid::nice();
-        let dependency = Slugid::nice();
         let mut indexes = Indexes::default();
         let mut tasks: Vec<Task> = (0..5)
-            .map(|_| {
-                let mut definition = sample_definition(group);
-                definition.dependencies = vec![dependency];
-                Task::new(Slugid::nice(), Arc::new(definition))
-            })
+            .map(|_| Task::new(Slugid::nice(), Arc::new(sample_definition(group))))
             .collect();
         for task in &mut tasks {
-            indexes.defined(task);
             task.apply(
                 Timestamp::from_millis(0),
                 &crate::model::Event::RunPending {
@@ -182,22 +142,18 @@ mod tests {
         let mut ids: Vec<Position> = tasks.iter().map(|task| (0, task.task_id)).collect();
         ids.sort();
         let queue = tasks[0].definition.task_queue_id.clone();
-        assert_eq!(indexes.page(&Listing::Members(group), None, 3), ids[..3]);
-        assert_eq!(
-            indexes.page(&Listing::Dependents(dependency), Some(ids[2]), 10),
-            ids[3..]
-        );
-        assert_eq!(indexes.count(&Listing::Pending(queue.clone())), 5);
+        let pending = Listing::Pending(queue.clone());
+        assert_eq!(indexes.page(&pending, None, 3), ids[..3]);
+        assert_eq!(indexes.page(&pending, Some(ids[2]), 10), ids[3..]);
+        assert_eq!(indexes.count(&pending), 5);
         tasks[0].runs.clear();
         indexes.changed(&tasks[0]);
-        assert_eq!(indexes.count(&Listing::Pending(queue.clone())), 4);
+        assert_eq!(indexes.count(&pending), 4);
         assert_eq!(indexes.count(&Listing::Running(queue.clone())), 0);
 
         // An expired task leaves every list.
         indexes.removed(&tasks[1]);
-        assert_eq!(indexes.count(&Listing::Pending(queue)), 3);
-        assert_eq!(indexes.count(&Listing::Members(group)), 4);
-        assert_eq!(indexes.count(&Listing::Dependents(dependency)), 4);
+        assert_eq!(indexes.count(&pending), 3);
         assert!(!indexes.filed.contains_key(&tasks[1].task_id));
     }
 }

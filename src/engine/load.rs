@@ -9,7 +9,7 @@ use crate::api::ApiError;
 use crate::model::{CreateTaskRequest, Slugid, Timestamp};
 
 /// Creates `tasks` pending tasks (each its own group) through `engine`, `concurrency` at a
-/// time, and waits until the snapshots they caused are written. Returns how many were created.
+/// time, and waits until they are in the partition stores. Returns how many were created.
 pub async fn fill(engine: &Engine, tasks: u64, concurrency: usize) -> Result<u64, ApiError> {
     let task_queue_id = "bench/restart";
     let created = futures::stream::iter(0..tasks)
@@ -41,6 +41,6 @@ pub async fn fill(engine: &Engine, tasks: u64, concurrency: usize) -> Result<u64
             Ok(count? + 1)
         })
         .await?;
-    engine.snapshots_written().await;
+    engine.flushed().await;
     Ok(created)
 }

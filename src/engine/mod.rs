@@ -17,6 +17,7 @@ pub mod load;
 pub mod outbox;
 pub mod pending;
 pub mod shard;
+pub mod store;
 pub mod task;
 pub mod workers;
 
@@ -39,8 +40,8 @@ use group::GroupCommand;
 use group_tracker::GroupTracker;
 use index::{Listing, Position};
 use shard::{
-    Count, Execute, ExecuteGroup, Get, GetGroup, List, RecordWorker, ShardContext, SnapshotWritten,
-    TaskShard, Waiting,
+    Count, Execute, ExecuteGroup, Flushed, Get, GetGroup, History, List, RecordWorker,
+    ShardContext, TaskShard, Waiting,
 };
 use task::{Command, ResolvedDependency};
 use workers::{WorkerDirectory, WorkerName};
@@ -49,8 +50,11 @@ use workers::{WorkerDirectory, WorkerName};
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
     pub task: task::Settings,
-    /// A shard writes a snapshot after this many events since its last one.
-    pub snapshot_every_events: u64,
+    /// A shard writes its changes to its partition store after at most this many events
+    /// (`[queue] snapshot_every_events`), and at least every second.
+    pub flush_every_events: u64,
+    /// The partition stores' block cache, over all partitions (`[store] cache_mb`).
+    pub store_cache_bytes: u64,
     /// The exchange bus for listeners.
     pub bus: BusOptions,
 }
@@ -106,7 +110,8 @@ impl Engine {
             log: log.clone(),
             data_dir,
             task_settings: settings.task,
-            snapshot_every_events: settings.snapshot_every_events.max(1),
+            flush_every_events: settings.flush_every_events.max(1),
+            store_cache_bytes: settings.store_cache_bytes / u64::from(log.partitions().max(1)),
             dispatcher: dispatcher.clone(),
             resolver: resolver.clone(),
             directory: directory.clone(),
@@ -541,10 +546,29 @@ impl Engine {
             .await
     }
 
-    /// Resolves once every snapshot write started so far has finished.
-    pub async fn snapshots_written(&self) {
-        let waits = self.shards.iter().map(|shard| shard.send(SnapshotWritten));
+    /// Resolves once every change so far is in the partition stores.
+    pub async fn flushed(&self) {
+        let waits = self.shards.iter().map(|shard| shard.send(Flushed));
         futures::future::join_all(waits).await;
+    }
+
+    /// The task's history records after log offset `after`, up to `limit`, each with its
+    /// offset; `None` if there is no such task.
+    pub async fn history(
+        &self,
+        task_id: Slugid,
+        after: Option<crate::log::Offset>,
+        limit: usize,
+    ) -> Result<Option<Vec<(crate::log::Offset, Vec<u8>)>>, ApiError> {
+        self.shard(task_id)
+            .send(History {
+                task_id,
+                after,
+                limit,
+            })
+            .await
+            .map_err(mailbox_error)?
+            .await
     }
 
     /// Tasks in the state of every shard.

@@ -46,6 +46,11 @@ impl Slugid {
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
+
+    /// The slugid whose raw bytes are `bytes`, as [`Slugid::as_bytes`] gave them.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Slugid(bytes)
+    }
 }
 
 impl fmt::Display for Slugid {

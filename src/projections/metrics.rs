@@ -99,6 +99,8 @@ pub struct Metrics {
     pub log_append_seconds: Histogram,
     pub log_append_batch_events: Histogram,
     pub replay_seconds: Gauge,
+    pub store_flush_seconds: Histogram,
+    pub store_resident_tasks: IntGaugeVec,
 }
 
 /// The process's metrics.
@@ -212,7 +214,22 @@ impl Metrics {
             .expect("a valid metric"),
             replay_seconds: Gauge::new(
                 "taskfold_replay_seconds",
-                "How long the last start spent replaying the log (snapshots and tails).",
+                "How long the last start spent opening the partition stores and replaying the \
+                 log after them.",
+            )
+            .expect("a valid metric"),
+            store_flush_seconds: Histogram::with_opts(seconds(
+                "taskfold_store_flush_seconds",
+                "How long writing a shard's changes to its partition store took.",
+            ))
+            .expect("a valid metric"),
+            store_resident_tasks: IntGaugeVec::new(
+                Opts::new(
+                    "taskfold_store_resident_tasks",
+                    "Tasks a partition holds in memory (its unresolved ones, and those changed \
+                     since its last flush), after each flush.",
+                ),
+                &["partition"],
             )
             .expect("a valid metric"),
             registry,
@@ -249,6 +266,8 @@ impl Metrics {
             Box::new(metrics.log_append_seconds.clone()),
             Box::new(metrics.log_append_batch_events.clone()),
             Box::new(metrics.replay_seconds.clone()),
+            Box::new(metrics.store_flush_seconds.clone()),
+            Box::new(metrics.store_resident_tasks.clone()),
             Box::new(build_info),
         ] {
             registry

@@ -1,10 +1,19 @@
-//! A task shard: the single writer of one log partition. It owns the folded state of every
-//! task in the partition and runs each command as decide → apply → append → reply, replying
-//! only once the log says the events are durable. Timers (claim expiry, deadlines) live here
-//! too, derived from state.
+//! A task shard: the single writer of one log partition. It runs each command as decide →
+//! apply → append → reply, replying only once the log says the events are durable, and folds
+//! what it applies into its partition store.
+//!
+//! - `state`: the partition store, and in memory only live work and unflushed changes.
+//! - `replay`: a start opens the store and replays the log after the store's offset.
+//! - `timers`: deadlines and claim expiries of live tasks; the shard sleeps until the next.
+//! - flushes and expiry (here): every `flush_every_events` events, and at least every second,
+//!   the changes go to the store with their offset once they are durable; expiries come from
+//!   the store's expiry-ordered index.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+mod replay;
+mod state;
+mod timers;
+
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,18 +31,20 @@ use super::health::LogHealth;
 use super::index::{Indexes, Listing, Position};
 use super::outbox::{self, KafkaSink, Outgoing};
 use super::pending::PendingRun;
+use super::store::{self, Expiring, Expiry};
 use super::task::{self, Command, ResolvedDependency};
 use super::workers::{self, WorkerDirectory, WorkerName};
 use crate::api::{ApiError, ErrorCode};
-use crate::log::{Entry, EventLog, Offset, codec, snapshot};
+use crate::log::{Entry, EventLog, Offset, codec};
 use crate::model::{
-    Entities, Envelope, Event, RunState, Slugid, Storage, Task, TaskGroup, Timestamp, Worker,
-    worker_key,
+    Envelope, Event, RunState, Slugid, Storage, Task, TaskGroup, Timestamp, Worker, worker_key,
 };
 use crate::projections::bus::Bus;
 use crate::projections::exchanges::{self, Message};
 use crate::projections::kafka::{Checkpoint, ExchangeTopics};
 use crate::projections::metrics::{METRICS, Metrics};
+use state::{PartitionState, is_resolved};
+use timers::{Timer, Timers};
 
 /// What the shard needs besides its state.
 #[derive(Clone)]
@@ -41,8 +52,10 @@ pub struct ShardContext {
     pub log: Arc<dyn EventLog>,
     pub data_dir: PathBuf,
     pub task_settings: task::Settings,
-    /// A snapshot is taken after this many events since the last one.
-    pub snapshot_every_events: u64,
+    /// Changes go to the store after at most this many events (and at least every second).
+    pub flush_every_events: u64,
+    /// The store's block cache, per partition.
+    pub store_cache_bytes: u64,
     pub dispatcher: Addr<Dispatcher>,
     pub resolver: Addr<DependencyResolver>,
     pub directory: Addr<WorkerDirectory>,
@@ -63,132 +76,56 @@ type Barrier = Shared<BoxFuture<'static, Result<(), String>>>;
 /// shard's thread.
 pub type Reply<T> = BoxFuture<'static, Result<T, ApiError>>;
 
+/// How often the shard looks for changes to flush and for due expiries.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Most expiry entries handled per housekeeping round.
+const EXPIRIES_PER_ROUND: usize = 1_000;
+
 pub struct TaskShard {
     partition: u32,
     context: ShardContext,
-    state: Entities,
+    state: PartitionState,
+    /// The pending and running lists of live tasks.
     indexes: Indexes,
     /// Resolves when everything appended so far is durable; replies that change nothing wait
     /// on it too, so no reply ever shows state a crash could lose.
     barrier: Option<Barrier>,
     /// The offset the next appended record will get: this shard is its partition's only
-    /// writer, so it can tell which offset a snapshot of its current state stands for.
+    /// writer, so it can tell which offset its state stands for.
     next_offset: Offset,
-    events_since_snapshot: u64,
-    /// The snapshot write started last, until it is done.
-    last_snapshot: Option<Shared<BoxFuture<'static, ()>>>,
-    timers: BinaryHeap<Reverse<(Timestamp, Slugid, Timer)>>,
-    /// When each `s3` artifact expires (task, run, name): its blob file is deleted then, as
-    /// Taskcluster's `expire-artifacts` does; the artifact itself (410 once expired) stays
-    /// with its task.
-    blob_expiries: BinaryHeap<Reverse<(Timestamp, Slugid, u32, String)>>,
+    events_since_flush: u64,
+    /// The flush being written, until it is, and what it carries.
+    flushing: Option<Shared<BoxFuture<'static, ()>>>,
+    in_flight: Option<state::Taken>,
+    timers: Timers,
+    /// When the shard wakes for the next timer, and the handle to cancel that wake-up.
+    wake: Option<(Timestamp, SpawnHandle)>,
+    /// Expiry entries handled and not yet removed from the store by a flush.
+    expiring: HashSet<Expiry>,
     /// The exchange messages of each commit, published in order once durable.
     outbox: Option<mpsc::UnboundedSender<Outgoing>>,
     /// With exchange topics: where the replay left their publishing, and the messages it
     /// found undelivered; taken when the shard starts.
     recovered: Option<(Checkpoint, Vec<Message>)>,
     /// With exchange topics: the offset before which every message is delivered, as
-    /// checkpointed; a snapshot never passes it, so a restart can re-derive the rest.
+    /// checkpointed; a flush never passes it, so a restart can re-derive the rest.
     exchange_progress: Option<watch::Receiver<Offset>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    ClaimExpiry {
-        run_id: u32,
-        taken_until: Timestamp,
-    },
-    Deadline,
-    /// The task's `expires`.
-    Expiry,
-    /// The group's `expires` as it was when set (the key is the group's id); a group that a
-    /// later task outlived sets it again.
-    GroupExpiry,
-}
-
-/// How often due timers are checked.
-const TIMER_TICK: Duration = Duration::from_millis(250);
-
 impl TaskShard {
-    /// Replays the partition (newest snapshot, then the log after it). Blocking.
-    pub fn replay(partition: u32, context: ShardContext) -> Result<Self, crate::log::Error> {
-        let log_end = context.log.high_watermark(partition)?;
-        let (start, mut state) =
-            match snapshot::load_newest::<Entities>(&context.data_dir, partition, log_end)? {
-                Some((offset, state)) => (offset, state),
-                None => (0, Entities::default()),
-            };
-        let recovery = match &context.exchange_topics {
-            Some(topics) => Some(topics.recover(partition, start)?),
-            None => None,
-        };
-        let mut rederiving = recovery.as_ref().map(|recovery| Rederiving {
-            partition,
-            from: recovery.checkpoint.offset,
-            run: Vec::new(),
-            messages: Vec::new(),
-        });
-        let end = context.log.read(partition, start, &mut |offset, payload| {
-            let envelope = codec::decode::<Envelope>(payload)?;
-            match &mut rederiving {
-                Some(rederiving) if offset >= rederiving.from => {
-                    rederiving.apply(&mut state, offset, envelope)
-                }
-                _ => state.apply(&envelope),
-            }
-            Ok(())
-        })?;
-        let recovered = recovery.zip(rederiving).map(|(recovery, mut rederiving)| {
-            rederiving.finish_run(&state);
-            let messages: Vec<Message> = rederiving
-                .messages
-                .into_iter()
-                .filter(|message| !recovery.delivered.contains(&message.id))
-                .collect();
-            tracing::info!(
-                partition,
-                republished = messages.len(),
-                "exchange messages to publish again"
-            );
-            (recovery.checkpoint, messages)
-        });
-        tracing::info!(
-            partition,
-            snapshot = start,
-            end,
-            tasks = state.tasks.len(),
-            "replayed"
-        );
-        Ok(TaskShard {
-            partition,
-            context,
-            state,
-            indexes: Indexes::default(),
-            barrier: None,
-            next_offset: end,
-            events_since_snapshot: end - start,
-            last_snapshot: None,
-            timers: BinaryHeap::new(),
-            blob_expiries: BinaryHeap::new(),
-            outbox: None,
-            recovered,
-            exchange_progress: None,
-        })
-    }
-
     fn task(&self, task_id: Slugid) -> Option<&Task> {
-        self.state.task(task_id)
+        self.state.entities.task(task_id)
     }
 
     fn group(&self, task_group_id: Slugid) -> Option<&TaskGroup> {
-        self.state.group(task_group_id)
+        self.state.entities.group(task_group_id)
     }
 
-    /// Re-derives timers, pending hints, dependency registrations, indexes and the worker
-    /// directory from the state.
+    /// Re-derives timers, pending hints, dependency registrations, lists and the worker
+    /// directory from the live state, and reports the group census.
     fn announce_all(&mut self) {
         let now = Timestamp::now();
-        for (key, worker) in &self.state.workers {
+        for (key, worker) in &self.state.entities.workers {
             if let Some(name) = WorkerName::from_key(key) {
                 // As of its last change, not of this restart: a worker long gone is not made
                 // active again.
@@ -199,54 +136,44 @@ impl TaskShard {
                 });
             }
         }
-        let task_ids: Vec<Slugid> = self.state.tasks.values().map(|task| task.task_id).collect();
+        let task_ids: Vec<Slugid> = self.state.entities.tasks.keys().copied().collect();
         for task_id in task_ids {
             self.announce(task_id, true);
         }
         let mut census: HashMap<Slugid, CensusEntry> = HashMap::new();
-        for task in self.state.tasks.values() {
+        for task in self.state.entities.tasks.values() {
             let entry = census.entry(task.definition.task_group_id).or_default();
             match resolution(task) {
                 None => entry.unresolved += 1,
                 Some(at) => entry.latest_resolution = entry.latest_resolution.max(Some(at)),
             }
         }
-        for group in self.state.groups.values() {
-            census.entry(group.task_group_id).or_default().recorded = group.resolved;
-            self.timers.push(Reverse((
-                group.expires,
-                group.task_group_id,
-                Timer::GroupExpiry,
-            )));
+        // Groups whose tasks resolved lately: a crash may have kept their resolution from
+        // being recorded (the group tracker records it again, idempotently).
+        match self.state.store.settling(Timestamp::from_millis(i64::MIN)) {
+            Ok(settling) => {
+                for (at, group) in settling {
+                    let entry = census.entry(group).or_default();
+                    entry.latest_resolution = entry.latest_resolution.max(Some(at));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(partition = self.partition, %error, "cannot read recent resolutions")
+            }
         }
         self.context.groups.do_send(Census(census));
     }
 
-    /// Tells the timers, the dispatcher and the resolver what the task's state now means.
+    /// Tells the timers, the lists, the dispatcher and the resolver what the task's state now
+    /// means.
     fn announce(&mut self, task_id: Slugid, defined_now: bool) {
-        let Some(task) = self.state.task(task_id) else {
+        let Some(task) = self.state.entities.task(task_id) else {
             return;
         };
-        if defined_now {
-            self.indexes.defined(task);
-        }
         self.indexes.changed(task);
+        self.timers.follow(task);
         let queue = task.definition.task_queue_id.clone();
-        let resolved = task.runs.last().is_some_and(|run| run.state.is_resolved());
-        let deadline = task.definition.deadline;
-        let mut timers = Vec::new();
-        if defined_now {
-            timers.push((task.definition.expires, Timer::Expiry));
-            // Found in a replay: its artifacts' blobs expire too (new ones are added on commit).
-            for ((run_id, name), artifact) in &task.artifacts {
-                if let Storage::S3 { .. } = artifact.storage {
-                    let blob = (artifact.expires, task_id, *run_id, name.clone());
-                    self.blob_expiries.push(Reverse(blob));
-                }
-            }
-        }
-        if defined_now && !resolved {
-            timers.push((deadline, Timer::Deadline));
+        if defined_now && !is_resolved(task) {
             let waiting: Vec<Slugid> = task
                 .definition
                 .dependencies
@@ -292,15 +219,6 @@ impl TaskShard {
                         at: run.started.unwrap_or(run.scheduled),
                     });
                 }
-                if let (RunState::Running, Some(taken_until)) = (run.state, run.taken_until) {
-                    timers.push((
-                        taken_until,
-                        Timer::ClaimExpiry {
-                            run_id,
-                            taken_until,
-                        },
-                    ));
-                }
                 if run.state.is_resolved() {
                     self.context
                         .resolver
@@ -311,9 +229,6 @@ impl TaskShard {
                 }
             }
             None => {}
-        }
-        for (at, timer) in timers {
-            self.timers.push(Reverse((at, task_id, timer)));
         }
     }
 
@@ -327,9 +242,12 @@ impl TaskShard {
         join: Option<GroupCommand>,
     ) -> Reply<Task> {
         let now = Timestamp::now();
+        if let Err(error) = self.fault_in(task_id, &command, join.is_some()) {
+            return futures::future::ready(Err(error)).boxed();
+        }
         let defines = matches!(command, Command::Define { .. });
         let expiring = match command {
-            Command::Expire => self.state.tasks.get(&task_id).cloned(),
+            Command::Expire => self.state.entities.tasks.get(&task_id).cloned(),
             _ => None,
         };
         let decided = self.decide_joined(task_id, command, join, now);
@@ -356,11 +274,28 @@ impl TaskShard {
         })
     }
 
-    /// Takes an expired task out of the indexes and the resolver, and deletes its blobs once
-    /// its expiry is durable (a crash before that leaves the files, never a task without
-    /// them).
+    /// Brings what a command decides on into memory.
+    fn fault_in(
+        &mut self,
+        task_id: Slugid,
+        command: &Command,
+        joins: bool,
+    ) -> Result<(), ApiError> {
+        self.state.fault_task(task_id).map_err(store_failed)?;
+        if let (true, Command::Define { definition, .. }) = (joins, command) {
+            self.state
+                .fault_group(definition.task_group_id)
+                .map_err(store_failed)?;
+        }
+        Ok(())
+    }
+
+    /// Takes an expired task out of the lists, the timers and the resolver, and deletes its
+    /// blobs once its expiry is durable (a crash before that leaves the files, never a task
+    /// without them).
     fn forget(&mut self, task: &Task) {
         self.indexes.removed(task);
+        self.timers.clear(task.task_id);
         self.context
             .resolver
             .do_send(dependencies::Forget(task.task_id));
@@ -377,29 +312,25 @@ impl TaskShard {
         });
     }
 
-    /// Forgets the group if it is past its expiry, or sets its timer again for the expiry a
-    /// later task gave it.
+    /// Forgets the group if it is past its expiry (a later task may have moved it: then a
+    /// later expiry entry is there too).
     fn expire_group(&mut self, task_group_id: Slugid, now: Timestamp) {
+        if let Err(error) = self.state.fault_group(task_group_id) {
+            tracing::warn!(%task_group_id, %error, "cannot read a task group to expire it");
+            return;
+        }
         let expired = group::decide(
             task_group_id,
             self.group(task_group_id),
             GroupCommand::Expire { now },
         );
-        match expired {
-            Ok(events) if events.is_empty() => {
-                if let Some(group) = self.group(task_group_id) {
-                    let at = group.expires;
-                    self.timers
-                        .push(Reverse((at, task_group_id, Timer::GroupExpiry)));
-                }
-            }
-            Ok(events) => {
-                let key = task_group_id.to_string();
-                let events = events.into_iter().map(|event| (key.clone(), event));
-                // A failed append marks the log failed; there is no caller to tell.
-                let _ = self.commit(now, events.collect());
-            }
-            Err(_) => {}
+        if let Ok(events) = expired
+            && !events.is_empty()
+        {
+            let key = task_group_id.to_string();
+            let events = events.into_iter().map(|event| (key.clone(), event));
+            // A failed append marks the log failed; there is no caller to tell.
+            let _ = self.commit(now, events.collect());
         }
     }
 
@@ -459,43 +390,16 @@ impl TaskShard {
         }
         let mut entries = Vec::with_capacity(events.len());
         let mut applied = Vec::with_capacity(events.len());
-        for (key, event) in events {
+        for ((key, event), offset) in events.into_iter().zip(self.next_offset..) {
             let envelope = Envelope {
                 key,
                 at: now,
                 event,
             };
             let payload = codec::encode(&envelope).map_err(internal)?;
-            let before = exchanges::Before::capture(&self.state, &envelope);
-            let new_group = match envelope.event {
-                Event::TaskGroupJoined {
-                    task_group_id,
-                    expires,
-                    ..
-                } if self.state.group(task_group_id).is_none() => Some((task_group_id, expires)),
-                _ => None,
-            };
-            self.state.apply(&envelope);
-            if let Some((task_group_id, expires)) = new_group {
-                self.timers
-                    .push(Reverse((expires, task_group_id, Timer::GroupExpiry)));
-            }
-            if let Event::ArtifactCreated {
-                run_id,
-                name,
-                artifact,
-            } = &envelope.event
-                && let Storage::S3 { .. } = artifact.storage
-                && let Ok(task_id) = envelope.key.parse()
-            {
-                self.blob_expiries.push(Reverse((
-                    artifact.expires,
-                    task_id,
-                    *run_id,
-                    name.clone(),
-                )));
-            }
-            let task = Metrics::task_key(&envelope).and_then(|task_id| self.state.task(task_id));
+            let before = exchanges::Before::capture(&self.state.entities, &envelope);
+            self.state.apply(offset, &envelope);
+            let task = Metrics::task_key(&envelope).and_then(|task_id| self.task(task_id));
             METRICS.applied(&envelope, task);
             entries.push(Entry {
                 key: envelope.key.clone(),
@@ -508,7 +412,13 @@ impl TaskShard {
             .iter()
             .zip(self.next_offset..)
             .flat_map(|((envelope, before), offset)| {
-                exchanges::derive(self.partition, offset, envelope, *before, &self.state)
+                exchanges::derive(
+                    self.partition,
+                    offset,
+                    envelope,
+                    *before,
+                    &self.state.entities,
+                )
             })
             .collect();
         let count = entries.len() as u64;
@@ -544,7 +454,7 @@ impl TaskShard {
         }
         self.barrier = Some(barrier);
         self.next_offset += count;
-        self.events_since_snapshot += count;
+        self.events_since_flush += count;
         Ok(())
     }
 
@@ -577,28 +487,43 @@ impl TaskShard {
             .boxed()
     }
 
-    fn maybe_snapshot(&mut self) {
-        if self.events_since_snapshot < self.context.snapshot_every_events {
-            return;
+    /// After a command: a flush if enough events wait for one, and the timer wake-up moved if
+    /// the command set an earlier timer.
+    fn after_command(&mut self, context: &mut Context<Self>) {
+        if self.events_since_flush >= self.context.flush_every_events {
+            let _ = self.flush(context);
         }
-        self.events_since_snapshot = 0;
-        let (partition, offset) = (self.partition, self.next_offset);
-        // A copy is cheap next to encoding (definitions are shared, not copied), so the shard
-        // pays only for the copy and the encoding happens on a blocking thread.
-        let copied = Instant::now();
-        let state = self.state.clone();
-        tracing::debug!(partition, offset, elapsed = ?copied.elapsed(), "copied the state for a snapshot");
+        self.rearm(context);
+    }
+
+    /// Writes the changes since the last flush to the store, once every event they reflect
+    /// is durable (and, with exchange topics, delivered). One flush at a time: while one is
+    /// being written, this returns it.
+    fn flush(&mut self, context: &mut Context<Self>) -> Shared<BoxFuture<'static, ()>> {
+        if let Some(flushing) = &self.flushing {
+            return flushing.clone();
+        }
+        if self.events_since_flush == 0 && !self.state.has_changes() {
+            return futures::future::ready(()).boxed().shared();
+        }
+        self.events_since_flush = 0;
+        let offset = self.next_offset;
+        let taken = self.state.take(offset);
+        let flush = taken.flush.clone();
+        self.in_flight = Some(taken);
         let barrier = self.barrier.clone();
-        let data_dir = self.context.data_dir.clone();
         let mut exchange_progress = self.exchange_progress.clone();
-        let writing = async move {
-            // The snapshot stands for every event before `offset`: write it only once they
-            // are all durable, and their exchange messages delivered (a restart re-derives
-            // messages only from the snapshot on).
+        let store = self.state.store.clone();
+        let health = self.context.health.clone();
+        let partition = self.partition;
+        let write: Shared<BoxFuture<'static, bool>> = async move {
+            // The store stands for every event before `offset`: write only once they are all
+            // durable, and their exchange messages delivered (a restart re-derives messages
+            // only from the store's offset on).
             if let Some(barrier) = barrier
                 && barrier.await.is_err()
             {
-                return;
+                return false;
             }
             if let Some(progress) = &mut exchange_progress
                 && progress
@@ -606,36 +531,138 @@ impl TaskShard {
                     .await
                     .is_err()
             {
-                return;
+                return false;
             }
-            let written = tokio::task::spawn_blocking(move || {
-                let encoded = snapshot::encode(partition, offset, &state)?;
-                snapshot::write_encoded(&data_dir, partition, offset, &encoded)
-            })
-            .await;
+            let started = Instant::now();
+            let settled_before = PartitionState::settled_before(Timestamp::now());
+            let written =
+                tokio::task::spawn_blocking(move || store.write(&flush, Some(settled_before)))
+                    .await
+                    .map_err(|error| store::Error::Damaged(error.to_string()))
+                    .and_then(|written| written);
             match written {
-                Ok(Ok(path)) => {
-                    tracing::info!(partition, offset, path = %path.display(), "wrote a snapshot")
+                Ok(()) => {
+                    METRICS
+                        .store_flush_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    true
                 }
-                Ok(Err(error)) => tracing::error!(partition, %error, "cannot write a snapshot"),
-                Err(error) => tracing::error!(partition, %error, "snapshot writer failed"),
+                Err(error) => {
+                    tracing::error!(partition, %error, "cannot write to the partition store");
+                    health.fail(&format!("the partition store failed: {error}"));
+                    false
+                }
             }
         }
         .boxed()
         .shared();
-        actix::spawn(writing.clone());
-        self.last_snapshot = Some(writing);
+        let flushing = write.clone().map(drop).boxed().shared();
+        self.flushing = Some(flushing.clone());
+        context.spawn(write.into_actor(self).map(|written, shard, context| {
+            shard.flushing = None;
+            let Some(taken) = shard.in_flight.take() else {
+                return;
+            };
+            if !written {
+                return;
+            }
+            for expiry in &taken.flush.expired {
+                shard.expiring.remove(expiry);
+            }
+            shard.state.flushed(taken);
+            let (tasks, _) = shard.state.resident();
+            METRICS
+                .store_resident_tasks
+                .with_label_values(&[&shard.partition.to_string()])
+                .set(tasks as i64);
+            if shard.events_since_flush >= shard.context.flush_every_events {
+                let _ = shard.flush(context);
+            }
+        }));
+        flushing
     }
 
-    fn fire_due_timers(&mut self, context: &mut Context<Self>) {
+    /// Every second: flushes what changed, and handles due expiries.
+    fn housekeeping(&mut self, context: &mut Context<Self>) {
+        if self.context.health.is_failed() {
+            return;
+        }
+        self.expire_due(context);
+        let _ = self.flush(context);
+    }
+
+    /// Handles the store's expiry entries due now: tasks and groups past `expires` are
+    /// forgotten, blobs of expired `s3` artifacts deleted. Each entry is removed by the next
+    /// flush, after what it caused is durable.
+    fn expire_due(&mut self, context: &mut Context<Self>) {
         let now = Timestamp::now();
-        while let Some(Reverse((at, _, _))) = self.timers.peek() {
-            if *at > now {
-                break;
+        let due = match self
+            .state
+            .store
+            .due(now, None, EXPIRIES_PER_ROUND + self.expiring.len())
+        {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(partition = self.partition, %error, "cannot read due expiries");
+                return;
             }
-            let Some(Reverse((_, task_id, timer))) = self.timers.pop() else {
-                break;
-            };
+        };
+        let mut blobs = Vec::new();
+        for expiry in due {
+            if self.expiring.contains(&expiry) {
+                continue;
+            }
+            match &expiry.what {
+                Expiring::Task(task_id) => {
+                    let reply = self.run(*task_id, Command::Expire, None);
+                    // Timer commands have no caller; an error (a raced state) is harmless.
+                    context.spawn(reply.map(|_| ()).into_actor(self));
+                }
+                Expiring::Group(task_group_id) => self.expire_group(*task_group_id, now),
+                Expiring::Blob(task_id, run_id, name) => {
+                    let expired =
+                        self.state
+                            .read_task(*task_id)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|task| {
+                                task.artifacts.get(&(*run_id, name.clone())).is_some_and(
+                                    |artifact| {
+                                        matches!(artifact.storage, Storage::S3 { .. })
+                                            && artifact.expires <= now
+                                    },
+                                )
+                            });
+                    if expired {
+                        blobs.push(crate::api::blobs::blob_file(
+                            &self.context.data_dir,
+                            *task_id,
+                            *run_id,
+                            name,
+                        ));
+                    }
+                }
+            }
+            self.expiring.insert(expiry.clone());
+            self.state.expiry_handled(expiry);
+        }
+        if !blobs.is_empty() {
+            actix::spawn(async move {
+                let deleting = tokio::task::spawn_blocking(move || {
+                    for file in blobs {
+                        delete_quietly(&file, std::fs::remove_file(&file));
+                    }
+                });
+                let _ = deleting.await;
+            });
+        }
+    }
+
+    /// Runs the timers due now, then sleeps until the next one.
+    fn fire_due_timers(&mut self, context: &mut Context<Self>) {
+        self.wake = None;
+        let now = Timestamp::now();
+        for (task_id, timer) in self.timers.take_due(now) {
             let command = match timer {
                 Timer::ClaimExpiry {
                     run_id,
@@ -645,57 +672,31 @@ impl TaskShard {
                     taken_until,
                 },
                 Timer::Deadline => Command::ExceedDeadline,
-                Timer::Expiry => Command::Expire,
-                Timer::GroupExpiry => {
-                    self.expire_group(task_id, now);
-                    continue;
-                }
             };
             let reply = self.run(task_id, command, None);
             // Timer commands have no caller; an error (a raced state) is expected and harmless.
             context.spawn(reply.map(|_| ()).into_actor(self));
         }
-        self.delete_expired_blobs(now);
-        self.maybe_snapshot();
+        self.after_command(context);
     }
 
-    /// Deletes the blob files of the `s3` artifacts expired at `now` (unless the artifact was
-    /// made again with a later expiry since).
-    fn delete_expired_blobs(&mut self, now: Timestamp) {
-        let mut files = Vec::new();
-        while let Some(Reverse((at, ..))) = self.blob_expiries.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((_, task_id, run_id, name))) = self.blob_expiries.pop() else {
-                break;
-            };
-            let expired = self
-                .task(task_id)
-                .and_then(|task| task.artifacts.get(&(run_id, name.clone())))
-                .is_some_and(|artifact| {
-                    matches!(artifact.storage, Storage::S3 { .. }) && artifact.expires <= now
-                });
-            if expired {
-                files.push(crate::api::blobs::blob_file(
-                    &self.context.data_dir,
-                    task_id,
-                    run_id,
-                    &name,
-                ));
-            }
-        }
-        if files.is_empty() {
+    /// Makes sure the shard wakes when the next timer is due.
+    fn rearm(&mut self, context: &mut Context<Self>) {
+        let Some(next) = self.timers.next() else {
             return;
+        };
+        if let Some((at, handle)) = self.wake {
+            if at <= next {
+                return;
+            }
+            context.cancel_future(handle);
         }
-        actix::spawn(async move {
-            let deleting = tokio::task::spawn_blocking(move || {
-                for file in files {
-                    delete_quietly(&file, std::fs::remove_file(&file));
-                }
-            });
-            let _ = deleting.await;
+        let wait = (next.millis() - Timestamp::now().millis()).max(0) as u64;
+        // A millisecond late: the timer's instant has passed when it fires.
+        let handle = context.run_later(Duration::from_millis(wait + 1), |shard, context| {
+            shard.fire_due_timers(context)
         });
+        self.wake = Some((next, handle));
     }
 }
 
@@ -717,46 +718,12 @@ fn resolution(task: &Task) -> Option<Timestamp> {
         .map(|run| run.resolved.unwrap_or(run.scheduled))
 }
 
-/// Re-deriving exchange messages during a replay, from the checkpoint on. A commit's messages
-/// show the state after the whole commit; a replay cannot see commits, so it takes each run of
-/// consecutive events with the same key and instant for one (the events of one commit share
-/// both).
-struct Rederiving {
-    partition: u32,
-    from: Offset,
-    run: Vec<(Offset, Envelope, exchanges::Before)>,
-    messages: Vec<Message>,
-}
-
-impl Rederiving {
-    fn apply(&mut self, state: &mut Entities, offset: Offset, envelope: Envelope) {
-        if self
-            .run
-            .last()
-            .is_some_and(|(_, last, _)| last.key != envelope.key || last.at != envelope.at)
-        {
-            self.finish_run(state);
-        }
-        let before = exchanges::Before::capture(state, &envelope);
-        state.apply(&envelope);
-        self.run.push((offset, envelope, before));
-    }
-
-    fn finish_run(&mut self, state: &Entities) {
-        for (offset, envelope, before) in self.run.drain(..) {
-            self.messages.extend(exchanges::derive(
-                self.partition,
-                offset,
-                &envelope,
-                before,
-                state,
-            ));
-        }
-    }
-}
-
 fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::InternalServerError, error.to_string())
+}
+
+fn store_failed(error: store::Error) -> ApiError {
+    internal(error)
 }
 
 fn restart_required() -> ApiError {
@@ -794,7 +761,8 @@ impl Actor for TaskShard {
         ));
         self.outbox = Some(outbox);
         self.announce_all();
-        context.run_interval(TIMER_TICK, |shard, context| shard.fire_due_timers(context));
+        self.rearm(context);
+        context.run_interval(HOUSEKEEPING, |shard, context| shard.housekeeping(context));
     }
 }
 
@@ -812,9 +780,9 @@ pub struct Execute {
 impl Handler<Execute> for TaskShard {
     type Result = MessageResult<Execute>;
 
-    fn handle(&mut self, message: Execute, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, message: Execute, context: &mut Context<Self>) -> Self::Result {
         let reply = self.run(message.task_id, message.command, message.join);
-        self.maybe_snapshot();
+        self.after_command(context);
         MessageResult(reply)
     }
 }
@@ -830,8 +798,10 @@ impl Handler<Get> for TaskShard {
     type Result = MessageResult<Get>;
 
     fn handle(&mut self, message: Get, _: &mut Context<Self>) -> Self::Result {
-        let task = self.task(message.task_id).cloned();
-        MessageResult(self.when_durable(task))
+        match self.state.read_task(message.task_id) {
+            Ok(task) => MessageResult(self.when_durable(task)),
+            Err(error) => MessageResult(futures::future::ready(Err(store_failed(error))).boxed()),
+        }
     }
 }
 
@@ -846,6 +816,7 @@ impl Handler<Waiting> for TaskShard {
 
     fn handle(&mut self, _: Waiting, _: &mut Context<Self>) -> Self::Result {
         self.state
+            .entities
             .tasks
             .values()
             .filter(|task| task.runs.is_empty())
@@ -875,8 +846,11 @@ pub struct ExecuteGroup {
 impl Handler<ExecuteGroup> for TaskShard {
     type Result = MessageResult<ExecuteGroup>;
 
-    fn handle(&mut self, message: ExecuteGroup, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, message: ExecuteGroup, context: &mut Context<Self>) -> Self::Result {
         let group_id = message.task_group_id;
+        if let Err(error) = self.state.fault_group(group_id) {
+            return MessageResult(futures::future::ready(Err(store_failed(error))).boxed());
+        }
         let key = group_id.to_string();
         let decided = group::decide(group_id, self.group(group_id), message.command);
         let committed = decided.and_then(|events| {
@@ -886,7 +860,7 @@ impl Handler<ExecuteGroup> for TaskShard {
         if let Err(error) = committed {
             return MessageResult(futures::future::ready(Err(error)).boxed());
         }
-        self.maybe_snapshot();
+        self.after_command(context);
         let group = self.group(group_id).cloned();
         MessageResult(self.reply(group, move || group::group_not_found(group_id)))
     }
@@ -903,15 +877,15 @@ pub struct RecordWorker {
 impl Handler<RecordWorker> for TaskShard {
     type Result = MessageResult<RecordWorker>;
 
-    fn handle(&mut self, message: RecordWorker, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, message: RecordWorker, context: &mut Context<Self>) -> Self::Result {
         let name = message.name;
         let key = worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
         let now = Timestamp::now();
         if let Err(error) = self.commit(now, vec![(key.clone(), message.event)]) {
             return MessageResult(futures::future::ready(Err(error)).boxed());
         }
-        self.maybe_snapshot();
-        let worker = self.state.workers.get(&key).cloned();
+        self.after_command(context);
+        let worker = self.state.entities.workers.get(&key).cloned();
         if let Some(record) = &worker {
             self.context.directory.do_send(workers::Recorded {
                 name,
@@ -934,8 +908,10 @@ impl Handler<GetGroup> for TaskShard {
     type Result = MessageResult<GetGroup>;
 
     fn handle(&mut self, message: GetGroup, _: &mut Context<Self>) -> Self::Result {
-        let group = self.group(message.task_group_id).cloned();
-        MessageResult(self.when_durable(group))
+        match self.state.read_group(message.task_group_id) {
+            Ok(group) => MessageResult(self.when_durable(group)),
+            Err(error) => MessageResult(futures::future::ready(Err(store_failed(error))).boxed()),
+        }
     }
 }
 
@@ -953,12 +929,28 @@ impl Handler<List> for TaskShard {
     type Result = ResponseFuture<Vec<(Position, Task)>>;
 
     fn handle(&mut self, message: List, _: &mut Context<Self>) -> Self::Result {
-        let tasks: Vec<(Position, Task)> = self
-            .indexes
-            .page(&message.listing, message.after, message.limit)
-            .into_iter()
-            .filter_map(|position| Some((position, self.task(position.1)?.clone())))
-            .collect();
+        let tasks: Vec<(Position, Task)> = match &message.listing {
+            Listing::Members(of) | Listing::Dependents(of) => {
+                let dependents = matches!(message.listing, Listing::Dependents(_));
+                let after = message.after.map(|(_, task_id)| task_id);
+                match self.state.listed(dependents, *of, after, message.limit) {
+                    Ok(tasks) => tasks
+                        .into_iter()
+                        .map(|task| ((0, task.task_id), task))
+                        .collect(),
+                    Err(error) => {
+                        tracing::warn!(partition = self.partition, %error, "cannot list tasks");
+                        Vec::new()
+                    }
+                }
+            }
+            Listing::Pending(_) | Listing::Running(_) => self
+                .indexes
+                .page(&message.listing, message.after, message.limit)
+                .into_iter()
+                .filter_map(|position| Some((position, self.task(position.1)?.clone())))
+                .collect(),
+        };
         Box::pin(self.when_durable(tasks).map(Result::unwrap_or_default))
     }
 }
@@ -972,25 +964,49 @@ impl Handler<Count> for TaskShard {
     type Result = usize;
 
     fn handle(&mut self, Count(listing): Count, _: &mut Context<Self>) -> usize {
-        self.indexes.count(&listing)
+        match &listing {
+            Listing::Members(of) | Listing::Dependents(of) => {
+                let dependents = matches!(listing, Listing::Dependents(_));
+                self.state
+                    .listed(dependents, *of, None, usize::MAX)
+                    .map_or(0, |tasks| tasks.len())
+            }
+            Listing::Pending(_) | Listing::Running(_) => self.indexes.count(&listing),
+        }
     }
 }
 
-/// Resolves once the snapshot write started last has finished (at once if there is none).
+/// Resolves once everything changed so far is in the store.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SnapshotWritten;
+pub struct Flushed;
 
-impl Handler<SnapshotWritten> for TaskShard {
+impl Handler<Flushed> for TaskShard {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: SnapshotWritten, _: &mut Context<Self>) -> Self::Result {
-        let last = self.last_snapshot.clone();
+    fn handle(&mut self, _: Flushed, context: &mut Context<Self>) -> Self::Result {
+        let earlier = self.flush(context);
+        let address = context.address();
         Box::pin(async move {
-            if let Some(last) = last {
-                last.await;
+            earlier.await;
+            // A flush already being written may not hold the latest changes: one more.
+            if let Ok(latest) = address.send(FlushNow).await {
+                latest.await;
             }
         })
+    }
+}
+
+/// Starts a flush (or returns the one being written).
+#[derive(Message)]
+#[rtype(result = "Shared<BoxFuture<'static, ()>>")]
+struct FlushNow;
+
+impl Handler<FlushNow> for TaskShard {
+    type Result = MessageResult<FlushNow>;
+
+    fn handle(&mut self, _: FlushNow, context: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.flush(context))
     }
 }
 
@@ -1003,6 +1019,37 @@ impl Handler<TaskCount> for TaskShard {
     type Result = u64;
 
     fn handle(&mut self, _: TaskCount, _: &mut Context<Self>) -> u64 {
-        self.state.tasks.len() as u64
+        self.state.task_count()
+    }
+}
+
+/// A task's history after the record at log offset `after`, up to `limit` records: `None`
+/// if there is no such task.
+#[derive(Message)]
+#[rtype(result = "Reply<Option<Vec<(Offset, Vec<u8>)>>>")]
+pub struct History {
+    pub task_id: Slugid,
+    pub after: Option<Offset>,
+    pub limit: usize,
+}
+
+impl Handler<History> for TaskShard {
+    type Result = MessageResult<History>;
+
+    fn handle(&mut self, message: History, _: &mut Context<Self>) -> Self::Result {
+        let read = self
+            .state
+            .read_task(message.task_id)
+            .and_then(|task| match task {
+                None => Ok(None),
+                Some(_) => self
+                    .state
+                    .history(message.task_id, message.after, message.limit)
+                    .map(Some),
+            });
+        match read {
+            Ok(history) => MessageResult(self.when_durable(history)),
+            Err(error) => MessageResult(futures::future::ready(Err(store_failed(error))).boxed()),
+        }
     }
 }

@@ -1,0 +1,448 @@
+//! A shard's state: the partition store, and in memory only what live work needs.
+//!
+//! Memory holds every unresolved task (the hot path: claims, timers, dependencies), the workers,
+//! and whatever changed since the last flush until that flush is written. Resolved tasks, groups
+//! and everything else are read from the store on demand: a command faults its task in, a read
+//! takes a copy from the store without keeping it. After each flush, resolved tasks and groups
+//! that did not change since are evicted, so memory is bounded by live work plus one flush's
+//! worth of changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::engine::store::{self, Expiring, Expiry, Flush, PartitionStore, TaskChange};
+use crate::log::Offset;
+use crate::model::{Entities, Envelope, Event, Slugid, Storage, Task, TaskGroup, Timestamp};
+
+/// A flush generation: every change is stamped with the generation of the flush that will
+/// carry it.
+type Generation = u64;
+
+pub struct PartitionState {
+    pub store: PartitionStore,
+    /// Live tasks, tasks and groups changed since the last completed flush, and the workers.
+    pub entities: Entities,
+    /// Tasks changed and not yet in a completed flush, with the generation of the change. One
+    /// that is here but not in `entities` was removed (expired).
+    changed_tasks: HashMap<Slugid, Generation>,
+    changed_groups: HashMap<Slugid, Generation>,
+    changed_workers: BTreeSet<String>,
+    /// Tasks defined since the last flush taken: their definitions and list entries go with it.
+    new_tasks: BTreeSet<Slugid>,
+    /// List entries (group · task, dependency · task) of tasks not yet in a completed flush.
+    fresh_members: BTreeSet<(Slugid, Slugid)>,
+    fresh_dependents: BTreeSet<(Slugid, Slugid)>,
+    /// Tasks and groups read into memory for a command, to evict after the next flush if they
+    /// are still resolved and unchanged.
+    faulted: Vec<Slugid>,
+    expiries: Vec<Expiry>,
+    expired: Vec<Expiry>,
+    /// History records not yet in a completed flush, by task and offset.
+    history: BTreeMap<(Slugid, Offset), Vec<u8>>,
+    /// Those of them not yet in a flush taken.
+    history_untaken: usize,
+    settling: Vec<(Timestamp, Slugid)>,
+    /// The generation changes are stamped with now.
+    generation: Generation,
+    partition: u32,
+}
+
+/// A flush taken from the state, to write and then [`PartitionState::flushed`].
+pub struct Taken {
+    pub flush: Arc<Flush>,
+    generation: Generation,
+    new: Vec<Slugid>,
+}
+
+/// How long task resolutions are remembered for the group tracker's census at the next start.
+const SETTLING_MILLIS: i64 = 60 * 60 * 1000;
+
+impl PartitionState {
+    pub fn new(partition: u32, store: PartitionStore) -> Result<Self, store::Error> {
+        let mut entities = Entities::default();
+        for task in store.live_tasks()? {
+            entities.tasks.insert(task.task_id, Arc::new(task));
+        }
+        entities.workers.extend(store.workers()?);
+        Ok(PartitionState {
+            store,
+            entities,
+            changed_tasks: HashMap::new(),
+            changed_groups: HashMap::new(),
+            changed_workers: BTreeSet::new(),
+            new_tasks: BTreeSet::new(),
+            fresh_members: BTreeSet::new(),
+            fresh_dependents: BTreeSet::new(),
+            faulted: Vec::new(),
+            expiries: Vec::new(),
+            expired: Vec::new(),
+            history: BTreeMap::new(),
+            history_untaken: 0,
+            settling: Vec::new(),
+            generation: 1,
+            partition,
+        })
+    }
+
+    /// The task, from memory or the store (without keeping it in memory).
+    pub fn read_task(&self, task_id: Slugid) -> Result<Option<Task>, store::Error> {
+        if let Some(task) = self.entities.tasks.get(&task_id) {
+            return Ok(Some(Task::clone(task)));
+        }
+        if self.changed_tasks.contains_key(&task_id) {
+            return Ok(None);
+        }
+        self.store.task(task_id)
+    }
+
+    pub fn read_group(&self, task_group_id: Slugid) -> Result<Option<TaskGroup>, store::Error> {
+        if let Some(group) = self.entities.groups.get(&task_group_id) {
+            return Ok(Some(TaskGroup::clone(group)));
+        }
+        if self.changed_groups.contains_key(&task_group_id) {
+            return Ok(None);
+        }
+        self.store.group(task_group_id)
+    }
+
+    /// Brings the task into memory for a command (a no-op if it is there or does not exist).
+    pub fn fault_task(&mut self, task_id: Slugid) -> Result<(), store::Error> {
+        if self.entities.tasks.contains_key(&task_id) || self.changed_tasks.contains_key(&task_id) {
+            return Ok(());
+        }
+        if let Some(task) = self.store.task(task_id)? {
+            self.entities.tasks.insert(task_id, Arc::new(task));
+            self.faulted.push(task_id);
+        }
+        Ok(())
+    }
+
+    pub fn fault_group(&mut self, task_group_id: Slugid) -> Result<(), store::Error> {
+        if self.entities.groups.contains_key(&task_group_id)
+            || self.changed_groups.contains_key(&task_group_id)
+        {
+            return Ok(());
+        }
+        if let Some(group) = self.store.group(task_group_id)? {
+            self.entities.groups.insert(task_group_id, Arc::new(group));
+            self.faulted.push(task_group_id);
+        }
+        Ok(())
+    }
+
+    /// Brings in what applying `envelope` touches.
+    pub fn fault_for(&mut self, envelope: &Envelope) -> Result<(), store::Error> {
+        let Ok(id) = envelope.key.parse::<Slugid>() else {
+            return Ok(());
+        };
+        match &envelope.event {
+            Event::TaskGroupJoined { task_group_id, .. } => self.fault_group(*task_group_id),
+            Event::TaskGroupSealed
+            | Event::TaskGroupResolved
+            | Event::TaskGroupPriorityChanged { .. }
+            | Event::TaskGroupExpired => self.fault_group(id),
+            Event::WorkerQuarantined { .. } | Event::WorkerDeclared { .. } => Ok(()),
+            _ => self.fault_task(id),
+        }
+    }
+
+    /// Applies one event at `offset` and records what the next flush must write for it.
+    pub fn apply(&mut self, offset: Offset, envelope: &Envelope) {
+        let was_resolved = envelope
+            .key
+            .parse::<Slugid>()
+            .ok()
+            .and_then(|id| self.entities.tasks.get(&id))
+            .map(|task| is_resolved(task));
+        self.entities.apply(envelope);
+        let generation = self.generation;
+        let id = envelope.key.parse::<Slugid>().ok();
+        match (&envelope.event, id) {
+            (Event::WorkerQuarantined { .. } | Event::WorkerDeclared { .. }, _) => {
+                self.changed_workers.insert(envelope.key.clone());
+            }
+            (Event::TaskGroupJoined { task_group_id, .. }, _) => {
+                self.changed_groups.insert(*task_group_id, generation);
+                if let Some(group) = self.entities.groups.get(task_group_id) {
+                    self.expiries.push(Expiry {
+                        at: group.expires,
+                        what: Expiring::Group(*task_group_id),
+                    });
+                }
+            }
+            (
+                Event::TaskGroupSealed
+                | Event::TaskGroupResolved
+                | Event::TaskGroupPriorityChanged { .. }
+                | Event::TaskGroupExpired,
+                Some(id),
+            ) => {
+                self.changed_groups.insert(id, generation);
+            }
+            (
+                Event::TaskDefined {
+                    task_id,
+                    definition,
+                },
+                _,
+            ) => {
+                // Defined once: a repeat changes nothing.
+                if was_resolved.is_none() {
+                    self.changed_tasks.insert(*task_id, generation);
+                    self.new_tasks.insert(*task_id);
+                    self.fresh_members
+                        .insert((definition.task_group_id, *task_id));
+                    for dependency in &definition.dependencies {
+                        self.fresh_dependents.insert((*dependency, *task_id));
+                    }
+                }
+            }
+            (event, Some(id)) => {
+                self.changed_tasks.insert(id, generation);
+                if let Event::ArtifactCreated {
+                    run_id,
+                    name,
+                    artifact,
+                } = event
+                    && let Storage::S3 { .. } = artifact.storage
+                {
+                    self.expiries.push(Expiry {
+                        at: artifact.expires,
+                        what: Expiring::Blob(id, *run_id, name.clone()),
+                    });
+                }
+                if let Some(task) = self.entities.tasks.get(&id)
+                    && was_resolved == Some(false)
+                    && let Some(run) = task.runs.last()
+                    && run.state.is_resolved()
+                {
+                    let at = run.resolved.unwrap_or(envelope.at);
+                    self.settling.push((at, task.definition.task_group_id));
+                }
+            }
+            _ => {}
+        }
+        if let Some(id) = id
+            && let Some(record) = history_record(self.partition, offset, envelope)
+        {
+            self.history.insert((id, offset), record);
+            self.history_untaken += 1;
+        }
+    }
+
+    /// An expiry entry was handled: the next flush removes it.
+    pub fn expiry_handled(&mut self, expiry: Expiry) {
+        self.expired.push(expiry);
+    }
+
+    /// Whether changes wait for a flush.
+    pub fn has_changes(&self) -> bool {
+        self.changed_tasks
+            .values()
+            .chain(self.changed_groups.values())
+            .any(|generation| *generation == self.generation)
+            || !self.changed_workers.is_empty()
+            || !self.expired.is_empty()
+            || self.history_untaken > 0
+    }
+
+    /// Takes every change since the last flush taken, as a flush standing for the log before
+    /// `offset`. What it holds stays readable in memory until [`PartitionState::flushed`].
+    pub fn take(&mut self, offset: Offset) -> Taken {
+        let generation = self.generation;
+        self.generation += 1;
+        let mut flush = Flush {
+            offset,
+            ..Flush::default()
+        };
+        let new: Vec<Slugid> = std::mem::take(&mut self.new_tasks).into_iter().collect();
+        for (task_id, changed) in &self.changed_tasks {
+            if *changed != generation {
+                continue;
+            }
+            flush.tasks.push(match self.entities.tasks.get(task_id) {
+                Some(task) => TaskChange::Put {
+                    task: task.clone(),
+                    new: new.binary_search(task_id).is_ok(),
+                },
+                None => TaskChange::Remove(*task_id),
+            });
+        }
+        for (group_id, changed) in &self.changed_groups {
+            if *changed == generation {
+                flush
+                    .groups
+                    .push((*group_id, self.entities.groups.get(group_id).cloned()));
+            }
+        }
+        for key in std::mem::take(&mut self.changed_workers) {
+            if let Some(worker) = self.entities.workers.get(&key) {
+                flush.workers.push((key, worker.clone()));
+            }
+        }
+        flush.expiries = std::mem::take(&mut self.expiries);
+        flush.expired = std::mem::take(&mut self.expired);
+        // Records are taken in offset order, so the untaken ones are the newest.
+        if self.history_untaken > 0 {
+            let mut untaken: Vec<_> = self
+                .history
+                .iter()
+                .map(|((task_id, offset), record)| (*task_id, *offset, record.clone()))
+                .collect();
+            untaken.sort_by_key(|(_, offset, _)| *offset);
+            let skip = untaken.len() - self.history_untaken;
+            flush.history = untaken.split_off(skip);
+            self.history_untaken = 0;
+        }
+        flush.settling = std::mem::take(&mut self.settling);
+        Taken {
+            flush: Arc::new(flush),
+            generation,
+            new,
+        }
+    }
+
+    /// The settling entries older than this are pruned by a flush written now.
+    pub fn settled_before(now: Timestamp) -> Timestamp {
+        now.plus_millis(-SETTLING_MILLIS)
+    }
+
+    /// A taken flush is written: what it carried now reads from the store, and resolved tasks
+    /// and groups that did not change since leave memory.
+    pub fn flushed(&mut self, taken: Taken) {
+        let generation = taken.generation;
+        let mut candidates = std::mem::take(&mut self.faulted);
+        for change in &taken.flush.tasks {
+            let task_id = match change {
+                TaskChange::Put { task, .. } => task.task_id,
+                TaskChange::Remove(task_id) => *task_id,
+            };
+            if self.changed_tasks.get(&task_id) == Some(&generation) {
+                self.changed_tasks.remove(&task_id);
+            }
+            candidates.push(task_id);
+        }
+        for (group_id, _) in &taken.flush.groups {
+            if self.changed_groups.get(group_id) == Some(&generation) {
+                self.changed_groups.remove(group_id);
+            }
+            candidates.push(*group_id);
+        }
+        for task_id in &taken.new {
+            if let Some(task) = self.entities.tasks.get(task_id) {
+                let definition = &task.definition;
+                self.fresh_members
+                    .remove(&(definition.task_group_id, *task_id));
+                for dependency in &definition.dependencies {
+                    self.fresh_dependents.remove(&(*dependency, *task_id));
+                }
+            } else {
+                self.fresh_members.retain(|(_, task)| task != task_id);
+                self.fresh_dependents.retain(|(_, task)| task != task_id);
+            }
+        }
+        for (task_id, offset, _) in &taken.flush.history {
+            self.history.remove(&(*task_id, *offset));
+        }
+        for id in candidates {
+            if !self.changed_tasks.contains_key(&id)
+                && self
+                    .entities
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|task| is_resolved(task))
+            {
+                self.entities.tasks.remove(&id);
+            }
+            if !self.changed_groups.contains_key(&id) {
+                self.entities.groups.remove(&id);
+            }
+        }
+    }
+
+    /// Up to `limit` tasks of the group (or the dependents of the task) after `after`, in id
+    /// order: the store's entries and those not yet flushed, without expired tasks.
+    pub fn listed(
+        &self,
+        dependents: bool,
+        of: Slugid,
+        after: Option<Slugid>,
+        limit: usize,
+    ) -> Result<Vec<Task>, store::Error> {
+        let fresh = if dependents {
+            &self.fresh_dependents
+        } else {
+            &self.fresh_members
+        };
+        let mut found = Vec::new();
+        let mut after = after;
+        loop {
+            let stored = self.store.listed(dependents, of, after, limit)?;
+            let low = after.map_or(std::ops::Bound::Included((of, Slugid::MIN)), |after| {
+                std::ops::Bound::Excluded((of, after))
+            });
+            let recent = fresh
+                .range((low, std::ops::Bound::Included((of, Slugid::MAX))))
+                .take(limit)
+                .map(|(_, task)| *task);
+            let mut ids: Vec<Slugid> = stored.iter().copied().chain(recent).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.truncate(limit);
+            let exhausted = ids.len() < limit;
+            for task_id in &ids {
+                if let Some(task) = self.read_task(*task_id)? {
+                    found.push(task);
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            match ids.last() {
+                Some(last) if !exhausted => after = Some(*last),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    /// The task's history after the record at `after`: the store's, then the records not yet
+    /// written there.
+    pub fn history(
+        &self,
+        task_id: Slugid,
+        after: Option<Offset>,
+        limit: usize,
+    ) -> Result<Vec<(Offset, Vec<u8>)>, store::Error> {
+        let mut records = self.store.history(task_id, after, limit)?;
+        let from = after.map_or(0, |after| after.saturating_add(1));
+        for ((_, offset), record) in self.history.range((task_id, from)..=(task_id, Offset::MAX)) {
+            if records.len() == limit {
+                break;
+            }
+            if records.last().is_none_or(|(last, _)| last < offset) {
+                records.push((*offset, record.clone()));
+            }
+        }
+        Ok(records)
+    }
+
+    /// How many tasks the partition holds (approximately while a flush is being written).
+    pub fn task_count(&self) -> u64 {
+        self.store.task_count() + self.fresh_members.len() as u64
+    }
+
+    /// Memory held, for the metrics: tasks and groups in memory.
+    pub fn resident(&self) -> (usize, usize) {
+        (self.entities.tasks.len(), self.entities.groups.len())
+    }
+}
+
+pub fn is_resolved(task: &Task) -> bool {
+    task.runs.last().is_some_and(|run| run.state.is_resolved())
+}
+
+/// The task history record of an event, encoded for the store; `None` for events that are not
+/// a task's.
+fn history_record(_partition: u32, _offset: Offset, _envelope: &Envelope) -> Option<Vec<u8>> {
+    None
+}

@@ -1,0 +1,648 @@
+//! The partition store: each log partition's folded state in an embedded disk store (fjall,
+//! an LSM tree; chosen by measurement, see `log`'s module notes), so that retained history
+//! costs disk, not memory.
+//!
+//! One fjall database per partition, under `<data-dir>/store/partition-<N>/`, with these
+//! keyspaces (ids are the 16 raw bytes of a slugid, numbers big-endian so that byte order is
+//! numeric order):
+//!
+//! | keyspace      | key                                   | value                         |
+//! |---------------|---------------------------------------|-------------------------------|
+//! | `definitions` | task                                  | the definition, written once  |
+//! | `tasks`       | task                                  | the rest of the folded task   |
+//! | `live`        | task                                  | — (the task is unresolved)    |
+//! | `members`     | group · task                          | —                             |
+//! | `dependents`  | dependency · task                     | —                             |
+//! | `groups`      | group                                 | the task group                |
+//! | `workers`     | worker key                            | the worker record             |
+//! | `expiry`      | expires · kind · id [· run · name]     | — (a hint: the shard decides) |
+//! | `history`     | task · log offset                     | the event's history record    |
+//! | `settling`    | resolved at · group                   | — (recent task resolutions)   |
+//! | `meta`        | `layout`, `offset`                    | numbers                       |
+//!
+//! A [`Flush`] is one atomic batch: the entities changed since the last one and the log offset
+//! they reflect, so the state and its offset never disagree. Batches are written to the OS,
+//! never fsynced per request: the log is the source of truth, and a crash replays it from the
+//! store's offset. The shard writes a flush only once every event before its offset is durable,
+//! so the store never runs ahead of the log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::log::{Offset, codec};
+use crate::model::{
+    Artifact, Priority, Run, Session, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker,
+};
+
+/// The layout this build writes. A store of another layout is rebuilt from the log.
+pub const LAYOUT: u64 = 1;
+
+/// The store directory of one partition.
+pub fn partition_dir(data_dir: &Path, partition: u32) -> PathBuf {
+    data_dir
+        .join("store")
+        .join(format!("partition-{partition}"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("partition store: {0}")]
+    Store(#[from] fjall::Error),
+    #[error("partition store: a value does not decode: {0}")]
+    Codec(#[from] codec::Error),
+    #[error("partition store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("partition store: {0}")]
+    Damaged(String),
+}
+
+/// What expires at an [`Expiry`] key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Expiring {
+    Task(Slugid),
+    Group(Slugid),
+    /// The blob of an `s3` artifact: task, run, name.
+    Blob(Slugid, u32, String),
+}
+
+/// An entry of the expiry-ordered index.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Expiry {
+    pub at: Timestamp,
+    pub what: Expiring,
+}
+
+impl Expiry {
+    fn key(&self) -> Vec<u8> {
+        let mut key = Vec::with_capacity(8 + 1 + 16 + 4 + 16);
+        key.extend_from_slice(&ordered(self.at.millis()));
+        match &self.what {
+            Expiring::Task(id) => {
+                key.push(0);
+                key.extend_from_slice(id.as_bytes());
+            }
+            Expiring::Group(id) => {
+                key.push(1);
+                key.extend_from_slice(id.as_bytes());
+            }
+            Expiring::Blob(id, run_id, name) => {
+                key.push(2);
+                key.extend_from_slice(id.as_bytes());
+                key.extend_from_slice(&run_id.to_be_bytes());
+                key.extend_from_slice(name.as_bytes());
+            }
+        }
+        key
+    }
+
+    fn from_key(key: &[u8]) -> Option<Expiry> {
+        let at = Timestamp::from_millis(unordered(key.get(..8)?.try_into().ok()?));
+        let id = slugid(key.get(9..25)?)?;
+        let what = match key.get(8)? {
+            0 => Expiring::Task(id),
+            1 => Expiring::Group(id),
+            2 => {
+                let run_id = u32::from_be_bytes(key.get(25..29)?.try_into().ok()?);
+                let name = String::from_utf8(key.get(29..)?.to_vec()).ok()?;
+                Expiring::Blob(id, run_id, name)
+            }
+            _ => return None,
+        };
+        Some(Expiry { at, what })
+    }
+}
+
+/// A task as the `tasks` keyspace keeps it: everything but its id and definition.
+#[derive(serde::Serialize)]
+struct TaskStateRef<'a> {
+    retries_left: u32,
+    priority: Priority,
+    runs: &'a [Run],
+    satisfied_dependencies: &'a BTreeSet<Slugid>,
+    artifacts: &'a BTreeMap<(u32, String), Artifact>,
+    sessions: &'a [Session],
+}
+
+#[derive(serde::Deserialize)]
+struct TaskState {
+    retries_left: u32,
+    priority: Priority,
+    runs: Vec<Run>,
+    satisfied_dependencies: BTreeSet<Slugid>,
+    artifacts: BTreeMap<(u32, String), Artifact>,
+    sessions: Vec<Session>,
+}
+
+/// One change of a task in a [`Flush`].
+pub enum TaskChange {
+    /// The task as it is now; `new`: it is not in the store yet (its definition and list
+    /// entries are written too).
+    Put { task: Arc<Task>, new: bool },
+    /// The task expired.
+    Remove(Slugid),
+}
+
+/// Everything a shard changed since its last flush, and the offset of the first event it does
+/// not reflect.
+#[derive(Default)]
+pub struct Flush {
+    pub offset: Offset,
+    pub tasks: Vec<TaskChange>,
+    /// Groups as they are now (`None`: expired).
+    pub groups: Vec<(Slugid, Option<Arc<TaskGroup>>)>,
+    pub workers: Vec<(String, Worker)>,
+    pub expiries: Vec<Expiry>,
+    /// Expiry keys handled since: removed.
+    pub expired: Vec<Expiry>,
+    /// Each task's history records (encoded), by log offset.
+    pub history: Vec<(Slugid, Offset, Vec<u8>)>,
+    /// Groups in which a task resolved, and when.
+    pub settling: Vec<(Timestamp, Slugid)>,
+}
+
+impl Flush {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+            && self.groups.is_empty()
+            && self.workers.is_empty()
+            && self.expiries.is_empty()
+            && self.expired.is_empty()
+            && self.history.is_empty()
+            && self.settling.is_empty()
+    }
+}
+
+/// How a partition's store was found when opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Usable, reflecting the log before this offset.
+    At(Offset),
+    /// None there: a new data directory, or one from before the store.
+    Missing,
+    /// Set aside and made again empty, for this reason (a replay from the log's start rebuilds
+    /// it).
+    Rebuilt(String),
+}
+
+/// One partition's store. Cheap to clone; reads and writes are blocking.
+#[derive(Clone)]
+pub struct PartitionStore {
+    database: Database,
+    definitions: Keyspace,
+    tasks: Keyspace,
+    live: Keyspace,
+    members: Keyspace,
+    dependents: Keyspace,
+    groups: Keyspace,
+    workers: Keyspace,
+    expiry: Keyspace,
+    history: Keyspace,
+    settling: Keyspace,
+    meta: Keyspace,
+}
+
+const OFFSET: &str = "offset";
+const LAYOUT_KEY: &str = "layout";
+
+impl PartitionStore {
+    /// Opens the partition's store, making it if missing. A store that cannot be opened, of
+    /// another layout, or ahead of the log (`log_end`) is deleted and made again empty: the
+    /// caller replays the whole log into it.
+    pub fn open(
+        data_dir: &Path,
+        partition: u32,
+        cache_bytes: u64,
+        log_end: Offset,
+    ) -> Result<(PartitionStore, Found), Error> {
+        let dir = partition_dir(data_dir, partition);
+        if is_empty_dir(&dir) {
+            let store = Self::open_dir(&dir, cache_bytes)?;
+            store.write_layout()?;
+            return Ok((store, Found::Missing));
+        }
+        let reason = match Self::open_dir(&dir, cache_bytes) {
+            Ok(store) => match store.check(log_end) {
+                Ok(offset) => return Ok((store, Found::At(offset))),
+                Err(reason) => {
+                    drop(store);
+                    reason
+                }
+            },
+            Err(error) => format!("it does not open: {error}"),
+        };
+        std::fs::remove_dir_all(&dir)?;
+        let store = Self::open_dir(&dir, cache_bytes)?;
+        store.write_layout()?;
+        Ok((store, Found::Rebuilt(reason)))
+    }
+
+    fn open_dir(dir: &Path, cache_bytes: u64) -> Result<PartitionStore, Error> {
+        std::fs::create_dir_all(dir)?;
+        let database = Database::builder(dir)
+            .cache_size(cache_bytes.max(1 << 20))
+            .worker_threads(1)
+            .open()?;
+        let keyspace = |name: &str| database.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(PartitionStore {
+            definitions: keyspace("definitions")?,
+            tasks: keyspace("tasks")?,
+            live: keyspace("live")?,
+            members: keyspace("members")?,
+            dependents: keyspace("dependents")?,
+            groups: keyspace("groups")?,
+            workers: keyspace("workers")?,
+            expiry: keyspace("expiry")?,
+            history: keyspace("history")?,
+            settling: keyspace("settling")?,
+            meta: keyspace("meta")?,
+            database,
+        })
+    }
+
+    fn write_layout(&self) -> Result<(), Error> {
+        let mut batch = self.database.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&self.meta, LAYOUT_KEY, LAYOUT.to_be_bytes());
+        batch.insert(&self.meta, OFFSET, 0u64.to_be_bytes());
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// The store's offset, or why it cannot serve.
+    fn check(&self, log_end: Offset) -> Result<Offset, String> {
+        let number = |key: &str| -> Result<Option<u64>, String> {
+            match self.meta.get(key) {
+                Ok(Some(bytes)) => bytes
+                    .as_ref()
+                    .try_into()
+                    .map(|bytes| Some(u64::from_be_bytes(bytes)))
+                    .map_err(|_| format!("its `{key}` is not a number")),
+                Ok(None) => Ok(None),
+                Err(error) => Err(format!("its `{key}` does not read: {error}")),
+            }
+        };
+        match number(LAYOUT_KEY)? {
+            Some(LAYOUT) => {}
+            Some(other) => {
+                return Err(format!(
+                    "it has layout {other}, this build reads layout {LAYOUT}"
+                ));
+            }
+            None => return Err("it has no layout mark".into()),
+        }
+        let offset = number(OFFSET)?.ok_or("it has no offset")?;
+        if offset > log_end {
+            return Err(format!(
+                "it reflects the log up to offset {offset}, past the log's end {log_end}"
+            ));
+        }
+        // Every table must open and read: a truncated file fails here, not in a request.
+        for keyspace in [&self.tasks, &self.definitions, &self.live, &self.groups] {
+            if let Some(Err(error)) = keyspace.iter().next().map(|guard| guard.into_inner()) {
+                return Err(format!("it does not read: {error}"));
+            }
+        }
+        Ok(offset)
+    }
+
+    /// The offset of the first log event the store does not reflect.
+    pub fn offset(&self) -> Result<Offset, Error> {
+        let bytes = self
+            .meta
+            .get(OFFSET)?
+            .ok_or_else(|| Error::Damaged("no offset".into()))?;
+        let bytes: [u8; 8] = bytes
+            .as_ref()
+            .try_into()
+            .map_err(|_| Error::Damaged("the offset is not a number".into()))?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+
+    pub fn task(&self, task_id: Slugid) -> Result<Option<Task>, Error> {
+        let key = task_id.as_bytes();
+        let Some(state) = self.tasks.get(key)? else {
+            return Ok(None);
+        };
+        let definition = self
+            .definitions
+            .get(key)?
+            .ok_or_else(|| Error::Damaged(format!("task `{task_id}` has no definition")))?;
+        let definition: TaskDefinition = codec::decode(&definition)?;
+        let state: TaskState = codec::decode(&state)?;
+        Ok(Some(Task {
+            task_id,
+            definition: Arc::new(definition),
+            retries_left: state.retries_left,
+            priority: state.priority,
+            runs: state.runs,
+            satisfied_dependencies: state.satisfied_dependencies,
+            artifacts: state.artifacts,
+            sessions: state.sessions,
+        }))
+    }
+
+    pub fn group(&self, task_group_id: Slugid) -> Result<Option<TaskGroup>, Error> {
+        match self.groups.get(task_group_id.as_bytes())? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every unresolved task.
+    pub fn live_tasks(&self) -> Result<Vec<Task>, Error> {
+        let mut tasks = Vec::new();
+        for guard in self.live.iter() {
+            let key = guard.key()?;
+            let task_id = slugid(&key).ok_or_else(|| Error::Damaged("a bad live key".into()))?;
+            tasks.extend(self.task(task_id)?);
+        }
+        Ok(tasks)
+    }
+
+    pub fn workers(&self) -> Result<Vec<(String, Worker)>, Error> {
+        let mut workers = Vec::new();
+        for guard in self.workers.iter() {
+            let (key, value) = guard.into_inner()?;
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|_| Error::Damaged("a worker key is not text".into()))?;
+            workers.push((key, codec::decode(&value)?));
+        }
+        Ok(workers)
+    }
+
+    /// Up to `limit` tasks of the group (or, `dependents`, that depend on the task) after
+    /// `after`, in id order.
+    pub fn listed(
+        &self,
+        dependents: bool,
+        of: Slugid,
+        after: Option<Slugid>,
+        limit: usize,
+    ) -> Result<Vec<Slugid>, Error> {
+        let keyspace = if dependents {
+            &self.dependents
+        } else {
+            &self.members
+        };
+        let start = match after {
+            Some(after) => Bound::Excluded(pair(of, after)),
+            None => Bound::Included(pair(of, Slugid::MIN)),
+        };
+        let end = Bound::Included(pair(of, Slugid::MAX));
+        let mut found = Vec::new();
+        for guard in keyspace.range::<Vec<u8>, _>((start, end)).take(limit) {
+            let key = guard.key()?;
+            found.push(slugid(&key[16..]).ok_or_else(|| Error::Damaged("a bad list key".into()))?);
+        }
+        Ok(found)
+    }
+
+    /// Up to `limit` expiry entries due at `now`, oldest first, after `after`.
+    pub fn due(
+        &self,
+        now: Timestamp,
+        after: Option<&Expiry>,
+        limit: usize,
+    ) -> Result<Vec<Expiry>, Error> {
+        let start = match after {
+            Some(after) => Bound::Excluded(after.key()),
+            None => Bound::Unbounded,
+        };
+        let end = Bound::Excluded(ordered(now.millis().saturating_add(1)).to_vec());
+        let mut due = Vec::new();
+        for guard in self.expiry.range::<Vec<u8>, _>((start, end)).take(limit) {
+            let key = guard.key()?;
+            match Expiry::from_key(&key) {
+                Some(expiry) => due.push(expiry),
+                None => tracing::warn!("ignoring a malformed expiry key"),
+            }
+        }
+        Ok(due)
+    }
+
+    /// The task's history after the record at `after`, up to `limit` records.
+    pub fn history(
+        &self,
+        task_id: Slugid,
+        after: Option<Offset>,
+        limit: usize,
+    ) -> Result<Vec<(Offset, Vec<u8>)>, Error> {
+        let first = after.map_or(0, |after| after.saturating_add(1));
+        let start = history_key(task_id, first);
+        let end = history_key(task_id, u64::MAX);
+        let mut records = Vec::new();
+        for guard in self.history.range(start..=end).take(limit) {
+            let (key, value) = guard.into_inner()?;
+            let offset = u64::from_be_bytes(
+                key.get(16..24)
+                    .and_then(|bytes| bytes.try_into().ok())
+                    .ok_or_else(|| Error::Damaged("a bad history key".into()))?,
+            );
+            records.push((offset, value.to_vec()));
+        }
+        Ok(records)
+    }
+
+    /// The groups in which a task resolved at `since` or later.
+    pub fn settling(&self, since: Timestamp) -> Result<Vec<(Timestamp, Slugid)>, Error> {
+        let mut found = Vec::new();
+        for guard in self.settling.range(ordered(since.millis()).to_vec()..) {
+            let key = guard.key()?;
+            let at = Timestamp::from_millis(unordered(
+                key[..8]
+                    .try_into()
+                    .map_err(|_| Error::Damaged("a bad settling key".into()))?,
+            ));
+            found.push((
+                at,
+                slugid(&key[8..]).ok_or_else(|| Error::Damaged("a bad settling key".into()))?,
+            ));
+        }
+        Ok(found)
+    }
+
+    /// Writes a flush as one atomic batch (to the OS, not synced: see the module notes).
+    pub fn write(&self, flush: &Flush, settled_before: Option<Timestamp>) -> Result<(), Error> {
+        let mut batch = self.database.batch().durability(Some(PersistMode::Buffer));
+        for change in &flush.tasks {
+            match change {
+                TaskChange::Put { task, new } => {
+                    let key = task.task_id.as_bytes();
+                    if *new {
+                        batch.insert(&self.definitions, key, codec::encode(&*task.definition)?);
+                        let group = task.definition.task_group_id;
+                        batch.insert(&self.members, pair(group, task.task_id), []);
+                        for dependency in &task.definition.dependencies {
+                            batch.insert(&self.dependents, pair(*dependency, task.task_id), []);
+                        }
+                        let expiry = Expiry {
+                            at: task.definition.expires,
+                            what: Expiring::Task(task.task_id),
+                        };
+                        batch.insert(&self.expiry, expiry.key(), []);
+                    }
+                    let state = TaskStateRef {
+                        retries_left: task.retries_left,
+                        priority: task.priority,
+                        runs: &task.runs,
+                        satisfied_dependencies: &task.satisfied_dependencies,
+                        artifacts: &task.artifacts,
+                        sessions: &task.sessions,
+                    };
+                    batch.insert(&self.tasks, key, codec::encode(&state)?);
+                    if task.runs.last().is_some_and(|run| run.state.is_resolved()) {
+                        batch.remove(&self.live, key);
+                    } else {
+                        batch.insert(&self.live, key, []);
+                    }
+                }
+                TaskChange::Remove(task_id) => self.remove_task(&mut batch, *task_id)?,
+            }
+        }
+        for (group_id, group) in &flush.groups {
+            let key = group_id.as_bytes();
+            match group {
+                Some(group) => batch.insert(&self.groups, key, codec::encode(&**group)?),
+                None => batch.remove(&self.groups, key),
+            }
+        }
+        for (key, worker) in &flush.workers {
+            batch.insert(&self.workers, key.as_bytes(), codec::encode(worker)?);
+        }
+        for expiry in &flush.expiries {
+            batch.insert(&self.expiry, expiry.key(), []);
+        }
+        for expiry in &flush.expired {
+            batch.remove(&self.expiry, expiry.key());
+        }
+        for (task_id, offset, record) in &flush.history {
+            batch.insert(
+                &self.history,
+                history_key(*task_id, *offset),
+                record.as_slice(),
+            );
+        }
+        for (at, group) in &flush.settling {
+            let mut key = ordered(at.millis()).to_vec();
+            key.extend_from_slice(group.as_bytes());
+            batch.insert(&self.settling, key, []);
+        }
+        if let Some(before) = settled_before {
+            for guard in self
+                .settling
+                .range(..ordered(before.millis()).to_vec())
+                .take(10_000)
+            {
+                batch.remove(&self.settling, guard.key()?);
+            }
+        }
+        batch.insert(&self.meta, OFFSET, flush.offset.to_be_bytes());
+        batch.commit()?;
+        Ok(())
+    }
+
+    fn remove_task(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        task_id: Slugid,
+    ) -> Result<(), Error> {
+        let key = task_id.as_bytes();
+        if let Some(definition) = self.definitions.get(key)? {
+            let definition: TaskDefinition = codec::decode(&definition)?;
+            batch.remove(&self.members, pair(definition.task_group_id, task_id));
+            for dependency in &definition.dependencies {
+                batch.remove(&self.dependents, pair(*dependency, task_id));
+            }
+        }
+        for table in [&self.definitions, &self.tasks, &self.live] {
+            batch.remove(table, key);
+        }
+        for guard in self.history.prefix(key) {
+            batch.remove(&self.history, guard.key()?);
+        }
+        Ok(())
+    }
+
+    /// Writes everything written so far to disk (before the log below the offset is deleted).
+    pub fn sync(&self) -> Result<(), Error> {
+        self.database.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// How many tasks the store holds.
+    pub fn task_count(&self) -> u64 {
+        self.tasks.len().unwrap_or(0) as u64
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.database.disk_space().unwrap_or(0)
+    }
+}
+
+/// The offset a partition's store reflects, read without opening it for writing (for
+/// `taskfold log inspect`): `None` if there is no store.
+pub fn peek_offset(data_dir: &Path, partition: u32) -> Result<Option<Offset>, Error> {
+    let dir = partition_dir(data_dir, partition);
+    if !dir.exists() || is_empty_dir(&dir) {
+        return Ok(None);
+    }
+    let store = PartitionStore::open_dir(&dir, 1 << 20)?;
+    Ok(Some(store.offset()?))
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+}
+
+fn pair(first: Slugid, second: Slugid) -> Vec<u8> {
+    let mut key = Vec::with_capacity(32);
+    key.extend_from_slice(first.as_bytes());
+    key.extend_from_slice(second.as_bytes());
+    key
+}
+
+fn history_key(task_id: Slugid, offset: Offset) -> Vec<u8> {
+    let mut key = Vec::with_capacity(24);
+    key.extend_from_slice(task_id.as_bytes());
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn slugid(bytes: &[u8]) -> Option<Slugid> {
+    let bytes: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
+    Some(Slugid::from_bytes(bytes))
+}
+
+/// Milliseconds as bytes whose order is the numbers' (the sign bit flipped).
+fn ordered(millis: i64) -> [u8; 8] {
+    ((millis as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn unordered(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_keys_order_by_time_and_round_trip() {
+        let id = Slugid::nice();
+        let early = Expiry {
+            at: Timestamp::from_millis(-5),
+            what: Expiring::Blob(id, 3, "public/x.log".into()),
+        };
+        let late = Expiry {
+            at: Timestamp::from_millis(1_000),
+            what: Expiring::Task(id),
+        };
+        assert!(early.key() < late.key());
+        assert_eq!(Expiry::from_key(&early.key()), Some(early));
+        assert_eq!(Expiry::from_key(&late.key()), Some(late));
+    }
+}
