@@ -204,7 +204,8 @@ struct WorkerArgs {
 
 #[derive(Subcommand)]
 enum LogCommand {
-    /// Partitions, segments, record counts, offsets and snapshots of an embedded log.
+    /// Partitions, segments, record counts and offsets of an embedded log, and the offset
+    /// each partition store reflects.
     Inspect {
         #[arg(long)]
         data_dir: PathBuf,
@@ -215,7 +216,8 @@ enum LogCommand {
     },
     /// Make a damaged embedded log open again: in each partition, keep every record before
     /// the first damage and copy everything after it to `<data-dir>/log/set-aside/` before
-    /// cutting it (with snapshots past the new end). Run it only with the server stopped,
+    /// cutting it (a partition store past the new end is rebuilt by the next start). Run it
+    /// only with the server stopped,
     /// after `serve` refused to start on damage; it prints what it set aside.
     Repair {
         #[arg(long)]
@@ -233,8 +235,8 @@ enum BenchCommand {
     /// Whole tasks through a queue and its workers: scheduled → resolved times and
     /// throughput, beside a baseline command run as many times.
     Tasks(BenchTasks),
-    /// Fill a log with pending tasks through the engine, then time a restart on it (newest
-    /// snapshots, then the log after them).
+    /// Fill a log with pending tasks through the engine, then time a restart on it (the
+    /// partition stores, then the log after them).
     Restart(BenchRestart),
     /// Interactive sessions through the queue's relay and a worker: keystroke echo round
     /// trips and bulk output, in an interactive Docker task the bench creates.
@@ -384,7 +386,11 @@ fn print_report(report: &dyn std::fmt::Display) {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Log(LogCommand::Inspect { data_dir, verify }) => {
-            let report = log::inspect::inspect(&data_dir, verify)?;
+            let mut report = log::inspect::inspect(&data_dir, verify)?;
+            for partition in &mut report.partitions {
+                let offset = taskfold::engine::store::peek_offset(&data_dir, partition.partition);
+                partition.store = Some(offset.map_err(|error| error.to_string()));
+            }
             print_report(&report);
             Ok(if verify && report.has_problems() {
                 ExitCode::from(1)

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use futures::executor::block_on;
 use taskfold::log::embedded::{EmbeddedLog, Options};
-use taskfold::log::{Entry, EventLog, codec, snapshot};
+use taskfold::log::{Entry, EventLog, codec};
 use taskfold::model::{Envelope, Event, Slugid, Timestamp};
 
 fn inspect(data_dir: &Path, verify: bool) -> (Output, String) {
@@ -50,11 +50,18 @@ fn write_log(dir: &Path, entries: Vec<Entry>) {
 }
 
 #[test]
-fn reports_partitions_segments_offsets_and_snapshots() {
+fn reports_partitions_segments_offsets_and_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let key = Slugid::nice();
     write_log(dir.path(), (0..25).map(|i| entry(key, i)).collect());
-    snapshot::write(dir.path(), 0, 20, &vec![1u32, 2, 3]).unwrap();
+    let (output, text) = inspect(dir.path(), false);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("store: none (a start builds it from the log)"),
+        "{text}"
+    );
+    // A store made now reflects nothing of the log yet.
+    drop(taskfold::engine::store::PartitionStore::open(dir.path(), 0, 1 << 20, 25).unwrap());
 
     let (output, text) = inspect(dir.path(), true);
     assert!(output.status.success(), "{text}");
@@ -64,7 +71,7 @@ fn reports_partitions_segments_offsets_and_snapshots() {
         "{text}"
     );
     assert!(
-        text.contains("snapshot 00000000000000000020.snap: offset 20"),
+        text.contains("store: reflects offsets ..0 (25 behind the log's end)"),
         "{text}"
     );
     assert!(text.contains("verified: 25 records decoded"), "{text}");
@@ -81,17 +88,19 @@ fn verify_fails_on_records_that_do_not_decode_and_on_damage() {
         dir.path(),
         vec![entry(key, 1), future_format, entry(key, 3)],
     );
-    // A snapshot cut short is reported as unusable, not believed.
-    let snapshot = snapshot::write(dir.path(), 0, 3, &vec![7u32; 100]).unwrap();
-    let bytes = std::fs::read(&snapshot).unwrap();
-    std::fs::write(&snapshot, &bytes[..bytes.len() / 2]).unwrap();
+    // A store that does not open is reported as unusable, not believed.
+    let store = taskfold::engine::store::partition_dir(dir.path(), 0);
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("layout"), b"1\n").unwrap();
+    std::fs::create_dir_all(store.join("fjall")).unwrap();
+    std::fs::write(store.join("fjall").join("version"), b"not a store").unwrap();
 
     let (output, text) = inspect(dir.path(), false);
     assert!(
         output.status.success(),
         "without --verify only damage counts: {text}"
     );
-    assert!(text.contains("UNUSABLE"), "{text}");
+    assert!(text.contains("store: cannot be read"), "{text}");
 
     let (output, text) = inspect(dir.path(), true);
     assert_eq!(output.status.code(), Some(1), "{text}");

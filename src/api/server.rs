@@ -129,6 +129,7 @@ pub async fn serve_until(
     let state = web::Data::new(state);
     let bus = state.engine.bus().clone();
     let health = state.engine.health().clone();
+    let engine = state.engine.clone();
     actix_web::rt::spawn(state.live_logs.clone().sweep_forever(state.engine.clone()));
     tracing::info!(
         listen = options.listen.as_str(),
@@ -180,7 +181,10 @@ pub async fn serve_until(
     // Listeners would hold the graceful stop until they go away on their own.
     bus.close();
     handle.stop(true).await;
-    running.await.map_err(std::io::Error::other)?
+    let served = running.await.map_err(std::io::Error::other)?;
+    // The partition stores catch up, so the next start has no log to replay.
+    engine.flushed().await;
+    served
 }
 
 /// The server leaves the body out of an answer to HEAD; a streamed one (a live log, server-sent

@@ -102,6 +102,7 @@ impl Engine {
         let bus = Arc::new(Bus::new(settings.bus));
         let groups = GroupTracker::default().start();
         let health = health::LogHealth::default();
+        let snapshots = data_dir.join("snapshots");
         let context = ShardContext {
             health: health.clone(),
             bus: bus.clone(),
@@ -129,6 +130,19 @@ impl Engine {
                 .await
                 .map_err(|error| crate::log::Error::Config(format!("replay failed: {error}")))??;
             shards.push(shard.start());
+        }
+        // Full-state snapshots of versions before the partition stores: every store now
+        // stands on its own, so they are of no more use.
+        if snapshots.exists() {
+            match std::fs::remove_dir_all(&snapshots) {
+                Ok(()) => tracing::info!(
+                    path = %snapshots.display(),
+                    "removed the full-state snapshots of an older version (the partition stores replace them)"
+                ),
+                Err(error) => {
+                    tracing::warn!(path = %snapshots.display(), %error, "cannot remove old snapshots")
+                }
+            }
         }
         let engine = Engine {
             shards: shards.into(),

@@ -2,7 +2,8 @@
 //! an LSM tree; chosen by measurement, see `log`'s module notes), so that retained history
 //! costs disk, not memory.
 //!
-//! One fjall database per partition, under `<data-dir>/store/partition-<N>/`, with these
+//! One fjall database per partition, under `<data-dir>/store/partition-<N>/fjall/` beside a
+//! `layout` file naming the layout of what it holds, with these
 //! keyspaces (ids are the 16 raw bytes of a slugid, numbers big-endian so that byte order is
 //! numeric order):
 //!
@@ -18,7 +19,7 @@
 //! | `expiry`      | expires · kind · id [· run · name]     | — (a hint: the shard decides) |
 //! | `history`     | task · log offset                     | the event's history record    |
 //! | `settling`    | resolved at · group                   | — (recent task resolutions)   |
-//! | `meta`        | `layout`, `offset`                    | numbers                       |
+//! | `meta`        | `offset`                              | a number                      |
 //!
 //! A [`Flush`] is one atomic batch: the entities changed since the last one and the log offset
 //! they reflect, so the state and its offset never disagree. Batches are written to the OS,
@@ -58,6 +59,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("partition store: {0}")]
     Damaged(String),
+    #[error("partition store {0} is in use by another process")]
+    InUse(String),
 }
 
 /// What expires at an [`Expiry`] key.
@@ -206,12 +209,13 @@ pub struct PartitionStore {
 }
 
 const OFFSET: &str = "offset";
-const LAYOUT_KEY: &str = "layout";
+/// The file beside the database that names the store's layout.
+const LAYOUT_FILE: &str = "layout";
 
 impl PartitionStore {
     /// Opens the partition's store, making it if missing. A store that cannot be opened, of
     /// another layout, or ahead of the log (`log_end`) is deleted and made again empty: the
-    /// caller replays the whole log into it.
+    /// caller replays the whole log into it. One in use by another process is an error.
     pub fn open(
         data_dir: &Path,
         partition: u32,
@@ -220,29 +224,52 @@ impl PartitionStore {
     ) -> Result<(PartitionStore, Found), Error> {
         let dir = partition_dir(data_dir, partition);
         if is_empty_dir(&dir) {
-            let store = Self::open_dir(&dir, cache_bytes)?;
-            store.write_layout()?;
-            return Ok((store, Found::Missing));
+            return Ok((Self::create(&dir, cache_bytes)?, Found::Missing));
         }
-        let reason = match Self::open_dir(&dir, cache_bytes) {
-            Ok(store) => match store.check(log_end) {
-                Ok(offset) => return Ok((store, Found::At(offset))),
-                Err(reason) => {
-                    drop(store);
-                    reason
+        let reason = match read_layout(&dir) {
+            Err(reason) => reason,
+            Ok(()) => match Self::open_dir(&dir, cache_bytes) {
+                Ok(store) => match store.check(log_end) {
+                    Ok(offset) => return Ok((store, Found::At(offset))),
+                    Err(reason) => reason,
+                },
+                // Another process holding it, or no permission: not damage, so not rebuilt.
+                Err(Error::Store(fjall::Error::Locked)) => {
+                    return Err(Error::InUse(dir.display().to_string()));
                 }
+                Err(Error::Io(error)) | Err(Error::Store(fjall::Error::Io(error)))
+                    if error.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    return Err(Error::Io(error));
+                }
+                Err(error) => format!("it does not open: {error}"),
             },
-            Err(error) => format!("it does not open: {error}"),
         };
         std::fs::remove_dir_all(&dir)?;
-        let store = Self::open_dir(&dir, cache_bytes)?;
-        store.write_layout()?;
-        Ok((store, Found::Rebuilt(reason)))
+        Ok((Self::create(&dir, cache_bytes)?, Found::Rebuilt(reason)))
+    }
+
+    /// Makes an empty store of this build's layout, reflecting no event yet.
+    fn create(dir: &Path, cache_bytes: u64) -> Result<PartitionStore, Error> {
+        let store = Self::open_dir(dir, cache_bytes)?;
+        let mut batch = store
+            .database
+            .batch()
+            .durability(Some(PersistMode::SyncAll));
+        batch.insert(&store.meta, OFFSET, 0u64.to_be_bytes());
+        batch.commit()?;
+        let layout = dir.join(LAYOUT_FILE);
+        let mut file = std::fs::File::create(&layout)?;
+        std::io::Write::write_all(&mut file, format!("{LAYOUT}\n").as_bytes())?;
+        file.sync_all()?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(store)
     }
 
     fn open_dir(dir: &Path, cache_bytes: u64) -> Result<PartitionStore, Error> {
-        std::fs::create_dir_all(dir)?;
-        let database = Database::builder(dir)
+        let path = dir.join("fjall");
+        std::fs::create_dir_all(&path)?;
+        let database = Database::builder(&path)
             .cache_size(cache_bytes.max(1 << 20))
             .worker_threads(1)
             .open()?;
@@ -263,14 +290,6 @@ impl PartitionStore {
         })
     }
 
-    fn write_layout(&self) -> Result<(), Error> {
-        let mut batch = self.database.batch().durability(Some(PersistMode::SyncAll));
-        batch.insert(&self.meta, LAYOUT_KEY, LAYOUT.to_be_bytes());
-        batch.insert(&self.meta, OFFSET, 0u64.to_be_bytes());
-        batch.commit()?;
-        Ok(())
-    }
-
     /// The store's offset, or why it cannot serve.
     fn check(&self, log_end: Offset) -> Result<Offset, String> {
         let number = |key: &str| -> Result<Option<u64>, String> {
@@ -284,15 +303,6 @@ impl PartitionStore {
                 Err(error) => Err(format!("its `{key}` does not read: {error}")),
             }
         };
-        match number(LAYOUT_KEY)? {
-            Some(LAYOUT) => {}
-            Some(other) => {
-                return Err(format!(
-                    "it has layout {other}, this build reads layout {LAYOUT}"
-                ));
-            }
-            None => return Err("it has no layout mark".into()),
-        }
         let offset = number(OFFSET)?.ok_or("it has no offset")?;
         if offset > log_end {
             return Err(format!(
@@ -583,6 +593,19 @@ impl PartitionStore {
     }
 }
 
+/// Whether the store in `dir` is of this build's layout, or why not.
+fn read_layout(dir: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(dir.join(LAYOUT_FILE))
+        .map_err(|error| format!("its layout file does not read: {error}"))?;
+    match text.trim().parse::<u64>() {
+        Ok(LAYOUT) => Ok(()),
+        Ok(other) => Err(format!(
+            "it has layout {other}, this build reads layout {LAYOUT}"
+        )),
+        Err(_) => Err(format!("its layout file holds `{}`", text.trim())),
+    }
+}
+
 /// The offset a partition's store reflects, read without opening it for writing (for
 /// `taskfold log inspect`): `None` if there is no store.
 pub fn peek_offset(data_dir: &Path, partition: u32) -> Result<Option<Offset>, Error> {
@@ -590,6 +613,7 @@ pub fn peek_offset(data_dir: &Path, partition: u32) -> Result<Option<Offset>, Er
     if !dir.exists() || is_empty_dir(&dir) {
         return Ok(None);
     }
+    read_layout(&dir).map_err(Error::Damaged)?;
     let store = PartitionStore::open_dir(&dir, 1 << 20)?;
     Ok(Some(store.offset()?))
 }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 pub const FORMAT_VERSION: u8 = 1;
 
 /// Upper bound on what one decode may claim, so a corrupt length prefix is an error instead of
-/// a giant allocation. Generous enough for whole-partition snapshots.
+/// a giant allocation. Generous enough for any record or stored value.
 const DECODE_LIMIT_BYTES: usize = 1 << 30;
 
 fn config() -> impl bincode::config::Config {

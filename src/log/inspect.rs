@@ -1,6 +1,7 @@
 //! `taskfold log inspect`: what an embedded log directory holds, read-only.
 //!
-//! Lists partitions, segments (records, bytes, how each ends), offsets and snapshots. With
+//! Lists partitions, segments (records, bytes, how each ends) and offsets, and, when the
+//! caller looked (the log does not know the engine's stores), each partition store's offset. With
 //! `verify`, every record's checksum is checked (as always) and every record is decoded and
 //! checked to belong to its partition. Nothing is changed here: opening the log truncates a
 //! torn tail, and `taskfold log repair` deals with damage that valid records follow.
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::embedded::segment::{self, Tail};
 use super::embedded::{partition_dir, recorded_partitions};
-use super::{Error, Offset, codec, partition_for, snapshot};
+use super::{Error, Offset, codec, partition_for};
 use crate::model::Envelope;
 
 #[derive(Debug)]
@@ -24,7 +25,9 @@ pub struct Report {
 pub struct PartitionReport {
     pub partition: u32,
     pub segments: Vec<SegmentReport>,
-    pub snapshots: Vec<SnapshotReport>,
+    /// The offset the partition's store reflects (`None`: there is none), or why it cannot
+    /// be read; filled in by the caller.
+    pub store: Option<Result<Option<Offset>, String>>,
     /// Files in the partition directory that are not segments.
     pub strangers: Vec<PathBuf>,
     /// Records decoded by `verify`.
@@ -41,14 +44,6 @@ pub struct SegmentReport {
     pub valid_bytes: u64,
     pub file_bytes: u64,
     pub tail: Tail,
-}
-
-#[derive(Debug)]
-pub struct SnapshotReport {
-    pub offset: Offset,
-    pub name: String,
-    /// The encoded state's size, or why the snapshot is unusable.
-    pub state: Result<u64, String>,
 }
 
 impl PartitionReport {
@@ -108,7 +103,7 @@ fn inspect_partition(
     let mut report = PartitionReport {
         partition,
         segments: Vec::new(),
-        snapshots: Vec::new(),
+        store: None,
         strangers,
         decoded: 0,
         problems: Vec::new(),
@@ -183,16 +178,6 @@ fn inspect_partition(
         let more = problems - report.problems.len();
         report.problems.push(format!("… and {more} more"));
     }
-    for file in snapshot::list(data_dir, partition)? {
-        report.snapshots.push(SnapshotReport {
-            offset: file.offset,
-            name: file
-                .path
-                .file_name()
-                .map_or_else(String::new, |name| name.to_string_lossy().into_owned()),
-            state: snapshot::check(&file, partition).map_err(|invalid| invalid.to_string()),
-        });
-    }
     Ok(report)
 }
 
@@ -235,19 +220,15 @@ impl fmt::Display for Report {
                     segment.name, segment.base, segment.records, segment.valid_bytes
                 )?;
             }
-            for snapshot in &partition.snapshots {
-                match &snapshot.state {
-                    Ok(bytes) => writeln!(
-                        f,
-                        "  snapshot {}: offset {}, {bytes} bytes of state",
-                        snapshot.name, snapshot.offset
-                    )?,
-                    Err(reason) => writeln!(
-                        f,
-                        "  snapshot {}: offset {}, UNUSABLE: {reason}",
-                        snapshot.name, snapshot.offset
-                    )?,
-                }
+            match &partition.store {
+                Some(Ok(Some(offset))) => writeln!(
+                    f,
+                    "  store: reflects offsets ..{offset} ({} behind the log's end)",
+                    partition.end().saturating_sub(*offset)
+                )?,
+                Some(Ok(None)) => writeln!(f, "  store: none (a start builds it from the log)")?,
+                Some(Err(reason)) => writeln!(f, "  store: cannot be read ({reason})")?,
+                None => {}
             }
             for stranger in &partition.strangers {
                 writeln!(f, "  not a segment (ignored): {}", stranger.display())?;

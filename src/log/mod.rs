@@ -1,14 +1,16 @@
 //! The event log: the only durable state of Taskfold.
 //!
 //! Shards append the events they decide and reply to callers only when the log says the events
-//! are durable; on start they replay their partition from the newest snapshot. Two backends
+//! are durable; on start they open their partition store (`engine::store`) and replay the log
+//! after the offset it reflects. Two backends
 //! implement [`EventLog`] and partition keys identically: [`embedded`] (segment files on one
 //! machine, the default) and [`kafka`] (a Kafka topic, for more than one machine).
 //!
-//! ## The partition store to come
+//! ## The partition store, chosen by measurement
 //!
-//! Full snapshots are to give way to an embedded store per partition (state and log offset
-//! committed together, lagging the log, never synced per request). Measured on the project's
+//! Each partition's folded state lives in an embedded store (state and log offset committed
+//! together, lagging the log, never synced per request; see `engine::store`). The candidates,
+//! measured on the project's
 //! 2-core machine: 100,000 realistic tasks (5.9 KB of JSON each), 64 per commit, no sync per
 //! commit, then 100,000 random point reads after reopening; two runs each.
 //!
@@ -19,9 +21,8 @@
 //! | redb 5.0 (synced every 256 commits) | 35k–41k | 0.87 / 1.3–4.6 ms | 5.3 / 11 µs | 11.4 KB | 13 s |
 //!
 //! The queue's own rate is about 10,000 lifecycles/s, so every store writes fast enough. fjall
-//! has the better read tail, builds in seconds in pure Rust, and takes half of redb's disk. Its
-//! defaults compress only deeper levels, so setting LZ4 for all of them should close most of
-//! the disk gap to RocksDB; that is not yet measured.
+//! has the better read tail, builds in seconds in pure Rust, and takes half of redb's disk:
+//! Taskfold uses fjall.
 
 pub mod codec;
 pub(crate) mod durable_file;
@@ -30,7 +31,6 @@ pub mod inspect;
 pub mod kafka;
 pub mod load;
 pub mod partition;
-pub mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::Arc;

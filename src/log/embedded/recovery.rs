@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::segment::{self, Scan, SegmentFile, Tail};
 use super::{Recovery, log_dir, read_file};
 use crate::log::durable_file::sync_dir;
-use crate::log::{Damage, Error, Offset, snapshot};
+use crate::log::{Damage, Error, Offset};
 
 /// A partition's segments as scanned, and where its log ends.
 pub(super) struct Survey {
@@ -265,8 +265,6 @@ pub struct PartitionRepair {
     pub records_set_aside: u64,
     /// Whether that count is exact; else it is a lower bound (the search gave up on garbage).
     pub records_set_aside_complete: bool,
-    /// Snapshots of state past the new end, moved aside (they stand for records now gone).
-    pub snapshots_set_aside: Vec<PathBuf>,
     /// Torn tails truncated, as opening the log would have.
     pub torn_tails: Vec<Recovery>,
 }
@@ -282,8 +280,9 @@ pub struct Repair {
 
 /// Repairs the embedded log under `data_dir`: in each partition, keeps every record before the
 /// first damage and copies everything after it (the rest of that segment, and later segments
-/// whole) to `<data-dir>/log/set-aside/repair-<millis>/partition-<n>/` before cutting it;
-/// snapshots past the new end are moved there too. A torn tail is truncated as opening would.
+/// whole) to `<data-dir>/log/set-aside/repair-<millis>/partition-<n>/` before cutting it. A
+/// torn tail is truncated as opening would. (A partition store that reflects records past
+/// the new end is rebuilt from the log by the next start.)
 /// Refuses while the log is open in a server.
 pub fn repair(data_dir: &Path) -> Result<Repair, Error> {
     let partitions = super::recorded_partitions(data_dir)?
@@ -324,7 +323,6 @@ fn repair_partition(
         set_aside: Vec::new(),
         records_set_aside: 0,
         records_set_aside_complete: true,
-        snapshots_set_aside: Vec::new(),
         torn_tails: Vec::new(),
     };
     if segments.is_empty() {
@@ -376,21 +374,6 @@ fn repair_partition(
         .last()
         .expect("a partition keeps at least one segment");
     report.end = active.base + scan.records;
-    for stale in snapshot::list(data_dir, partition)?
-        .into_iter()
-        .filter(|file| file.offset > report.end)
-    {
-        std::fs::create_dir_all(&set_aside)
-            .map_err(|error| Error::io("creating", &set_aside, error))?;
-        let moved = set_aside.join(file_name(&stale.path));
-        std::fs::rename(&stale.path, &moved)
-            .map_err(|error| Error::io("moving aside", &stale.path, error))?;
-        report.snapshots_set_aside.push(moved);
-    }
-    if !report.snapshots_set_aside.is_empty() {
-        sync_dir(&set_aside)?;
-        sync_dir(&snapshot::partition_dir(data_dir, partition))?;
-    }
     Ok(report)
 }
 
@@ -448,14 +431,6 @@ impl std::fmt::Display for Repair {
                 for (copy, bytes) in &partition.set_aside {
                     writeln!(f, "  set aside {bytes} bytes: {}", copy.display())?;
                 }
-            }
-            for snapshot in &partition.snapshots_set_aside {
-                anything = true;
-                writeln!(
-                    f,
-                    "partition {number}: set aside a snapshot past the new end: {}",
-                    snapshot.display()
-                )?;
             }
         }
         if !anything {
