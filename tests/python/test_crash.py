@@ -280,3 +280,106 @@ def test_kill_under_mixed_load_loses_no_acknowledged_call_and_hands_out_no_run_t
         assert status[task_id]["runs"][run_id]["workerId"] == worker_id
     assert all(s["state"] == "completed" for s in status.values())
     assert queue.pendingTasks(task_queue_id)["pendingTasks"] == 0
+
+
+# The store is written only by its one-second timer, so at every kill it lags the log.
+LAGGING_CONFIG = f"""
+[queue]
+claim_timeout_seconds = 30
+snapshot_every_events = 1000000
+
+[api]
+claim_work_timeout_seconds = 1
+"""
+
+ROUNDS = 30
+
+
+def store_and_log_ends(data_dir):
+    """Per partition, (the offset its store reflects, the end of its durable log), read from
+    `taskfold log inspect` with the server down."""
+    import re
+    import subprocess
+
+    from conftest import BINARY
+
+    report = subprocess.run([BINARY, "log", "inspect", "--data-dir", data_dir],
+                            capture_output=True, text=True, check=True).stdout
+    ends = [int(end) for end in re.findall(r"^partition \d+: offsets \d+\.\.(\d+)", report, re.M)]
+    stores = [int(at) for at in re.findall(r"store: reflects offsets \.\.(\d+)", report)]
+    return list(zip(stores, ends)), report
+
+
+def test_thirty_kills_at_random_moments_with_the_store_lagging(tmp_path_factory, task_queue_id):
+    server = make_server(tmp_path_factory, LAGGING_CONFIG)
+    rng = random.Random(17)
+    group = new_task_id()
+    created, completed, claims = set(), set(), {}
+    try:
+        for round_number in range(ROUNDS):
+            server.start()
+            queue = server.queue()
+            # Everything acknowledged in earlier rounds is there, as it was last seen.
+            listed = {}
+            token = None
+            while created:
+                query = {"limit": 1000, **({"continuationToken": token} if token else {})}
+                page = queue.listTaskGroup(group, query=query)
+                listed.update({entry["status"]["taskId"]: entry["status"]
+                               for entry in page["tasks"]})
+                token = page.get("continuationToken")
+                if not token:
+                    break
+            missing = created - set(listed)
+            assert not missing, f"round {round_number}: acknowledged tasks lost: {missing}"
+            for (task_id, run_id), worker_id in claims.items():
+                run = listed[task_id]["runs"][run_id]
+                assert run["workerId"] == worker_id, (round_number, task_id, run_id, run)
+                if (task_id, run_id) in completed:
+                    assert run["state"] == "completed", (round_number, task_id, run_id, run)
+
+            acknowledged = Acknowledged()
+            stop_at = time.monotonic() + rng.uniform(0.2, 1.5)
+
+            def create():
+                client = server.queue()
+                while not acknowledged.stop.is_set():
+                    task_id = new_task_id()
+                    try:
+                        client.createTask(task_id, task_definition(task_queue_id,
+                                                                   taskGroupId=group))
+                    except Exception as error:
+                        acknowledged.failed(error)
+                        return
+                    with acknowledged.lock:
+                        acknowledged.created[task_id] = None
+
+            threads = [threading.Thread(target=create) for _ in range(3)]
+            threads += [threading.Thread(target=worker, args=(
+                server, task_queue_id, f"r{round_number}-{i}", acknowledged)) for i in range(2)]
+            for thread in threads:
+                thread.start()
+            while time.monotonic() < stop_at:
+                time.sleep(0.01)
+            acknowledged.killing.set()
+            server.kill()
+            acknowledged.stop.set()
+            for thread in threads:
+                thread.join()
+            assert not acknowledged.unexpected_errors, acknowledged.unexpected_errors
+
+            created |= set(acknowledged.created)
+            completed |= acknowledged.completed
+            for task_id, run_id, worker_id in acknowledged.claims:
+                earlier = claims.setdefault((task_id, run_id), worker_id)
+                assert earlier == worker_id, \
+                    f"run {task_id}/{run_id} claimed by {earlier} and again by {worker_id}"
+                created.add(task_id)
+
+            ends, report = store_and_log_ends(server.data_dir)
+            assert ends, report
+            for store, end in ends:
+                assert store <= end, f"a store ahead of the durable log:\n{report}"
+        assert len(created) > 100 and completed, (len(created), len(completed))
+    finally:
+        server.stop()
