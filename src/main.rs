@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use taskfold::api::{access, server};
-use taskfold::engine::{Engine, EngineSettings};
+use taskfold::engine::Engine;
 use taskfold::log;
 use taskfold::projections::exchanges::Exchange;
 use taskfold::projections::kafka::ExchangeTopics;
@@ -667,27 +667,35 @@ fn run_task_command(command: TaskCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {
+    use taskfold::engine::load;
     let settings = Settings::load(bench.config.as_deref())?;
-    let engine_settings = settings.engine_settings();
-    let start = |settings: &Settings, engine_settings: EngineSettings| {
-        let log = log::open(&settings.log, &bench.data_dir)
-            .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
-        let data_dir = bench.data_dir.clone();
-        anyhow::Ok(async move {
-            Engine::start(log, data_dir, engine_settings, None)
-                .await
-                .context("replaying the log")
-        })
+    let start = || async {
+        load::start(&settings, &bench.data_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the {:?} log and replaying it",
+                    settings.log.backend
+                )
+            })
     };
     // Each phase in a System of its own: when it ends, its actors and the log are gone, as
     // in a process that stops.
     let started = std::time::Instant::now();
     let created = actix_web::rt::System::new().block_on(async {
-        let engine = start(&settings, engine_settings.clone())?.await?;
-        let created = taskfold::engine::load::fill(&engine, bench.tasks, bench.concurrency)
+        let engine = start().await?;
+        let fill = load::Fill {
+            tasks: bench.tasks,
+            concurrency: bench.concurrency,
+            template: &load::TaskTemplate::small(),
+            group_size: 1,
+            resolve: false,
+            sample: 0,
+        };
+        let filled = load::fill(&engine, &fill, |_| {})
             .await
-            .map_err(|error| anyhow::anyhow!("creating tasks: {error}"))?;
-        anyhow::Ok(created)
+            .context("creating tasks")?;
+        anyhow::Ok(filled.tasks)
     })?;
     let fill = started.elapsed();
     println!(
@@ -697,7 +705,7 @@ fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {
     );
     let restarted = std::time::Instant::now();
     let tasks = actix_web::rt::System::new().block_on(async {
-        let engine = start(&settings, engine_settings)?.await?;
+        let engine = start().await?;
         anyhow::Ok(engine.task_count().await)
     })?;
     println!(
