@@ -236,6 +236,10 @@ enum BenchCommand {
     /// Fill a log with pending tasks through the engine, then time a restart on it (newest
     /// snapshots, then the log after them).
     Restart(BenchRestart),
+    /// Fill a data directory with tasks through the engine (pending, or with `--resolved`
+    /// claimed and completed), restart a `taskfold serve` on it and report its memory, the disk
+    /// per task, the time to ready, point reads, and lifecycles/s beside an empty directory.
+    Retain(BenchRetain),
     /// Interactive sessions through the queue's relay and a worker: keystroke echo round
     /// trips and bulk output, in an interactive Docker task the bench creates.
     Shell(BenchShell),
@@ -296,6 +300,50 @@ struct BenchRestart {
     /// Creations in flight at once.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+}
+
+#[derive(Args)]
+struct BenchRetain {
+    /// Where the embedded log and the state live; tasks already in it count too.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Configuration file of the fill and the servers, layered over the built-in defaults
+    /// (`config/default.toml`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Tasks to create before the restart.
+    #[arg(long)]
+    tasks: u64,
+    /// The createTask body of every task, as JSON; `taskGroupId`, `created`, `deadline` and
+    /// `expires` are set per task, and strings holding `{{taskId}}`, `{{taskGroupId}}`,
+    /// `{{created}}`, `{{deadline}}` or `{{expires}}` get the task's value there (default: a
+    /// small definition of about 400 bytes).
+    #[arg(long)]
+    task_file: Option<PathBuf>,
+    /// Claim every task through claimWork and report it completed, instead of leaving it
+    /// pending.
+    #[arg(long)]
+    resolved: bool,
+    /// Tasks per task group (1: each task its own group).
+    #[arg(long, default_value_t = 1)]
+    group_size: u64,
+    /// Tasks in flight at once during the fill.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// `GET task/<id>` and `GET task/<id>/status` of random filled tasks after the restart,
+    /// this many of each, one at a time.
+    #[arg(long, default_value_t = 2000)]
+    reads: usize,
+    /// Lifecycles (createTask → claimWork → reportCompleted over HTTP) against the restarted
+    /// server and against one on an empty directory.
+    #[arg(long, default_value_t = 20_000)]
+    lifecycles: u64,
+    /// Clients running lifecycles at once.
+    #[arg(long, default_value_t = 64)]
+    lifecycle_concurrency: usize,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -399,6 +447,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Log(bench)) => bench_log(bench),
         Command::Bench(BenchCommand::Lifecycle(bench)) => bench_lifecycle(bench),
         Command::Bench(BenchCommand::Restart(bench)) => bench_restart(bench),
+        Command::Bench(BenchCommand::Retain(bench)) => bench_retain(bench),
         Command::Bench(BenchCommand::Tasks(bench)) => bench_tasks(bench),
         Command::Bench(BenchCommand::Shell(bench)) => bench_shell(bench),
         Command::Serve(serve) => serve_queue(serve),
@@ -714,6 +763,39 @@ fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {
     );
     if tasks < created {
         anyhow::bail!("the restarted engine lost tasks: {created} created, {tasks} after restart");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_retain(bench: BenchRetain) -> anyhow::Result<ExitCode> {
+    use taskfold::engine::load::TaskTemplate;
+    let template = match &bench.task_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            TaskTemplate::from_json(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => TaskTemplate::small(),
+    };
+    let options = taskfold::client::bench_retain::Options {
+        data_dir: bench.data_dir,
+        config: bench.config,
+        tasks: bench.tasks,
+        concurrency: bench.concurrency,
+        template,
+        group_size: bench.group_size,
+        resolve: bench.resolved,
+        reads: bench.reads,
+        lifecycles: bench.lifecycles,
+        lifecycle_concurrency: bench.lifecycle_concurrency,
+        server_binary: std::env::current_exe().context("finding this binary")?,
+        progress: true,
+    };
+    let report = taskfold::client::bench_retain::run(options)?;
+    if bench.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
     }
     Ok(ExitCode::SUCCESS)
 }
