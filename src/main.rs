@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use taskfold::api::{access, server};
-use taskfold::engine::{Engine, EngineSettings};
+use taskfold::engine::Engine;
 use taskfold::log;
 use taskfold::projections::exchanges::Exchange;
 use taskfold::projections::kafka::ExchangeTopics;
@@ -238,6 +238,10 @@ enum BenchCommand {
     /// Fill a log with pending tasks through the engine, then time a restart on it (the
     /// partition stores, then the log after them).
     Restart(BenchRestart),
+    /// Fill a data directory with tasks through the engine (pending, or with `--resolved`
+    /// claimed and completed), restart a `taskfold serve` on it and report its memory, the disk
+    /// per task, the time to ready, point reads, and lifecycles/s beside an empty directory.
+    Retain(BenchRetain),
     /// Interactive sessions through the queue's relay and a worker: keystroke echo round
     /// trips and bulk output, in an interactive Docker task the bench creates.
     Shell(BenchShell),
@@ -298,6 +302,50 @@ struct BenchRestart {
     /// Creations in flight at once.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+}
+
+#[derive(Args)]
+struct BenchRetain {
+    /// Where the embedded log and the state live; tasks already in it count too.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Configuration file of the fill and the servers, layered over the built-in defaults
+    /// (`config/default.toml`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Tasks to create before the restart.
+    #[arg(long)]
+    tasks: u64,
+    /// The createTask body of every task, as JSON; `taskGroupId`, `created`, `deadline` and
+    /// `expires` are set per task, and strings holding `{{taskId}}`, `{{taskGroupId}}`,
+    /// `{{created}}`, `{{deadline}}` or `{{expires}}` get the task's value there (default: a
+    /// small definition of about 400 bytes).
+    #[arg(long)]
+    task_file: Option<PathBuf>,
+    /// Claim every task through claimWork and report it completed, instead of leaving it
+    /// pending.
+    #[arg(long)]
+    resolved: bool,
+    /// Tasks per task group (1: each task its own group).
+    #[arg(long, default_value_t = 1)]
+    group_size: u64,
+    /// Tasks in flight at once during the fill.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// `GET task/<id>` and `GET task/<id>/status` of random filled tasks after the restart,
+    /// this many of each, one at a time.
+    #[arg(long, default_value_t = 2000)]
+    reads: usize,
+    /// Lifecycles (createTask → claimWork → reportCompleted over HTTP) against the restarted
+    /// server and against one on an empty directory.
+    #[arg(long, default_value_t = 20_000)]
+    lifecycles: u64,
+    /// Clients running lifecycles at once.
+    #[arg(long, default_value_t = 64)]
+    lifecycle_concurrency: usize,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -405,6 +453,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Log(bench)) => bench_log(bench),
         Command::Bench(BenchCommand::Lifecycle(bench)) => bench_lifecycle(bench),
         Command::Bench(BenchCommand::Restart(bench)) => bench_restart(bench),
+        Command::Bench(BenchCommand::Retain(bench)) => bench_retain(bench),
         Command::Bench(BenchCommand::Tasks(bench)) => bench_tasks(bench),
         Command::Bench(BenchCommand::Shell(bench)) => bench_shell(bench),
         Command::Serve(serve) => serve_queue(serve),
@@ -673,27 +722,35 @@ fn run_task_command(command: TaskCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {
+    use taskfold::engine::load;
     let settings = Settings::load(bench.config.as_deref())?;
-    let engine_settings = settings.engine_settings();
-    let start = |settings: &Settings, engine_settings: EngineSettings| {
-        let log = log::open(&settings.log, &bench.data_dir)
-            .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
-        let data_dir = bench.data_dir.clone();
-        anyhow::Ok(async move {
-            Engine::start(log, data_dir, engine_settings, None)
-                .await
-                .context("replaying the log")
-        })
+    let start = || async {
+        load::start(&settings, &bench.data_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the {:?} log and replaying it",
+                    settings.log.backend
+                )
+            })
     };
     // Each phase in a System of its own: when it ends, its actors and the log are gone, as
     // in a process that stops.
     let started = std::time::Instant::now();
     let created = actix_web::rt::System::new().block_on(async {
-        let engine = start(&settings, engine_settings.clone())?.await?;
-        let created = taskfold::engine::load::fill(&engine, bench.tasks, bench.concurrency)
+        let engine = start().await?;
+        let fill = load::Fill {
+            tasks: bench.tasks,
+            concurrency: bench.concurrency,
+            template: &load::TaskTemplate::small(),
+            group_size: 1,
+            resolve: false,
+            sample: 0,
+        };
+        let filled = load::fill(&engine, &fill, |_| {})
             .await
-            .map_err(|error| anyhow::anyhow!("creating tasks: {error}"))?;
-        anyhow::Ok(created)
+            .context("creating tasks")?;
+        anyhow::Ok(filled.tasks)
     })?;
     let fill = started.elapsed();
     println!(
@@ -703,7 +760,7 @@ fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {
     );
     let restarted = std::time::Instant::now();
     let tasks = actix_web::rt::System::new().block_on(async {
-        let engine = start(&settings, engine_settings)?.await?;
+        let engine = start().await?;
         anyhow::Ok(engine.task_count().await)
     })?;
     println!(
@@ -712,6 +769,39 @@ fn bench_restart(bench: BenchRestart) -> anyhow::Result<ExitCode> {
     );
     if tasks < created {
         anyhow::bail!("the restarted engine lost tasks: {created} created, {tasks} after restart");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_retain(bench: BenchRetain) -> anyhow::Result<ExitCode> {
+    use taskfold::engine::load::TaskTemplate;
+    let template = match &bench.task_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            TaskTemplate::from_json(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => TaskTemplate::small(),
+    };
+    let options = taskfold::client::bench_retain::Options {
+        data_dir: bench.data_dir,
+        config: bench.config,
+        tasks: bench.tasks,
+        concurrency: bench.concurrency,
+        template,
+        group_size: bench.group_size,
+        resolve: bench.resolved,
+        reads: bench.reads,
+        lifecycles: bench.lifecycles,
+        lifecycle_concurrency: bench.lifecycle_concurrency,
+        server_binary: std::env::current_exe().context("finding this binary")?,
+        progress: true,
+    };
+    let report = taskfold::client::bench_retain::run(options)?;
+    if bench.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
     }
     Ok(ExitCode::SUCCESS)
 }
