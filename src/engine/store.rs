@@ -143,8 +143,13 @@ struct TaskState {
 /// One change of a task in a [`Flush`].
 pub enum TaskChange {
     /// The task as it is now; `new`: it is not in the store yet (its definition and list
-    /// entries are written too).
-    Put { task: Arc<Task>, new: bool },
+    /// entries are written too); `replaces`: the store may still hold an expired task of the
+    /// same id, whose list entries and history go.
+    Put {
+        task: Arc<Task>,
+        new: bool,
+        replaces: bool,
+    },
     /// The task expired.
     Remove(Slugid),
 }
@@ -479,8 +484,15 @@ impl PartitionStore {
         let mut batch = self.database.batch().durability(Some(PersistMode::Buffer));
         for change in &flush.tasks {
             match change {
-                TaskChange::Put { task, new } => {
+                TaskChange::Put {
+                    task,
+                    new,
+                    replaces,
+                } => {
                     let key = task.task_id.as_bytes();
+                    if *replaces {
+                        self.remove_stale(&mut batch, task)?;
+                    }
                     if *new {
                         batch.insert(&self.definitions, key, codec::encode(&*task.definition)?);
                         let group = task.definition.task_group_id;
@@ -571,6 +583,28 @@ impl PartitionStore {
             batch.remove(table, key);
         }
         for guard in self.history.prefix(key) {
+            batch.remove(&self.history, guard.key()?);
+        }
+        Ok(())
+    }
+
+    /// Removes what the store holds of an expired task that `task` replaces, except the keys
+    /// `task` writes again (one batch must not both remove and write a key).
+    fn remove_stale(&self, batch: &mut fjall::OwnedWriteBatch, task: &Task) -> Result<(), Error> {
+        let task_id = task.task_id;
+        let Some(definition) = self.definitions.get(task_id.as_bytes())? else {
+            return Ok(());
+        };
+        let stale: TaskDefinition = codec::decode(&definition)?;
+        if stale.task_group_id != task.definition.task_group_id {
+            batch.remove(&self.members, pair(stale.task_group_id, task_id));
+        }
+        for dependency in &stale.dependencies {
+            if !task.definition.dependencies.contains(dependency) {
+                batch.remove(&self.dependents, pair(*dependency, task_id));
+            }
+        }
+        for guard in self.history.prefix(task_id.as_bytes()) {
             batch.remove(&self.history, guard.key()?);
         }
         Ok(())

@@ -29,6 +29,8 @@ pub struct PartitionState {
     changed_workers: BTreeSet<String>,
     /// Tasks defined since the last flush taken: their definitions and list entries go with it.
     new_tasks: BTreeSet<Slugid>,
+    /// Of those, the ones that replace an expired task of the same id the store still holds.
+    replacing: BTreeSet<Slugid>,
     /// List entries (group · task, dependency · task) of tasks not yet in a completed flush.
     fresh_members: BTreeSet<(Slugid, Slugid)>,
     fresh_dependents: BTreeSet<(Slugid, Slugid)>,
@@ -71,6 +73,7 @@ impl PartitionState {
             changed_groups: HashMap::new(),
             changed_workers: BTreeSet::new(),
             new_tasks: BTreeSet::new(),
+            replacing: BTreeSet::new(),
             fresh_members: BTreeSet::new(),
             fresh_dependents: BTreeSet::new(),
             faulted: Vec::new(),
@@ -132,11 +135,13 @@ impl PartitionState {
 
     /// Brings in what applying `envelope` touches.
     pub fn fault_for(&mut self, envelope: &Envelope) -> Result<(), store::Error> {
+        if let Event::TaskGroupJoined { task_group_id, .. } = &envelope.event {
+            return self.fault_group(*task_group_id);
+        }
         let Ok(id) = envelope.key.parse::<Slugid>() else {
             return Ok(());
         };
         match &envelope.event {
-            Event::TaskGroupJoined { task_group_id, .. } => self.fault_group(*task_group_id),
             Event::TaskGroupSealed
             | Event::TaskGroupResolved
             | Event::TaskGroupPriorityChanged { .. }
@@ -264,6 +269,7 @@ impl PartitionState {
                 Some(task) => TaskChange::Put {
                     task: task.clone(),
                     new: new.binary_search(task_id).is_ok(),
+                    replaces: self.replacing.remove(task_id),
                 },
                 None => TaskChange::Remove(*task_id),
             });
@@ -391,7 +397,14 @@ impl PartitionState {
             ids.truncate(limit);
             let exhausted = ids.len() < limit;
             for task_id in &ids {
-                if let Some(task) = self.read_task(*task_id)? {
+                // An entry outlives its task until the next flush: the task itself decides.
+                if let Some(task) = self.read_task(*task_id)?
+                    && (if dependents {
+                        task.definition.dependencies.contains(&of)
+                    } else {
+                        task.definition.task_group_id == of
+                    })
+                {
                     found.push(task);
                     if found.len() == limit {
                         return Ok(found);
@@ -445,4 +458,252 @@ pub fn is_resolved(task: &Task) -> bool {
 /// a task's.
 fn history_record(_partition: u32, _offset: Offset, _envelope: &Envelope) -> Option<Vec<u8>> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    //! The store against the fold in memory: any event sequence, flushed at any points, with
+    //! restarts in between, answers every read the API makes as the plain in-memory fold does.
+
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::task::tests::sample_definition;
+    use crate::model::{Artifact, Priority, ReasonCreated, ReasonResolved, Storage};
+
+    const TASKS: usize = 6;
+    const GROUPS: usize = 3;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// Apply the event to task (or group) number `.0`.
+        Task(usize, Event),
+        Group(usize, Event),
+        /// Write what changed to the store.
+        Flush,
+        /// Write, then start again from the store alone (as after a clean stop).
+        Restart,
+    }
+
+    fn ids() -> (Vec<Slugid>, Vec<Slugid>) {
+        let seeded = |n: u8| Slugid::from_random_bytes([n; 16]);
+        (
+            (0..TASKS as u8).map(seeded).collect(),
+            (100..100 + GROUPS as u8).map(seeded).collect(),
+        )
+    }
+
+    fn task_event() -> impl Strategy<Value = Event> {
+        let (tasks, groups) = ids();
+        let run = 0u32..3;
+        prop_oneof![
+            (
+                0..GROUPS,
+                proptest::collection::vec(0..TASKS, 0..3),
+                0i64..5
+            )
+                .prop_map(move |(group, dependencies, expires)| {
+                    let mut definition = sample_definition(groups[group]);
+                    definition.dependencies = dependencies.iter().map(|d| tasks[*d]).collect();
+                    definition.expires = Timestamp::from_millis(expires * 1000);
+                    Event::TaskDefined {
+                        task_id: Slugid::MIN,
+                        definition: Arc::new(definition),
+                    }
+                }),
+            run.clone().prop_map(|run_id| Event::RunPending {
+                run_id,
+                reason: ReasonCreated::Scheduled,
+            }),
+            (run.clone(), 0i64..5).prop_map(|(run_id, until)| Event::RunClaimed {
+                run_id,
+                worker_group: "wg".into(),
+                worker_id: format!("w{until}"),
+                taken_until: Timestamp::from_millis(until),
+            }),
+            (run.clone(), 0i64..5).prop_map(|(run_id, until)| Event::RunReclaimed {
+                run_id,
+                taken_until: Timestamp::from_millis(until),
+            }),
+            (run.clone(), any::<bool>()).prop_map(|(run_id, completed)| Event::RunResolved {
+                run_id,
+                reason: if completed {
+                    ReasonResolved::Completed
+                } else {
+                    ReasonResolved::Failed
+                },
+            }),
+            (run.clone(), 0..3u8, any::<bool>()).prop_map(|(run_id, name, s3)| {
+                Event::ArtifactCreated {
+                    run_id,
+                    name: format!("public/{name}"),
+                    artifact: Artifact {
+                        content_type: "text/plain".into(),
+                        expires: Timestamp::from_millis(i64::from(name)),
+                        storage: if s3 {
+                            Storage::S3 {
+                                content_length: None,
+                            }
+                        } else {
+                            Storage::Reference {
+                                url: "https://example.invalid".into(),
+                            }
+                        },
+                    },
+                }
+            }),
+            (0..TASKS).prop_map(|dependency| Event::DependencySatisfied {
+                dependency: ids().0[dependency],
+            }),
+            Just(Event::PriorityChanged {
+                priority: Priority::High
+            }),
+            Just(Event::TaskExpired),
+        ]
+    }
+
+    fn group_event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (0i64..5).prop_map(|expires| Event::TaskGroupJoined {
+                task_group_id: Slugid::MIN,
+                scheduler_id: "-".into(),
+                expires: Timestamp::from_millis(expires),
+            }),
+            Just(Event::TaskGroupSealed),
+            Just(Event::TaskGroupResolved),
+            Just(Event::TaskGroupExpired),
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            8 => (0..TASKS, task_event()).prop_map(|(task, event)| Step::Task(task, event)),
+            2 => (0..GROUPS, group_event()).prop_map(|(group, event)| Step::Group(group, event)),
+            2 => Just(Step::Flush),
+            1 => Just(Step::Restart),
+        ]
+    }
+
+    /// Every read the API makes of a partition, from the plain fold.
+    fn expected_listing(memory: &Entities, dependents: bool, of: Slugid) -> Vec<Slugid> {
+        let mut listed: Vec<Slugid> = memory
+            .tasks
+            .values()
+            .filter(|task| {
+                if dependents {
+                    task.definition.dependencies.contains(&of)
+                } else {
+                    task.definition.task_group_id == of
+                }
+            })
+            .map(|task| task.task_id)
+            .collect();
+        listed.sort();
+        listed
+    }
+
+    fn open(dir: &std::path::Path) -> PartitionState {
+        let (store, _) = PartitionStore::open(dir, 0, 1 << 20, u64::MAX).unwrap();
+        PartitionState::new(0, store).unwrap()
+    }
+
+    fn flush(state: &mut PartitionState, offset: Offset) {
+        let taken = state.take(offset);
+        state.store.write(&taken.flush, None).unwrap();
+        state.flushed(taken);
+    }
+
+    fn check(state: &PartitionState, memory: &Entities) {
+        let (tasks, groups) = ids();
+        for task_id in &tasks {
+            let stored = state.read_task(*task_id).unwrap();
+            assert_eq!(stored.as_ref(), memory.task(*task_id), "task {task_id}");
+            let listed: Vec<Slugid> = state
+                .listed(true, *task_id, None, 100)
+                .unwrap()
+                .iter()
+                .map(|task| task.task_id)
+                .collect();
+            assert_eq!(listed, expected_listing(memory, true, *task_id));
+        }
+        for group_id in &groups {
+            let stored = state.read_group(*group_id).unwrap();
+            assert_eq!(stored.as_ref(), memory.group(*group_id), "group {group_id}");
+            let listed: Vec<Slugid> = state
+                .listed(false, *group_id, None, 100)
+                .unwrap()
+                .iter()
+                .map(|task| task.task_id)
+                .collect();
+            assert_eq!(listed, expected_listing(memory, false, *group_id));
+            // Paged one at a time, the same list.
+            let mut paged = Vec::new();
+            let mut after = None;
+            while let Some(task) = state.listed(false, *group_id, after, 1).unwrap().pop() {
+                after = Some(task.task_id);
+                paged.push(task.task_id);
+            }
+            assert_eq!(paged, listed);
+        }
+        // Every unresolved task is in memory, whatever was flushed.
+        for task in memory.tasks.values() {
+            if !is_resolved(task) {
+                assert!(state.entities.tasks.contains_key(&task.task_id));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn the_store_answers_as_the_fold_in_memory(steps in proptest::collection::vec(step(), 1..80)) {
+            let dir = tempfile::tempdir().unwrap();
+            let (tasks, groups) = ids();
+            let mut memory = Entities::default();
+            let mut state = open(dir.path());
+            let mut offset = 0;
+            for step in steps {
+                let (key, event) = match step {
+                    Step::Flush => {
+                        flush(&mut state, offset);
+                        check(&state, &memory);
+                        continue;
+                    }
+                    Step::Restart => {
+                        flush(&mut state, offset);
+                        drop(state);
+                        state = open(dir.path());
+                        check(&state, &memory);
+                        continue;
+                    }
+                    Step::Task(task, Event::TaskDefined { definition, .. }) => (
+                        tasks[task],
+                        Event::TaskDefined { task_id: tasks[task], definition },
+                    ),
+                    Step::Task(task, event) => (tasks[task], event),
+                    Step::Group(group, Event::TaskGroupJoined { scheduler_id, expires, .. }) => (
+                        groups[group],
+                        Event::TaskGroupJoined {
+                            task_group_id: groups[group],
+                            scheduler_id,
+                            expires,
+                        },
+                    ),
+                    Step::Group(group, event) => (groups[group], event),
+                };
+                let envelope = Envelope {
+                    key: key.to_string(),
+                    at: Timestamp::from_millis(offset as i64),
+                    event,
+                };
+                memory.apply(&envelope);
+                state.fault_for(&envelope).unwrap();
+                state.apply(offset, &envelope);
+                offset += 1;
+                check(&state, &memory);
+            }
+        }
+    }
 }
