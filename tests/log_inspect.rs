@@ -9,6 +9,12 @@ use taskfold::log::embedded::{EmbeddedLog, Options};
 use taskfold::log::{Entry, EventLog, codec, snapshot};
 use taskfold::model::{Envelope, Event, Slugid, Timestamp};
 
+/// A stand-in for a partition's state in a snapshot.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Numbers(Vec<u32>);
+
+impl codec::Versioned for Numbers {}
+
 fn inspect(data_dir: &Path, verify: bool) -> (Output, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_taskfold"));
     command.args(["log", "inspect", "--data-dir"]).arg(data_dir);
@@ -28,6 +34,7 @@ fn entry(key: Slugid, millis: i64) -> Entry {
     let envelope = Envelope {
         key: key.to_string(),
         at: Timestamp::from_millis(millis),
+        client_id: None,
         event: Event::RunReclaimed {
             run_id: 0,
             taken_until: Timestamp::from_millis(millis),
@@ -54,7 +61,7 @@ fn reports_partitions_segments_offsets_and_snapshots() {
     let dir = tempfile::tempdir().unwrap();
     let key = Slugid::nice();
     write_log(dir.path(), (0..25).map(|i| entry(key, i)).collect());
-    snapshot::write(dir.path(), 0, 20, &vec![1u32, 2, 3]).unwrap();
+    snapshot::write(dir.path(), 0, 20, &Numbers(vec![1, 2, 3])).unwrap();
 
     let (output, text) = inspect(dir.path(), true);
     assert!(output.status.success(), "{text}");
@@ -82,7 +89,7 @@ fn verify_fails_on_records_that_do_not_decode_and_on_damage() {
         vec![entry(key, 1), future_format, entry(key, 3)],
     );
     // A snapshot cut short is reported as unusable, not believed.
-    let snapshot = snapshot::write(dir.path(), 0, 3, &vec![7u32; 100]).unwrap();
+    let snapshot = snapshot::write(dir.path(), 0, 3, &Numbers(vec![7; 100])).unwrap();
     let bytes = std::fs::read(&snapshot).unwrap();
     std::fs::write(&snapshot, &bytes[..bytes.len() / 2]).unwrap();
 

@@ -12,6 +12,12 @@ use taskfold::log::embedded::{self, EmbeddedLog, Options, segment};
 use taskfold::log::{Entry, Error, EventLog, codec, snapshot};
 use taskfold::model::{Envelope, Event, Slugid, Timestamp};
 
+/// A stand-in for a partition's state in a snapshot.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Numbers(Vec<u32>);
+
+impl codec::Versioned for Numbers {}
+
 /// Small segments, so that 120 records make several sealed ones and an active one.
 fn options() -> Options {
     Options {
@@ -26,6 +32,7 @@ fn envelope(key: Slugid, index: i64) -> Envelope {
     Envelope {
         key: key.to_string(),
         at: Timestamp::from_millis(index),
+        client_id: None,
         event: Event::RunReclaimed {
             run_id: 0,
             taken_until: Timestamp::from_millis(index),
@@ -323,8 +330,8 @@ fn torn_tails_are_truncated_and_reported() {
 fn repair_sets_aside_snapshots_past_the_new_end_and_leaves_a_healthy_log_alone() {
     let dir = tempfile::tempdir().unwrap();
     let written = write_log(dir.path(), 120);
-    snapshot::write(dir.path(), 0, 10, &vec![1u32]).unwrap();
-    snapshot::write(dir.path(), 0, 100, &vec![2u32]).unwrap();
+    snapshot::write(dir.path(), 0, 10, &Numbers(vec![1])).unwrap();
+    snapshot::write(dir.path(), 0, 100, &Numbers(vec![2])).unwrap();
     let report = repair(dir.path());
     assert!(report.contains("no damage found"), "{report}");
     assert_eq!(snapshot::list(dir.path(), 0).unwrap().len(), 2);

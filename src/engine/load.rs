@@ -32,7 +32,7 @@ pub async fn fill(engine: &Engine, tasks: u64, concurrency: usize) -> Result<u64
                 });
                 let request = CreateTaskRequest::from_json(body.to_string().as_bytes())?;
                 let definition = request.into_definition(task_id)?;
-                engine.create_task(task_id, definition).await
+                engine.create_task(task_id, definition, None).await
             }
         })
         .buffer_unordered(concurrency.max(1))

@@ -19,6 +19,7 @@ use super::dispatcher::{Dispatcher, NotPending, Pending};
 use super::group::{self, GroupCommand};
 use super::group_tracker::{self, Census, CensusEntry, GroupTracker};
 use super::health::LogHealth;
+use super::history::{self, Histories, HistoryPage};
 use super::index::{Indexes, Listing, Position};
 use super::outbox::{self, KafkaSink, Outgoing};
 use super::pending::PendingRun;
@@ -90,6 +91,14 @@ pub struct TaskShard {
     /// With exchange topics: the offset before which every message is delivered, as
     /// checkpointed; a snapshot never passes it, so a restart can re-derive the rest.
     exchange_progress: Option<watch::Receiver<Offset>>,
+    /// Every task's history (see `engine::history`).
+    histories: Histories,
+    /// The replay started from a snapshot at this offset, so the histories of the events
+    /// before it are read from the log once the shard runs (0: none are missing).
+    histories_missing_before: Offset,
+    /// Resolves once those are read and on their way to the shard; until then history reads
+    /// wait for it.
+    history_backfill: Option<Shared<BoxFuture<'static, ()>>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -128,8 +137,10 @@ impl TaskShard {
             run: Vec::new(),
             messages: Vec::new(),
         });
+        let mut histories = Histories::default();
         let end = context.log.read(partition, start, &mut |offset, payload| {
             let envelope = codec::decode::<Envelope>(payload)?;
+            histories.record(partition, offset, &envelope);
             match &mut rederiving {
                 Some(rederiving) if offset >= rederiving.from => {
                     rederiving.apply(&mut state, offset, envelope)
@@ -173,6 +184,9 @@ impl TaskShard {
             outbox: None,
             recovered,
             exchange_progress: None,
+            histories,
+            histories_missing_before: start,
+            history_backfill: None,
         })
     }
 
@@ -325,6 +339,7 @@ impl TaskShard {
         task_id: Slugid,
         command: Command,
         join: Option<GroupCommand>,
+        client_id: Option<String>,
     ) -> Reply<Task> {
         let now = Timestamp::now();
         let defines = matches!(command, Command::Define { .. });
@@ -336,7 +351,7 @@ impl TaskShard {
         let was_resolved = self.task(task_id).map(resolution);
         let committed = decided.and_then(|events| {
             let changed = !events.is_empty();
-            self.commit(now, events)?;
+            self.commit(now, client_id, events)?;
             match expiring {
                 Some(task) if self.task(task_id).is_none() => self.forget(&task),
                 _ if changed => {
@@ -377,6 +392,36 @@ impl TaskShard {
         });
     }
 
+    /// After a replay from a snapshot: reads the histories of the events before it in the
+    /// background and hands them to the shard (`HistoryBackfilled`), so a restart is no slower
+    /// for them.
+    fn start_history_backfill(&mut self, context: &mut Context<Self>) {
+        let end = self.histories_missing_before;
+        if end == 0 {
+            return;
+        }
+        let (log, partition) = (self.context.log.clone(), self.partition);
+        let shard = context.address();
+        let backfill = async move {
+            let read = tokio::task::spawn_blocking(move || {
+                history::read_before(log.as_ref(), partition, end)
+            })
+            .await;
+            let older = read
+                .map_err(|error| error.to_string())
+                .and_then(|read| read.map_err(|error| error.to_string()))
+                .unwrap_or_else(|error| {
+                    tracing::warn!(partition, %error, "task histories before the snapshot are lost");
+                    Histories::default()
+                });
+            shard.do_send(HistoryBackfilled(older));
+        }
+        .boxed()
+        .shared();
+        actix::spawn(backfill.clone());
+        self.history_backfill = Some(backfill);
+    }
+
     /// Forgets the group if it is past its expiry, or sets its timer again for the expiry a
     /// later task gave it.
     fn expire_group(&mut self, task_group_id: Slugid, now: Timestamp) {
@@ -397,7 +442,7 @@ impl TaskShard {
                 let key = task_group_id.to_string();
                 let events = events.into_iter().map(|event| (key.clone(), event));
                 // A failed append marks the log failed; there is no caller to tell.
-                let _ = self.commit(now, events.collect());
+                let _ = self.commit(now, None, events.collect());
             }
             Err(_) => {}
         }
@@ -447,9 +492,14 @@ impl TaskShard {
         Ok(events)
     }
 
-    /// Applies `events` to the state and hands them to the log as one append; the barrier
-    /// then stands for them.
-    fn commit(&mut self, now: Timestamp, events: Vec<(String, Event)>) -> Result<(), ApiError> {
+    /// Applies `events`, caused by `client_id`, to the state and hands them to the log as one
+    /// append; the barrier then stands for them.
+    fn commit(
+        &mut self,
+        now: Timestamp,
+        client_id: Option<String>,
+        events: Vec<(String, Event)>,
+    ) -> Result<(), ApiError> {
         // After a failed append the state may hold events the log does not.
         if self.context.health.is_failed() {
             return Err(restart_required());
@@ -463,9 +513,12 @@ impl TaskShard {
             let envelope = Envelope {
                 key,
                 at: now,
+                client_id: client_id.clone(),
                 event,
             };
             let payload = codec::encode(&envelope).map_err(internal)?;
+            let offset = self.next_offset + entries.len() as Offset;
+            self.histories.record(self.partition, offset, &envelope);
             let before = exchanges::Before::capture(&self.state, &envelope);
             let new_group = match envelope.event {
                 Event::TaskGroupJoined {
@@ -651,7 +704,7 @@ impl TaskShard {
                     continue;
                 }
             };
-            let reply = self.run(task_id, command, None);
+            let reply = self.run(task_id, command, None, None);
             // Timer commands have no caller; an error (a raced state) is expected and harmless.
             context.spawn(reply.map(|_| ()).into_actor(self));
         }
@@ -794,6 +847,7 @@ impl Actor for TaskShard {
         ));
         self.outbox = Some(outbox);
         self.announce_all();
+        self.start_history_backfill(context);
         context.run_interval(TIMER_TICK, |shard, context| shard.fire_due_timers(context));
     }
 }
@@ -807,13 +861,20 @@ pub struct Execute {
     /// For a `Define` whose task group lives in this partition: the group decision, made
     /// first and appended together with the task's events.
     pub join: Option<GroupCommand>,
+    /// Who asked: the clientId of the API call, `None` for the queue's own commands.
+    pub client_id: Option<String>,
 }
 
 impl Handler<Execute> for TaskShard {
     type Result = MessageResult<Execute>;
 
     fn handle(&mut self, message: Execute, _: &mut Context<Self>) -> Self::Result {
-        let reply = self.run(message.task_id, message.command, message.join);
+        let reply = self.run(
+            message.task_id,
+            message.command,
+            message.join,
+            message.client_id,
+        );
         self.maybe_snapshot();
         MessageResult(reply)
     }
@@ -870,6 +931,8 @@ impl Handler<Waiting> for TaskShard {
 pub struct ExecuteGroup {
     pub task_group_id: Slugid,
     pub command: GroupCommand,
+    /// Who asked: the clientId of the API call, `None` for the queue's own commands.
+    pub client_id: Option<String>,
 }
 
 impl Handler<ExecuteGroup> for TaskShard {
@@ -881,7 +944,7 @@ impl Handler<ExecuteGroup> for TaskShard {
         let decided = group::decide(group_id, self.group(group_id), message.command);
         let committed = decided.and_then(|events| {
             let events = events.into_iter().map(|event| (key.clone(), event));
-            self.commit(Timestamp::now(), events.collect())
+            self.commit(Timestamp::now(), message.client_id, events.collect())
         });
         if let Err(error) = committed {
             return MessageResult(futures::future::ready(Err(error)).boxed());
@@ -898,6 +961,8 @@ impl Handler<ExecuteGroup> for TaskShard {
 pub struct RecordWorker {
     pub name: WorkerName,
     pub event: Event,
+    /// Who asked: the clientId of the API call.
+    pub client_id: Option<String>,
 }
 
 impl Handler<RecordWorker> for TaskShard {
@@ -907,7 +972,8 @@ impl Handler<RecordWorker> for TaskShard {
         let name = message.name;
         let key = worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
         let now = Timestamp::now();
-        if let Err(error) = self.commit(now, vec![(key.clone(), message.event)]) {
+        let events = vec![(key.clone(), message.event)];
+        if let Err(error) = self.commit(now, message.client_id, events) {
             return MessageResult(futures::future::ready(Err(error)).boxed());
         }
         self.maybe_snapshot();
@@ -1004,5 +1070,53 @@ impl Handler<TaskCount> for TaskShard {
 
     fn handle(&mut self, _: TaskCount, _: &mut Context<Self>) -> u64 {
         self.state.tasks.len() as u64
+    }
+}
+
+/// One page of a task's history: its records after the offset `after`, at most `limit`, as of
+/// everything durable; `None` for a task this shard does not hold.
+#[derive(Message)]
+#[rtype(result = "Reply<Option<HistoryPage>>")]
+pub struct History {
+    pub task_id: Slugid,
+    pub after: Option<Offset>,
+    pub limit: usize,
+}
+
+impl Handler<History> for TaskShard {
+    type Result = MessageResult<History>;
+
+    fn handle(&mut self, message: History, context: &mut Context<Self>) -> Self::Result {
+        if let Some(backfill) = self.history_backfill.clone() {
+            // Asked again once the older records are in: they reach the mailbox first.
+            let shard = context.address();
+            return MessageResult(
+                async move {
+                    backfill.await;
+                    shard.send(message).await.map_err(internal)?.await
+                }
+                .boxed(),
+            );
+        }
+        let page = self
+            .histories
+            .page(message.task_id, message.after, message.limit);
+        MessageResult(self.when_durable(page))
+    }
+}
+
+/// The histories of the events before the snapshot the replay started from.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct HistoryBackfilled(Histories);
+
+impl Handler<HistoryBackfilled> for TaskShard {
+    type Result = ();
+
+    fn handle(&mut self, HistoryBackfilled(older): HistoryBackfilled, _: &mut Context<Self>) {
+        let state = &self.state;
+        self.histories
+            .insert_older(older, |task_id| state.task(task_id).is_some());
+        self.history_backfill = None;
     }
 }

@@ -8,11 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
+use super::codec::{self, Versioned};
 use super::durable_file::write_atomically;
-use super::{Error, Offset, codec};
+use super::{Error, Offset};
 
 /// The last byte counts the layouts of the state: a snapshot of an older layout is reported
 /// and skipped (the log after it is replayed instead), never misread.
@@ -48,7 +46,7 @@ pub enum Invalid {
 
 /// Writes the state of `partition` as of `offset` and prunes snapshots older than the newest
 /// few. Returns the file written.
-pub fn write<T: Serialize>(
+pub fn write<T: Versioned>(
     data_dir: &Path,
     partition: u32,
     offset: Offset,
@@ -64,7 +62,7 @@ pub fn write<T: Serialize>(
 
 /// The bytes of a snapshot file for `state`. Split from [`write_encoded`] so that a caller can
 /// capture its state now and write it later, once everything up to `offset` is durable.
-pub fn encode<T: Serialize>(partition: u32, offset: Offset, state: &T) -> Result<Vec<u8>, Error> {
+pub fn encode<T: Versioned>(partition: u32, offset: Offset, state: &T) -> Result<Vec<u8>, Error> {
     let mut bytes = vec![0; HEADER_BYTES];
     codec::encode_into(state, &mut bytes)?;
     let length = (bytes.len() - HEADER_BYTES) as u64;
@@ -142,7 +140,7 @@ pub fn list(data_dir: &Path, partition: u32) -> Result<Vec<SnapshotFile>, Error>
 }
 
 /// Reads and checks one snapshot file, returning its decoded state.
-pub fn read<T: DeserializeOwned>(file: &SnapshotFile, partition: u32) -> Result<T, Invalid> {
+pub fn read<T: Versioned>(file: &SnapshotFile, partition: u32) -> Result<T, Invalid> {
     let bytes = read_checked(file, partition)?;
     Ok(codec::decode(&bytes[HEADER_BYTES..])?)
 }
@@ -188,7 +186,7 @@ fn read_checked(file: &SnapshotFile, partition: u32) -> Result<Vec<u8>, Invalid>
 
 /// The newest usable snapshot of `partition` as `(offset, state)`. Unusable ones are reported
 /// and skipped; with none usable, replay starts from the beginning of the log.
-pub fn load_newest<T: DeserializeOwned>(
+pub fn load_newest<T: Versioned>(
     data_dir: &Path,
     partition: u32,
     log_end: Offset,
@@ -222,6 +220,9 @@ pub fn load_newest<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Versioned for Vec<u32> {}
+    impl Versioned for u64 {}
 
     #[test]
     fn newest_valid_snapshot_wins_and_damage_is_skipped() {
