@@ -9,7 +9,9 @@ use taskfold::engine::task::{self, Command};
 use taskfold::engine::{ClaimWork, Engine, EngineSettings};
 use taskfold::log::EventLog;
 use taskfold::log::embedded::{EmbeddedLog, Options};
-use taskfold::model::{CreateTaskRequest, RunState, Slugid, TaskDefinition, TaskState, Timestamp};
+use taskfold::model::{
+    CreateTaskRequest, RunState, Slugid, Task, TaskDefinition, TaskState, Timestamp,
+};
 
 fn settings() -> EngineSettings {
     EngineSettings {
@@ -295,6 +297,67 @@ async fn a_listing_pages_through_tasks_that_share_a_partition() {
         }
     }
     assert_eq!(listed, created);
+}
+
+/// Polls `task_id` until `done` holds for it (two seconds at most).
+async fn wait_until(engine: &Engine, task_id: Slugid, done: impl Fn(&Task) -> bool) -> Task {
+    for _ in 0..100 {
+        let task = engine.task(task_id).await.unwrap();
+        if done(&task) {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.task(task_id).await.unwrap()
+}
+
+/// A failure does not satisfy an `all-completed` dependent, which then waits for the
+/// dependency's rerun to complete (as in Taskcluster).
+#[actix_web::test]
+async fn a_dependent_waits_through_a_failure_for_a_rerun_that_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path()).await;
+    let (dependency, dependent) = (Slugid::nice(), Slugid::nice());
+    engine
+        .create_task(dependency, definition(dependency, "r/w", &[]), None)
+        .await
+        .unwrap();
+    engine
+        .create_task(dependent, definition(dependent, "r/d", &[dependency]), None)
+        .await
+        .unwrap();
+    let engine = &engine;
+    let run = |run_id| async move {
+        let claimed = engine
+            .claim_work(claim("r/w", 1), Instant::now() + Duration::from_secs(1))
+            .await;
+        assert_eq!(
+            (claimed[0].task.task_id, claimed[0].run_id),
+            (dependency, run_id)
+        );
+    };
+    run(0).await;
+    engine
+        .execute(dependency, Command::ReportFailed { run_id: 0 }, None)
+        .await
+        .unwrap();
+    // The resolver has had its chance to schedule the dependent (it must not).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        engine.task(dependent).await.unwrap().state(),
+        TaskState::Unscheduled
+    );
+    engine
+        .execute(dependency, Command::Rerun, None)
+        .await
+        .unwrap();
+    run(1).await;
+    engine
+        .execute(dependency, Command::ReportCompleted { run_id: 1 }, None)
+        .await
+        .unwrap();
+    let task = wait_until(engine, dependent, |task| !task.runs.is_empty()).await;
+    assert_eq!(task.state(), TaskState::Pending);
 }
 
 /// A data directory written before the log recorded callers (codec version 1) replays, and
