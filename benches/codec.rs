@@ -57,6 +57,7 @@ fn task_defined() -> Envelope {
     Envelope {
         key: task_id.to_string(),
         at: Timestamp::from_millis(1_763_805_600_000),
+        client_id: None,
         event: Event::TaskDefined {
             task_id,
             definition: Arc::new(definition),

@@ -170,6 +170,8 @@ enum TaskCommand {
         #[arg(long)]
         run: Option<u64>,
     },
+    /// The task's history: every event, in order, one per line, with who caused it.
+    History { task_id: String },
 }
 
 #[derive(Args)]
@@ -714,6 +716,12 @@ fn run_task_command(command: TaskCommand) -> anyhow::Result<ExitCode> {
                         artifact["storageType"].as_str().unwrap_or_default(),
                         artifact["contentType"].as_str().unwrap_or_default()
                     );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            TaskCommand::History { task_id } => {
+                for event in tasks::history(&client, &task_id).await? {
+                    println!("{}", tasks::history_line(&event));
                 }
                 Ok(ExitCode::SUCCESS)
             }

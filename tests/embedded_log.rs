@@ -57,6 +57,7 @@ fn reclaim(key: Slugid, millis: i64) -> Envelope {
     Envelope {
         key: key.to_string(),
         at: Timestamp::from_millis(millis),
+        client_id: None,
         event: Event::RunReclaimed {
             run_id: 0,
             taken_until: Timestamp::from_millis(millis + 1_200_000),
@@ -469,6 +470,7 @@ proptest! {
             .map(|(i, (key, event))| Envelope {
                 key: task_ids[key].to_string(),
                 at: Timestamp::from_millis(1_763_800_000_000 + i as i64),
+                client_id: None,
                 event,
             })
             .collect();

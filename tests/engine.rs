@@ -9,7 +9,9 @@ use taskfold::engine::task::{self, Command};
 use taskfold::engine::{ClaimWork, Engine, EngineSettings};
 use taskfold::log::EventLog;
 use taskfold::log::embedded::{EmbeddedLog, Options};
-use taskfold::model::{CreateTaskRequest, RunState, Slugid, TaskDefinition, TaskState, Timestamp};
+use taskfold::model::{
+    CreateTaskRequest, RunState, Slugid, Task, TaskDefinition, TaskState, Timestamp,
+};
 
 fn settings() -> EngineSettings {
     EngineSettings {
@@ -56,6 +58,7 @@ fn claim(queue: &str, tasks: u32) -> ClaimWork {
         worker_group: "wg".into(),
         worker_id: "w1".into(),
         tasks,
+        client_id: None,
     }
 }
 
@@ -93,7 +96,7 @@ async fn before_restart(dir: &std::path::Path) -> Vec<Slugid> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let first = Slugid::nice();
     let created = engine
-        .create_task(first, definition(first, "p/w", &[]))
+        .create_task(first, definition(first, "p/w", &[]), None)
         .await
         .unwrap();
     assert_eq!(created.state(), TaskState::Pending);
@@ -105,7 +108,7 @@ async fn before_restart(dir: &std::path::Path) -> Vec<Slugid> {
     // A dependent waits for its dependency, then becomes pending by itself.
     let dependent = Slugid::nice();
     let waiting = engine
-        .create_task(dependent, definition(dependent, "p/w", &[first]))
+        .create_task(dependent, definition(dependent, "p/w", &[first]), None)
         .await
         .unwrap();
     assert_eq!(waiting.state(), TaskState::Unscheduled);
@@ -114,12 +117,13 @@ async fn before_restart(dir: &std::path::Path) -> Vec<Slugid> {
         .create_task(
             Slugid::nice(),
             definition(Slugid::nice(), "p/w", &[missing]),
+            None,
         )
         .await
         .unwrap_err();
     assert_eq!(error.status(), 400);
     engine
-        .execute(first, Command::ReportCompleted { run_id: 0 })
+        .execute(first, Command::ReportCompleted { run_id: 0 }, None)
         .await
         .unwrap();
     let mut scheduled = None;
@@ -139,7 +143,7 @@ async fn before_restart(dir: &std::path::Path) -> Vec<Slugid> {
     for _ in 0..120 {
         let id = Slugid::nice();
         engine
-            .create_task(id, definition(id, "q/w", &[]))
+            .create_task(id, definition(id, "q/w", &[]), None)
             .await
             .unwrap();
         ids.push(id);
@@ -241,6 +245,7 @@ async fn a_restart_schedules_dependents_of_tasks_resolved_before_the_crash() {
             let envelope = Envelope {
                 key: task_id.to_string(),
                 at: now,
+                client_id: None,
                 event,
             };
             let entry = Entry {
@@ -278,7 +283,7 @@ async fn a_listing_pages_through_tasks_that_share_a_partition() {
         }
         let mut definition = definition(id, "p/w", &[]);
         definition.task_group_id = group;
-        engine.create_task(id, definition).await.unwrap();
+        engine.create_task(id, definition, None).await.unwrap();
         created.push(id);
     }
     created.sort();
@@ -293,4 +298,174 @@ async fn a_listing_pages_through_tasks_that_share_a_partition() {
         }
     }
     assert_eq!(listed, created);
+}
+
+/// Polls `task_id` until `done` holds for it (two seconds at most).
+async fn wait_until(engine: &Engine, task_id: Slugid, done: impl Fn(&Task) -> bool) -> Task {
+    for _ in 0..100 {
+        let task = engine.task(task_id).await.unwrap();
+        if done(&task) {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.task(task_id).await.unwrap()
+}
+
+/// A failure does not satisfy an `all-completed` dependent, which then waits for the
+/// dependency's rerun to complete (as in Taskcluster).
+#[actix_web::test]
+async fn a_dependent_waits_through_a_failure_for_a_rerun_that_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path()).await;
+    let (dependency, dependent) = (Slugid::nice(), Slugid::nice());
+    engine
+        .create_task(dependency, definition(dependency, "r/w", &[]), None)
+        .await
+        .unwrap();
+    engine
+        .create_task(dependent, definition(dependent, "r/d", &[dependency]), None)
+        .await
+        .unwrap();
+    let engine = &engine;
+    let run = |run_id| async move {
+        let claimed = engine
+            .claim_work(claim("r/w", 1), Instant::now() + Duration::from_secs(1))
+            .await;
+        assert_eq!(
+            (claimed[0].task.task_id, claimed[0].run_id),
+            (dependency, run_id)
+        );
+    };
+    run(0).await;
+    engine
+        .execute(dependency, Command::ReportFailed { run_id: 0 }, None)
+        .await
+        .unwrap();
+    // The resolver has had its chance to schedule the dependent (it must not).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        engine.task(dependent).await.unwrap().state(),
+        TaskState::Unscheduled
+    );
+    engine
+        .execute(dependency, Command::Rerun, None)
+        .await
+        .unwrap();
+    run(1).await;
+    engine
+        .execute(dependency, Command::ReportCompleted { run_id: 1 }, None)
+        .await
+        .unwrap();
+    let task = wait_until(engine, dependent, |task| !task.runs.is_empty()).await;
+    assert_eq!(task.state(), TaskState::Pending);
+}
+
+/// A data directory written before the log recorded callers (codec version 1) replays, and
+/// the histories show its events as caused by no known caller, followed by newer ones that
+/// name theirs.
+#[test]
+fn a_log_of_version_1_records_replays_with_its_history() {
+    use taskfold::log::Entry;
+    use taskfold::model::{Caller, Event, HistoryEvent, ReasonCreated};
+
+    /// The envelope as version 1 wrote it.
+    #[derive(serde::Serialize)]
+    struct EnvelopeVersion1 {
+        key: String,
+        at: Timestamp,
+        event: Event,
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let task_id = Slugid::nice();
+    let now = Timestamp::now();
+    {
+        let log = EmbeddedLog::open(
+            dir.path(),
+            Options {
+                partitions: 3,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let events = [
+            Event::TaskDefined {
+                task_id,
+                definition: Arc::new(definition(task_id, "v/w", &[])),
+            },
+            Event::RunPending {
+                run_id: 0,
+                reason: ReasonCreated::Scheduled,
+            },
+        ];
+        let entries = events
+            .into_iter()
+            .map(|event| {
+                let old = EnvelopeVersion1 {
+                    key: task_id.to_string(),
+                    at: now,
+                    event,
+                };
+                let mut payload = vec![1];
+                payload.extend(
+                    bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap(),
+                );
+                Entry {
+                    key: task_id.to_string(),
+                    payload,
+                }
+            })
+            .collect();
+        let partition = log.partition_of(&task_id.to_string());
+        futures::executor::block_on(log.append(partition, entries)).unwrap();
+    }
+    let callers = |history: Option<taskfold::engine::history::HistoryPage>| {
+        let records = history.expect("the task has a history").records;
+        let callers: Vec<Caller> = records.iter().map(|record| record.caller.clone()).collect();
+        let kinds: Vec<&str> = records.iter().map(|record| record.event.kind()).collect();
+        (kinds.join(" "), callers)
+    };
+    actix_web::rt::System::new().block_on(async {
+        let engine = start(dir.path()).await;
+        assert_eq!(
+            engine.task(task_id).await.unwrap().state(),
+            TaskState::Pending
+        );
+        let history = engine.history(task_id, None, 10).await.unwrap();
+        assert_eq!(
+            history.as_ref().unwrap().records[0].event,
+            HistoryEvent::TaskDefined
+        );
+        assert_eq!(
+            callers(history),
+            (
+                "task-defined run-pending".into(),
+                vec![Caller::Queue, Caller::Queue]
+            )
+        );
+        engine
+            .execute(task_id, Command::Cancel, Some("ci/canceler".into()))
+            .await
+            .unwrap();
+    });
+    // Both versions in one log.
+    actix_web::rt::System::new().block_on(async {
+        let engine = start(dir.path()).await;
+        assert_eq!(
+            callers(engine.history(task_id, None, 10).await.unwrap()),
+            (
+                "task-defined run-pending run-resolved".into(),
+                vec![
+                    Caller::Queue,
+                    Caller::Queue,
+                    Caller::Client("ci/canceler".into())
+                ]
+            )
+        );
+        assert_eq!(
+            engine.history(Slugid::nice(), None, 10).await.unwrap(),
+            None
+        );
+    });
 }

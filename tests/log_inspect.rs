@@ -28,6 +28,7 @@ fn entry(key: Slugid, millis: i64) -> Entry {
     let envelope = Envelope {
         key: key.to_string(),
         at: Timestamp::from_millis(millis),
+        client_id: None,
         event: Event::RunReclaimed {
             run_id: 0,
             taken_until: Timestamp::from_millis(millis),

@@ -26,6 +26,7 @@ fn envelope(key: Slugid, index: i64) -> Envelope {
     Envelope {
         key: key.to_string(),
         at: Timestamp::from_millis(index),
+        client_id: None,
         event: Event::RunReclaimed {
             run_id: 0,
             taken_until: Timestamp::from_millis(index),

@@ -275,6 +275,14 @@ impl Call {
         Ok(authenticated)
     }
 
+    /// The clientId the call was authenticated as (once it was authorized), to record as the
+    /// cause of what it does; `None` before that or without credentials.
+    pub fn client_id(&self) -> Option<String> {
+        self.authenticated
+            .as_ref()
+            .and_then(|authenticated| authenticated.client_id.clone())
+    }
+
     /// Authorizes with the URL parameters alone, as Taskcluster does before anything else
     /// for endpoints whose scopes need nothing more (so 401/403 come before 400 and 404).
     pub fn authorize_url(

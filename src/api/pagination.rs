@@ -1,6 +1,7 @@
 //! `continuationToken` and `limit` (reference §1): a limit is digits, capped at 1000; a token
-//! is opaque to clients. Lists of tasks continue after a task id, other lists after a name;
-//! either is sent as the base64url of that text, so clients see no structure to rely on.
+//! is opaque to clients. Lists of tasks continue after a task id, a task's history after a log
+//! offset, other lists after a name; each is sent as the base64url of that text, so clients
+//! see no structure to rely on.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -65,6 +66,17 @@ impl Page {
             })
             .transpose()
     }
+
+    /// The log offset in a task's history (see [`offset_token`]).
+    pub fn after_offset(&self) -> Result<Option<u64>, ApiError> {
+        self.after
+            .as_deref()
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| invalid("`continuationToken` is not one this API gave".into()))
+            })
+            .transpose()
+    }
 }
 
 /// The token of a page that ends at `last`, when more may follow.
@@ -77,6 +89,12 @@ pub fn token(last: Option<&str>, more: bool) -> Option<String> {
 pub fn task_token(last: Option<Position>, more: bool) -> Option<String> {
     let last = last.map(|(order, task_id)| format!("{order}.{task_id}"));
     token(last.as_deref(), more)
+}
+
+/// The token of a page of a task's history that ends at the log offset `last`, when more may
+/// follow.
+pub fn offset_token(last: Option<u64>, more: bool) -> Option<String> {
+    token(last.map(|offset| offset.to_string()).as_deref(), more)
 }
 
 fn invalid(message: String) -> ApiError {
@@ -117,5 +135,20 @@ mod tests {
         assert!(Page::from_query("limit=-1", 10).is_err());
         assert!(Page::from_query("continuationToken=%%%", 10).is_err());
         assert_eq!(Page::from_query("", 10).unwrap().limit, 10);
+    }
+
+    #[test]
+    fn offset_tokens_round_trip_and_others_are_refused() {
+        let token = offset_token(Some(1234), true).unwrap();
+        let page = Page::from_query(&format!("continuationToken={token}"), 10).unwrap();
+        assert_eq!(page.after_offset().unwrap(), Some(1234));
+        assert_eq!(offset_token(Some(1234), false), None);
+        assert_eq!(
+            Page::from_query("", 10).unwrap().after_offset().unwrap(),
+            None
+        );
+        let name = super::token(Some("public/a"), true).unwrap();
+        let page = Page::from_query(&format!("continuationToken={name}"), 10).unwrap();
+        assert!(page.after_offset().is_err());
     }
 }

@@ -1,6 +1,6 @@
-//! `taskfold task run|status|log|artifacts`: a user's view of tasks from the terminal. `run`
-//! creates a Docker task, follows its live log to standard output run after run, and exits
-//! with the task's result: 0 completed, 1 failed, 3 exception.
+//! `taskfold task run|status|log|artifacts|history`: a user's view of tasks from the terminal.
+//! `run` creates a Docker task, follows its live log to standard output run after run, and
+//! exits with the task's result: 0 completed, 1 failed, 3 exception.
 
 use std::io::Write;
 use std::time::Duration;
@@ -239,18 +239,93 @@ pub async fn artifacts(
         Some(run_id) => format!("/task/{task_id}/runs/{run_id}/artifacts"),
         None => format!("/task/{task_id}/artifacts"),
     };
-    let mut artifacts = Vec::new();
+    every_page(client, &path, "artifacts").await
+}
+
+/// Every event of the task's history (`GET /task/<taskId>/history`), in order.
+pub async fn history(client: &QueueClient, task_id: &str) -> Result<Vec<Value>, Error> {
+    every_page(client, &format!("/task/{task_id}/history"), "events").await
+}
+
+/// The items under `field` of every page of the listing at `path`, following
+/// `continuationToken`.
+async fn every_page(client: &QueueClient, path: &str, field: &str) -> Result<Vec<Value>, Error> {
+    let mut items = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let page_path = match &token {
             Some(token) => format!("{path}?continuationToken={token}"),
-            None => path.clone(),
+            None => path.to_owned(),
         };
         let page = client.call(Method::GET, &page_path, None).await?;
-        artifacts.extend(page["artifacts"].as_array().cloned().unwrap_or_default());
+        items.extend(page[field].as_array().cloned().unwrap_or_default());
         match page["continuationToken"].as_str() {
             Some(next) => token = Some(next.to_owned()),
-            None => return Ok(artifacts),
+            None => return Ok(items),
         }
+    }
+}
+
+/// One event of a task's history as a line: time, kind, what it concerns, who caused it
+/// (`queue` for the queue itself) and where the log holds it.
+pub fn history_line(event: &Value) -> String {
+    let text = |name: &str| event[name].as_str();
+    let mut line = format!(
+        "{}  {:<20}",
+        text("time").unwrap_or("-"),
+        text("kind").unwrap_or("-")
+    );
+    if let Some(run_id) = event["runId"].as_u64() {
+        line.push_str(&format!("  run {run_id}"));
+    }
+    for (label, name) in [
+        ("reason", "reasonCreated"),
+        ("reason", "reasonResolved"),
+        ("dependency", "dependency"),
+        ("priority", "priority"),
+        ("artifact", "name"),
+        ("session", "sessionId"),
+    ] {
+        if let Some(value) = text(name) {
+            line.push_str(&format!("  {label} {value}"));
+        }
+    }
+    if let (Some(group), Some(worker)) = (text("workerGroup"), text("workerId")) {
+        line.push_str(&format!("  worker {group}/{worker}"));
+    }
+    line.push_str(&format!(
+        "  by {}  (partition {}, offset {})",
+        text("clientId").unwrap_or("queue"),
+        event["partition"],
+        event["offset"]
+    ));
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_line_says_what_who_and_where() {
+        let claimed = json!({
+            "kind": "run-claimed", "time": "2025-11-22T08:26:40.000Z", "clientId": "worker/w1",
+            "workerGroup": "wg", "workerId": "w1", "runId": 0, "partition": 2, "offset": 41,
+        });
+        assert_eq!(
+            history_line(&claimed),
+            "2025-11-22T08:26:40.000Z  run-claimed           run 0  worker wg/w1  by worker/w1  \
+             (partition 2, offset 41)"
+        );
+        let expired = json!({
+            "kind": "run-resolved", "time": "2025-11-22T08:46:40.000Z", "runId": 0,
+            "reasonResolved": "claim-expired", "workerGroup": "wg", "workerId": "w1",
+            "partition": 2, "offset": 42,
+        });
+        assert_eq!(
+            history_line(&expired),
+            "2025-11-22T08:46:40.000Z  run-resolved          run 0  reason claim-expired  \
+             worker wg/w1  by queue  (partition 2, offset 42)"
+        );
     }
 }

@@ -146,6 +146,7 @@ mod tests {
                 self.state.apply(&Envelope {
                     key: self.group_id.to_string(),
                     at: Timestamp::from_millis(at),
+                    client_id: None,
                     event: event.clone(),
                 });
             }

@@ -120,7 +120,7 @@ impl GroupTracker {
             // The shard decides idempotently; an error (say, the log failed) leaves the group
             // for the census of the next start.
             if let Err(error) = engine
-                .execute_group(group, GroupCommand::Resolve { through })
+                .execute_group(group, GroupCommand::Resolve { through }, None)
                 .await
             {
                 tracing::warn!(%group, %error, "cannot record a task group's resolution");

@@ -251,7 +251,7 @@ pub async fn fill(
                     fill.template
                         .definition(task_id, task_group_id, Timestamp::now())?;
                 let task_queue_id = definition.task_queue_id.clone();
-                engine.create_task(task_id, definition).await?;
+                engine.create_task(task_id, definition, None).await?;
                 if fill.resolve {
                     resolve_one(engine, task_queue_id, worker_id).await?;
                 }
@@ -294,6 +294,7 @@ async fn resolve_one(
         worker_group: "bench".to_owned(),
         worker_id,
         tasks: 1,
+        client_id: None,
     };
     let claimed = engine
         .claim_work(request, Instant::now() + CLAIM_WAIT)
@@ -310,6 +311,7 @@ async fn resolve_one(
             Command::ReportCompleted {
                 run_id: claimed.run_id,
             },
+            None,
         )
         .await?;
     Ok(())

@@ -12,6 +12,7 @@ pub mod dispatcher;
 pub mod group;
 pub mod group_tracker;
 pub mod health;
+pub mod history;
 pub mod index;
 pub mod load;
 pub mod outbox;
@@ -29,7 +30,7 @@ use actix::prelude::*;
 use serde_json::json;
 
 use crate::api::{ApiError, ErrorCode};
-use crate::log::EventLog;
+use crate::log::{EventLog, Offset};
 use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker};
 use crate::projections::bus::{Bus, BusOptions};
 use crate::projections::kafka::ExchangeTopics;
@@ -38,10 +39,11 @@ use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
 use group::GroupCommand;
 use group_tracker::GroupTracker;
+use history::HistoryPage;
 use index::{Listing, Position};
 use shard::{
-    Count, Execute, ExecuteGroup, Flushed, Get, GetGroup, History, List, RecordWorker,
-    ShardContext, TaskShard, Waiting,
+    Count, Execute, ExecuteGroup, Flushed, Get, GetGroup, List, RecordWorker, ShardContext,
+    TaskShard, Waiting,
 };
 use task::{Command, ResolvedDependency};
 use workers::{WorkerDirectory, WorkerName};
@@ -76,6 +78,8 @@ pub struct ClaimWork {
     pub worker_group: String,
     pub worker_id: String,
     pub tasks: u32,
+    /// The clientId of the call, recorded as the cause of the claims.
+    pub client_id: Option<String>,
 }
 
 /// A run claimed for a worker: `task.runs[run_id]` is running, with its `taken_until`.
@@ -214,20 +218,28 @@ impl Engine {
     }
 
     /// Runs one command on the task's shard; resolves once its events are durable, with the
-    /// task's state after it.
-    pub async fn execute(&self, task_id: Slugid, command: Command) -> Result<Task, ApiError> {
+    /// task's state after it. `client_id`: who asked (the API call's clientId), recorded with
+    /// the events; `None` for the queue's own commands.
+    pub async fn execute(
+        &self,
+        task_id: Slugid,
+        command: Command,
+        client_id: Option<String>,
+    ) -> Result<Task, ApiError> {
         self.shard(task_id)
             .send(Execute {
                 task_id,
                 command,
                 join: None,
+                client_id,
             })
             .await
             .map_err(mailbox_error)?
             .await
     }
 
-    /// Sends a command whose outcome nobody waits for (timers, dependency resolution).
+    /// Sends a command of the queue's own whose outcome nobody waits for (timers, dependency
+    /// resolution).
     pub fn notify(&self, task_id: Slugid, command: Command) {
         let shard = self.shard(task_id).clone();
         actix::spawn(async move {
@@ -236,6 +248,7 @@ impl Engine {
                     task_id,
                     command,
                     join: None,
+                    client_id: None,
                 })
                 .await;
         });
@@ -252,13 +265,15 @@ impl Engine {
             .flatten()
     }
 
-    /// createTask: every dependency must exist and outlive the new task's deadline (400
-    /// otherwise, naming them); dependencies already resolved count at once, and ones that
-    /// resolve while the task is being created are caught by a second look afterwards.
+    /// createTask for `client_id`: every dependency must exist and outlive the new task's
+    /// deadline (400 otherwise, naming them); dependencies already resolved count at once, and
+    /// ones that resolve while the task is being created are caught by a second look
+    /// afterwards (the queue's own doing).
     pub async fn create_task(
         &self,
         task_id: Slugid,
         definition: TaskDefinition,
+        client_id: Option<String>,
     ) -> Result<Task, ApiError> {
         let mut missing = Vec::new();
         let mut expiring = Vec::new();
@@ -309,7 +324,8 @@ impl Engine {
         {
             Some(join)
         } else {
-            self.execute_group(group_id, join).await?;
+            self.execute_group(group_id, join, client_id.clone())
+                .await?;
             None
         };
         let mut created = self
@@ -318,6 +334,7 @@ impl Engine {
                 task_id,
                 command,
                 join,
+                client_id,
             })
             .await
             .map_err(mailbox_error)?
@@ -336,7 +353,7 @@ impl Engine {
                     .and_then(final_resolution)
                 {
                     created = self
-                        .execute(task_id, Command::SatisfyDependency(resolved))
+                        .execute(task_id, Command::SatisfyDependency(resolved), None)
                         .await?;
                 }
             }
@@ -418,6 +435,7 @@ impl Engine {
                         task_id: hint.task_id,
                         command,
                         join: None,
+                        client_id: request.client_id.clone(),
                     });
                     async move {
                         let outcome = match sent.await {
@@ -440,13 +458,15 @@ impl Engine {
     }
 
     /// The deprecated claimTask: claims run `run_id` of `task` for `worker_group/worker_id`,
-    /// durably. `None` when the worker is quarantined (Taskcluster then answers `{}`).
+    /// durably, as asked by `client_id`. `None` when the worker is quarantined (Taskcluster
+    /// then answers `{}`).
     pub async fn claim_task(
         &self,
         task: &Task,
         run_id: u32,
         worker_group: String,
         worker_id: String,
+        client_id: Option<String>,
     ) -> Result<Option<Task>, ApiError> {
         let name = WorkerName {
             task_queue_id: task.definition.task_queue_id.clone(),
@@ -464,7 +484,9 @@ impl Engine {
             worker_group,
             worker_id,
         };
-        self.execute(task.task_id, command).await.map(Some)
+        self.execute(task.task_id, command, client_id)
+            .await
+            .map(Some)
     }
 
     /// Notes that a worker asked for work now; whether it is quarantined.
@@ -482,16 +504,18 @@ impl Engine {
         )
     }
 
-    /// Runs one command on a task group's shard.
+    /// Runs one command on a task group's shard, for `client_id`.
     pub async fn execute_group(
         &self,
         task_group_id: Slugid,
         command: GroupCommand,
+        client_id: Option<String>,
     ) -> Result<TaskGroup, ApiError> {
         self.shard(task_group_id)
             .send(ExecuteGroup {
                 task_group_id,
                 command,
+                client_id,
             })
             .await
             .map_err(mailbox_error)?
@@ -507,6 +531,25 @@ impl Engine {
             .await
             .ok()
             .flatten()
+    }
+
+    /// Up to `limit` records of the task's history after the log offset `after`, as of
+    /// everything durable; `None` for a task that does not exist.
+    pub async fn history(
+        &self,
+        task_id: Slugid,
+        after: Option<Offset>,
+        limit: usize,
+    ) -> Result<Option<HistoryPage>, ApiError> {
+        self.shard(task_id)
+            .send(shard::History {
+                task_id,
+                after,
+                limit,
+            })
+            .await
+            .map_err(mailbox_error)?
+            .await
     }
 
     /// Up to `limit` tasks of a listing after the position `after`, in order, gathered from
@@ -549,12 +592,21 @@ impl Engine {
             .sum()
     }
 
-    /// Records a quarantine or a declared expiry in the worker's shard.
-    pub async fn record_worker(&self, name: WorkerName, event: Event) -> Result<Worker, ApiError> {
+    /// Records a quarantine or a declared expiry in the worker's shard, for `client_id`.
+    pub async fn record_worker(
+        &self,
+        name: WorkerName,
+        event: Event,
+        client_id: Option<String>,
+    ) -> Result<Worker, ApiError> {
         let key =
             crate::model::worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
         self.shard_of(&key)
-            .send(RecordWorker { name, event })
+            .send(RecordWorker {
+                name,
+                event,
+                client_id,
+            })
             .await
             .map_err(mailbox_error)?
             .await
@@ -564,25 +616,6 @@ impl Engine {
     pub async fn flushed(&self) {
         let waits = self.shards.iter().map(|shard| shard.send(Flushed));
         futures::future::join_all(waits).await;
-    }
-
-    /// The task's history records after log offset `after`, up to `limit`, each with its
-    /// offset; `None` if there is no such task.
-    pub async fn history(
-        &self,
-        task_id: Slugid,
-        after: Option<crate::log::Offset>,
-        limit: usize,
-    ) -> Result<Option<Vec<(crate::log::Offset, Vec<u8>)>>, ApiError> {
-        self.shard(task_id)
-            .send(History {
-                task_id,
-                after,
-                limit,
-            })
-            .await
-            .map_err(mailbox_error)?
-            .await
     }
 
     /// Tasks in the state of every shard.

@@ -130,7 +130,7 @@ struct TaskStateRef<'a> {
     sessions: &'a [Session],
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct TaskState {
     retries_left: u32,
     priority: Priority,
@@ -139,6 +139,8 @@ struct TaskState {
     artifacts: BTreeMap<(u32, String), Artifact>,
     sessions: Vec<Session>,
 }
+
+impl codec::Versioned for TaskState {}
 
 /// One change of a task in a [`Flush`].
 pub enum TaskChange {
@@ -514,7 +516,7 @@ impl PartitionStore {
                         artifacts: &task.artifacts,
                         sessions: &task.sessions,
                     };
-                    batch.insert(&self.tasks, key, codec::encode(&state)?);
+                    batch.insert(&self.tasks, key, codec::encode_as::<TaskState, _>(&state)?);
                     if task.runs.last().is_some_and(|run| run.state.is_resolved()) {
                         batch.remove(&self.live, key);
                     } else {

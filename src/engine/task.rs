@@ -748,6 +748,7 @@ mod tests {
                 let envelope = Envelope {
                     key: self.task_id.to_string(),
                     at: now,
+                    client_id: None,
                     event: event.clone(),
                 };
                 self.tasks.apply(&envelope);

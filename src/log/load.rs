@@ -88,6 +88,7 @@ impl ClaimEvents {
         Envelope {
             key: key.to_string(),
             at,
+            client_id: None,
             event: Event::RunClaimed {
                 run_id: 0,
                 worker_group: "us-east-1-builders".into(),

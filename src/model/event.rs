@@ -2,7 +2,8 @@
 //!
 //! These never reach users as they are; projections derive Taskcluster's public messages from
 //! them. New variants go at the end of the enum (the codec identifies variants by position);
-//! any other change to an existing variant needs a new codec format version.
+//! any other change to an existing variant, or to the envelope, needs a new codec format
+//! version (`log::codec`, which still decodes the older ones).
 
 use std::sync::Arc;
 
@@ -22,6 +23,11 @@ pub struct Envelope {
     /// The instant the command that produced the event was decided. Replay reads time only
     /// from here, never from the clock.
     pub at: Timestamp,
+    /// Who caused the event: the clientId of the authenticated API call whose command decided
+    /// it, or `None` for what the queue does on its own (deadlines, claim expiry, dependency
+    /// resolution, expiry), for anonymous calls, and for events logged before this was kept.
+    /// Every event of one commit has the same.
+    pub client_id: Option<String>,
     pub event: Event,
 }
 

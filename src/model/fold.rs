@@ -370,6 +370,7 @@ mod tests {
         Envelope {
             key: task.to_string(),
             at: Timestamp::from_millis(millis),
+            client_id: None,
             event,
         }
     }

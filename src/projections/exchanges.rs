@@ -634,6 +634,7 @@ mod tests {
                 .map(|event| Envelope {
                     key: self.task_id.to_string(),
                     at: Timestamp::from_millis(1_000),
+                    client_id: None,
                     event: event.clone(),
                 })
                 .collect();
@@ -739,6 +740,7 @@ mod tests {
         .map(|event| Envelope {
             key: task_id.to_string(),
             at: Timestamp::from_millis(1),
+            client_id: None,
             event,
         });
         for envelope in &envelopes {
@@ -836,6 +838,7 @@ mod tests {
             let envelope = Envelope {
                 key: group_id.to_string(),
                 at: Timestamp::from_millis(5),
+                client_id: None,
                 event,
             };
             state.apply(&envelope);

@@ -41,6 +41,7 @@ pub fn envelope(key: &str, sequence: usize) -> Envelope {
     Envelope {
         key: key.to_owned(),
         at,
+        client_id: None,
         event: Event::RunReclaimed {
             run_id: sequence as u32,
             taken_until: at.plus_millis(20 * 60 * 1000),

@@ -214,6 +214,34 @@ def test_dependents_are_scheduled_when_their_dependencies_resolve(queue, task_qu
     assert status["status"]["state"] == "pending"
 
 
+def test_a_dependent_that_needs_success_waits_for_a_rerun_of_its_failed_dependency(
+        queue, task_queue_id):
+    # As in Taskcluster: a failure leaves an `all-completed` dependent unscheduled, and the
+    # dependency's completion after a rerun schedules it.
+    dependency = new_task_id()
+    queue.createTask(dependency, task_definition(task_queue_id))
+    dependents_queue = task_queue_id + "-d"
+    needs_success, needs_resolution = new_task_id(), new_task_id()
+    queue.createTask(needs_success, task_definition(dependents_queue, dependencies=[dependency]))
+    queue.createTask(needs_resolution, task_definition(
+        dependents_queue, dependencies=[dependency], requires="all-resolved"))
+    [claimed] = claim(queue, task_queue_id)
+    assert claimed["status"]["taskId"] == dependency
+    queue.reportFailed(dependency, "0")
+    assert wait_for(lambda: queue.status(needs_resolution)["status"]["state"] == "pending")
+    assert queue.status(needs_success)["status"]["state"] == "unscheduled"
+
+    assert queue.rerunTask(dependency)["status"]["state"] == "pending"
+    [claimed] = claim(queue, task_queue_id)
+    assert (claimed["status"]["taskId"], claimed["runId"]) == (dependency, 1)
+    queue.reportCompleted(dependency, "1")
+    assert wait_for(lambda: queue.status(needs_success)["status"]["state"] == "pending"), \
+        queue.status(needs_success)
+    assert queue.status(needs_success)["status"]["runs"][0]["reasonCreated"] == "scheduled"
+    # The `all-resolved` dependent was scheduled once, by the failure.
+    assert len(queue.status(needs_resolution)["status"]["runs"]) == 1
+
+
 def test_retries_run_out_and_intermittent_tasks_retry_as_task_retry(queue, task_queue_id):
     task_id = new_task_id()
     queue.createTask(task_id, task_definition(task_queue_id, retries=1))

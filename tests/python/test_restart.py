@@ -115,3 +115,27 @@ def test_a_quarantined_worker_keeps_its_dates_across_a_restart(fresh_server, tas
     assert worker["quarantineDetails"][-1]["quarantineInfo"] == "bad disk"
     assert worker["lastDateActive"] < restarted, (worker, restarted)
     assert worker["firstClaim"] < restarted, (worker, restarted)
+
+
+def test_a_dependent_waits_across_a_restart_for_a_rerun_of_its_failed_dependency(
+        fresh_server, task_queue_id):
+    server = fresh_server.start()
+    queue = server.queue()
+    dependency, dependent = new_task_id(), new_task_id()
+    queue.createTask(dependency, task_definition(task_queue_id))
+    queue.createTask(dependent, task_definition(task_queue_id + "-d", dependencies=[dependency]))
+    [claimed] = claim(queue, task_queue_id)
+    assert claimed["status"]["taskId"] == dependency
+    queue.reportFailed(dependency, "0")
+
+    # The replay registers the dependent again; the failure it finds satisfies nothing.
+    server.kill()
+    server.start()
+    queue = server.queue()
+    assert queue.status(dependent)["status"]["state"] == "unscheduled"
+    queue.rerunTask(dependency)
+    [claimed] = claim(queue, task_queue_id)
+    assert (claimed["status"]["taskId"], claimed["runId"]) == (dependency, 1)
+    queue.reportCompleted(dependency, "1")
+    assert wait_for(lambda: queue.status(dependent)["status"]["state"] == "pending"), \
+        queue.status(dependent)

@@ -57,7 +57,10 @@ pub async fn create_artifact(state: Data<State>, request: HttpRequest, body: Bod
                 name: name.clone(),
                 artifact: Box::new(artifact),
             };
-            let task = state.engine.execute(task_id, command).await?;
+            let task = state
+                .engine
+                .execute(task_id, command, call.client_id())
+                .await?;
             let Some(artifact) = task.artifacts.get(&(run_id, name.clone())) else {
                 return Err(ApiError::new(
                     ErrorCode::InternalServerError,

@@ -107,7 +107,7 @@ pub async fn seal_task_group(state: Data<State>, request: HttpRequest, body: Bod
             let group = authorized_group(&state, call, &SEAL_TASK_GROUP).await?;
             let sealed = state
                 .engine
-                .execute_group(group.task_group_id, GroupCommand::Seal)
+                .execute_group(group.task_group_id, GroupCommand::Seal, call.client_id())
                 .await?;
             Ok(response::json(StatusCode::OK, &sealed.to_json()))
         })
@@ -133,7 +133,11 @@ pub async fn cancel_task_group(
             let mut canceled = Vec::new();
             for task in unresolved {
                 // A task past its deadline cannot be canceled (409); its deadline resolves it.
-                match state.engine.execute(task.task_id, Command::Cancel).await {
+                let canceling =
+                    state
+                        .engine
+                        .execute(task.task_id, Command::Cancel, call.client_id());
+                match canceling.await {
                     Ok(_) => canceled.push(task.task_id),
                     Err(error) if error.code == ErrorCode::RequestConflict => {}
                     Err(error) => return Err(error),
@@ -173,7 +177,10 @@ pub async fn change_task_group_priority(
             {
                 let command = Command::ChangePriorityWithGroup { priority };
                 // Resolved or past its deadline since it was listed (409): it keeps its own.
-                match state.engine.execute(task.task_id, command).await {
+                let changing = state
+                    .engine
+                    .execute(task.task_id, command, call.client_id());
+                match changing.await {
                     Ok(_) => changed.push(task.task_id),
                     Err(error) if error.code == ErrorCode::RequestConflict => {}
                     Err(error) => return Err(error),
@@ -186,7 +193,7 @@ pub async fn change_task_group_priority(
             };
             state
                 .engine
-                .execute_group(group.task_group_id, command)
+                .execute_group(group.task_group_id, command, call.client_id())
                 .await?;
             Ok(response::json(
                 StatusCode::OK,

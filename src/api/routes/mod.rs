@@ -4,6 +4,7 @@
 
 pub(super) mod artifacts;
 mod groups;
+mod history;
 mod queues;
 mod tasks;
 pub(super) mod work;
@@ -78,6 +79,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             resource("/task/{taskId}/dependents").route(get().to(tasks::list_dependent_tasks)),
         )
+        .service(resource("/task/{taskId}/history").route(get().to(history::task_history)))
         .service(
             resource("/task-group/{taskGroupId}/list")
                 .route(get().to(groups::list_task_group)),

@@ -625,7 +625,11 @@ pub async fn quarantine_worker(
             };
             state
                 .engine
-                .record_worker(name.clone(), Event::WorkerQuarantined { change })
+                .record_worker(
+                    name.clone(),
+                    Event::WorkerQuarantined { change },
+                    call.client_id(),
+                )
                 .await?;
             let worker = lookup_worker(&state, name).await?;
             Ok(response::json(StatusCode::OK, &worker.to_json()))
@@ -666,6 +670,7 @@ pub async fn declare_worker(state: Data<State>, request: HttpRequest, body: Body
                     Event::WorkerDeclared {
                         expires: input.expires,
                     },
+                    call.client_id(),
                 )
                 .await?;
             let worker = lookup_worker(&state, name).await?;

@@ -21,7 +21,7 @@ use crate::engine::index::Listing;
 use crate::engine::task::Command;
 use crate::model::{CreateTaskRequest, Priority, Slugid, Task, TaskDefinition};
 
-static GET_TASK: LazyLock<ScopeExpression> =
+pub(super) static GET_TASK: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:get-task:<taskId>")));
 static STATUS: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:status:<taskId>")));
@@ -78,8 +78,8 @@ pub async fn status(state: Data<State>, request: HttpRequest, body: Body) -> Htt
         .await
 }
 
-/// The task named by the URL, or Taskcluster's 404 for `task` and `status`.
-async fn load(state: &State, call: &Call, question: &str) -> Result<Task, ApiError> {
+/// The task named by the URL, or Taskcluster's 404 for `task`, `status` and `taskHistory`.
+pub(super) async fn load(state: &State, call: &Call, question: &str) -> Result<Task, ApiError> {
     let task_id = call.slugid_param("taskId")?;
     state.engine.task(task_id).await.ok_or_else(|| {
         ApiError::not_found(format!(
@@ -120,7 +120,10 @@ pub async fn create_task(state: Data<State>, request: HttpRequest, body: Body) -
                 .collect();
             call.authorize(&state.access.clients, &scopes, &params)?;
             definition.check_new(call.now, state.max_deadline)?;
-            let task = state.engine.create_task(task_id, definition).await?;
+            let task = state
+                .engine
+                .create_task(task_id, definition, call.client_id())
+                .await?;
             Ok(status_reply(&task))
         })
         .await
@@ -236,7 +239,10 @@ async fn task_action(
                 ("projectId", &definition.project_id),
             ],
         )?;
-        let task = state.engine.execute(task_id, command).await?;
+        let task = state
+            .engine
+            .execute(task_id, command, call.client_id())
+            .await?;
         Ok(status_reply(&task))
     })
     .await
@@ -276,7 +282,10 @@ pub async fn change_task_priority(
             let command = Command::ChangePriority {
                 priority: input.new_priority,
             };
-            let task = state.engine.execute(task_id, command).await?;
+            let task = state
+                .engine
+                .execute(task_id, command, call.client_id())
+                .await?;
             Ok(status_reply(&task))
         })
         .await

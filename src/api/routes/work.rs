@@ -138,6 +138,7 @@ pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) ->
                         worker_id: input.worker_id,
                         // Checked above to be 1..=32.
                         tasks: input.tasks as u32,
+                        client_id: call.client_id(),
                     },
                     until,
                     gone,
@@ -193,7 +194,13 @@ pub async fn claim_task(state: Data<State>, request: HttpRequest, body: Body) ->
             )?;
             let claimed = state
                 .engine
-                .claim_task(&task, run_id, input.worker_group, input.worker_id)
+                .claim_task(
+                    &task,
+                    run_id,
+                    input.worker_group,
+                    input.worker_id,
+                    call.client_id(),
+                )
                 .await?;
             let Some(task) = claimed else {
                 return Ok(response::json(StatusCode::OK, &json!({})));
@@ -213,7 +220,7 @@ pub async fn reclaim_task(state: Data<State>, request: HttpRequest, body: Body) 
             let (task_id, run_id) = run_params(call)?;
             let task = state
                 .engine
-                .execute(task_id, Command::Reclaim { run_id })
+                .execute(task_id, Command::Reclaim { run_id }, call.client_id())
                 .await?;
             let claim = run_claim(&state, &task, run_id, Timestamp::now(), false)?;
             Ok(response::json(StatusCode::OK, &claim))
@@ -244,7 +251,10 @@ pub async fn report_completed(
             } else {
                 Command::ReportCompleted { run_id }
             };
-            let task = state.engine.execute(task_id, command).await?;
+            let task = state
+                .engine
+                .execute(task_id, command, call.client_id())
+                .await?;
             Ok(status_reply(&task))
         })
         .await
@@ -258,7 +268,7 @@ pub async fn report_failed(state: Data<State>, request: HttpRequest, body: Body)
             let (task_id, run_id) = run_params(call)?;
             let task = state
                 .engine
-                .execute(task_id, Command::ReportFailed { run_id })
+                .execute(task_id, Command::ReportFailed { run_id }, call.client_id())
                 .await?;
             Ok(status_reply(&task))
         })
@@ -280,7 +290,10 @@ pub async fn report_exception(
                 run_id,
                 reason: input.reason,
             };
-            let task = state.engine.execute(task_id, command).await?;
+            let task = state
+                .engine
+                .execute(task_id, command, call.client_id())
+                .await?;
             Ok(status_reply(&task))
         })
         .await

@@ -172,6 +172,7 @@ pub async fn create_session(state: Data<State>, request: HttpRequest, body: Body
                         command,
                         tty,
                     },
+                    call.client_id(),
                 )
                 .await;
             let task = match opened {
@@ -238,7 +239,7 @@ fn expire_unclaimed(state: Data<State>, session_id: Slugid) {
             exit_status: None,
         };
         if relay::claim_end(&shared, ending)
-            && let Err(error) = relay::record_end(&state, &shared, ending).await
+            && let Err(error) = relay::record_end(&state, &shared, ending, None).await
         {
             tracing::warn!(%error, "recording the end of an unused session");
         }
@@ -305,11 +306,14 @@ pub async fn close_session(state: Data<State>, request: HttpRequest, body: Body)
                 Some(shared) => {
                     state.sessions.tell_worker_to_close(shared.run, session_id);
                     relay::claim_end(&shared, ending);
-                    relay::record_end(&state, &shared, ending).await?
+                    relay::record_end(&state, &shared, ending, call.client_id()).await?
                 }
                 None => {
                     let command = relay::close_command(session_id, ending);
-                    state.engine.execute(task_id, command).await?
+                    state
+                        .engine
+                        .execute(task_id, command, call.client_id())
+                        .await?
                 }
             };
             let session = task

@@ -29,14 +29,16 @@ pub fn claim_end(shared: &Shared, ending: Ending) -> bool {
 }
 
 /// Records a claimed end in the log, and only then forgets the session here: until its end is
-/// durable the session is listed as open, never as closed without its reason.
+/// durable the session is listed as open, never as closed without its reason. `client_id`:
+/// who closed it (`None` when its relay ended).
 pub async fn record_end(
     state: &State,
     shared: &Shared,
     ending: Ending,
+    client_id: Option<String>,
 ) -> Result<crate::model::Task, ApiError> {
     let command = close_command(shared.session_id, ending);
-    let recorded = state.engine.execute(shared.run.0, command).await;
+    let recorded = state.engine.execute(shared.run.0, command, client_id).await;
     state.sessions.forget(shared.session_id);
     recorded
 }
@@ -55,7 +57,7 @@ fn end_session(state: &Data<State>, shared: &Arc<Shared>, ending: Ending) {
     if claim_end(shared, ending) {
         let (state, shared) = (state.clone(), shared.clone());
         actix_web::rt::spawn(async move {
-            if let Err(error) = record_end(&state, &shared, ending).await {
+            if let Err(error) = record_end(&state, &shared, ending, None).await {
                 tracing::warn!(%error, "recording the end of a session");
             }
         });

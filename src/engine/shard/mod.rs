@@ -28,6 +28,7 @@ use super::dispatcher::{Dispatcher, NotPending, Pending};
 use super::group::{self, GroupCommand};
 use super::group_tracker::{self, Census, CensusEntry, GroupTracker};
 use super::health::LogHealth;
+use super::history::HistoryPage;
 use super::index::{Indexes, Listing, Position};
 use super::outbox::{self, KafkaSink, Outgoing};
 use super::pending::PendingRun;
@@ -240,6 +241,7 @@ impl TaskShard {
         task_id: Slugid,
         command: Command,
         join: Option<GroupCommand>,
+        client_id: Option<String>,
     ) -> Reply<Task> {
         let now = Timestamp::now();
         if let Err(error) = self.fault_in(task_id, &command, join.is_some()) {
@@ -254,7 +256,7 @@ impl TaskShard {
         let was_resolved = self.task(task_id).map(resolution);
         let committed = decided.and_then(|events| {
             let changed = !events.is_empty();
-            self.commit(now, events)?;
+            self.commit(now, client_id, events)?;
             match expiring {
                 Some(task) if self.task(task_id).is_none() => self.forget(&task),
                 _ if changed => {
@@ -330,7 +332,7 @@ impl TaskShard {
             let key = task_group_id.to_string();
             let events = events.into_iter().map(|event| (key.clone(), event));
             // A failed append marks the log failed; there is no caller to tell.
-            let _ = self.commit(now, events.collect());
+            let _ = self.commit(now, None, events.collect());
         }
     }
 
@@ -378,9 +380,14 @@ impl TaskShard {
         Ok(events)
     }
 
-    /// Applies `events` to the state and hands them to the log as one append; the barrier
-    /// then stands for them.
-    fn commit(&mut self, now: Timestamp, events: Vec<(String, Event)>) -> Result<(), ApiError> {
+    /// Applies `events`, caused by `client_id`, to the state and hands them to the log as one
+    /// append; the barrier then stands for them.
+    fn commit(
+        &mut self,
+        now: Timestamp,
+        client_id: Option<String>,
+        events: Vec<(String, Event)>,
+    ) -> Result<(), ApiError> {
         // After a failed append the state may hold events the log does not.
         if self.context.health.is_failed() {
             return Err(restart_required());
@@ -394,6 +401,7 @@ impl TaskShard {
             let envelope = Envelope {
                 key,
                 at: now,
+                client_id: client_id.clone(),
                 event,
             };
             let payload = codec::encode(&envelope).map_err(internal)?;
@@ -614,7 +622,7 @@ impl TaskShard {
             }
             match &expiry.what {
                 Expiring::Task(task_id) => {
-                    let reply = self.run(*task_id, Command::Expire, None);
+                    let reply = self.run(*task_id, Command::Expire, None, None);
                     // Timer commands have no caller; an error (a raced state) is harmless.
                     context.spawn(reply.map(|_| ()).into_actor(self));
                 }
@@ -673,7 +681,7 @@ impl TaskShard {
                 },
                 Timer::Deadline => Command::ExceedDeadline,
             };
-            let reply = self.run(task_id, command, None);
+            let reply = self.run(task_id, command, None, None);
             // Timer commands have no caller; an error (a raced state) is expected and harmless.
             context.spawn(reply.map(|_| ()).into_actor(self));
         }
@@ -775,13 +783,20 @@ pub struct Execute {
     /// For a `Define` whose task group lives in this partition: the group decision, made
     /// first and appended together with the task's events.
     pub join: Option<GroupCommand>,
+    /// Who asked: the clientId of the API call, `None` for the queue's own commands.
+    pub client_id: Option<String>,
 }
 
 impl Handler<Execute> for TaskShard {
     type Result = MessageResult<Execute>;
 
     fn handle(&mut self, message: Execute, context: &mut Context<Self>) -> Self::Result {
-        let reply = self.run(message.task_id, message.command, message.join);
+        let reply = self.run(
+            message.task_id,
+            message.command,
+            message.join,
+            message.client_id,
+        );
         self.after_command(context);
         MessageResult(reply)
     }
@@ -841,6 +856,8 @@ impl Handler<Waiting> for TaskShard {
 pub struct ExecuteGroup {
     pub task_group_id: Slugid,
     pub command: GroupCommand,
+    /// Who asked: the clientId of the API call, `None` for the queue's own commands.
+    pub client_id: Option<String>,
 }
 
 impl Handler<ExecuteGroup> for TaskShard {
@@ -855,7 +872,7 @@ impl Handler<ExecuteGroup> for TaskShard {
         let decided = group::decide(group_id, self.group(group_id), message.command);
         let committed = decided.and_then(|events| {
             let events = events.into_iter().map(|event| (key.clone(), event));
-            self.commit(Timestamp::now(), events.collect())
+            self.commit(Timestamp::now(), message.client_id, events.collect())
         });
         if let Err(error) = committed {
             return MessageResult(futures::future::ready(Err(error)).boxed());
@@ -872,6 +889,8 @@ impl Handler<ExecuteGroup> for TaskShard {
 pub struct RecordWorker {
     pub name: WorkerName,
     pub event: Event,
+    /// Who asked: the clientId of the API call.
+    pub client_id: Option<String>,
 }
 
 impl Handler<RecordWorker> for TaskShard {
@@ -881,7 +900,8 @@ impl Handler<RecordWorker> for TaskShard {
         let name = message.name;
         let key = worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
         let now = Timestamp::now();
-        if let Err(error) = self.commit(now, vec![(key.clone(), message.event)]) {
+        let events = vec![(key.clone(), message.event)];
+        if let Err(error) = self.commit(now, message.client_id, events) {
             return MessageResult(futures::future::ready(Err(error)).boxed());
         }
         self.after_command(context);
@@ -1023,10 +1043,10 @@ impl Handler<TaskCount> for TaskShard {
     }
 }
 
-/// A task's history after the record at log offset `after`, up to `limit` records: `None`
-/// if there is no such task.
+/// One page of a task's history: its records after the offset `after`, at most `limit`, as of
+/// everything durable; `None` if there is no such task.
 #[derive(Message)]
-#[rtype(result = "Reply<Option<Vec<(Offset, Vec<u8>)>>>")]
+#[rtype(result = "Reply<Option<HistoryPage>>")]
 pub struct History {
     pub task_id: Slugid,
     pub after: Option<Offset>,
@@ -1042,13 +1062,20 @@ impl Handler<History> for TaskShard {
             .read_task(message.task_id)
             .and_then(|task| match task {
                 None => Ok(None),
-                Some(_) => self
-                    .state
-                    .history(message.task_id, message.after, message.limit)
-                    .map(Some),
+                Some(_) => {
+                    let limit = message.limit.max(1);
+                    let mut records = self.state.history(
+                        message.task_id,
+                        message.after,
+                        limit.saturating_add(1),
+                    )?;
+                    let more = records.len() > limit;
+                    records.truncate(limit);
+                    Ok(Some(HistoryPage { records, more }))
+                }
             });
         match read {
-            Ok(history) => MessageResult(self.when_durable(history)),
+            Ok(page) => MessageResult(self.when_durable(page)),
             Err(error) => MessageResult(futures::future::ready(Err(store_failed(error))).boxed()),
         }
     }

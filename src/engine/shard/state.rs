@@ -11,8 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::engine::store::{self, Expiring, Expiry, Flush, PartitionStore, TaskChange};
-use crate::log::Offset;
-use crate::model::{Entities, Envelope, Event, Slugid, Storage, Task, TaskGroup, Timestamp};
+use crate::log::{Offset, codec};
+use crate::model::{
+    Entities, Envelope, Event, HistoryRecord, Slugid, Storage, Task, TaskGroup, Timestamp,
+};
 
 /// A flush generation: every change is stamped with the generation of the flush that will
 /// carry it.
@@ -41,8 +43,8 @@ pub struct PartitionState {
     expired: Vec<Expiry>,
     /// History records not yet in a completed flush, by task and offset.
     history: BTreeMap<(Slugid, Offset), Vec<u8>>,
-    /// Those of them not yet in a flush taken.
-    history_untaken: usize,
+    /// Those of them in a flush taken and not yet written.
+    history_flushing: BTreeMap<(Slugid, Offset), Vec<u8>>,
     settling: Vec<(Timestamp, Slugid)>,
     /// The generation changes are stamped with now.
     generation: Generation,
@@ -80,7 +82,7 @@ impl PartitionState {
             expiries: Vec::new(),
             expired: Vec::new(),
             history: BTreeMap::new(),
-            history_untaken: 0,
+            history_flushing: BTreeMap::new(),
             settling: Vec::new(),
             generation: 1,
             partition,
@@ -227,11 +229,26 @@ impl PartitionState {
             }
             _ => {}
         }
-        if let Some(id) = id
-            && let Some(record) = history_record(self.partition, offset, envelope)
+        if let (Event::TaskExpired, Some(id)) = (&envelope.event, id) {
+            // Its history goes with it (what the store holds, by the flush that removes it).
+            let stale: Vec<_> = self
+                .history
+                .range((id, 0)..=(id, Offset::MAX))
+                .map(|(key, _)| *key)
+                .collect();
+            for key in stale {
+                self.history.remove(&key);
+            }
+        } else if let Some((task_id, record)) =
+            HistoryRecord::derive(envelope, self.partition, offset)
+            && self.entities.tasks.contains_key(&task_id)
         {
-            self.history.insert((id, offset), record);
-            self.history_untaken += 1;
+            match codec::encode(&record) {
+                Ok(encoded) => {
+                    self.history.insert((task_id, offset), encoded);
+                }
+                Err(error) => tracing::error!(%error, "a history record does not encode"),
+            }
         }
     }
 
@@ -248,7 +265,7 @@ impl PartitionState {
             .any(|generation| *generation == self.generation)
             || !self.changed_workers.is_empty()
             || !self.expired.is_empty()
-            || self.history_untaken > 0
+            || !self.history.is_empty()
     }
 
     /// Takes every change since the last flush taken, as a flush standing for the log before
@@ -288,18 +305,12 @@ impl PartitionState {
         }
         flush.expiries = std::mem::take(&mut self.expiries);
         flush.expired = std::mem::take(&mut self.expired);
-        // Records are taken in offset order, so the untaken ones are the newest.
-        if self.history_untaken > 0 {
-            let mut untaken: Vec<_> = self
-                .history
-                .iter()
-                .map(|((task_id, offset), record)| (*task_id, *offset, record.clone()))
-                .collect();
-            untaken.sort_by_key(|(_, offset, _)| *offset);
-            let skip = untaken.len() - self.history_untaken;
-            flush.history = untaken.split_off(skip);
-            self.history_untaken = 0;
-        }
+        let history = std::mem::take(&mut self.history);
+        flush.history = history
+            .iter()
+            .map(|((task_id, offset), record)| (*task_id, *offset, record.clone()))
+            .collect();
+        self.history_flushing.extend(history);
         flush.settling = std::mem::take(&mut self.settling);
         Taken {
             flush: Arc::new(flush),
@@ -348,7 +359,7 @@ impl PartitionState {
             }
         }
         for (task_id, offset, _) in &taken.flush.history {
-            self.history.remove(&(*task_id, *offset));
+            self.history_flushing.remove(&(*task_id, *offset));
         }
         for id in candidates {
             if !self.changed_tasks.contains_key(&id)
@@ -418,25 +429,30 @@ impl PartitionState {
         }
     }
 
-    /// The task's history after the record at `after`: the store's, then the records not yet
-    /// written there.
+    /// Up to `limit` of the task's history records after the one at `after`: the store's,
+    /// then those being written, then those not yet taken.
     pub fn history(
         &self,
         task_id: Slugid,
         after: Option<Offset>,
         limit: usize,
-    ) -> Result<Vec<(Offset, Vec<u8>)>, store::Error> {
-        let mut records = self.store.history(task_id, after, limit)?;
+    ) -> Result<Vec<HistoryRecord>, store::Error> {
+        let mut encoded = self.store.history(task_id, after, limit)?;
         let from = after.map_or(0, |after| after.saturating_add(1));
-        for ((_, offset), record) in self.history.range((task_id, from)..=(task_id, Offset::MAX)) {
-            if records.len() == limit {
-                break;
-            }
-            if records.last().is_none_or(|(last, _)| last < offset) {
-                records.push((*offset, record.clone()));
+        for held in [&self.history_flushing, &self.history] {
+            for ((_, offset), record) in held.range((task_id, from)..=(task_id, Offset::MAX)) {
+                if encoded.len() == limit {
+                    break;
+                }
+                if encoded.last().is_none_or(|(last, _)| last < offset) {
+                    encoded.push((*offset, record.clone()));
+                }
             }
         }
-        Ok(records)
+        encoded
+            .iter()
+            .map(|(_, record)| codec::decode(record).map_err(store::Error::from))
+            .collect()
     }
 
     /// How many tasks the partition holds (approximately while a flush is being written).
@@ -453,13 +469,6 @@ impl PartitionState {
 pub fn is_resolved(task: &Task) -> bool {
     task.runs.last().is_some_and(|run| run.state.is_resolved())
 }
-
-/// The task history record of an event, encoded for the store; `None` for events that are not
-/// a task's.
-fn history_record(_partition: u32, _offset: Offset, _envelope: &Envelope) -> Option<Vec<u8>> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     //! The store against the fold in memory: any event sequence, flushed at any points, with
@@ -615,11 +624,34 @@ mod tests {
         state.flushed(taken);
     }
 
-    fn check(state: &PartitionState, memory: &Entities) {
+    fn check(
+        state: &PartitionState,
+        memory: &Entities,
+        histories: &HashMap<Slugid, Vec<HistoryRecord>>,
+    ) {
         let (tasks, groups) = ids();
         for task_id in &tasks {
             let stored = state.read_task(*task_id).unwrap();
             assert_eq!(stored.as_ref(), memory.task(*task_id), "task {task_id}");
+            if memory.task(*task_id).is_some() {
+                let history = state.history(*task_id, None, 1_000).unwrap();
+                assert_eq!(
+                    Some(&history),
+                    histories.get(task_id),
+                    "history of {task_id}"
+                );
+                // Paged two at a time, the same records.
+                let mut paged = Vec::new();
+                loop {
+                    let after = paged.last().map(|record: &HistoryRecord| record.offset);
+                    let page = state.history(*task_id, after, 2).unwrap();
+                    if page.is_empty() {
+                        break;
+                    }
+                    paged.extend(page);
+                }
+                assert_eq!(paged, history);
+            }
             let listed: Vec<Slugid> = state
                 .listed(true, *task_id, None, 100)
                 .unwrap()
@@ -662,20 +694,21 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (tasks, groups) = ids();
             let mut memory = Entities::default();
+            let mut histories: HashMap<Slugid, Vec<HistoryRecord>> = HashMap::new();
             let mut state = open(dir.path());
             let mut offset = 0;
             for step in steps {
                 let (key, event) = match step {
                     Step::Flush => {
                         flush(&mut state, offset);
-                        check(&state, &memory);
+                        check(&state, &memory, &histories);
                         continue;
                     }
                     Step::Restart => {
                         flush(&mut state, offset);
                         drop(state);
                         state = open(dir.path());
-                        check(&state, &memory);
+                        check(&state, &memory, &histories);
                         continue;
                     }
                     Step::Task(task, Event::TaskDefined { definition, .. }) => (
@@ -696,13 +729,21 @@ mod tests {
                 let envelope = Envelope {
                     key: key.to_string(),
                     at: Timestamp::from_millis(offset as i64),
+                    client_id: Some("tester".into()),
                     event,
                 };
                 memory.apply(&envelope);
+                if let Event::TaskExpired = envelope.event {
+                    histories.remove(&key);
+                } else if let Some((task_id, record)) = HistoryRecord::derive(&envelope, 0, offset)
+                    && memory.task(task_id).is_some()
+                {
+                    histories.entry(task_id).or_default().push(record);
+                }
                 state.fault_for(&envelope).unwrap();
                 state.apply(offset, &envelope);
                 offset += 1;
-                check(&state, &memory);
+                check(&state, &memory, &histories);
             }
         }
     }
