@@ -6,7 +6,6 @@ history` prints the same events, one per line."""
 
 import datetime
 import functools
-import glob
 import json
 import os
 import subprocess
