@@ -18,11 +18,16 @@ fn settings() -> EngineSettings {
         task: task::Settings::default(),
         flush_every_events: 50,
         store_cache_bytes: 16 << 20,
+        clock: taskfold::engine::clock::Clock::System,
         ..taskfold::settings::Settings::defaults().engine_settings()
     }
 }
 
 async fn start(dir: &std::path::Path) -> Engine {
+    start_with(dir, settings()).await
+}
+
+async fn start_with(dir: &std::path::Path, settings: EngineSettings) -> Engine {
     let log: Arc<dyn EventLog> = Arc::new(
         EmbeddedLog::open(
             dir,
@@ -33,7 +38,7 @@ async fn start(dir: &std::path::Path) -> Engine {
         )
         .unwrap(),
     );
-    Engine::start(log, dir.to_owned(), settings(), None)
+    Engine::start(log, dir.to_owned(), settings, None)
         .await
         .unwrap()
 }
@@ -466,6 +471,57 @@ fn a_log_of_version_1_records_replays_with_its_history() {
         assert_eq!(
             engine.history(Slugid::nice(), None, 10).await.unwrap(),
             None
+        );
+    });
+}
+
+/// Timers on tokio's paused time: a claim that is not renewed expires and its run is retried,
+/// and a task past its deadline is resolved, without the test waiting for either.
+#[test]
+fn claims_expire_and_deadlines_pass_on_paused_time() {
+    let dir = tempfile::tempdir().unwrap();
+    actix_web::rt::System::new().block_on(async {
+        tokio::time::pause();
+        let claim_timeout = Duration::from_secs(1200);
+        let engine = start_with(
+            dir.path(),
+            EngineSettings {
+                task: task::Settings {
+                    claim_timeout,
+                    ..task::Settings::default()
+                },
+                clock: taskfold::engine::clock::Clock::tokio(),
+                ..settings()
+            },
+        )
+        .await;
+        let task_id = Slugid::nice();
+        engine
+            .create_task(task_id, definition(task_id, "paused/w", &[]), None)
+            .await
+            .unwrap();
+        let claimed = engine
+            .claim_work(
+                claim("paused/w", 1),
+                Instant::now() + Duration::from_secs(1),
+            )
+            .await;
+        assert_eq!(claimed.len(), 1);
+
+        // Twenty minutes pass in no time: the claim expired, the run is retried.
+        tokio::time::sleep(claim_timeout + Duration::from_secs(1)).await;
+        let task = engine.task(task_id).await.unwrap();
+        assert_eq!(task.runs[0].state, RunState::Exception, "{task:?}");
+        assert_eq!(task.runs.len(), 2, "{task:?}");
+        assert_eq!(task.runs[1].state, RunState::Pending);
+
+        // So does the rest of the hour to the deadline.
+        tokio::time::sleep(Duration::from_secs(3_600)).await;
+        let task = engine.task(task_id).await.unwrap();
+        assert_eq!(task.state(), TaskState::Exception, "{task:?}");
+        assert_eq!(
+            task.runs.last().unwrap().reason_resolved,
+            Some(taskfold::model::ReasonResolved::DeadlineExceeded)
         );
     });
 }

@@ -7,6 +7,7 @@
 //! creation.
 
 pub mod artifact;
+pub mod clock;
 pub mod dependencies;
 pub mod dispatcher;
 pub mod group;
@@ -31,7 +32,7 @@ use serde_json::json;
 
 use crate::api::{ApiError, ErrorCode};
 use crate::log::{EventLog, Offset};
-use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker};
+use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Worker};
 use crate::projections::bus::{Bus, BusOptions};
 use crate::projections::kafka::ExchangeTopics;
 use crate::projections::metrics::METRICS;
@@ -59,6 +60,8 @@ pub struct EngineSettings {
     pub store_cache_bytes: u64,
     /// The exchange bus for listeners.
     pub bus: BusOptions,
+    /// Where the engine reads the time.
+    pub clock: clock::Clock,
 }
 
 #[derive(Clone)]
@@ -69,6 +72,7 @@ pub struct Engine {
     directory: Addr<WorkerDirectory>,
     bus: Arc<Bus>,
     health: health::LogHealth,
+    clock: clock::Clock,
 }
 
 /// A claimWork call.
@@ -116,6 +120,7 @@ impl Engine {
             data_dir,
             task_settings: settings.task,
             flush_every_events: settings.flush_every_events.max(1),
+            clock: settings.clock,
             store_cache_bytes: settings.store_cache_bytes / u64::from(log.partitions().max(1)),
             dispatcher: dispatcher.clone(),
             resolver: resolver.clone(),
@@ -155,6 +160,7 @@ impl Engine {
             directory,
             bus,
             health,
+            clock: settings.clock,
         };
         let replayed = started.elapsed();
         METRICS.replay_seconds.set(replayed.as_secs_f64());
@@ -475,7 +481,7 @@ impl Engine {
         };
         // Past its deadline the claim is refused to anyone, quarantined or not (Taskcluster
         // checks the deadline first); the claim command says so.
-        let past_deadline = task.definition.deadline <= Timestamp::now();
+        let past_deadline = task.definition.deadline <= self.clock.now();
         if !past_deadline && self.seen_quarantined(name).await {
             return Ok(None);
         }
@@ -491,7 +497,7 @@ impl Engine {
 
     /// Notes that a worker asked for work now; whether it is quarantined.
     async fn seen_quarantined(&self, name: WorkerName) -> bool {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         self.directory.do_send(workers::Seen {
             name: name.clone(),
             at: now,

@@ -23,6 +23,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::{mpsc, watch};
 
+use super::clock::Clock;
 use super::dependencies::{self, DependencyResolver};
 use super::dispatcher::{Dispatcher, NotPending, Pending};
 use super::group::{self, GroupCommand};
@@ -67,6 +68,7 @@ pub struct ShardContext {
     pub exchange_topics: Option<Arc<ExchangeTopics>>,
     /// Set by the first failed append: from then on the shard refuses everything.
     pub health: LogHealth,
+    pub clock: Clock,
 }
 
 type Barrier = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -114,6 +116,10 @@ pub struct TaskShard {
 }
 
 impl TaskShard {
+    fn now(&self) -> Timestamp {
+        self.context.clock.now()
+    }
+
     fn task(&self, task_id: Slugid) -> Option<&Task> {
         self.state.entities.task(task_id)
     }
@@ -125,7 +131,7 @@ impl TaskShard {
     /// Re-derives timers, pending hints, dependency registrations, lists and the worker
     /// directory from the live state, and reports the group census.
     fn announce_all(&mut self) {
-        let now = Timestamp::now();
+        let now = self.now();
         for (key, worker) in &self.state.entities.workers {
             if let Some(name) = WorkerName::from_key(key) {
                 // As of its last change, not of this restart: a worker long gone is not made
@@ -243,7 +249,7 @@ impl TaskShard {
         join: Option<GroupCommand>,
         client_id: Option<String>,
     ) -> Reply<Task> {
-        let now = Timestamp::now();
+        let now = self.now();
         if let Err(error) = self.fault_in(task_id, &command, join.is_some()) {
             return futures::future::ready(Err(error)).boxed();
         }
@@ -524,6 +530,7 @@ impl TaskShard {
         let store = self.state.store.clone();
         let health = self.context.health.clone();
         let partition = self.partition;
+        let clock = self.context.clock;
         let write: Shared<BoxFuture<'static, bool>> = async move {
             // The store stands for every event before `offset`: write only once they are all
             // durable, and their exchange messages delivered (a restart re-derives messages
@@ -542,7 +549,7 @@ impl TaskShard {
                 return false;
             }
             let started = Instant::now();
-            let settled_before = PartitionState::settled_before(Timestamp::now());
+            let settled_before = PartitionState::settled_before(clock.now());
             let written =
                 tokio::task::spawn_blocking(move || store.write(&flush, Some(settled_before)))
                     .await
@@ -603,7 +610,7 @@ impl TaskShard {
     /// forgotten, blobs of expired `s3` artifacts deleted. Each entry is removed by the next
     /// flush, after what it caused is durable.
     fn expire_due(&mut self, context: &mut Context<Self>) {
-        let now = Timestamp::now();
+        let now = self.now();
         let due = match self
             .state
             .store
@@ -669,7 +676,7 @@ impl TaskShard {
     /// Runs the timers due now, then sleeps until the next one.
     fn fire_due_timers(&mut self, context: &mut Context<Self>) {
         self.wake = None;
-        let now = Timestamp::now();
+        let now = self.now();
         for (task_id, timer) in self.timers.take_due(now) {
             let command = match timer {
                 Timer::ClaimExpiry {
@@ -699,7 +706,7 @@ impl TaskShard {
             }
             context.cancel_future(handle);
         }
-        let wait = (next.millis() - Timestamp::now().millis()).max(0) as u64;
+        let wait = (next.millis() - self.now().millis()).max(0) as u64;
         // A millisecond late: the timer's instant has passed when it fires.
         let handle = context.run_later(Duration::from_millis(wait + 1), |shard, context| {
             shard.fire_due_timers(context)
@@ -872,7 +879,7 @@ impl Handler<ExecuteGroup> for TaskShard {
         let decided = group::decide(group_id, self.group(group_id), message.command);
         let committed = decided.and_then(|events| {
             let events = events.into_iter().map(|event| (key.clone(), event));
-            self.commit(Timestamp::now(), message.client_id, events.collect())
+            self.commit(self.now(), message.client_id, events.collect())
         });
         if let Err(error) = committed {
             return MessageResult(futures::future::ready(Err(error)).boxed());
@@ -899,7 +906,7 @@ impl Handler<RecordWorker> for TaskShard {
     fn handle(&mut self, message: RecordWorker, context: &mut Context<Self>) -> Self::Result {
         let name = message.name;
         let key = worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
-        let now = Timestamp::now();
+        let now = self.now();
         let events = vec![(key.clone(), message.event)];
         if let Err(error) = self.commit(now, message.client_id, events) {
             return MessageResult(futures::future::ready(Err(error)).boxed());

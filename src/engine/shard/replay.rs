@@ -74,7 +74,7 @@ impl TaskShard {
             since_flush += 1;
             if since_flush >= every && offset < flush_limit {
                 since_flush = 0;
-                flush_now(&mut state, offset + 1)?;
+                flush_now(&mut state, offset + 1, &context)?;
             }
             Ok(())
         })?;
@@ -82,7 +82,7 @@ impl TaskShard {
             rederiving.finish_run(&state);
         }
         if end <= flush_limit {
-            flush_now(&mut state, end)?;
+            flush_now(&mut state, end, &context)?;
         }
         let recovered = recovery.zip(rederiving).map(|(recovery, rederiving)| {
             let messages: Vec<Message> = rederiving
@@ -125,9 +125,13 @@ impl TaskShard {
 }
 
 /// Writes what the replay changed so far (those events are in the log already).
-fn flush_now(state: &mut PartitionState, offset: Offset) -> Result<(), crate::log::Error> {
+fn flush_now(
+    state: &mut PartitionState,
+    offset: Offset,
+    context: &ShardContext,
+) -> Result<(), crate::log::Error> {
     let taken = state.take(offset);
-    let settled_before = PartitionState::settled_before(crate::model::Timestamp::now());
+    let settled_before = PartitionState::settled_before(context.clock.now());
     state
         .store
         .write(&taken.flush, Some(settled_before))
