@@ -19,12 +19,12 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::response;
 use super::response::CallInfo;
 use super::server::State;
-use super::{ApiError, ErrorCode, response};
 use crate::auth::blob_url;
 use crate::engine::artifact::takes_artifacts;
-use crate::model::{Artifact, Slugid, Storage, Task, Timestamp};
+use crate::model::{ApiError, Artifact, ErrorCode, Slugid, Storage, Task, Timestamp};
 use crate::settings::BlobSettings;
 
 /// How long a signed GET URL of a non-public artifact works.

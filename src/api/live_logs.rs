@@ -33,9 +33,8 @@ use tokio::sync::watch;
 use super::call::{Body, Call};
 use super::routes::artifacts::{CREATE_ARTIFACT, GET_ARTIFACT};
 use super::server::State;
-use super::{ApiError, ErrorCode};
 use crate::engine::Engine;
-use crate::model::{RunState, Slugid, Storage, Task};
+use crate::model::{ApiError, ErrorCode, RunState, Slugid, Storage, Task};
 
 /// Bytes sent to a reader at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;

@@ -16,11 +16,10 @@ use super::blobs::{self, BlobStore};
 use super::live_logs::{self, LiveLogs};
 use super::response::CallInfo;
 use super::routes::{self, get};
-use super::{ApiError, ErrorCode};
 use super::{connection, events, response, sessions};
 use crate::engine::Engine;
 use crate::engine::health::LogHealth;
-use crate::model::Timestamp;
+use crate::model::{ApiError, ErrorCode, Timestamp};
 use crate::projections::metrics::{METRICS, WORKER_METRICS};
 use crate::settings::Settings;
 

@@ -5,8 +5,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::Engine;
-use crate::api::ApiError;
-use crate::model::{CreateTaskRequest, Slugid, Timestamp};
+use crate::model::{ApiError, CreateTaskRequest, Slugid, Timestamp};
 
 /// Creates `tasks` pending tasks (each its own group) through `engine`, `concurrency` at a
 /// time, and waits until the snapshots they caused are written. Returns how many were created.

@@ -27,8 +27,8 @@ use std::time::Instant;
 use actix::prelude::*;
 use serde_json::json;
 
-use crate::api::{ApiError, ErrorCode};
 use crate::log::EventLog;
+use crate::model::{ApiError, ErrorCode};
 use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker};
 use crate::projections::bus::{Bus, BusOptions};
 use crate::projections::kafka::ExchangeTopics;

@@ -24,8 +24,8 @@ use super::outbox::{self, KafkaSink, Outgoing};
 use super::pending::PendingRun;
 use super::task::{self, Command, ResolvedDependency};
 use super::workers::{self, WorkerDirectory, WorkerName};
-use crate::api::{ApiError, ErrorCode};
 use crate::log::{Entry, EventLog, Offset, codec, snapshot};
+use crate::model::{ApiError, ErrorCode};
 use crate::model::{
     Entities, Envelope, Event, RunState, Slugid, Storage, Task, TaskGroup, Timestamp, Worker,
     worker_key,

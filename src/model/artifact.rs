@@ -7,8 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::Timestamp;
-use crate::api::{ApiError, ErrorCode};
+use super::{ApiError, ErrorCode, Timestamp};
 
 /// Longest `contentType` (`post-artifact-request.yml`).
 const MAX_CONTENT_TYPE_CHARS: usize = 255;

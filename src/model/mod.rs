@@ -2,6 +2,7 @@
 //! JSON shapes, and the internal events that the log stores. No I/O lives here.
 
 pub mod artifact;
+pub mod error;
 pub mod event;
 pub mod fold;
 pub mod group;
@@ -15,6 +16,7 @@ pub mod time;
 pub mod worker;
 
 pub use artifact::{Artifact, Storage};
+pub use error::{ApiError, ErrorCode};
 pub use event::{Envelope, Event};
 pub use fold::{Entities, Run, Task};
 pub use group::TaskGroup;
