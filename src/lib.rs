@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blob_files;
 pub mod client;
 pub mod engine;
 pub mod local;

@@ -364,7 +364,7 @@ impl TaskShard {
         self.context
             .resolver
             .do_send(dependencies::Forget(task.task_id));
-        let blobs = crate::api::blobs::task_dir(&self.context.data_dir, task.task_id);
+        let blobs = crate::blob_files::task_dir(&self.context.data_dir, task.task_id);
         let durable = self.when_durable(());
         actix::spawn(async move {
             if durable.await.is_err() {
@@ -677,7 +677,7 @@ impl TaskShard {
                     matches!(artifact.storage, Storage::S3 { .. }) && artifact.expires <= now
                 });
             if expired {
-                files.push(crate::api::blobs::blob_file(
+                files.push(crate::blob_files::blob_file(
                     &self.context.data_dir,
                     task_id,
                     run_id,
