@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use taskfold::api::{access, server};
 use taskfold::engine::{Engine, EngineSettings};
 use taskfold::log;
-use taskfold::projections::exchanges::Exchange;
+use taskfold::model::exchange::Exchange;
 use taskfold::projections::kafka::ExchangeTopics;
 use taskfold::settings::Settings;
 
@@ -110,7 +110,7 @@ struct ListenArgs {
     #[arg(long)]
     kafka: Option<String>,
     /// With `--kafka`: the prefix of the exchange topics.
-    #[arg(long, default_value = taskfold::projections::exchanges::DEFAULT_TOPIC_PREFIX)]
+    #[arg(long, default_value = taskfold::model::exchange::DEFAULT_TOPIC_PREFIX)]
     topic_prefix: String,
     /// With `--kafka`: read the topics from their start instead of from now.
     #[arg(long)]

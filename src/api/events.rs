@@ -28,8 +28,8 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use super::call::Call;
 use super::server::State;
 use super::websocket::{self, Deflate, Incoming, Reader, Writer, close_reason};
+use crate::model::binding::Binding;
 use crate::model::{ApiError, ErrorCode};
-use crate::projections::bindings::Binding;
 use crate::projections::bus::{
     Audience, Batch, Bus, Cursor, Format, Place, Published, Subscription,
 };

@@ -12,8 +12,9 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::log::Offset;
+use crate::model::exchange::MessageId;
 use crate::projections::bus::Bus;
-use crate::projections::exchanges::{Message, MessageId};
+use crate::projections::exchanges::Message;
 use crate::projections::kafka::{Checkpoint, ExchangeTopics};
 use crate::projections::metrics::METRICS;
 

@@ -2,8 +2,10 @@
 //! JSON shapes, and the internal events that the log stores. No I/O lives here.
 
 pub mod artifact;
+pub mod binding;
 pub mod error;
 pub mod event;
+pub mod exchange;
 pub mod fold;
 pub mod group;
 pub mod ids;

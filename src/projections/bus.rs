@@ -17,10 +17,10 @@ use tokio_util::codec::Encoder;
 
 use tokio::sync::{broadcast, watch};
 
-use super::bindings::{self, Binding};
 use super::exchanges::Message;
 use super::metrics::METRICS;
 use crate::api::websocket::DeflateContext;
+use crate::model::binding::Binding;
 
 /// A message with its place in this server's stream, rendered for listeners once however
 /// many there are.
@@ -151,7 +151,7 @@ const RESTART_EVERY_BYTES: usize = 256 * 1024;
 impl Audience {
     /// Whether a listener of this audience receives `message`.
     pub fn receives(&self, message: &Message) -> bool {
-        bindings::any_matches(&self.bindings, message)
+        message.matches_any(&self.bindings)
     }
 
     pub fn format(&self) -> Format {

@@ -19,7 +19,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use super::exchanges::Exchange;
+use crate::model::exchange::Exchange;
 use crate::model::{Envelope, Event, Slugid, Task, Timestamp};
 
 /// Seconds from a few milliseconds (claims, API calls) to hours (queue waits, builds).

@@ -2,7 +2,6 @@
 //! than call it (DESIGN.md, projections and listeners): Taskcluster's exchange messages, the
 //! in-process bus that carries them to listeners, and Prometheus metrics.
 
-pub mod bindings;
 pub mod bus;
 pub mod exchanges;
 pub mod kafka;
