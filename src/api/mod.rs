@@ -3,6 +3,7 @@
 //! Handlers turn requests into commands for the engine; nothing here changes state itself.
 
 pub mod access;
+pub mod audience;
 pub mod blobs;
 mod call;
 mod connection;

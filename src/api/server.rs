@@ -12,6 +12,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::json;
 
 use super::access::Access;
+use super::audience::Audiences;
 use super::blobs::{self, BlobStore};
 use super::live_logs::{self, LiveLogs};
 use super::response::CallInfo;
@@ -42,6 +43,8 @@ pub struct State {
     pub blobs: BlobStore,
     /// Logs workers push while their tasks run.
     pub live_logs: std::sync::Arc<LiveLogs>,
+    /// The audiences of the event listeners: listeners that bind alike share one.
+    pub audiences: Audiences,
     /// Interactive sessions open in this process.
     pub sessions: std::sync::Arc<super::sessions::registry::Registry>,
     /// The deployment's root URL, for the URLs the API hands out.
@@ -79,6 +82,7 @@ impl State {
             access,
             blobs,
             live_logs: std::sync::Arc::new(LiveLogs::new(data_dir)),
+            audiences: Audiences::default(),
             sessions: super::sessions::registry(settings),
             root_url: root_url.trim_end_matches('/').to_owned(),
             claim_work_timeout: Duration::from_secs(

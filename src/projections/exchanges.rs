@@ -442,36 +442,6 @@ fn group_body(group: &TaskGroup) -> Value {
     body
 }
 
-/// A message as listeners receive it: the fields of a Taskcluster client's listener message,
-/// its id, and (on this server's streams) its cursor and the frame type.
-#[derive(Serialize)]
-pub struct ListenerMessage<'a> {
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-    pub id: String,
-    pub exchange: String,
-    #[serde(rename = "routingKey")]
-    pub routing_key: &'a str,
-    pub payload: &'a RawValue,
-    pub routes: &'a [String],
-}
-
-impl Message {
-    pub fn to_listener(&self) -> ListenerMessage<'_> {
-        ListenerMessage {
-            kind: None,
-            cursor: None,
-            id: self.id.to_string(),
-            exchange: self.exchange.full_name(),
-            routing_key: &self.routing_key,
-            payload: self.body(),
-            routes: &self.routes,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
