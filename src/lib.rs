@@ -21,6 +21,7 @@ pub mod client;
 pub mod engine;
 pub mod local;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod projections;
 pub mod settings;

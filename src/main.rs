@@ -420,7 +420,7 @@ async fn start_queue(
     let log = log::open(&settings.log, data_dir)
         .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
     let engine_settings = settings.engine_settings();
-    taskfold::projections::metrics::METRICS.set_max_task_queues(settings.metrics.max_task_queues);
+    taskfold::metrics::METRICS.set_max_task_queues(settings.metrics.max_task_queues);
     let exchange_topics = match settings.log.backend {
         taskfold::settings::Backend::Kafka if settings.events.kafka_publish => {
             let options = settings.log.kafka_options();

@@ -29,10 +29,10 @@ use super::audience::{Audience, Format, Place};
 use super::call::Call;
 use super::server::State;
 use super::websocket::{self, Deflate, Incoming, Reader, Writer, close_reason};
+use crate::metrics::METRICS;
 use crate::model::binding::Binding;
 use crate::model::{ApiError, ErrorCode};
 use crate::projections::bus::{Batch, Bus, Cursor, Published, Subscription};
-use crate::projections::metrics::METRICS;
 
 /// How long a websocket client has to send its bindings.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);

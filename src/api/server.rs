@@ -20,8 +20,8 @@ use super::routes::{self, get};
 use super::{connection, events, response, sessions};
 use crate::engine::Engine;
 use crate::engine::health::LogHealth;
+use crate::metrics::METRICS;
 use crate::model::{ApiError, ErrorCode, Timestamp};
-use crate::projections::metrics::{METRICS, WORKER_METRICS};
 use crate::settings::Settings;
 
 /// Where the server listens and how it is reached.
@@ -298,11 +298,7 @@ async fn ping(state: web::Data<State>) -> HttpResponse {
 async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(if WORKER_METRICS.is_active() {
-            METRICS.render() + &WORKER_METRICS.render()
-        } else {
-            METRICS.render()
-        })
+        .body(METRICS.render())
 }
 
 async fn heartbeat(state: web::Data<State>) -> HttpResponse {

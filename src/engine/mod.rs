@@ -28,11 +28,11 @@ use actix::prelude::*;
 use serde_json::json;
 
 use crate::log::EventLog;
+use crate::metrics::METRICS;
 use crate::model::{ApiError, ErrorCode};
 use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker};
 use crate::projections::bus::{Bus, BusOptions};
 use crate::projections::kafka::ExchangeTopics;
-use crate::projections::metrics::METRICS;
 use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
 use group::GroupCommand;

@@ -25,6 +25,7 @@ use super::pending::PendingRun;
 use super::task::{self, Command, ResolvedDependency};
 use super::workers::{self, WorkerDirectory, WorkerName};
 use crate::log::{Entry, EventLog, Offset, codec, snapshot};
+use crate::metrics::{METRICS, Metrics};
 use crate::model::{ApiError, ErrorCode};
 use crate::model::{
     Entities, Envelope, Event, RunState, Slugid, Storage, Task, TaskGroup, Timestamp, Worker,
@@ -33,7 +34,6 @@ use crate::model::{
 use crate::projections::bus::Bus;
 use crate::projections::exchanges::{self, Message};
 use crate::projections::kafka::{Checkpoint, ExchangeTopics};
-use crate::projections::metrics::{METRICS, Metrics};
 
 /// What the shard needs besides its state.
 #[derive(Clone)]

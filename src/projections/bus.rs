@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
 use super::exchanges::Message;
-use super::metrics::METRICS;
+use crate::metrics::METRICS;
 
 /// A message with its place in this server's stream.
 pub struct Published {

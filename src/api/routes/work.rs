@@ -20,11 +20,11 @@ use crate::auth::ScopeExpression;
 use crate::auth::credentials::{ClaimedRun, task_credentials};
 use crate::engine::ClaimWork;
 use crate::engine::task::Command;
+use crate::metrics::METRICS;
 use crate::model::task::is_worker_identifier;
 use crate::model::{
     ApiError, ErrorCode, ExceptionReason, Slugid, Task, TaskDefinition, TaskStatus, Timestamp,
 };
-use crate::projections::metrics::METRICS;
 
 static CLAIM_WORK: LazyLock<ScopeExpression> = LazyLock::new(|| {
     template(json!({"AllOf": [
