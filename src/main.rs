@@ -422,7 +422,7 @@ async fn start_queue(
     let engine_settings = settings.engine_settings();
     taskfold::metrics::METRICS.set_max_task_queues(settings.metrics.max_task_queues);
     let exchange_topics = match settings.log.backend {
-        taskfold::settings::Backend::Kafka if settings.events.kafka_publish => {
+        taskfold::log::Backend::Kafka if settings.events.kafka_publish => {
             let options = settings.log.kafka_options();
             let prefix = settings.events.kafka_topic_prefix.clone();
             let (root_url, data_dir) = (root_url.to_owned(), data_dir.to_owned());
