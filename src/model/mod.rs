@@ -1,5 +1,9 @@
 //! The model: identifiers, the Taskcluster task definition and status types with their exact
 //! JSON shapes, and the internal events that the log stores. No I/O lives here.
+//!
+//! It is also the vocabulary the layers above share, so that none of them reaches into another
+//! for it: the error table every call answers with ([`error`]), and the names of the exchanges
+//! and how listeners bind to them ([`exchange`], [`binding`]).
 
 pub mod artifact;
 pub mod binding;
