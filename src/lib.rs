@@ -1,7 +1,24 @@
 //! Taskfold: a task-execution platform whose state is an append-only event log folded into
 //! actors. See `DESIGN.md` in the shared project notes for the picture; this crate holds the
-//! model (pure types), the log (embedded segments or Kafka) and, as they land, the engine, the
-//! API, the worker and the projections.
+//! model (pure types), the log (embedded segments or Kafka), the engine, the API, the worker
+//! and the projections.
+//!
+//! ## Layers
+//!
+//! Each part imports only from the parts below it, so that shared vocabulary lives below all
+//! of its users (`tests/layers.rs` checks every path in `src/`):
+//!
+//! - at the bottom, the vocabulary: [`model`] (with the error table, exchange names and
+//!   bindings), [`auth`], [`log`], [`metrics`] (every metric's definition) and [`blob_files`]
+//!   (where blobs live). None of them imports from the parts above.
+//! - [`engine`] and the [`projections`] it runs (exchange messages, the listener bus, the
+//!   Kafka exchange topics); neither imports the API, the worker or the CLI.
+//! - [`api`], which serves the engine over HTTP and renders what listeners receive.
+//! - [`worker`] and [`client`], which reach the queue over HTTP only: they import nothing from
+//!   the engine, the API, the projections or the log.
+//!
+//! [`settings`] reads the configuration into the types each part defines (the log's are
+//! [`log::Settings`]); `main` and [`local`] put the parts together.
 //!
 //! ## What is never lost
 //!
@@ -16,10 +33,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod bench;
+pub mod blob_files;
 pub mod client;
 pub mod engine;
 pub mod local;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod projections;
 pub mod settings;

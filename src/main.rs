@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use taskfold::api::{access, server};
 use taskfold::engine::Engine;
 use taskfold::log;
-use taskfold::projections::exchanges::Exchange;
+use taskfold::model::exchange::Exchange;
 use taskfold::projections::kafka::ExchangeTopics;
 use taskfold::settings::Settings;
 
@@ -110,7 +110,7 @@ struct ListenArgs {
     #[arg(long)]
     kafka: Option<String>,
     /// With `--kafka`: the prefix of the exchange topics.
-    #[arg(long, default_value = taskfold::projections::exchanges::DEFAULT_TOPIC_PREFIX)]
+    #[arg(long, default_value = taskfold::model::exchange::DEFAULT_TOPIC_PREFIX)]
     topic_prefix: String,
     /// With `--kafka`: read the topics from their start instead of from now.
     #[arg(long)]
@@ -477,9 +477,9 @@ async fn start_queue(
     let log = log::open(&settings.log, data_dir)
         .with_context(|| format!("opening the {:?} log", settings.log.backend))?;
     let engine_settings = settings.engine_settings();
-    taskfold::projections::metrics::METRICS.set_max_task_queues(settings.metrics.max_task_queues);
+    taskfold::metrics::METRICS.set_max_task_queues(settings.metrics.max_task_queues);
     let exchange_topics = match settings.log.backend {
-        taskfold::settings::Backend::Kafka if settings.events.kafka_publish => {
+        taskfold::log::Backend::Kafka if settings.events.kafka_publish => {
             let options = settings.log.kafka_options();
             let prefix = settings.events.kafka_topic_prefix.clone();
             let (root_url, data_dir) = (root_url.to_owned(), data_dir.to_owned());
@@ -791,7 +791,7 @@ fn bench_retain(bench: BenchRetain) -> anyhow::Result<ExitCode> {
         }
         None => TaskTemplate::small(),
     };
-    let options = taskfold::client::bench_retain::Options {
+    let options = taskfold::bench::retain::Options {
         data_dir: bench.data_dir,
         config: bench.config,
         tasks: bench.tasks,
@@ -805,7 +805,7 @@ fn bench_retain(bench: BenchRetain) -> anyhow::Result<ExitCode> {
         server_binary: std::env::current_exe().context("finding this binary")?,
         progress: true,
     };
-    let report = taskfold::client::bench_retain::run(options)?;
+    let report = taskfold::bench::retain::run(options)?;
     if bench.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

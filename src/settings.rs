@@ -1,5 +1,7 @@
 //! Configuration: `config/default.toml` (built in, documenting every key), then the file given
 //! with `--config`, then environment variables `TASKFOLD__SECTION__KEY`, then command-line flags.
+//! A part that owns its settings defines their types itself (the log's are `log::Settings`);
+//! the sections here are read into them.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,7 +9,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{Client, Role};
-use crate::log::{embedded, kafka};
 
 /// The built-in defaults; the file is also the documentation of every key.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -15,7 +16,7 @@ pub const DEFAULTS: &str = include_str!("../config/default.toml");
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    pub log: LogSettings,
+    pub log: crate::log::Settings,
     pub queue: QueueSettings,
     pub api: ApiSettings,
     pub auth: AuthSettings,
@@ -128,15 +129,6 @@ fn default_ssh_port() -> u16 {
     22
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    pub backend: Backend,
-    pub partitions: u32,
-    pub embedded: embedded::Options,
-    pub kafka: kafka::Options,
-}
-
 /// The queue's rules and the engine that keeps them (`[queue]`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,13 +159,6 @@ pub struct AuthSettings {
     pub clients: Vec<Client>,
     /// `[[auth.roles]]`: roles (`role_id`, `scopes`).
     pub roles: Vec<Role>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Embedded,
-    Kafka,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,25 +229,10 @@ impl QueueSettings {
     }
 }
 
-impl LogSettings {
-    pub fn embedded_options(&self) -> embedded::Options {
-        embedded::Options {
-            partitions: self.partitions,
-            ..self.embedded.clone()
-        }
-    }
-
-    pub fn kafka_options(&self) -> kafka::Options {
-        kafka::Options {
-            partitions: self.partitions,
-            ..self.kafka.clone()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{Backend, embedded, kafka};
 
     #[test]
     fn built_in_defaults_load() {

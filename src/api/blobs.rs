@@ -1,8 +1,9 @@
-//! The blob store behind `s3` artifacts: files under `<data-dir>/blobs/`, uploaded and read
-//! through signed URLs on `<rootUrl>/blobs/<taskId>/<runId>/<name>` (see
-//! [`crate::auth::blob_url`]). An upload goes to a temporary file that is synced and linked
-//! into place, so a blob is either whole or absent. Its Content-Type must be the artifact's and
-//! its length the declared one; once whole, or once its run is resolved, it is never rewritten.
+//! The blob store behind `s3` artifacts: files under `<data-dir>/blobs/` (laid out as
+//! [`crate::blob_files`] says), uploaded and read through signed URLs on
+//! `<rootUrl>/blobs/<taskId>/<runId>/<name>` (see [`crate::auth::blob_url`]). An upload goes
+//! to a temporary file that is synced and linked into place, so a blob is either whole or
+//! absent. Its Content-Type must be the artifact's and its length the declared one; once whole,
+//! or once its run is resolved, it is never rewritten.
 //!
 //! Task authors write blobs, and the API's origin also serves the `/shell/` page where people
 //! type access tokens, so blobs are served sandboxed, never sniffed, and active content (see
@@ -19,12 +20,13 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::response;
 use super::response::CallInfo;
 use super::server::State;
-use super::{ApiError, ErrorCode, response};
 use crate::auth::blob_url;
+use crate::blob_files::blob_file;
 use crate::engine::artifact::takes_artifacts;
-use crate::model::{Artifact, Slugid, Storage, Task, Timestamp};
+use crate::model::{ApiError, Artifact, ErrorCode, Slugid, Storage, Task, Timestamp};
 use crate::settings::BlobSettings;
 
 /// How long a signed GET URL of a non-public artifact works.
@@ -80,19 +82,6 @@ impl BlobId {
     fn signed_path(&self) -> String {
         format!("{}/{}/{}", self.task_id, self.run_id, self.name)
     }
-}
-
-/// Where the blobs of every run of `task_id` live, under the data directory `data_dir`.
-pub fn task_dir(data_dir: &Path, task_id: Slugid) -> PathBuf {
-    data_dir.join("blobs").join(task_id.to_string())
-}
-
-/// The file of the blob of artifact `name` of run `run_id` of `task_id`: the name is hashed, so
-/// any printable name makes a safe file name.
-pub fn blob_file(data_dir: &Path, task_id: Slugid, run_id: u32, name: &str) -> PathBuf {
-    task_dir(data_dir, task_id)
-        .join(run_id.to_string())
-        .join(blob_url::name_digest(name))
 }
 
 /// Names under this prefix are readable by anyone the queue lets read them, so their URLs
@@ -180,7 +169,7 @@ impl BlobStore {
         url
     }
 
-    /// Where the blob lives (see [`blob_file`]).
+    /// Where the blob lives (see [`crate::blob_files`]).
     fn file(&self, blob: &BlobId) -> PathBuf {
         blob_file(&self.data_dir, blob.task_id, blob.run_id, &blob.name)
     }

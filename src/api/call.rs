@@ -25,9 +25,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
 
 use super::response::{self, CallInfo};
-use super::{ApiError, ErrorCode};
 use crate::auth::{self, Authenticated, RequestToAuthenticate, ScopeExpression};
-use crate::model::{Slugid, Timestamp};
+use crate::model::{ApiError, ErrorCode, Slugid, Timestamp};
 
 /// The request body as the handler receives it: the bytes, or why they could not be read
 /// (too large, broken transfer), which the call answers in Taskcluster's error shape.

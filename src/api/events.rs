@@ -25,15 +25,14 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
+use super::audience::{Audience, Format, Place};
 use super::call::Call;
 use super::server::State;
 use super::websocket::{self, Deflate, Incoming, Reader, Writer, close_reason};
-use super::{ApiError, ErrorCode};
-use crate::projections::bindings::Binding;
-use crate::projections::bus::{
-    Audience, Batch, Bus, Cursor, Format, Place, Published, Subscription,
-};
-use crate::projections::metrics::METRICS;
+use crate::metrics::METRICS;
+use crate::model::binding::Binding;
+use crate::model::{ApiError, ErrorCode};
+use crate::projections::bus::{Batch, Bus, Cursor, Published, Subscription};
 
 /// How long a websocket client has to send its bindings.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -210,7 +209,7 @@ impl Listener {
             .drain(..take)
             .inspect(|published| self.position = published.cursor)
             .filter(|published| self.audience.receives(&published.message))
-            .map(|published| published.rendered(self.audience.format()))
+            .map(|published| self.audience.frame(&published))
             .collect();
         // Frames on their own: whatever the listener had of a shared context is lost.
         self.in_context &= chunks.is_empty();
@@ -224,14 +223,14 @@ impl Listener {
             Ok(batch) => match self.bus.too_far_behind(batch.first()) {
                 Some(behind) => self.behind(behind),
                 None => {
-                    let chunk = batch.rendered_for(&self.audience);
+                    let chunk = self.audience.chunk_of(&batch);
                     let frames = match chunk.place {
                         Place::Restarts => {
                             self.in_context = true;
                             chunk.frames
                         }
                         Place::Continues if self.in_context => chunk.frames,
-                        Place::Continues => batch.alone_for(&self.audience),
+                        Place::Continues => self.audience.alone(&batch),
                         Place::Alone => {
                             self.in_context &= chunk.frames.is_empty();
                             chunk.frames
@@ -276,14 +275,14 @@ fn subscribe(
     let subscription = bus
         .subscribe(cursor)
         .map_err(|reason| ApiError::new(ErrorCode::ResourceExpired, reason))?;
-    let audience = bus.audience(bindings, format);
+    let audience = state.audiences.audience(bindings, format);
     Ok(Listener::new(bus, audience, subscription))
 }
 
 /// `GET /api/events/v1/listen`: a websocket.
 ///
 /// Frames are written here rather than through a session object: each published batch is
-/// encoded once for all the listeners that bind alike (`Batch::rendered_for`), and a listener
+/// encoded once for all the listeners that bind alike (`Audience::chunk_of`), and a listener
 /// hands on what has arrived since its last write in one go, which keeps a fan-out to many
 /// listeners cheap.
 pub async fn listen(state: Data<State>, request: HttpRequest, body: Payload) -> HttpResponse {

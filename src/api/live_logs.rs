@@ -33,9 +33,9 @@ use tokio::sync::watch;
 use super::call::{Body, Call};
 use super::routes::artifacts::{CREATE_ARTIFACT, GET_ARTIFACT};
 use super::server::State;
-use super::{ApiError, ErrorCode};
 use crate::engine::Engine;
-use crate::model::{RunState, Slugid, Storage, Task};
+use crate::model::artifact::DEFAULT_LIVE_LOG_NAME;
+use crate::model::{ApiError, ErrorCode, RunState, Slugid, Storage, Task};
 
 /// Bytes sent to a reader at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -44,8 +44,6 @@ const KEEP_FINISHED: Duration = Duration::from_secs(10 * 60);
 /// How often a reader waiting for bytes checks that the run still runs, so that a worker
 /// that died without its final push does not hold readers forever.
 const READER_IDLE_CHECK: Duration = Duration::from_secs(30);
-/// The artifact name a live log has when the worker does not say.
-pub const DEFAULT_NAME: &str = "public/logs/live.log";
 /// How often the files of runs that are no longer running are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -266,7 +264,7 @@ pub async fn push(state: Data<State>, request: HttpRequest, body: Body) -> HttpR
             let finished = call.query("final").is_some_and(|value| value == "true");
             let name = call
                 .query("name")
-                .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+                .unwrap_or_else(|| DEFAULT_LIVE_LOG_NAME.to_owned());
             let task = state
                 .engine
                 .task(task_id)

@@ -1,11 +1,12 @@
-//! The Taskcluster Queue v1 HTTP API: routes, Taskcluster's error shapes, pagination.
+//! The Taskcluster Queue v1 HTTP API: routes, Taskcluster's error shapes (the error table is
+//! [`crate::model::error`]), pagination.
 //! Handlers turn requests into commands for the engine; nothing here changes state itself.
 
 pub mod access;
+pub mod audience;
 pub mod blobs;
 mod call;
 mod connection;
-pub mod error;
 pub mod events;
 pub mod live_logs;
 pub mod pagination;
@@ -14,5 +15,3 @@ mod routes;
 pub mod server;
 pub mod sessions;
 pub mod websocket;
-
-pub use error::{ApiError, ErrorCode};

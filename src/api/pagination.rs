@@ -6,8 +6,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::{ApiError, ErrorCode};
 use crate::engine::index::Position;
+use crate::model::{ApiError, ErrorCode};
 
 /// The most items one page may hold.
 pub const MAX_LIMIT: usize = 1000;

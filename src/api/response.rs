@@ -9,8 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::ApiError;
-use crate::model::Timestamp;
+use crate::model::{ApiError, Timestamp};
 
 /// What an error body tells about the call that failed (Taskcluster's `requestInfo`).
 #[derive(Clone, Debug, Default)]
@@ -113,7 +112,7 @@ pub fn api_headers() -> DefaultHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ErrorCode;
+    use crate::model::ErrorCode;
     use actix_web::body::MessageBody;
     use serde_json::json;
 

@@ -12,16 +12,16 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::json;
 
 use super::access::Access;
+use super::audience::Audiences;
 use super::blobs::{self, BlobStore};
 use super::live_logs::{self, LiveLogs};
 use super::response::CallInfo;
 use super::routes::{self, get};
-use super::{ApiError, ErrorCode};
 use super::{connection, events, response, sessions};
 use crate::engine::Engine;
 use crate::engine::health::LogHealth;
-use crate::model::Timestamp;
-use crate::projections::metrics::{METRICS, WORKER_METRICS};
+use crate::metrics::METRICS;
+use crate::model::{ApiError, ErrorCode, Timestamp};
 use crate::settings::Settings;
 
 /// Where the server listens and how it is reached.
@@ -43,6 +43,8 @@ pub struct State {
     pub blobs: BlobStore,
     /// Logs workers push while their tasks run.
     pub live_logs: std::sync::Arc<LiveLogs>,
+    /// The audiences of the event listeners: listeners that bind alike share one.
+    pub audiences: Audiences,
     /// Interactive sessions open in this process.
     pub sessions: std::sync::Arc<super::sessions::registry::Registry>,
     /// The deployment's root URL, for the URLs the API hands out.
@@ -80,6 +82,7 @@ impl State {
             access,
             blobs,
             live_logs: std::sync::Arc::new(LiveLogs::new(data_dir)),
+            audiences: Audiences::default(),
             sessions: super::sessions::registry(settings),
             root_url: root_url.trim_end_matches('/').to_owned(),
             claim_work_timeout: Duration::from_secs(
@@ -299,11 +302,7 @@ async fn ping(state: web::Data<State>) -> HttpResponse {
 async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(if WORKER_METRICS.is_active() {
-            METRICS.render() + &WORKER_METRICS.render()
-        } else {
-            METRICS.render()
-        })
+        .body(METRICS.render())
 }
 
 async fn heartbeat(state: web::Data<State>) -> HttpResponse {

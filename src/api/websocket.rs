@@ -18,7 +18,7 @@ use miniz_oxide::deflate::core::{
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::{ApiError, ErrorCode};
+use crate::model::{ApiError, ErrorCode};
 
 /// Answers a websocket upgrade: the response to return, and the two halves of the connection.
 /// `max_frame` bounds a frame from the peer; `buffer` is how many sends may wait to be written

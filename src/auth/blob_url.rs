@@ -4,7 +4,7 @@
 //! queue's access token of the method, the blob's path and `expires`; so a URL cannot be
 //! reused for another blob, method or time.
 
-use super::encoding::{constant_time_eq, encode_base64_url_no_pad, hmac_sha256, sha256};
+use super::encoding::{constant_time_eq, encode_base64_url_no_pad, hmac_sha256};
 use crate::model::Timestamp;
 
 /// The signature of `method` (GET for GET and HEAD) on `path` until `expires`.
@@ -25,14 +25,6 @@ pub fn verify(
 ) -> bool {
     let expected = sign(secret, method, path, expires);
     constant_time_eq(&expected, signature) && expires > now
-}
-
-/// A file name for an artifact name: the hex SHA-256 of it.
-pub fn name_digest(name: &str) -> String {
-    sha256(&[name.as_bytes()])
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 #[cfg(test)]

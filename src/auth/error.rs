@@ -2,7 +2,7 @@
 //! messages say what was wrong with the request without ever showing the MAC, signature or key
 //! the server expected.
 
-use crate::api::{ApiError, ErrorCode};
+use crate::model::{ApiError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

@@ -32,8 +32,7 @@ pub use error::Error;
 pub use roles::{Role, Roles};
 pub use scopes::{ScopeExpression, ScopeSet};
 
-use crate::api::{ApiError, ErrorCode};
-use crate::model::Timestamp;
+use crate::model::{ApiError, ErrorCode, Timestamp};
 
 /// What the HTTP layer received, as received.
 #[derive(Clone, Copy, Debug, Default)]

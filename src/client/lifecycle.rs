@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::listen::Counter;
 use super::{Error, QueueClient};
+use crate::model::exchange::Exchange;
 use crate::model::{Slugid, Timestamp};
-use crate::projections::exchanges::Exchange;
 
 #[derive(Clone, Debug)]
 pub struct Options {

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::projections::bindings::Binding;
-use crate::projections::exchanges::{CC_HEADER, ROUTING_KEY_HEADER};
+use crate::model::binding::Binding;
+use crate::model::exchange::{CC_HEADER, Exchange, ROUTING_KEY_HEADER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -230,7 +230,7 @@ async fn listen_kafka(
     consumer.assign(&assignment)?;
     while !output.done() {
         let record = consumer.recv().await?;
-        let Some(exchange) = crate::projections::exchanges::Exchange::parse(
+        let Some(exchange) = Exchange::parse(
             record
                 .topic()
                 .strip_prefix(options.topic_prefix.as_str())

@@ -2,7 +2,6 @@
 //! generator now, the worker next). It signs exactly what it sends: the raw path and query,
 //! the host and port of the root URL, and the body bytes.
 
-pub mod bench_retain;
 pub mod bench_shell;
 pub mod bench_tasks;
 pub mod lifecycle;

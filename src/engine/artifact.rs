@@ -1,7 +1,6 @@
 //! The `createArtifact` decision (reference §6.2), a command of the task that owns the run.
 
-use crate::api::ApiError;
-use crate::model::{Artifact, Event, ReasonResolved, Run, RunState, Task, Timestamp};
+use crate::model::{ApiError, Artifact, Event, ReasonResolved, Run, RunState, Task, Timestamp};
 
 /// A run resolved `exception` still takes artifacts this long afterwards (the worker may be
 /// uploading what it had when it was told to stop).

@@ -13,7 +13,7 @@ use actix::prelude::*;
 
 use super::Engine;
 use super::task::{Command, ResolvedDependency};
-use crate::api::ErrorCode;
+use crate::model::ErrorCode;
 use crate::model::Slugid;
 
 #[derive(Default)]

@@ -9,8 +9,8 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::pending::{Hint, PendingQueues, PendingRun};
+use crate::metrics::METRICS;
 use crate::model::Priority;
-use crate::projections::metrics::METRICS;
 
 #[derive(Default)]
 pub struct Dispatcher {

@@ -3,9 +3,8 @@
 //! A group's events are keyed by its id, so they live in the partition of the task that
 //! shares the id (often the group's first task, its decision task).
 
-use crate::api::ApiError;
 use crate::model::group::GROUP_EXPIRY_MARGIN_MILLIS;
-use crate::model::{Event, Priority, Slugid, TaskGroup, Timestamp};
+use crate::model::{ApiError, Event, Priority, Slugid, TaskGroup, Timestamp};
 
 #[derive(Clone, Debug)]
 pub enum GroupCommand {
@@ -115,8 +114,7 @@ pub fn group_not_found(task_group_id: Slugid) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ErrorCode;
-    use crate::model::{Entities, Envelope};
+    use crate::model::{Entities, Envelope, ErrorCode};
 
     fn join(scheduler_id: &str, task_expires: i64) -> GroupCommand {
         GroupCommand::Join {

@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 
 use super::task::Command;
 use super::{ClaimWork, Engine};
-use crate::api::{ApiError, ErrorCode};
-use crate::model::{CreateTaskRequest, Slugid, TaskDefinition, Timestamp};
+use crate::model::{ApiError, CreateTaskRequest, ErrorCode, Slugid, TaskDefinition, Timestamp};
 use crate::settings::Settings;
 
 /// Replays the log in `data_dir` (or the Kafka topics `settings` name) and starts the engine

@@ -30,12 +30,12 @@ use std::time::Instant;
 use actix::prelude::*;
 use serde_json::json;
 
-use crate::api::{ApiError, ErrorCode};
 use crate::log::{EventLog, Offset};
+use crate::metrics::METRICS;
+use crate::model::{ApiError, ErrorCode};
 use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Worker};
 use crate::projections::bus::{Bus, BusOptions};
 use crate::projections::kafka::ExchangeTopics;
-use crate::projections::metrics::METRICS;
 use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
 use group::GroupCommand;

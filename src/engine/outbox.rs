@@ -12,10 +12,11 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::log::Offset;
+use crate::metrics::METRICS;
+use crate::model::exchange::MessageId;
 use crate::projections::bus::Bus;
-use crate::projections::exchanges::{Message, MessageId};
+use crate::projections::exchanges::Message;
 use crate::projections::kafka::{Checkpoint, ExchangeTopics};
-use crate::projections::metrics::METRICS;
 
 /// How often a moved checkpoint is written.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);

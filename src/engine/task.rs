@@ -11,11 +11,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{ApiError, ErrorCode};
 use crate::model::fold::MAX_RUNS_PER_TASK;
 use crate::model::{
-    Artifact, Event, ExceptionReason, Priority, ReasonCreated, ReasonResolved, Requires, Run,
-    RunState, SessionEnd, Slugid, Task, TaskDefinition, Timestamp,
+    ApiError, Artifact, ErrorCode, Event, ExceptionReason, Priority, ReasonCreated, ReasonResolved,
+    Requires, Run, RunState, SessionEnd, Slugid, Task, TaskDefinition, Timestamp,
 };
 
 /// The knobs of the task decisions.
@@ -647,10 +646,9 @@ fn is_latest(task: &Task, run_id: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ErrorCode;
     use crate::log::codec;
     use crate::model::task::tests::sample_definition;
-    use crate::model::{Entities, Envelope, TaskState, TaskStatus};
+    use crate::model::{Entities, Envelope, ErrorCode, TaskState, TaskStatus};
     use proptest::prelude::*;
 
     const MINUTE: i64 = 60_000;

@@ -221,7 +221,7 @@ impl EventLog for KafkaLog {
                 Err(error) => return futures::future::ready(Err(error)).boxed(),
             }
         }
-        crate::projections::metrics::METRICS
+        crate::metrics::METRICS
             .log_append_batch_events
             .observe(entries.len() as f64);
         let topic = self.options.topic.clone();

@@ -31,6 +31,7 @@ pub mod inspect;
 pub mod kafka;
 pub mod load;
 pub mod partition;
+mod settings;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,14 +39,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 pub use partition::partition_for;
-
-use crate::settings::{Backend, LogSettings};
+pub use settings::{Backend, Settings};
 
 /// Opens the log the settings choose; an embedded log lives under `data_dir`.
-pub fn open(
-    settings: &LogSettings,
-    data_dir: &std::path::Path,
-) -> Result<Arc<dyn EventLog>, Error> {
+pub fn open(settings: &Settings, data_dir: &std::path::Path) -> Result<Arc<dyn EventLog>, Error> {
     Ok(match settings.backend {
         Backend::Embedded => Arc::new(embedded::EmbeddedLog::open(
             data_dir,

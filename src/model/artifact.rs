@@ -7,8 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::Timestamp;
-use crate::api::{ApiError, ErrorCode};
+use super::{ApiError, ErrorCode, Timestamp};
 
 /// Longest `contentType` (`post-artifact-request.yml`).
 const MAX_CONTENT_TYPE_CHARS: usize = 255;
@@ -16,6 +15,9 @@ const MAX_CONTENT_TYPE_CHARS: usize = 255;
 const MAX_ERROR_MESSAGE_CHARS: usize = 4096;
 /// The content type of a `link` artifact created without one.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/binary";
+/// The artifact name of a run's live log when its worker names none: what the API serves a
+/// push without `name` under, and what a worker pushes and uploads under by default.
+pub const DEFAULT_LIVE_LOG_NAME: &str = "public/logs/live.log";
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Artifact {

@@ -1,8 +1,15 @@
 //! The model: identifiers, the Taskcluster task definition and status types with their exact
 //! JSON shapes, and the internal events that the log stores. No I/O lives here.
+//!
+//! It is also the vocabulary the layers above share, so that none of them reaches into another
+//! for it: the error table every call answers with ([`error`]), and the names of the exchanges
+//! and how listeners bind to them ([`exchange`], [`binding`]).
 
 pub mod artifact;
+pub mod binding;
+pub mod error;
 pub mod event;
+pub mod exchange;
 pub mod fold;
 pub mod group;
 pub mod history;
@@ -16,6 +23,7 @@ pub mod time;
 pub mod worker;
 
 pub use artifact::{Artifact, Storage};
+pub use error::{ApiError, ErrorCode};
 pub use event::{Envelope, Event};
 pub use fold::{Entities, Run, Task};
 pub use group::TaskGroup;

@@ -19,10 +19,13 @@ use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 
-use super::exchanges::{CC_HEADER, Exchange, Message, MessageId, ROUTING_KEY_HEADER};
+use super::exchanges::Message;
 use crate::log::durable_file::write_atomically;
 use crate::log::kafka::{self, TracingContext};
 use crate::log::{Error, Offset};
+use crate::model::exchange::{
+    CC_HEADER, DEFAULT_TOPIC_PREFIX, Exchange, MessageId, ROUTING_KEY_HEADER,
+};
 
 /// The CloudEvents header naming a message for good.
 const ID_HEADER: &str = "ce_id";
@@ -193,11 +196,7 @@ impl ExchangeTopics {
         let key = message.subject.to_string();
         let id = message.id.to_string();
         let at = message.at.to_string();
-        let ce_type = format!(
-            "{}{}",
-            super::exchanges::DEFAULT_TOPIC_PREFIX,
-            message.exchange
-        );
+        let ce_type = format!("{}{}", DEFAULT_TOPIC_PREFIX, message.exchange);
         let cc: Vec<String> = message.cc().collect();
         let mut headers = OwnedHeaders::new_with_capacity(8 + cc.len());
         for (name, value) in [

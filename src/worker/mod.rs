@@ -9,13 +9,13 @@ pub mod caches;
 pub mod docker;
 pub mod interactive;
 pub mod live_log;
+pub mod metrics;
 pub mod payload;
 pub mod pty;
 pub mod resolution;
 pub mod ssh;
 pub mod task_run;
 
-use crate::projections::metrics::WORKER_METRICS;
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::auth::Credentials;
 use crate::client::QueueClient;
 use docker::DockerEngine;
+use metrics::WORKER_METRICS;
 use resolution::Outcome;
 use task_run::RunContext;
 

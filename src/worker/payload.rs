@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::ScopeSet;
+use crate::model::artifact::DEFAULT_LIVE_LOG_NAME;
 
 static DOCKER_SCHEMA: LazyLock<jsonschema::Validator> =
     LazyLock::new(|| compile(include_str!("../../schemas/docker-worker-payload.json")));
@@ -185,9 +186,7 @@ pub fn check_artifact_name(name: &str) -> Result<(), String> {
 /// extension (`public/logs/live.log` → `public/logs/live_backing.log`), as docker-worker names
 /// them.
 pub fn log_names(live: Option<&str>) -> (String, String) {
-    let live = live
-        .unwrap_or(crate::api::live_logs::DEFAULT_NAME)
-        .to_owned();
+    let live = live.unwrap_or(DEFAULT_LIVE_LOG_NAME).to_owned();
     let file_start = live.rfind('/').map_or(0, |slash| slash + 1);
     let backing = match live[file_start..].rfind('.') {
         Some(dot) => {

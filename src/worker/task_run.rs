@@ -13,13 +13,13 @@ use tokio::sync::watch;
 
 use super::artifacts::Publisher;
 use super::live_log::LiveLog;
+use super::metrics::{INTERNAL_ERROR, RESOURCE_UNAVAILABLE, WORKER_METRICS};
 use super::payload::log_names;
 use super::resolution::{self, Abort, Artifacts, Outcome, Problem, Resolution};
 use super::{Identity, Worker};
 use crate::auth::{Credentials, ScopeSet};
 use crate::client::{Error, QueueClient};
 use crate::model::Timestamp;
-use crate::projections::metrics::{INTERNAL_ERROR, RESOURCE_UNAVAILABLE, WORKER_METRICS};
 
 /// The client of a run, signing with the run's current credentials.
 pub type SharedClient = Rc<RefCell<QueueClient>>;

@@ -15,12 +15,12 @@ use super::template;
 use crate::api::blobs::{self, BlobId};
 use crate::api::call::{Body, Call};
 use crate::api::pagination::{self, MAX_LIMIT};
+use crate::api::response;
 use crate::api::server::State;
-use crate::api::{ApiError, ErrorCode, response};
 use crate::auth::ScopeExpression;
 use crate::engine::task::Command;
 use crate::model::artifact::is_artifact_name;
-use crate::model::{Artifact, Slugid, Storage, Task, Timestamp};
+use crate::model::{ApiError, Artifact, ErrorCode, Slugid, Storage, Task, Timestamp};
 
 pub(crate) static CREATE_ARTIFACT: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:create-artifact:<taskId>/<runId>")));

@@ -12,13 +12,13 @@ use super::tasks::ChangePriorityRequest;
 use super::template;
 use crate::api::call::{Body, Call};
 use crate::api::pagination::{self, MAX_LIMIT};
+use crate::api::response;
 use crate::api::server::State;
-use crate::api::{ApiError, ErrorCode, response};
 use crate::auth::ScopeExpression;
 use crate::engine::group::{GroupCommand, group_not_found};
 use crate::engine::index::Listing;
 use crate::engine::task::Command;
-use crate::model::{Task, TaskGroup};
+use crate::model::{ApiError, ErrorCode, Task, TaskGroup};
 
 static LIST_TASK_GROUP: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:list-task-group:<taskGroupId>")));

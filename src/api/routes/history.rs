@@ -10,8 +10,9 @@ use serde_json::json;
 use super::tasks::{GET_TASK, load};
 use crate::api::call::{Body, Call};
 use crate::api::pagination::{self, MAX_LIMIT};
+use crate::api::response;
 use crate::api::server::State;
-use crate::api::{ApiError, response};
+use crate::model::ApiError;
 use crate::model::{
     HistoryEvent, HistoryRecord, Priority, ReasonCreated, ReasonResolved, Slugid, Task, Timestamp,
 };

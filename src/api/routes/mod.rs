@@ -14,6 +14,7 @@ use actix_web::{guard, web};
 use super::response;
 use super::sessions;
 use crate::auth::ScopeExpression;
+use crate::model::{ApiError, ErrorCode};
 
 /// Registers every endpoint under the API's base path. A path that exists with another method
 /// answers as an unknown route does (Taskcluster's router knows no 405).
@@ -189,12 +190,12 @@ pub(super) fn get() -> actix_web::Route {
 }
 
 /// `InputValidationError` naming the input schema and each problem, if there are any.
-pub(super) fn input_problems(schema: &str, problems: Vec<String>) -> Result<(), super::ApiError> {
+pub(super) fn input_problems(schema: &str, problems: Vec<String>) -> Result<(), ApiError> {
     if problems.is_empty() {
         return Ok(());
     }
-    Err(super::ApiError::new(
-        super::ErrorCode::InputValidationError,
+    Err(ApiError::new(
+        ErrorCode::InputValidationError,
         format!(
             "the request does not match {schema}:\n{}",
             problems.join("\n")

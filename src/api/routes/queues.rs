@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use super::{input_problems, template};
 use crate::api::call::{Body, Call};
 use crate::api::pagination::{self, MAX_LIMIT};
+use crate::api::response;
 use crate::api::server::State;
-use crate::api::{ApiError, ErrorCode, response};
 use crate::auth::ScopeExpression;
 use crate::engine::index::Listing;
 use crate::engine::workers::{
@@ -23,7 +23,7 @@ use crate::engine::workers::{
     task_queue_expires,
 };
 use crate::model::task::is_worker_identifier;
-use crate::model::{Event, QuarantineChange, Timestamp};
+use crate::model::{ApiError, ErrorCode, Event, QuarantineChange, Timestamp};
 
 static COUNTS: LazyLock<ScopeExpression> = LazyLock::new(|| {
     template(json!({"AllOf": [

@@ -14,12 +14,12 @@ use super::groups::task_entry;
 use super::template;
 use crate::api::call::{Body, Call};
 use crate::api::pagination::{self, MAX_LIMIT};
+use crate::api::response;
 use crate::api::server::State;
-use crate::api::{ApiError, response};
 use crate::auth::ScopeExpression;
 use crate::engine::index::Listing;
 use crate::engine::task::Command;
-use crate::model::{CreateTaskRequest, Priority, Slugid, Task, TaskDefinition};
+use crate::model::{ApiError, CreateTaskRequest, Priority, Slugid, Task, TaskDefinition};
 
 pub(super) static GET_TASK: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:get-task:<taskId>")));

@@ -14,15 +14,17 @@ use super::tasks::status_reply;
 use super::{input_problems, template};
 use crate::api::call::{Body, Call};
 use crate::api::server::State;
-use crate::api::{ApiError, ErrorCode, connection, response};
+use crate::api::{connection, response};
 use crate::auth::Credentials;
 use crate::auth::ScopeExpression;
 use crate::auth::credentials::{ClaimedRun, task_credentials};
 use crate::engine::ClaimWork;
 use crate::engine::task::Command;
+use crate::metrics::METRICS;
 use crate::model::task::is_worker_identifier;
-use crate::model::{ExceptionReason, Slugid, Task, TaskDefinition, TaskStatus, Timestamp};
-use crate::projections::metrics::METRICS;
+use crate::model::{
+    ApiError, ErrorCode, ExceptionReason, Slugid, Task, TaskDefinition, TaskStatus, Timestamp,
+};
 
 static CLAIM_WORK: LazyLock<ScopeExpression> = LazyLock::new(|| {
     template(json!({"AllOf": [

@@ -14,15 +14,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::call::{Body, Call};
+use super::response;
 use super::routes::template;
 use super::routes::work::RECLAIM_TASK;
 use super::server::State;
 use super::websocket;
-use super::{ApiError, ErrorCode, response};
 use crate::auth::ScopeExpression;
 use crate::engine::task::Command;
 use crate::model::interactive::{Control, MAX_DATA};
-use crate::model::{RunState, Session, SessionEnd, Slugid, Task, Timestamp};
+use crate::model::{ApiError, ErrorCode, RunState, Session, SessionEnd, Slugid, Task, Timestamp};
 use registry::{Ending, Registry, bad_ticket};
 
 static CREATE_SESSION: LazyLock<ScopeExpression> = LazyLock::new(|| session_scopes("create"));

@@ -12,9 +12,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::websocket::Writer;
-use crate::api::{ApiError, ErrorCode};
 use crate::model::interactive::Control;
-use crate::model::{SessionEnd, Slugid};
+use crate::model::{ApiError, ErrorCode, SessionEnd, Slugid};
 use crate::settings::SessionSettings;
 
 /// A run, as sessions and control channels are keyed.

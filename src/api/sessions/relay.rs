@@ -10,12 +10,11 @@ use actix_http::ws::{self, CloseCode};
 use actix_web::web::{Bytes, Data};
 
 use super::registry::{Ending, RunKey, Shared, UserAttach};
-use crate::api::ApiError;
 use crate::api::server::State;
 use crate::api::websocket::{Incoming, Reader, Writer, close_reason};
 use crate::engine::task::Command;
 use crate::model::interactive::{self, Control, Frame};
-use crate::model::{SessionEnd, Slugid};
+use crate::model::{ApiError, SessionEnd, Slugid};
 
 /// How often both sides are pinged.
 const KEEPALIVE: Duration = Duration::from_secs(20);

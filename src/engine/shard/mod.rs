@@ -36,15 +36,15 @@ use super::pending::PendingRun;
 use super::store::{self, Expiring, Expiry};
 use super::task::{self, Command, ResolvedDependency};
 use super::workers::{self, WorkerDirectory, WorkerName};
-use crate::api::{ApiError, ErrorCode};
 use crate::log::{Entry, EventLog, Offset, codec};
+use crate::metrics::{METRICS, Metrics};
+use crate::model::{ApiError, ErrorCode};
 use crate::model::{
     Envelope, Event, RunState, Slugid, Storage, Task, TaskGroup, Timestamp, Worker, worker_key,
 };
 use crate::projections::bus::Bus;
 use crate::projections::exchanges::{self, Message};
 use crate::projections::kafka::{Checkpoint, ExchangeTopics};
-use crate::projections::metrics::{METRICS, Metrics};
 use state::{PartitionState, is_resolved};
 use timers::{Timer, Timers};
 
@@ -307,7 +307,7 @@ impl TaskShard {
         self.context
             .resolver
             .do_send(dependencies::Forget(task.task_id));
-        let blobs = crate::api::blobs::task_dir(&self.context.data_dir, task.task_id);
+        let blobs = crate::blob_files::task_dir(&self.context.data_dir, task.task_id);
         let durable = self.when_durable(());
         actix::spawn(async move {
             if durable.await.is_err() {
@@ -649,7 +649,7 @@ impl TaskShard {
                                 )
                             });
                     if expired {
-                        blobs.push(crate::api::blobs::blob_file(
+                        blobs.push(crate::blob_files::blob_file(
                             &self.context.data_dir,
                             *task_id,
                             *run_id,

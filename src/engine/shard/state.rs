@@ -33,6 +33,9 @@ pub struct PartitionState {
     new_tasks: BTreeSet<Slugid>,
     /// Of those, the ones that replace an expired task of the same id the store still holds.
     replacing: BTreeSet<Slugid>,
+    /// Where each of those was defined again, until the store no longer holds the old one:
+    /// the store's history records before it are the old task's.
+    redefined_at: HashMap<Slugid, Offset>,
     /// List entries (group · task, dependency · task) of tasks not yet in a completed flush.
     fresh_members: BTreeSet<(Slugid, Slugid)>,
     fresh_dependents: BTreeSet<(Slugid, Slugid)>,
@@ -76,6 +79,7 @@ impl PartitionState {
             changed_workers: BTreeSet::new(),
             new_tasks: BTreeSet::new(),
             replacing: BTreeSet::new(),
+            redefined_at: HashMap::new(),
             fresh_members: BTreeSet::new(),
             fresh_dependents: BTreeSet::new(),
             faulted: Vec::new(),
@@ -195,7 +199,11 @@ impl PartitionState {
             ) => {
                 // Defined once: a repeat changes nothing.
                 if was_resolved.is_none() {
-                    self.changed_tasks.insert(*task_id, generation);
+                    // Defined again after it expired, before the store forgot the old one.
+                    if self.changed_tasks.insert(*task_id, generation).is_some() {
+                        self.replacing.insert(*task_id);
+                        self.redefined_at.insert(*task_id, offset);
+                    }
                     self.new_tasks.insert(*task_id);
                     self.fresh_members
                         .insert((definition.task_group_id, *task_id));
@@ -361,6 +369,8 @@ impl PartitionState {
         for (task_id, offset, _) in &taken.flush.history {
             self.history_flushing.remove(&(*task_id, *offset));
         }
+        let written = taken.flush.offset;
+        self.redefined_at.retain(|_, at| *at >= written);
         for id in candidates {
             if !self.changed_tasks.contains_key(&id)
                 && self
@@ -438,6 +448,9 @@ impl PartitionState {
         limit: usize,
     ) -> Result<Vec<HistoryRecord>, store::Error> {
         let mut encoded = self.store.history(task_id, after, limit)?;
+        if let Some(redefined) = self.redefined_at.get(&task_id) {
+            encoded.retain(|(offset, _)| offset >= redefined);
+        }
         let from = after.map_or(0, |after| after.saturating_add(1));
         for held in [&self.history_flushing, &self.history] {
             for ((_, offset), record) in held.range((task_id, from)..=(task_id, Offset::MAX)) {

@@ -292,7 +292,7 @@ impl Writer {
     fn synced(&self, index: usize, result: io::Result<()>) -> Result<(), Error> {
         let tail = &self.tails[index];
         result.map_err(|error| Error::io("syncing", &tail.path, error))?;
-        crate::projections::metrics::METRICS
+        crate::metrics::METRICS
             .log_append_batch_events
             .observe(tail.framed as f64);
         Ok(())

@@ -1,11 +1,12 @@
 //! Bindings of listeners to exchanges, with AMQP topic semantics: a routing key is words
 //! joined by `.`; in a pattern `*` matches exactly one word and `#` zero or more. A binding
 //! matches a message when its pattern matches the primary routing key or any CC key
-//! (`route.<route>`), as a Pulse queue bound to the exchange would receive it.
+//! (`route.<route>`), as a Pulse queue bound to the exchange would receive it. The queue's
+//! listener API and `taskfold listen` read bindings alike.
 
 use std::fmt;
 
-use super::exchanges::{Exchange, Message};
+use super::exchange::Exchange;
 
 #[derive(Clone, PartialEq, Eq, Debug)]
 enum Word {
@@ -97,10 +98,6 @@ impl Binding {
         })
     }
 
-    pub fn matches(&self, message: &Message) -> bool {
-        self.matches_keys(message.exchange, &message.routing_key, &message.routes)
-    }
-
     /// Whether a message of `exchange` with this primary routing key and these routes (CC
     /// keys `route.<route>`) matches.
     pub fn matches_keys(&self, exchange: Exchange, routing_key: &str, routes: &[String]) -> bool {
@@ -117,11 +114,6 @@ impl fmt::Display for Binding {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "{} {}", self.exchange, self.pattern)
     }
-}
-
-/// Whether any of `bindings` matches (a message reaches a listener once however many match).
-pub fn any_matches(bindings: &[Binding], message: &Message) -> bool {
-    bindings.iter().any(|binding| binding.matches(message))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! Prometheus metrics, served at `GET /metrics`. Every metric's name, help, labels and buckets
-//! are defined here and nowhere else; names carry the `taskfold_` prefix and their unit, and no
-//! label ever holds a task id (one series per task would sink any Prometheus).
+//! Prometheus metrics, served at `GET /metrics`. Every metric of the queue has its name, help,
+//! labels and buckets defined here and nowhere else (a worker's are in `worker::metrics`);
+//! names carry the `taskfold_` prefix and their unit, and no label ever holds a task id (one
+//! series per task would sink any Prometheus). The log, the engine and the API count here, so
+//! this module sits below them all and imports only the model.
 //!
 //! Task and run metrics are counted as the task shards apply events, so they follow the log:
 //! whatever a reply could have shown is counted once.
@@ -19,11 +21,11 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use super::exchanges::Exchange;
+use crate::model::exchange::Exchange;
 use crate::model::{Envelope, Event, Slugid, Task, Timestamp};
 
 /// Seconds from a few milliseconds (claims, API calls) to hours (queue waits, builds).
-const SECONDS_BUCKETS: &[f64] = &[
+pub const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0, 900.0, 3600.0, 14400.0,
 ];
@@ -105,6 +107,19 @@ pub struct Metrics {
 
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The registries of other parts of this process whose metrics the queue's `/metrics` serves
+/// after its own (see [`serve_also`]).
+static ALSO_SERVED: Mutex<Vec<Registry>> = Mutex::new(Vec::new());
+
+/// Serves `registry` at the queue's `/metrics` too, after the queue's own metrics: a worker
+/// running in the queue's process (`taskfold up`) adds its own this way.
+pub fn serve_also(registry: Registry) {
+    ALSO_SERVED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(registry);
+}
 
 impl Metrics {
     fn new() -> Metrics {
@@ -366,91 +381,23 @@ impl Metrics {
         }
     }
 
-    /// The text exposition format.
+    /// The text exposition format: these metrics, then those of the other parts of the
+    /// process that [`serve_also`] added.
     pub fn render(&self) -> String {
-        render(&self.registry)
-    }
-}
-
-/// A worker's metrics (`taskfold worker --metrics-listen`), in a registry of their own: a
-/// worker process serves only these, and the queue's `/metrics` adds them when a worker runs
-/// in the same process (`taskfold up`).
-pub struct WorkerMetrics {
-    registry: Registry,
-    active: std::sync::atomic::AtomicBool,
-    pub tasks_running: IntGauge,
-    pub payload_start_seconds: Histogram,
-    pub engine_errors: IntCounterVec,
-}
-
-pub static WORKER_METRICS: LazyLock<WorkerMetrics> = LazyLock::new(WorkerMetrics::new);
-
-/// Kinds of engine error, as `taskfold_worker_engine_errors_total` labels them.
-pub const RESOURCE_UNAVAILABLE: &str = "resource-unavailable";
-pub const INTERNAL_ERROR: &str = "internal-error";
-const ENGINE_ERROR_KINDS: [&str; 2] = [RESOURCE_UNAVAILABLE, INTERNAL_ERROR];
-
-impl WorkerMetrics {
-    fn new() -> WorkerMetrics {
-        let metrics = WorkerMetrics {
-            registry: Registry::new(),
-            active: std::sync::atomic::AtomicBool::new(false),
-            tasks_running: IntGauge::new(
-                "taskfold_worker_tasks_running",
-                "Runs this worker is running (claimed and not yet reported).",
-            )
-            .expect("a valid metric"),
-            payload_start_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "taskfold_worker_payload_start_seconds",
-                    "From claiming a run to starting its payload (validation, image, caches, \
-                     connection).",
-                )
-                .buckets(SECONDS_BUCKETS.to_vec()),
-            )
-            .expect("a valid metric"),
-            engine_errors: IntCounterVec::new(
-                Opts::new(
-                    "taskfold_worker_engine_errors_total",
-                    "Runs ended by the engine rather than the task, by engine and kind \
-                     (resource-unavailable: an image or host not available; internal-error).",
-                ),
-                &["engine", "kind"],
-            )
-            .expect("a valid metric"),
-        };
-        for collector in [
-            Box::new(metrics.tasks_running.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(metrics.payload_start_seconds.clone()),
-            Box::new(metrics.engine_errors.clone()),
-        ] {
-            metrics
-                .registry
-                .register(collector)
-                .expect("each metric is registered once");
+        let mut text = render(&self.registry);
+        for registry in ALSO_SERVED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            text += &render(registry);
         }
-        metrics
-    }
-
-    /// A worker with `engine` runs in this process: its series exist from now on, at zero.
-    pub fn activate(&self, engine: &str) {
-        self.active
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        for kind in ENGINE_ERROR_KINDS {
-            self.engine_errors.with_label_values(&[engine, kind]);
-        }
-    }
-
-    pub fn is_active(&self) -> bool {
-        self.active.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn render(&self) -> String {
-        render(&self.registry)
+        text
     }
 }
 
-fn render(registry: &Registry) -> String {
+/// The text exposition format of `registry`.
+pub fn render(registry: &Registry) -> String {
     let mut text = Vec::new();
     // Encoding into memory fails only on metrics that break the format's rules, which
     // `new` cannot register.

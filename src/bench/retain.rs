@@ -13,10 +13,10 @@ use awc::http::Method;
 use serde::Serialize;
 use serde::de::IgnoredAny;
 
-use super::lifecycle::{self, CallLatencies};
-use super::{Error, QueueClient};
 use crate::api::access::{ROOT_ACCESS_TOKEN_VARIABLE, ROOT_CLIENT_ID};
 use crate::auth::Credentials;
+use crate::client::lifecycle::{self, CallLatencies};
+use crate::client::{Error, QueueClient};
 use crate::engine::load::{self, Fill, TaskTemplate};
 use crate::model::{Slugid, Timestamp};
 use crate::settings::Settings;
