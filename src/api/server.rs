@@ -185,8 +185,8 @@ pub async fn serve_until(
     bus.close();
     handle.stop(true).await;
     let served = running.await.map_err(std::io::Error::other)?;
-    // The partition stores catch up, so the next start has no log to replay.
-    engine.flushed().await;
+    // The partition stores catch up, so the next start has no log or journal to replay.
+    engine.seal().await;
     served
 }
 

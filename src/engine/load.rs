@@ -274,7 +274,7 @@ pub async fn fill(
         done += 1;
         progress(done);
     }
-    engine.flushed().await;
+    engine.seal().await;
     Ok(Filled {
         tasks: done,
         sample,

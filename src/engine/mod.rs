@@ -618,6 +618,13 @@ impl Engine {
             .await
     }
 
+    /// Everything in the partition stores and their memtables written out: for a clean stop,
+    /// after which a start reads nothing back into memory.
+    pub async fn seal(&self) {
+        let waits = self.shards.iter().map(|shard| shard.send(shard::Seal));
+        futures::future::join_all(waits).await;
+    }
+
     /// Resolves once every change so far is in the partition stores.
     pub async fn flushed(&self) {
         let waits = self.shards.iter().map(|shard| shard.send(Flushed));

@@ -32,12 +32,19 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::config::CompressionPolicy;
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::log::{Offset, codec};
 use crate::model::{
     Artifact, Priority, Run, Session, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker,
 };
+
+/// Journal bytes after which a store writes its memtables out as tables (fjall's least; its default is
+/// 512 MiB, all of which a start would read back into memory).
+const JOURNAL_BYTES: u64 = 64 << 20;
+/// Largest memtable of one keyspace.
+const MEMTABLE_BYTES: u64 = 8 << 20;
 
 /// The layout this build writes. A store of another layout is rebuilt from the log.
 pub const LAYOUT: u64 = 1;
@@ -276,11 +283,20 @@ impl PartitionStore {
     fn open_dir(dir: &Path, cache_bytes: u64) -> Result<PartitionStore, Error> {
         let path = dir.join("fjall");
         std::fs::create_dir_all(&path)?;
+        // Memory and the start's work stay small whatever the history: the journal is
+        // flushed into tables at JOURNAL_BYTES, so a start replays at most that much of it
+        // into memtables, and every level of the tables is compressed.
         let database = Database::builder(&path)
             .cache_size(cache_bytes.max(1 << 20))
             .worker_threads(1)
+            .max_journaling_size(JOURNAL_BYTES)
             .open()?;
-        let keyspace = |name: &str| database.keyspace(name, KeyspaceCreateOptions::default);
+        let options = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(MEMTABLE_BYTES)
+                .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
+        };
+        let keyspace = |name: &str| database.keyspace(name, options);
         Ok(PartitionStore {
             definitions: keyspace("definitions")?,
             tasks: keyspace("tasks")?,
@@ -610,6 +626,27 @@ impl PartitionStore {
             batch.remove(&self.history, guard.key()?);
         }
         Ok(())
+    }
+
+    /// Writes the memtables out as tables, so that the next start has no journal to read back
+    /// into memory (a clean stop does this).
+    pub fn seal(&self) -> Result<(), Error> {
+        for keyspace in [
+            &self.definitions,
+            &self.tasks,
+            &self.live,
+            &self.members,
+            &self.dependents,
+            &self.groups,
+            &self.workers,
+            &self.expiry,
+            &self.history,
+            &self.settling,
+            &self.meta,
+        ] {
+            keyspace.rotate_memtable_and_wait()?;
+        }
+        self.sync()
     }
 
     /// Writes everything written so far to disk (before the log below the offset is deleted).

@@ -1024,6 +1024,29 @@ impl Handler<Flushed> for TaskShard {
     }
 }
 
+/// Resolves once everything changed so far is in the store and its memtables are written out
+/// as tables: the last thing a stopping server does.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Seal;
+
+impl Handler<Seal> for TaskShard {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Seal, context: &mut Context<Self>) -> Self::Result {
+        let flushed = self.handle(Flushed, context);
+        let store = self.state.store.clone();
+        let partition = self.partition;
+        Box::pin(async move {
+            flushed.await;
+            let sealed = tokio::task::spawn_blocking(move || store.seal()).await;
+            if let Ok(Err(error)) = sealed {
+                tracing::warn!(partition, %error, "cannot write the store's memtables out");
+            }
+        })
+    }
+}
+
 /// Starts a flush (or returns the one being written).
 #[derive(Message)]
 #[rtype(result = "Shared<BoxFuture<'static, ()>>")]

@@ -62,7 +62,11 @@ pub struct Taken {
 }
 
 /// How long task resolutions are remembered for the group tracker's census at the next start.
-const SETTLING_MILLIS: i64 = 60 * 60 * 1000;
+/// The tracker asks a group's shard to record the group resolved the moment its last task
+/// resolves, and a flush writes a resolution a second or more after it, so a crash can lose a
+/// group's resolution only if the tracker lagged by this much; the next start resolves the
+/// groups of what is remembered again (idempotently).
+const SETTLING_MILLIS: i64 = 10_000;
 
 impl PartitionState {
     pub fn new(partition: u32, store: PartitionStore) -> Result<Self, store::Error> {
@@ -319,7 +323,12 @@ impl PartitionState {
             .map(|((task_id, offset), record)| (*task_id, *offset, record.clone()))
             .collect();
         self.history_flushing.extend(history);
-        flush.settling = std::mem::take(&mut self.settling);
+        let mut latest: HashMap<Slugid, Timestamp> = HashMap::new();
+        for (at, group) in std::mem::take(&mut self.settling) {
+            let entry = latest.entry(group).or_insert(at);
+            *entry = (*entry).max(at);
+        }
+        flush.settling = latest.into_iter().map(|(group, at)| (at, group)).collect();
         Taken {
             flush: Arc::new(flush),
             generation,
