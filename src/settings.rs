@@ -210,6 +210,7 @@ impl Settings {
             flush_every_events: self.queue.snapshot_every_events,
             store_cache_bytes: self.store.cache_mb << 20,
             clock: crate::engine::clock::Clock::System,
+            log_retention: self.log.retention(),
             bus: crate::projections::bus::BusOptions {
                 resume_messages: self.events.resume_messages,
                 listener_buffer_messages: self.events.listener_buffer_messages,

@@ -511,3 +511,67 @@ proptest! {
         }
     }
 }
+
+/// Retention deletes whole sealed segments below the offset asked and older than the time
+/// asked, never the active one; the log then starts later, keeps its offsets, reopens, and
+/// takes appends as before.
+#[test]
+fn retention_deletes_old_segments_below_an_offset_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        segment_bytes: 2048,
+        preallocate_bytes: 0,
+        ..options(1)
+    };
+    let key = Slugid::nice();
+    let written: Vec<Envelope> = (0..200).map(|i| reclaim(key, i)).collect();
+    let log = EmbeddedLog::open(dir.path(), options.clone()).unwrap();
+    append_all(&log, &written);
+    let segments = || {
+        embedded::segment::list(&embedded::partition_dir(dir.path(), 0))
+            .unwrap()
+            .0
+    };
+    let before = segments();
+    assert!(before.len() > 4, "{} segments", before.len());
+
+    // Too recent: nothing goes.
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    assert_eq!(log.delete_before(0, 150, an_hour_ago).unwrap(), 0);
+    assert_eq!(segments().len(), before.len());
+
+    // Old enough: every segment wholly below offset 150 goes, and no other.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    let deleted = log.delete_before(0, 150, later).unwrap();
+    let after = segments();
+    assert!(!after.is_empty() && after.len() < before.len());
+    let start = after[0].base;
+    assert!(start <= 150, "{start}");
+    assert_eq!(deleted, start);
+    assert!(before.iter().any(|segment| segment.base == start));
+    // Everything from the start is there; before it, the log says what it holds.
+    let mut seen = Vec::new();
+    log.read(0, start, &mut |offset, payload| {
+        seen.push((offset, codec::decode::<Envelope>(payload)?));
+        Ok(())
+    })
+    .unwrap();
+    let expected: Vec<(u64, Envelope)> = (start..200)
+        .map(|o| (o, written[o as usize].clone()))
+        .collect();
+    assert_eq!(seen, expected);
+    assert!(matches!(
+        log.read(0, 0, &mut |_, _| Ok(())),
+        Err(Error::OffsetOutOfRange { start: kept, .. }) if kept == start
+    ));
+    // Even past the end, the active segment stays.
+    log.delete_before(0, 10_000, later).unwrap();
+    assert_eq!(segments().last().unwrap().base, after.last().unwrap().base);
+    drop(log);
+
+    let log = EmbeddedLog::open(dir.path(), options).unwrap();
+    assert!(log.recoveries().is_empty());
+    assert_eq!(log.high_watermark(0).unwrap(), 200);
+    append_all(&log, &[reclaim(key, 200)]);
+    assert_eq!(log.high_watermark(0).unwrap(), 201);
+}

@@ -19,6 +19,7 @@ fn settings() -> EngineSettings {
         flush_every_events: 50,
         store_cache_bytes: 16 << 20,
         clock: taskfold::engine::clock::Clock::System,
+        log_retention: None,
         ..taskfold::settings::Settings::defaults().engine_settings()
     }
 }

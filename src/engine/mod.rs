@@ -62,6 +62,8 @@ pub struct EngineSettings {
     pub bus: BusOptions,
     /// Where the engine reads the time.
     pub clock: clock::Clock,
+    /// How long the log keeps what the stores no longer need (`[log] retention_hours`).
+    pub log_retention: Option<std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -121,6 +123,7 @@ impl Engine {
             task_settings: settings.task,
             flush_every_events: settings.flush_every_events.max(1),
             clock: settings.clock,
+            log_retention: settings.log_retention,
             store_cache_bytes: settings.store_cache_bytes / u64::from(log.partitions().max(1)),
             dispatcher: dispatcher.clone(),
             resolver: resolver.clone(),

@@ -89,6 +89,21 @@ pub trait EventLog: Send + Sync {
     /// high watermark as of the call, in order. Returns the offset after the last record
     /// visited. Blocking: run it off async executors.
     fn read(&self, partition: u32, from: Offset, visit: &mut Visitor<'_>) -> Result<Offset, Error>;
+
+    /// Deletes the records of `partition` that lie wholly below `offset` and were written
+    /// before `older_than`, in whole segments, as far as the backend keeps them itself; returns
+    /// how many records went. The caller has made sure nothing needs them any more (its state
+    /// below `offset` is durable elsewhere). Kafka keeps its topic's own retention, so by
+    /// default nothing is deleted. Blocking.
+    fn delete_before(
+        &self,
+        partition: u32,
+        offset: Offset,
+        older_than: std::time::SystemTime,
+    ) -> Result<u64, Error> {
+        let _ = (partition, offset, older_than);
+        Ok(0)
+    }
 }
 
 /// Refuses payloads a log cannot hold: empty ones (a record without a payload reads back as

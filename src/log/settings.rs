@@ -12,6 +12,9 @@ use super::{embedded, kafka};
 pub struct Settings {
     pub backend: Backend,
     pub partitions: u32,
+    /// Hours after which embedded-log segments the stores no longer need are deleted; 0 keeps
+    /// everything.
+    pub retention_hours: f64,
     pub embedded: embedded::Options,
     pub kafka: kafka::Options,
 }
@@ -24,6 +27,12 @@ pub enum Backend {
 }
 
 impl Settings {
+    /// How long the log keeps records that the stores no longer need; `None`: for ever.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        (self.retention_hours > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(self.retention_hours * 3600.0))
+    }
+
     pub fn embedded_options(&self) -> embedded::Options {
         embedded::Options {
             partitions: self.partitions,

@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 
+import requests
+
 import pytest
 
 from conftest import BINARY, claim, new_task_id, task_definition, wait_for
@@ -106,3 +108,48 @@ def test_inspect_shows_each_store_offset_beside_the_log_end(fresh_server, task_q
                             capture_output=True, text=True, check=True).stdout
     assert report.count("store: reflects offsets ..") == len(store_dirs(server)), report
     assert "0 behind the log's end" in report, report
+
+
+RETENTION_CONFIG = """
+[log]
+retention_hours = 0.0001
+
+[log.embedded]
+segment_bytes = 4096
+preallocate_bytes = 0
+"""
+
+
+def segment_counts(server):
+    return [len(glob.glob(os.path.join(directory, "*.seg")))
+            for directory in sorted(glob.glob(os.path.join(server.data_dir, "log", "partition-*")))]
+
+
+def test_retention_deletes_the_log_the_stores_hold_and_nothing_is_lost(tmp_path_factory,
+                                                                         task_queue_id):
+    from conftest import make_server
+    server = make_server(tmp_path_factory, RETENTION_CONFIG).start()
+    try:
+        statuses = fill(server, task_queue_id)
+        queue = server.queue()
+        for _ in range(150):
+            queue.createTask(new_task_id(), task_definition(task_queue_id + "-filler"))
+        grown = segment_counts(server)
+        assert max(grown) > 1, grown
+        # The stores flush within a second; retention runs every ten.
+        assert wait_for(lambda: sum(segment_counts(server)) < sum(grown), timeout=40), \
+            (grown, segment_counts(server))
+        server.kill()
+        report = subprocess.run([BINARY, "log", "inspect", "--data-dir", server.data_dir],
+                                capture_output=True, text=True, check=True).stdout
+        assert "offsets 0.." not in report or report.count("offsets 0..") < len(grown), report
+        server.start()
+        queue = server.queue()
+        for task_id, status in statuses.items():
+            assert queue.status(task_id)["status"] == status
+            assert queue.task(task_id)["taskQueueId"].startswith(task_queue_id)
+            # The history outlives the log it was read from.
+            history = requests.get(server.api(f"/task/{task_id}/history")).json()["events"]
+            assert history[0]["kind"] == "task-defined", history
+    finally:
+        server.stop()

@@ -69,6 +69,8 @@ pub struct ShardContext {
     /// Set by the first failed append: from then on the shard refuses everything.
     pub health: LogHealth,
     pub clock: Clock,
+    /// How long the log keeps records the store no longer needs; `None`: for ever.
+    pub log_retention: Option<Duration>,
 }
 
 type Barrier = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -81,6 +83,8 @@ pub type Reply<T> = BoxFuture<'static, Result<T, ApiError>>;
 
 /// How often the shard looks for changes to flush and for due expiries.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Every how many housekeeping rounds the log's retention is applied.
+const RETENTION_ROUNDS: u64 = 10;
 /// Most expiry entries handled per housekeeping round.
 const EXPIRIES_PER_ROUND: usize = 1_000;
 
@@ -105,6 +109,11 @@ pub struct TaskShard {
     wake: Option<(Timestamp, SpawnHandle)>,
     /// Expiry entries handled and not yet removed from the store by a flush.
     expiring: HashSet<Expiry>,
+    /// Housekeeping rounds so far.
+    rounds: u64,
+    /// Whether a deletion of old log segments is under way.
+    retaining: bool,
+    self_address: Option<Addr<TaskShard>>,
     /// The exchange messages of each commit, published in order once durable.
     outbox: Option<mpsc::UnboundedSender<Outgoing>>,
     /// With exchange topics: where the replay left their publishing, and the messages it
@@ -597,13 +606,56 @@ impl TaskShard {
         flushing
     }
 
-    /// Every second: flushes what changed, and handles due expiries.
+    /// Every second: flushes what changed, and handles due expiries; now and then, deletes
+    /// the log the store no longer needs.
     fn housekeeping(&mut self, context: &mut Context<Self>) {
         if self.context.health.is_failed() {
             return;
         }
         self.expire_due(context);
         let _ = self.flush(context);
+        self.rounds += 1;
+        if self.rounds % RETENTION_ROUNDS == 0 {
+            self.apply_retention();
+        }
+    }
+
+    /// Deletes log segments below the store's offset older than `[log] retention_hours`,
+    /// after syncing the store, so that what the log no longer holds is on disk there.
+    fn apply_retention(&mut self) {
+        let Some(retention) = self.context.log_retention else {
+            return;
+        };
+        if self.retaining {
+            return;
+        }
+        self.retaining = true;
+        let store = self.state.store.clone();
+        let log = self.context.log.clone();
+        let partition = self.partition;
+        let older_than = std::time::SystemTime::now() - retention;
+        let done = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let offset = store.offset().map_err(|error| error.to_string())?;
+            store.sync().map_err(|error| error.to_string())?;
+            log.delete_before(partition, offset, older_than)
+                .map_err(|error| error.to_string())
+        });
+        let finished = async move {
+            match done.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(partition, %error, "cannot apply the log's retention")
+                }
+                Err(error) => tracing::warn!(partition, %error, "log retention failed"),
+            }
+        };
+        let shard = self.self_address.clone();
+        actix::spawn(async move {
+            finished.await;
+            if let Some(shard) = shard {
+                shard.do_send(RetentionDone);
+            }
+        });
     }
 
     /// Handles the store's expiry entries due now: tasks and groups past `expires` are
@@ -775,6 +827,7 @@ impl Actor for TaskShard {
             kafka,
         ));
         self.outbox = Some(outbox);
+        self.self_address = Some(context.address());
         self.announce_all();
         self.rearm(context);
         context.run_interval(HOUSEKEEPING, |shard, context| shard.housekeeping(context));
@@ -1000,6 +1053,19 @@ impl Handler<Count> for TaskShard {
             }
             Listing::Pending(_) | Listing::Running(_) => self.indexes.count(&listing),
         }
+    }
+}
+
+/// A deletion of old log segments finished.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RetentionDone;
+
+impl Handler<RetentionDone> for TaskShard {
+    type Result = ();
+
+    fn handle(&mut self, _: RetentionDone, _: &mut Context<Self>) {
+        self.retaining = false;
     }
 }
 

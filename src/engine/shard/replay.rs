@@ -62,7 +62,7 @@ impl TaskShard {
             .map_or(Offset::MAX, |recovery| recovery.checkpoint.offset);
         let every = context.flush_every_events;
         let mut since_flush = 0;
-        let end = context.log.read(partition, start, &mut |offset, payload| {
+        let read = context.log.read(partition, start, &mut |offset, payload| {
             let envelope = codec::decode::<Envelope>(payload)?;
             state.fault_for(&envelope).map_err(store_error)?;
             match &mut rederiving {
@@ -77,7 +77,17 @@ impl TaskShard {
                 flush_now(&mut state, offset + 1, &context)?;
             }
             Ok(())
-        })?;
+        });
+        let end = match read {
+            Err(crate::log::Error::OffsetOutOfRange { start: kept, .. }) if kept > start => {
+                return Err(crate::log::Error::Config(format!(
+                    "partition {partition}: the state must be replayed from offset {start}, but \
+                     the log's retention deleted the records before {kept}; restore the \
+                     partition store from a backup (or start on an empty data directory)"
+                )));
+            }
+            read => read?,
+        };
         if let Some(rederiving) = &mut rederiving {
             rederiving.finish_run(&state);
         }
@@ -117,6 +127,9 @@ impl TaskShard {
             timers: Timers::default(),
             wake: None,
             expiring: HashSet::new(),
+            rounds: 0,
+            retaining: false,
+            self_address: None,
             outbox: None,
             recovered,
             exchange_progress: None,

@@ -352,6 +352,52 @@ impl EventLog for EmbeddedLog {
         }
         Ok(view.end)
     }
+
+    /// Deletes sealed segments whose records all lie below `offset` and that were last
+    /// written before `older_than`. The active segment always stays, so a partition keeps at
+    /// least one segment and its offsets go on from where they were.
+    fn delete_before(
+        &self,
+        partition: u32,
+        offset: Offset,
+        older_than: std::time::SystemTime,
+    ) -> Result<u64, Error> {
+        let (gone, first_kept) = {
+            let mut view = lock(self.view(partition)?);
+            let mut keep_from = 0;
+            for pair in view.segments.windows(2) {
+                let (segment, next) = (&pair[0], &pair[1]);
+                let old = std::fs::metadata(&segment.path)
+                    .and_then(|metadata| metadata.modified())
+                    .is_ok_and(|modified| modified < older_than);
+                if next.base > offset || !old {
+                    break;
+                }
+                keep_from += 1;
+            }
+            // Readers see the shorter log before any file goes.
+            let gone: Vec<SegmentFile> = view.segments.drain(..keep_from).collect();
+            (gone, view.segments[0].base)
+        };
+        let records = gone
+            .first()
+            .map_or(0, |first| first_kept.saturating_sub(first.base));
+        for segment in &gone {
+            std::fs::remove_file(&segment.path)
+                .map_err(|error| Error::io("deleting", &segment.path, error))?;
+        }
+        if let Some(segment) = gone.first() {
+            let dir = segment.path.parent().unwrap_or(Path::new("."));
+            sync_dir(dir)?;
+            tracing::info!(
+                partition,
+                segments = gone.len(),
+                records,
+                "deleted log segments past retention"
+            );
+        }
+        Ok(records)
+    }
 }
 
 impl Drop for EmbeddedLog {
