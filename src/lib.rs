@@ -18,7 +18,18 @@
 //!   the engine, the API, the projections or the log.
 //!
 //! [`settings`] reads the configuration into the types each part defines (the log's are
-//! [`log::Settings`]); `main` and [`local`] put the parts together.
+//! [`log::Settings`]); `main`, [`local`] and [`bench`] put the parts together.
+//!
+//! ## State beyond memory
+//!
+//! The log is the source of truth; each partition's folded state lives in an embedded disk
+//! store (`engine::store`, fjall), so retained history costs disk, not memory. A shard keeps
+//! in memory only live work (unresolved tasks, their timers and pending hints, the workers)
+//! and what changed since its last write to the store (`engine::shard::state`). It writes the
+//! store in atomic batches that carry the log offset they reflect, only once those events are
+//! durable, so the store lags the log and never runs ahead of it; a start opens the store and
+//! replays the log after its offset (`engine::shard::replay`), rebuilding a store that is
+//! missing or damaged from the whole log.
 //!
 //! ## What is never lost
 //!
@@ -27,8 +38,11 @@
 //! - Opening the embedded log cuts only a torn tail, bytes that no valid record follows. Damage
 //!   that a valid record follows refuses the start and changes nothing; `taskfold log repair`
 //!   keeps the records before it and copies the rest aside (`log::embedded::recovery`).
-//! - A failed append is crash-only: from then on nothing answers from the state in memory, and
-//!   the server exits so that a restart replays what the log holds (`engine::health`).
+//! - A failed append (or store write) is crash-only: from then on nothing answers from the
+//!   state in memory, and the server exits so that a restart replays what the log holds
+//!   (`engine::health`).
+//! - Log retention (`[log] retention_hours`) deletes only segments wholly below a store's
+//!   offset after syncing that store; a start that would need deleted records refuses.
 #![forbid(unsafe_code)]
 
 pub mod api;
