@@ -46,8 +46,8 @@ pub struct PartitionState {
     expired: Vec<Expiry>,
     /// History records not yet in a completed flush, by task and offset.
     history: BTreeMap<(Slugid, Offset), Vec<u8>>,
-    /// Those of them in a flush taken and not yet written.
-    history_flushing: BTreeMap<(Slugid, Offset), Vec<u8>>,
+    /// The flush taken and not yet written, whose history records are read from it.
+    flushing: Option<Arc<Flush>>,
     settling: Vec<(Timestamp, Slugid)>,
     /// The generation changes are stamped with now.
     generation: Generation,
@@ -90,7 +90,7 @@ impl PartitionState {
             expiries: Vec::new(),
             expired: Vec::new(),
             history: BTreeMap::new(),
-            history_flushing: BTreeMap::new(),
+            flushing: None,
             settling: Vec::new(),
             generation: 1,
             partition,
@@ -317,20 +317,20 @@ impl PartitionState {
         }
         flush.expiries = std::mem::take(&mut self.expiries);
         flush.expired = std::mem::take(&mut self.expired);
-        let history = std::mem::take(&mut self.history);
-        flush.history = history
-            .iter()
-            .map(|((task_id, offset), record)| (*task_id, *offset, record.clone()))
+        flush.history = std::mem::take(&mut self.history)
+            .into_iter()
+            .map(|((task_id, offset), record)| (task_id, offset, record))
             .collect();
-        self.history_flushing.extend(history);
         let mut latest: HashMap<Slugid, Timestamp> = HashMap::new();
         for (at, group) in std::mem::take(&mut self.settling) {
             let entry = latest.entry(group).or_insert(at);
             *entry = (*entry).max(at);
         }
         flush.settling = latest.into_iter().map(|(group, at)| (at, group)).collect();
+        let flush = Arc::new(flush);
+        self.flushing = Some(flush.clone());
         Taken {
-            flush: Arc::new(flush),
+            flush,
             generation,
             new,
         }
@@ -375,9 +375,7 @@ impl PartitionState {
                 self.fresh_dependents.retain(|(_, task)| task != task_id);
             }
         }
-        for (task_id, offset, _) in &taken.flush.history {
-            self.history_flushing.remove(&(*task_id, *offset));
-        }
+        self.flushing = None;
         let written = taken.flush.offset;
         self.redefined_at.retain(|_, at| *at >= written);
         for id in candidates {
@@ -461,14 +459,23 @@ impl PartitionState {
             encoded.retain(|(offset, _)| offset >= redefined);
         }
         let from = after.map_or(0, |after| after.saturating_add(1));
-        for held in [&self.history_flushing, &self.history] {
-            for ((_, offset), record) in held.range((task_id, from)..=(task_id, Offset::MAX)) {
-                if encoded.len() == limit {
-                    break;
-                }
-                if encoded.last().is_none_or(|(last, _)| last < offset) {
-                    encoded.push((*offset, record.clone()));
-                }
+        let being_written = self.flushing.iter().flat_map(|flush| {
+            flush
+                .history
+                .iter()
+                .filter(move |(of, offset, _)| *of == task_id && *offset >= from)
+                .map(|(_, offset, record)| (*offset, record))
+        });
+        let unwritten = self
+            .history
+            .range((task_id, from)..=(task_id, Offset::MAX))
+            .map(|((_, offset), record)| (*offset, record));
+        for (offset, record) in being_written.chain(unwritten) {
+            if encoded.len() == limit {
+                break;
+            }
+            if encoded.last().is_none_or(|(last, _)| *last < offset) {
+                encoded.push((offset, record.clone()));
             }
         }
         encoded
