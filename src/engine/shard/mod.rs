@@ -26,7 +26,6 @@ use tokio::sync::{mpsc, watch};
 use super::clock::Clock;
 use super::dependencies::{self, DependencyResolver};
 use super::dispatcher::{Dispatcher, NotPending, Pending};
-use super::group::{self, GroupCommand};
 use super::group_tracker::{self, Census, CensusEntry, GroupTracker};
 use super::health::LogHealth;
 use super::history::HistoryPage;
@@ -34,10 +33,12 @@ use super::index::{Indexes, Listing, Position};
 use super::outbox::{self, KafkaSink, Outgoing};
 use super::pending::PendingRun;
 use super::store::{self, Expiring, Expiry};
-use super::task::{self, Command, ResolvedDependency};
 use super::workers::{self, WorkerDirectory, WorkerName};
 use crate::log::{Entry, EventLog, Offset, codec};
 use crate::metrics::{METRICS, Metrics};
+use crate::model::group::{self, GroupCommand};
+use crate::model::task::{self, Command, ResolvedDependency};
+use crate::model::worker::{self, WorkerCommand};
 use crate::model::{ApiError, ErrorCode};
 use crate::model::{
     Envelope, Event, RunState, Slugid, Storage, Task, TaskGroup, Timestamp, Worker, worker_key,
@@ -895,7 +896,7 @@ impl Handler<ExecuteGroup> for TaskShard {
 #[rtype(result = "Reply<Worker>")]
 pub struct RecordWorker {
     pub name: WorkerName,
-    pub event: Event,
+    pub command: WorkerCommand,
     /// Who asked: the clientId of the API call.
     pub client_id: Option<String>,
 }
@@ -907,7 +908,10 @@ impl Handler<RecordWorker> for TaskShard {
         let name = message.name;
         let key = worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
         let now = self.now();
-        let events = vec![(key.clone(), message.event)];
+        let events = worker::decide(message.command, now)
+            .into_iter()
+            .map(|event| (key.clone(), event))
+            .collect();
         if let Err(error) = self.commit(now, message.client_id, events) {
             return MessageResult(futures::future::ready(Err(error)).boxed());
         }

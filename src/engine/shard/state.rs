@@ -501,7 +501,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
     use crate::model::{Artifact, Priority, ReasonCreated, ReasonResolved, Storage};
 
     const TASKS: usize = 6;
