@@ -10,9 +10,12 @@
 //!
 //! - at the bottom, the vocabulary: [`model`] (with the error table, exchange names and
 //!   bindings), [`auth`], [`log`], [`metrics`] (every metric's definition) and [`blob_files`]
-//!   (where blobs live). None of them imports from the parts above.
-//! - [`engine`] and the [`projections`] it runs (exchange messages, the listener bus, the
-//!   Kafka exchange topics); neither imports the API, the worker or the CLI.
+//!   (where blobs live). None of them imports from the parts above. Each entity of the model
+//!   (`model::task`, `model::group`, `model::worker`) is one home for its definition, folded
+//!   state, pure `decide` and `apply`.
+//! - [`engine`], the actors that carry those decisions out (decide → append → apply → reply),
+//!   and the [`projections`] it runs (exchange messages, the listener bus, the Kafka exchange
+//!   topics); neither imports the API, the worker or the CLI.
 //! - [`api`], which serves the engine over HTTP and renders what listeners receive.
 //! - [`worker`] and [`client`], which reach the queue over HTTP only: they import nothing from
 //!   the engine, the API, the projections or the log.

@@ -222,8 +222,8 @@ impl Settings {
 
 impl QueueSettings {
     /// The task decisions' knobs.
-    pub fn task_settings(&self) -> crate::engine::task::Settings {
-        crate::engine::task::Settings {
+    pub fn task_settings(&self) -> crate::model::task::Settings {
+        crate::model::task::Settings {
             claim_timeout: Duration::from_secs(self.claim_timeout_seconds),
             max_deadline: Duration::from_secs(self.max_deadline_days.saturating_mul(86_400)),
         }
@@ -250,7 +250,7 @@ mod tests {
         assert!(embedded::Options::default().segment_bytes > 0);
         assert_eq!(
             settings.queue.task_settings(),
-            crate::engine::task::Settings::default()
+            crate::model::task::Settings::default()
         );
         assert_eq!(settings.api.claim_work_timeout_seconds, 20);
         assert!(settings.auth.clients.is_empty());

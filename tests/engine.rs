@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use taskfold::engine::task::{self, Command};
 use taskfold::engine::{ClaimWork, Engine, EngineSettings};
 use taskfold::log::EventLog;
 use taskfold::log::embedded::{EmbeddedLog, Options};
+use taskfold::model::task::{self, Command};
 use taskfold::model::{
     CreateTaskRequest, RunState, Slugid, Task, TaskDefinition, TaskState, Timestamp,
 };

@@ -25,7 +25,7 @@ use super::response::CallInfo;
 use super::server::State;
 use crate::auth::blob_url;
 use crate::blob_files::blob_file;
-use crate::engine::artifact::takes_artifacts;
+use crate::model::task::create_artifact::takes_artifacts;
 use crate::model::{ApiError, Artifact, ErrorCode, Slugid, Storage, Task, Timestamp};
 use crate::settings::BlobSettings;
 

@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 use actix::prelude::*;
 
 use super::Engine;
-use super::task::{Command, ResolvedDependency};
 use crate::model::ErrorCode;
 use crate::model::Slugid;
+use crate::model::task::{Command, ResolvedDependency};
 
 #[derive(Default)]
 pub struct DependencyResolver {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use actix::prelude::*;
 
 use super::Engine;
-use super::group::GroupCommand;
+use crate::model::group::GroupCommand;
 use crate::model::{Slugid, Timestamp};
 
 #[derive(Default)]

@@ -118,7 +118,7 @@ impl Indexes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
     use crate::model::{ReasonCreated, Timestamp};
     use std::sync::Arc;
 

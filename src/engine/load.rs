@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::task::Command;
 use super::{ClaimWork, Engine};
+use crate::model::task::Command;
 use crate::model::{ApiError, CreateTaskRequest, ErrorCode, Slugid, TaskDefinition, Timestamp};
 use crate::settings::Settings;
 

@@ -1,16 +1,15 @@
-//! The engine: the actors of DESIGN.md ("decide → append → apply → reply") and the pure
-//! decisions they run. Each entity has a `decide` that turns a command into events or into the
-//! Taskcluster error the caller gets; the fold in `model` says what the events mean.
+//! The engine: the actors of DESIGN.md ("decide → append → apply → reply") and their
+//! orchestration. The decisions they run are pure and live with their entities in `model`
+//! (`model::task`, `model::group`, `model::worker`): each entity's `decide` turns a command into
+//! events or into the Taskcluster error the caller gets, and its `apply` says what they mean.
 //!
 //! [`Engine`] is the cheap handle the API holds: it routes each command to the shard that owns
 //! the task's partition, parks claimWork calls at the dispatcher, and checks dependencies at
 //! creation.
 
-pub mod artifact;
 pub mod clock;
 pub mod dependencies;
 pub mod dispatcher;
-pub mod group;
 pub mod group_tracker;
 pub mod health;
 pub mod history;
@@ -20,7 +19,6 @@ pub mod outbox;
 pub mod pending;
 pub mod shard;
 pub mod store;
-pub mod task;
 pub mod workers;
 
 use std::path::PathBuf;
@@ -32,13 +30,14 @@ use serde_json::json;
 
 use crate::log::{EventLog, Offset};
 use crate::metrics::METRICS;
+use crate::model::group::GroupCommand;
+use crate::model::task::{self, Command, ResolvedDependency};
 use crate::model::{ApiError, ErrorCode};
-use crate::model::{Event, RunState, Slugid, Task, TaskDefinition, TaskGroup, Worker};
+use crate::model::{RunState, Slugid, Task, TaskDefinition, TaskGroup, Worker, WorkerCommand};
 use crate::projections::bus::{Bus, BusOptions};
 use crate::projections::kafka::ExchangeTopics;
 use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
-use group::GroupCommand;
 use group_tracker::GroupTracker;
 use history::HistoryPage;
 use index::{Listing, Position};
@@ -46,7 +45,6 @@ use shard::{
     Count, Execute, ExecuteGroup, Flushed, Get, GetGroup, List, RecordWorker, ShardContext,
     TaskShard, Waiting,
 };
-use task::{Command, ResolvedDependency};
 use workers::{WorkerDirectory, WorkerName};
 
 /// The engine's settings (the `[queue]` section of the configuration).
@@ -605,7 +603,7 @@ impl Engine {
     pub async fn record_worker(
         &self,
         name: WorkerName,
-        event: Event,
+        command: WorkerCommand,
         client_id: Option<String>,
     ) -> Result<Worker, ApiError> {
         let key =
@@ -613,7 +611,7 @@ impl Engine {
         self.shard_of(&key)
             .send(RecordWorker {
                 name,
-                event,
+                command,
                 client_id,
             })
             .await

@@ -128,7 +128,7 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
     use crate::model::{Envelope, Event, Slugid, Timestamp};
     use std::sync::Arc;
 

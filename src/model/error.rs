@@ -1,6 +1,6 @@
 //! The one error type of every call on the queue, and the one table from Taskcluster's error
 //! codes to HTTP statuses. It sits in the model because what a decision may not do is what the
-//! caller is told: the model's validation, authentication and the engine's decisions return it,
+//! caller is told: the model's validation and decisions and authentication return it,
 //! and the API writes it out in Taskcluster's shape.
 
 use std::fmt;

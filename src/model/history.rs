@@ -221,7 +221,7 @@ mod tests {
 
     use super::*;
     use crate::log::codec;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
 
     fn envelope(task_id: Slugid, client_id: Option<&str>, event: Event) -> Envelope {
         Envelope {

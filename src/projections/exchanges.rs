@@ -445,7 +445,7 @@ fn group_body(group: &TaskGroup) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
     use crate::model::{Artifact, ReasonCreated, Storage};
 
     struct Log {

@@ -18,8 +18,8 @@ use crate::api::pagination::{self, MAX_LIMIT};
 use crate::api::response;
 use crate::api::server::State;
 use crate::auth::ScopeExpression;
-use crate::engine::task::Command;
 use crate::model::artifact::is_artifact_name;
+use crate::model::task::Command;
 use crate::model::{ApiError, Artifact, ErrorCode, Slugid, Storage, Task, Timestamp};
 
 pub(crate) static CREATE_ARTIFACT: LazyLock<ScopeExpression> =

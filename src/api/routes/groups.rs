@@ -15,9 +15,9 @@ use crate::api::pagination::{self, MAX_LIMIT};
 use crate::api::response;
 use crate::api::server::State;
 use crate::auth::ScopeExpression;
-use crate::engine::group::{GroupCommand, group_not_found};
 use crate::engine::index::Listing;
-use crate::engine::task::Command;
+use crate::model::group::{GroupCommand, group_not_found};
+use crate::model::task::Command;
 use crate::model::{ApiError, ErrorCode, Task, TaskGroup};
 
 static LIST_TASK_GROUP: LazyLock<ScopeExpression> =

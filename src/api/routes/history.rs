@@ -149,7 +149,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
     use crate::model::{Entities, Envelope, Event};
 
     #[test]

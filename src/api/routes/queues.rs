@@ -23,7 +23,7 @@ use crate::engine::workers::{
     task_queue_expires,
 };
 use crate::model::task::is_worker_identifier;
-use crate::model::{ApiError, ErrorCode, Event, QuarantineChange, Timestamp};
+use crate::model::{ApiError, ErrorCode, Timestamp, WorkerCommand};
 
 static COUNTS: LazyLock<ScopeExpression> = LazyLock::new(|| {
     template(json!({"AllOf": [
@@ -617,19 +617,14 @@ pub async fn quarantine_worker(
                 ));
             }
             lookup_worker(&state, name.clone()).await?;
-            let change = QuarantineChange {
+            let quarantine = WorkerCommand::Quarantine {
                 client_id,
-                updated_at: call.now,
                 quarantine_until: input.quarantine_until,
                 quarantine_info: input.quarantine_info,
             };
             state
                 .engine
-                .record_worker(
-                    name.clone(),
-                    Event::WorkerQuarantined { change },
-                    call.client_id(),
-                )
+                .record_worker(name.clone(), quarantine, call.client_id())
                 .await?;
             let worker = lookup_worker(&state, name).await?;
             Ok(response::json(StatusCode::OK, &worker.to_json()))
@@ -667,7 +662,7 @@ pub async fn declare_worker(state: Data<State>, request: HttpRequest, body: Body
                 .engine
                 .record_worker(
                     name.clone(),
-                    Event::WorkerDeclared {
+                    WorkerCommand::Declare {
                         expires: input.expires,
                     },
                     call.client_id(),

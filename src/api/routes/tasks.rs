@@ -18,7 +18,7 @@ use crate::api::response;
 use crate::api::server::State;
 use crate::auth::ScopeExpression;
 use crate::engine::index::Listing;
-use crate::engine::task::Command;
+use crate::model::task::Command;
 use crate::model::{ApiError, CreateTaskRequest, Priority, Slugid, Task, TaskDefinition};
 
 pub(super) static GET_TASK: LazyLock<ScopeExpression> =
@@ -392,7 +392,7 @@ pub async fn list_dependent_tasks(
 mod tests {
     use super::*;
     use crate::auth::ScopeSet;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
 
     #[test]
     fn create_task_scopes_follow_taskclusters_template() {

@@ -19,8 +19,8 @@ use crate::auth::Credentials;
 use crate::auth::ScopeExpression;
 use crate::auth::credentials::{ClaimedRun, task_credentials};
 use crate::engine::ClaimWork;
-use crate::engine::task::Command;
 use crate::metrics::METRICS;
+use crate::model::task::Command;
 use crate::model::task::is_worker_identifier;
 use crate::model::{
     ApiError, ErrorCode, ExceptionReason, Slugid, Task, TaskDefinition, TaskStatus, Timestamp,

@@ -20,8 +20,8 @@ use super::routes::work::RECLAIM_TASK;
 use super::server::State;
 use super::websocket;
 use crate::auth::ScopeExpression;
-use crate::engine::task::Command;
 use crate::model::interactive::{Control, MAX_DATA};
+use crate::model::task::Command;
 use crate::model::{ApiError, ErrorCode, RunState, Session, SessionEnd, Slugid, Task, Timestamp};
 use registry::{Ending, Registry, bad_ticket};
 

@@ -12,8 +12,8 @@ use actix_web::web::{Bytes, Data};
 use super::registry::{Ending, RunKey, Shared, UserAttach};
 use crate::api::server::State;
 use crate::api::websocket::{Incoming, Reader, Writer, close_reason};
-use crate::engine::task::Command;
 use crate::model::interactive::{self, Control, Frame};
+use crate::model::task::Command;
 use crate::model::{ApiError, SessionEnd, Slugid};
 
 /// How often both sides are pinged.

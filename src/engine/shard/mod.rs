@@ -26,7 +26,6 @@ use tokio::sync::{mpsc, watch};
 use super::clock::Clock;
 use super::dependencies::{self, DependencyResolver};
 use super::dispatcher::{Dispatcher, NotPending, Pending};
-use super::group::{self, GroupCommand};
 use super::group_tracker::{self, Census, CensusEntry, GroupTracker};
 use super::health::LogHealth;
 use super::history::HistoryPage;
@@ -34,10 +33,12 @@ use super::index::{Indexes, Listing, Position};
 use super::outbox::{self, KafkaSink, Outgoing};
 use super::pending::PendingRun;
 use super::store::{self, Expiring, Expiry};
-use super::task::{self, Command, ResolvedDependency};
 use super::workers::{self, WorkerDirectory, WorkerName};
 use crate::log::{Entry, EventLog, Offset, codec};
 use crate::metrics::{METRICS, Metrics};
+use crate::model::group::{self, GroupCommand};
+use crate::model::task::{self, Command, ResolvedDependency};
+use crate::model::worker::{self, WorkerCommand};
 use crate::model::{ApiError, ErrorCode};
 use crate::model::{
     Envelope, Event, RunState, Slugid, Storage, Task, TaskGroup, Timestamp, Worker, worker_key,
@@ -514,7 +515,7 @@ impl TaskShard {
     /// the command set an earlier timer.
     fn after_command(&mut self, context: &mut Context<Self>) {
         if self.events_since_flush >= self.context.flush_every_events {
-            let _ = self.flush(context);
+            self.flush(context);
         }
         self.rearm(context);
     }
@@ -522,12 +523,9 @@ impl TaskShard {
     /// Writes the changes since the last flush to the store, once every event they reflect
     /// is durable (and, with exchange topics, delivered). One flush at a time: while one is
     /// being written, this returns it.
-    fn flush(&mut self, context: &mut Context<Self>) -> Shared<BoxFuture<'static, ()>> {
-        if let Some(flushing) = &self.flushing {
-            return flushing.clone();
-        }
-        if self.events_since_flush == 0 && !self.state.has_changes() {
-            return futures::future::ready(()).boxed().shared();
+    fn flush(&mut self, context: &mut Context<Self>) {
+        if self.flushing.is_some() || self.events_since_flush == 0 && !self.state.has_changes() {
+            return;
         }
         self.events_since_flush = 0;
         let offset = self.next_offset;
@@ -581,7 +579,7 @@ impl TaskShard {
         .boxed()
         .shared();
         let flushing = write.clone().map(drop).boxed().shared();
-        self.flushing = Some(flushing.clone());
+        self.flushing = Some(flushing);
         context.spawn(write.into_actor(self).map(|written, shard, context| {
             shard.flushing = None;
             let Some(taken) = shard.in_flight.take() else {
@@ -600,10 +598,16 @@ impl TaskShard {
                 .with_label_values(&[&shard.partition.to_string()])
                 .set(tasks as i64);
             if shard.events_since_flush >= shard.context.flush_every_events {
-                let _ = shard.flush(context);
+                shard.flush(context);
             }
         }));
-        flushing
+    }
+
+    /// The flush being written (at once if there is none).
+    fn flushed(&self) -> Shared<BoxFuture<'static, ()>> {
+        self.flushing
+            .clone()
+            .unwrap_or_else(|| futures::future::ready(()).boxed().shared())
     }
 
     /// Every second: flushes what changed, and handles due expiries; now and then, deletes
@@ -613,9 +617,9 @@ impl TaskShard {
             return;
         }
         self.expire_due(context);
-        let _ = self.flush(context);
+        self.flush(context);
         self.rounds += 1;
-        if self.rounds % RETENTION_ROUNDS == 0 {
+        if self.rounds.is_multiple_of(RETENTION_ROUNDS) {
             self.apply_retention();
         }
     }
@@ -948,7 +952,7 @@ impl Handler<ExecuteGroup> for TaskShard {
 #[rtype(result = "Reply<Worker>")]
 pub struct RecordWorker {
     pub name: WorkerName,
-    pub event: Event,
+    pub command: WorkerCommand,
     /// Who asked: the clientId of the API call.
     pub client_id: Option<String>,
 }
@@ -960,7 +964,10 @@ impl Handler<RecordWorker> for TaskShard {
         let name = message.name;
         let key = worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
         let now = self.now();
-        let events = vec![(key.clone(), message.event)];
+        let events = worker::decide(message.command, now)
+            .into_iter()
+            .map(|event| (key.clone(), event))
+            .collect();
         if let Err(error) = self.commit(now, message.client_id, events) {
             return MessageResult(futures::future::ready(Err(error)).boxed());
         }
@@ -1078,7 +1085,8 @@ impl Handler<Flushed> for TaskShard {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Flushed, context: &mut Context<Self>) -> Self::Result {
-        let earlier = self.flush(context);
+        self.flush(context);
+        let earlier = self.flushed();
         let address = context.address();
         Box::pin(async move {
             earlier.await;
@@ -1122,7 +1130,8 @@ impl Handler<FlushNow> for TaskShard {
     type Result = MessageResult<FlushNow>;
 
     fn handle(&mut self, _: FlushNow, context: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.flush(context))
+        self.flush(context);
+        MessageResult(self.flushed())
     }
 }
 

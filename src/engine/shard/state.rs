@@ -200,22 +200,21 @@ impl PartitionState {
                     definition,
                 },
                 _,
-            ) => {
-                // Defined once: a repeat changes nothing.
-                if was_resolved.is_none() {
-                    // Defined again after it expired, before the store forgot the old one.
-                    if self.changed_tasks.insert(*task_id, generation).is_some() {
-                        self.replacing.insert(*task_id);
-                        self.redefined_at.insert(*task_id, offset);
-                    }
-                    self.new_tasks.insert(*task_id);
-                    self.fresh_members
-                        .insert((definition.task_group_id, *task_id));
-                    for dependency in &definition.dependencies {
-                        self.fresh_dependents.insert((*dependency, *task_id));
-                    }
+            ) if was_resolved.is_none() => {
+                // Defined again after it expired, before the store forgot the old one.
+                if self.changed_tasks.insert(*task_id, generation).is_some() {
+                    self.replacing.insert(*task_id);
+                    self.redefined_at.insert(*task_id, offset);
+                }
+                self.new_tasks.insert(*task_id);
+                self.fresh_members
+                    .insert((definition.task_group_id, *task_id));
+                for dependency in &definition.dependencies {
+                    self.fresh_dependents.insert((*dependency, *task_id));
                 }
             }
+            // Defined once: a repeat changes nothing.
+            (Event::TaskDefined { .. }, _) => {}
             (event, Some(id)) => {
                 self.changed_tasks.insert(id, generation);
                 if let Event::ArtifactCreated {
@@ -508,7 +507,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
     use crate::model::{Artifact, Priority, ReasonCreated, ReasonResolved, Storage};
 
     const TASKS: usize = 6;

@@ -84,7 +84,7 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
     use crate::model::{Event, ReasonCreated, ReasonResolved};
     use std::sync::Arc;
 

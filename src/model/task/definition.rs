@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{ApiError, ErrorCode, Json, Slugid, Timestamp};
+use crate::model::{ApiError, ErrorCode, Json, Slugid, Timestamp};
 
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -1,17 +1,18 @@
 //! The task entity's decisions: given the folded task (if it exists), one command and the
 //! time, which events happen, or which Taskcluster error the caller gets.
 //!
-//! `decide` is pure and never reads the clock: the `TaskShard` calls it with `now`, wraps the
-//! events in envelopes whose `at` is that same `now`, applies them with `Task::apply` and
-//! appends them to the log. Commands from users (HTTP) answer with errors; commands from the
-//! engine's own background work (`ExpireClaim`, `ExceedDeadline`, `SatisfyDependency`,
-//! `Expire`) are advisory and answer "nothing to do" when they no longer fit the state.
+//! `decide` is pure and never reads the clock: the engine's `TaskShard` calls it with `now`,
+//! wraps the events in envelopes whose `at` is that same `now`, applies them with
+//! [`Task::apply`] and appends them to the log. Commands from users (HTTP) answer with errors;
+//! commands from the engine's own background work (`ExpireClaim`, `ExceedDeadline`,
+//! `SatisfyDependency`, `Expire`) are advisory and answer "nothing to do" when they no longer
+//! fit the state.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::fold::MAX_RUNS_PER_TASK;
+use super::MAX_RUNS_PER_TASK;
 use crate::model::{
     ApiError, Artifact, ErrorCode, Event, ExceptionReason, Priority, ReasonCreated, ReasonResolved,
     Requires, Run, RunState, SessionEnd, Slugid, Task, TaskDefinition, Timestamp,
@@ -30,7 +31,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             claim_timeout: Duration::from_secs(1200),
-            max_deadline: crate::model::task::DEFAULT_MAX_DEADLINE,
+            max_deadline: super::DEFAULT_MAX_DEADLINE,
         }
     }
 }
@@ -177,7 +178,7 @@ pub fn decide(
             run_id,
             name,
             artifact,
-        } => super::artifact::decide(task, run_id, name, *artifact, now),
+        } => super::create_artifact::decide(task, run_id, name, *artifact, now),
         Command::OpenSession {
             run_id,
             session_id,
@@ -647,7 +648,7 @@ fn is_latest(task: &Task, run_id: u32) -> bool {
 mod tests {
     use super::*;
     use crate::log::codec;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
     use crate::model::{Entities, Envelope, ErrorCode, TaskState, TaskStatus};
     use proptest::prelude::*;
 

@@ -1,4 +1,5 @@
-//! The `createArtifact` decision (reference §6.2), a command of the task that owns the run.
+//! The `createArtifact` decision (reference §6.2), a command of the task that owns the run
+//! (see [`Command::CreateArtifact`](super::Command::CreateArtifact)).
 
 use crate::model::{ApiError, Artifact, Event, ReasonResolved, Run, RunState, Task, Timestamp};
 

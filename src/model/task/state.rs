@@ -1,17 +1,17 @@
-//! The fold: task state as a pure, total function of its events.
+//! The task as folded from its events: a pure, total function of them.
 //!
-//! `apply` never fails and never reads the clock: an event that does not fit the state (a claim
-//! of a run that is not pending, say) changes nothing. Deciding which events to emit is the
-//! engine's job; this module only says what they mean.
+//! [`Task::apply`] never fails and never reads the clock: an event that does not fit the state
+//! (a claim of a run that is not pending, say) changes nothing. Which events happen is
+//! [`decide`](fn@super::decide)'s business; this module only says what they mean.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Artifact, Envelope, Event, Priority, ReasonCreated, ReasonResolved, RunState, RunStatus,
-    Session, Slugid, TaskDefinition, TaskGroup, TaskState, TaskStatus, Timestamp, Worker,
+use crate::model::{
+    Artifact, Event, Priority, ReasonCreated, ReasonResolved, RunState, RunStatus, Session, Slugid,
+    TaskDefinition, TaskState, TaskStatus, Timestamp,
 };
 
 /// Most runs a task may have (Taskcluster's `MAX_RUNS_ALLOWED`): `rerunTask` refuses to add
@@ -266,105 +266,11 @@ impl Task {
     }
 }
 
-/// Every entity of a partition: tasks and task groups by id (a group and the task that shares
-/// its id share an envelope key, and so a partition), workers by
-/// [`worker_key`](super::worker_key).
-///
-/// Tasks and groups sit behind `Arc`s so that a copy of the whole state, which a snapshot
-/// takes, costs a reference count per entity rather than a deep copy; a change to an entity
-/// that a snapshot still holds copies just that entity.
-#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
-pub struct Entities {
-    pub tasks: HashMap<Slugid, Arc<Task>>,
-    pub groups: HashMap<Slugid, Arc<TaskGroup>>,
-    pub workers: HashMap<String, Worker>,
-}
-
-impl Entities {
-    pub fn task(&self, task_id: Slugid) -> Option<&Task> {
-        self.tasks.get(&task_id).map(Arc::as_ref)
-    }
-
-    pub fn group(&self, task_group_id: Slugid) -> Option<&TaskGroup> {
-        self.groups.get(&task_group_id).map(Arc::as_ref)
-    }
-
-    /// Applies one envelope. Events for an entity that was never created change nothing, and
-    /// so do task and group events whose key is not a slugid.
-    pub fn apply(&mut self, envelope: &Envelope) {
-        let key = &envelope.key;
-        match &envelope.event {
-            Event::TaskDefined {
-                task_id,
-                definition,
-            } => {
-                self.tasks
-                    .entry(*task_id)
-                    .or_insert_with(|| Arc::new(Task::new(*task_id, Arc::clone(definition))));
-            }
-            Event::TaskGroupJoined {
-                task_group_id,
-                scheduler_id,
-                expires,
-            } => {
-                let group = self.groups.entry(*task_group_id).or_insert_with(|| {
-                    Arc::new(TaskGroup {
-                        task_group_id: *task_group_id,
-                        scheduler_id: scheduler_id.clone(),
-                        expires: *expires,
-                        sealed: None,
-                        resolved: None,
-                    })
-                });
-                if *expires > group.expires {
-                    Arc::make_mut(group).expires = *expires;
-                }
-            }
-            Event::TaskGroupSealed => {
-                if let Some(group) = key.parse().ok().and_then(|id| self.groups.get_mut(&id))
-                    && group.sealed.is_none()
-                {
-                    Arc::make_mut(group).sealed = Some(envelope.at);
-                }
-            }
-            Event::TaskGroupResolved => {
-                if let Some(group) = key.parse().ok().and_then(|id| self.groups.get_mut(&id)) {
-                    Arc::make_mut(group).resolved = Some(envelope.at);
-                }
-            }
-            // A group keeps no priority; the event is there for its message.
-            Event::TaskGroupPriorityChanged { .. } => {}
-            Event::TaskExpired => {
-                if let Ok(task_id) = key.parse() {
-                    self.tasks.remove(&task_id);
-                }
-            }
-            Event::TaskGroupExpired => {
-                if let Ok(task_group_id) = key.parse() {
-                    self.groups.remove(&task_group_id);
-                }
-            }
-            Event::WorkerQuarantined { change } => {
-                let worker = self.workers.entry(key.clone()).or_default();
-                worker.quarantine_until = Some(change.quarantine_until);
-                worker.quarantine_details.push(change.clone());
-            }
-            Event::WorkerDeclared { expires } => {
-                self.workers.entry(key.clone()).or_default().expires = Some(*expires);
-            }
-            event => {
-                if let Some(task) = key.parse().ok().and_then(|id| self.tasks.get_mut(&id)) {
-                    Arc::make_mut(task).apply(envelope.at, event);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::task::tests::sample_definition;
+    use crate::model::task::definition::tests::sample_definition;
+    use crate::model::{Entities, Envelope};
 
     fn envelope(task: Slugid, millis: i64, event: Event) -> Envelope {
         Envelope {
