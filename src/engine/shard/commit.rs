@@ -1,0 +1,224 @@
+//! A command's path through the shard: bring what it decides on into memory, decide, apply
+//! to the state, hand the events to the log as one append, and reply once they are durable.
+
+use super::*;
+
+impl TaskShard {
+    /// Decides and applies `command` (after `join`, the group decision of a task being
+    /// created whose group lives in this partition too), hands the events to the log, and
+    /// returns what the reply waits for.
+    pub(super) fn run(
+        &mut self,
+        task_id: Slugid,
+        command: Command,
+        join: Option<GroupCommand>,
+        client_id: Option<String>,
+    ) -> Reply<Task> {
+        let now = self.now();
+        if let Err(error) = self.fault_in(task_id, &command, join.is_some()) {
+            return futures::future::ready(Err(error)).boxed();
+        }
+        let defines = matches!(command, Command::Define { .. });
+        let expiring = match command {
+            Command::Expire => self.state.entities.tasks.get(&task_id).cloned(),
+            _ => None,
+        };
+        let decided = self.decide_joined(task_id, command, join, now);
+        let was_resolved = self.task(task_id).map(resolution);
+        let committed = decided.and_then(|events| {
+            let changed = !events.is_empty();
+            self.commit(now, client_id, events)?;
+            match expiring {
+                Some(task) if self.task(task_id).is_none() => self.forget(&task),
+                _ if changed => {
+                    self.announce(task_id, defines);
+                    self.tell_group_tracker(task_id, was_resolved);
+                }
+                _ => {}
+            }
+            Ok(())
+        });
+        if let Err(error) = committed {
+            return futures::future::ready(Err(error)).boxed();
+        }
+        let task = self.task(task_id).cloned();
+        self.reply(task, move || {
+            ApiError::not_found(format!("task `{task_id}` not found"))
+        })
+    }
+
+    /// Brings what a command decides on into memory.
+    pub(super) fn fault_in(
+        &mut self,
+        task_id: Slugid,
+        command: &Command,
+        joins: bool,
+    ) -> Result<(), ApiError> {
+        self.state.fault_task(task_id).map_err(store_failed)?;
+        if let (true, Command::Define { definition, .. }) = (joins, command) {
+            self.state
+                .fault_group(definition.task_group_id)
+                .map_err(store_failed)?;
+        }
+        Ok(())
+    }
+
+    /// Tells the group tracker when the task joined its group (`was`: it did not exist),
+    /// resolved, or became unresolved again (a rerun).
+    pub(super) fn tell_group_tracker(&self, task_id: Slugid, was: Option<Option<Timestamp>>) {
+        let Some(task) = self.task(task_id) else {
+            return;
+        };
+        let now = resolution(task);
+        if was.is_some_and(|was| was.is_some() == now.is_some()) {
+            return;
+        }
+        self.context.groups.do_send(group_tracker::Changed {
+            group: task.definition.task_group_id,
+            resolved: now,
+        });
+    }
+
+    /// The events of a task command, each with its key, preceded by the events of the group
+    /// join `join` when it is given; either decision's error is the answer.
+    pub(super) fn decide_joined(
+        &self,
+        task_id: Slugid,
+        command: Command,
+        join: Option<GroupCommand>,
+        now: Timestamp,
+    ) -> Result<Vec<(String, Event)>, ApiError> {
+        let mut events = Vec::new();
+        if let (Some(join), Command::Define { definition, .. }) = (join, &command) {
+            let group_id = definition.task_group_id;
+            let group_events = group::decide(group_id, self.group(group_id), join)?;
+            let key = group_id.to_string();
+            events.extend(group_events.into_iter().map(|event| (key.clone(), event)));
+        }
+        let task_events = task::decide(
+            task_id,
+            self.task(task_id),
+            command,
+            now,
+            &self.context.task_settings,
+        )?;
+        let key = task_id.to_string();
+        events.extend(task_events.into_iter().map(|event| (key.clone(), event)));
+        Ok(events)
+    }
+
+    /// Applies `events`, caused by `client_id`, to the state and hands them to the log as one
+    /// append; the barrier then stands for them.
+    pub(super) fn commit(
+        &mut self,
+        now: Timestamp,
+        client_id: Option<String>,
+        events: Vec<(String, Event)>,
+    ) -> Result<(), ApiError> {
+        // After a failed append the state may hold events the log does not.
+        if self.context.health.is_failed() {
+            return Err(restart_required());
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut entries = Vec::with_capacity(events.len());
+        let mut applied = Vec::with_capacity(events.len());
+        for ((key, event), offset) in events.into_iter().zip(self.next_offset..) {
+            let envelope = Envelope {
+                key,
+                at: now,
+                client_id: client_id.clone(),
+                event,
+            };
+            let payload = codec::encode(&envelope).map_err(internal)?;
+            let before = exchanges::Before::capture(&self.state.entities, &envelope);
+            self.state.apply(offset, &envelope);
+            let task = Metrics::task_key(&envelope).and_then(|task_id| self.task(task_id));
+            METRICS.applied(&envelope, task);
+            entries.push(Entry {
+                key: envelope.key.clone(),
+                payload,
+            });
+            applied.push((envelope, before));
+        }
+        // Messages show the state after the whole commit, as Taskcluster publishes them.
+        let messages: Vec<Message> = applied
+            .iter()
+            .zip(self.next_offset..)
+            .flat_map(|((envelope, before), offset)| {
+                exchanges::derive(
+                    self.partition,
+                    offset,
+                    envelope,
+                    *before,
+                    &self.state.entities,
+                )
+            })
+            .collect();
+        let count = entries.len() as u64;
+        let appending = self.context.log.append(self.partition, entries);
+        let appended = Instant::now();
+        let health = self.context.health.clone();
+        // Appends to one partition become durable in order (see `EventLog::append`), so the
+        // newest append stands for all before it.
+        let barrier: Barrier = async move {
+            let durable = appending.await;
+            METRICS
+                .log_append_seconds
+                .observe(appended.elapsed().as_secs_f64());
+            durable.map(drop).map_err(|error| {
+                let reason = error.to_string();
+                health.fail(&reason);
+                reason
+            })
+        }
+        .boxed()
+        .shared();
+        // Exchange topics checkpoint by log offset, so they hear of every commit.
+        if (!messages.is_empty() || self.context.exchange_topics.is_some())
+            && let Some(outbox) = &self.outbox
+        {
+            let durable = barrier.clone().map(|appended| appended.is_ok()).boxed();
+            // The receiver lives as long as the shard's arbiter.
+            let _ = outbox.send(Outgoing {
+                durable,
+                end: self.next_offset + count,
+                messages,
+            });
+        }
+        self.barrier = Some(barrier);
+        self.next_offset += count;
+        self.events_since_flush += count;
+        Ok(())
+    }
+
+    /// `value` once everything appended so far is durable (so a reply never shows state a
+    /// crash could lose); an error if an append failed.
+    pub(super) fn when_durable<T: Send + 'static>(&self, value: T) -> Reply<T> {
+        let barrier = self.barrier.clone();
+        let health = self.context.health.clone();
+        async move {
+            if let Some(barrier) = barrier {
+                barrier.await.map_err(|_| restart_required())?;
+            }
+            // Another shard's failed append counts too: the process is about to restart.
+            if health.is_failed() {
+                return Err(restart_required());
+            }
+            Ok(value)
+        }
+        .boxed()
+    }
+
+    /// A reply of `value` once it is durable; `missing` is the error when there is no value.
+    pub(super) fn reply<T: Send + 'static>(
+        &self,
+        value: Option<T>,
+        missing: impl FnOnce() -> ApiError + Send + 'static,
+    ) -> Reply<T> {
+        self.when_durable(value)
+            .map(|durable| durable.and_then(|value| value.ok_or_else(missing)))
+            .boxed()
+    }
+}
