@@ -37,7 +37,7 @@ use super::history::HistoryPage;
 use super::index::{Indexes, Listing, Position};
 use super::outbox::{self, KafkaSink, Outgoing};
 use super::pending::PendingRun;
-use super::store::{self, Expiring, Expiry};
+use super::store::{self, Expiring, Expiry, Relation};
 use super::workers::{self, WorkerDirectory, WorkerName};
 use crate::log::{Entry, EventLog, Offset, codec};
 use crate::metrics::{METRICS, Metrics};
@@ -502,9 +502,11 @@ impl Handler<List> for TaskShard {
     fn handle(&mut self, message: List, _: &mut Context<Self>) -> Self::Result {
         let tasks: Vec<(Position, Task)> = match &message.listing {
             Listing::Members(of) | Listing::Dependents(of) => {
-                let dependents = matches!(message.listing, Listing::Dependents(_));
                 let after = message.after.map(|(_, task_id)| task_id);
-                match self.state.listed(dependents, *of, after, message.limit) {
+                match self
+                    .state
+                    .listed(relation(&message.listing), *of, after, message.limit)
+                {
                     Ok(tasks) => tasks
                         .into_iter()
                         .map(|task| ((0, task.task_id), task))
@@ -526,6 +528,14 @@ impl Handler<List> for TaskShard {
     }
 }
 
+/// The store's list behind a group or dependency listing.
+fn relation(listing: &Listing) -> Relation {
+    match listing {
+        Listing::Dependents(_) => Relation::Dependents,
+        _ => Relation::Members,
+    }
+}
+
 /// How many tasks of this shard a listing has.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -536,12 +546,10 @@ impl Handler<Count> for TaskShard {
 
     fn handle(&mut self, Count(listing): Count, _: &mut Context<Self>) -> usize {
         match &listing {
-            Listing::Members(of) | Listing::Dependents(of) => {
-                let dependents = matches!(listing, Listing::Dependents(_));
-                self.state
-                    .listed(dependents, *of, None, usize::MAX)
-                    .map_or(0, |tasks| tasks.len())
-            }
+            Listing::Members(of) | Listing::Dependents(of) => self
+                .state
+                .listed(relation(&listing), *of, None, usize::MAX)
+                .map_or(0, |tasks| tasks.len()),
             Listing::Pending(_) | Listing::Running(_) => self.indexes.count(&listing),
         }
     }

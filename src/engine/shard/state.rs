@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::engine::store::{self, Expiring, Expiry, Flush, PartitionStore, TaskChange};
+use crate::engine::store::{self, Expiring, Expiry, Flush, PartitionStore, Relation, TaskChange};
 use crate::log::{Offset, codec};
 use crate::model::{
     Entities, Envelope, Event, HistoryRecord, Slugid, Storage, Task, TaskGroup, Timestamp,
@@ -393,24 +393,23 @@ impl PartitionState {
         }
     }
 
-    /// Up to `limit` tasks of the group (or the dependents of the task) after `after`, in id
-    /// order: the store's entries and those not yet flushed, without expired tasks.
+    /// Up to `limit` tasks in the `relation` list of `of` after `after`, in id order: the
+    /// store's entries and those not yet flushed, without expired tasks.
     pub fn listed(
         &self,
-        dependents: bool,
+        relation: Relation,
         of: Slugid,
         after: Option<Slugid>,
         limit: usize,
     ) -> Result<Vec<Task>, store::Error> {
-        let fresh = if dependents {
-            &self.fresh_dependents
-        } else {
-            &self.fresh_members
+        let fresh = match relation {
+            Relation::Members => &self.fresh_members,
+            Relation::Dependents => &self.fresh_dependents,
         };
         let mut found = Vec::new();
         let mut after = after;
         loop {
-            let stored = self.store.listed(dependents, of, after, limit)?;
+            let stored = self.store.listed(relation, of, after, limit)?;
             let low = after.map_or(std::ops::Bound::Included((of, Slugid::MIN)), |after| {
                 std::ops::Bound::Excluded((of, after))
             });
@@ -426,11 +425,7 @@ impl PartitionState {
             for task_id in &ids {
                 // An entry outlives its task until the next flush: the task itself decides.
                 if let Some(task) = self.read_task(*task_id)?
-                    && (if dependents {
-                        task.definition.dependencies.contains(&of)
-                    } else {
-                        task.definition.task_group_id == of
-                    })
+                    && relation.holds(&task, of)
                 {
                     found.push(task);
                     if found.len() == limit {
@@ -624,17 +619,11 @@ mod tests {
     }
 
     /// Every read the API makes of a partition, from the plain fold.
-    fn expected_listing(memory: &Entities, dependents: bool, of: Slugid) -> Vec<Slugid> {
+    fn expected_listing(memory: &Entities, relation: Relation, of: Slugid) -> Vec<Slugid> {
         let mut listed: Vec<Slugid> = memory
             .tasks
             .values()
-            .filter(|task| {
-                if dependents {
-                    task.definition.dependencies.contains(&of)
-                } else {
-                    task.definition.task_group_id == of
-                }
-            })
+            .filter(|task| relation.holds(task, of))
             .map(|task| task.task_id)
             .collect();
         listed.sort();
@@ -681,27 +670,37 @@ mod tests {
                 assert_eq!(paged, history);
             }
             let listed: Vec<Slugid> = state
-                .listed(true, *task_id, None, 100)
+                .listed(Relation::Dependents, *task_id, None, 100)
                 .unwrap()
                 .iter()
                 .map(|task| task.task_id)
                 .collect();
-            assert_eq!(listed, expected_listing(memory, true, *task_id));
+            assert_eq!(
+                listed,
+                expected_listing(memory, Relation::Dependents, *task_id)
+            );
         }
         for group_id in &groups {
             let stored = state.read_group(*group_id).unwrap();
             assert_eq!(stored.as_ref(), memory.group(*group_id), "group {group_id}");
             let listed: Vec<Slugid> = state
-                .listed(false, *group_id, None, 100)
+                .listed(Relation::Members, *group_id, None, 100)
                 .unwrap()
                 .iter()
                 .map(|task| task.task_id)
                 .collect();
-            assert_eq!(listed, expected_listing(memory, false, *group_id));
+            assert_eq!(
+                listed,
+                expected_listing(memory, Relation::Members, *group_id)
+            );
             // Paged one at a time, the same list.
             let mut paged = Vec::new();
             let mut after = None;
-            while let Some(task) = state.listed(false, *group_id, after, 1).unwrap().pop() {
+            while let Some(task) = state
+                .listed(Relation::Members, *group_id, after, 1)
+                .unwrap()
+                .pop()
+            {
                 after = Some(task.task_id);
                 paged.push(task.task_id);
             }
