@@ -30,8 +30,9 @@
 //! Measured with `taskfold bench retain` (release build, this project's 2-core machine), one
 //! million resolved realistic tasks (5.3 KB definitions): 3.2 KB of store per task, ready
 //! 2.4 s after a restart at 264 MiB RSS, random `task`/`status` reads p99 0.8/0.5 ms, and
-//! lifecycles 94 % of the rate on an empty directory. Before the stores, 200,000 such tasks
-//! took 1.9 GiB at ready and a million did not fit in memory.
+//! lifecycles 94 % of the rate on an empty directory; ten million small ones: 376 B of store
+//! per task, ready in 2.1 s at 616 MiB. Before the stores, 200,000 realistic tasks took
+//! 1.9 GiB at ready and a million did not fit in memory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
