@@ -630,6 +630,11 @@ mod tests {
         listed
     }
 
+    fn listed_ids(state: &PartitionState, relation: Relation, of: Slugid) -> Vec<Slugid> {
+        let listed = state.listed(relation, of, None, 100).unwrap();
+        listed.iter().map(|task| task.task_id).collect()
+    }
+
     fn open(dir: &std::path::Path) -> PartitionState {
         let (store, _) = PartitionStore::open(dir, 0, 1 << 20, u64::MAX).unwrap();
         PartitionState::new(0, store).unwrap()
@@ -669,12 +674,7 @@ mod tests {
                 }
                 assert_eq!(paged, history);
             }
-            let listed: Vec<Slugid> = state
-                .listed(Relation::Dependents, *task_id, None, 100)
-                .unwrap()
-                .iter()
-                .map(|task| task.task_id)
-                .collect();
+            let listed = listed_ids(state, Relation::Dependents, *task_id);
             assert_eq!(
                 listed,
                 expected_listing(memory, Relation::Dependents, *task_id)
@@ -683,12 +683,7 @@ mod tests {
         for group_id in &groups {
             let stored = state.read_group(*group_id).unwrap();
             assert_eq!(stored.as_ref(), memory.group(*group_id), "group {group_id}");
-            let listed: Vec<Slugid> = state
-                .listed(Relation::Members, *group_id, None, 100)
-                .unwrap()
-                .iter()
-                .map(|task| task.task_id)
-                .collect();
+            let listed = listed_ids(state, Relation::Members, *group_id);
             assert_eq!(
                 listed,
                 expected_listing(memory, Relation::Members, *group_id)
