@@ -85,6 +85,13 @@ struct Serve {
     /// The deployment's root URL (default `http://<listen>`).
     #[arg(long)]
     root_url: Option<String>,
+    /// With the Kafka log: join the cluster of nodes sharing its topic under this id
+    /// (`[cluster] node_id`).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// With `--node-id`: the URL the other nodes reach this one at (`[cluster] advertise`).
+    #[arg(long)]
+    advertise: Option<String>,
 }
 
 #[derive(Args)]
@@ -502,7 +509,19 @@ async fn start_queue(
 }
 
 fn serve_queue(serve: Serve) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load(serve.config.as_deref())?;
+    let mut settings = Settings::load(serve.config.as_deref())?;
+    if let Some(node_id) = serve.node_id {
+        settings.cluster.node_id = node_id;
+    }
+    if let Some(advertise) = serve.advertise {
+        settings.cluster.advertise = advertise;
+    }
+    settings.cluster.check().map_err(anyhow::Error::msg)?;
+    if settings.cluster.enabled() && settings.log.backend != log::Backend::Kafka {
+        anyhow::bail!(
+            "a cluster of nodes (`--node-id`) needs the Kafka log (`[log] backend = \"kafka\"`)"
+        );
+    }
     let root_access_token = std::env::var(access::ROOT_ACCESS_TOKEN_VARIABLE).ok();
     let access = access::Access::from_settings(&settings.auth, root_access_token.as_deref())?;
     let options = server::Options {

@@ -103,6 +103,10 @@ pub struct Metrics {
     pub replay_seconds: Gauge,
     pub store_flush_seconds: Histogram,
     pub store_resident_tasks: IntGaugeVec,
+    pub partitions_owned: IntGauge,
+    pub partition_catch_up_seconds: Histogram,
+    pub partition_lag: IntGaugeVec,
+    pub forwarded_calls: IntCounter,
 }
 
 /// The process's metrics.
@@ -233,6 +237,31 @@ impl Metrics {
                  log after them.",
             )
             .expect("a valid metric"),
+            partitions_owned: IntGauge::new(
+                "taskfold_partitions_owned",
+                "Partitions of the log this node serves.",
+            )
+            .expect("a valid metric"),
+            partition_catch_up_seconds: Histogram::with_opts(seconds(
+                "taskfold_partition_catch_up_seconds",
+                "How long a partition took from being assigned to this node to being served: \
+                 taking its writer, opening its store and replaying the log after it.",
+            ))
+            .expect("a valid metric"),
+            partition_lag: IntGaugeVec::new(
+                Opts::new(
+                    "taskfold_partition_lag_records",
+                    "Records of the log a partition's shard has not yet written (other nodes' \
+                     records before it took the partition, transaction markers).",
+                ),
+                &["partition"],
+            )
+            .expect("a valid metric"),
+            forwarded_calls: IntCounter::new(
+                "taskfold_forwarded_calls_total",
+                "Calls about entities of another node's partitions, forwarded to that node.",
+            )
+            .expect("a valid metric"),
             store_flush_seconds: Histogram::with_opts(seconds(
                 "taskfold_store_flush_seconds",
                 "How long writing a shard's changes to its partition store took.",
@@ -283,6 +312,10 @@ impl Metrics {
             Box::new(metrics.replay_seconds.clone()),
             Box::new(metrics.store_flush_seconds.clone()),
             Box::new(metrics.store_resident_tasks.clone()),
+            Box::new(metrics.partitions_owned.clone()),
+            Box::new(metrics.partition_catch_up_seconds.clone()),
+            Box::new(metrics.partition_lag.clone()),
+            Box::new(metrics.forwarded_calls.clone()),
             Box::new(build_info),
         ] {
             registry

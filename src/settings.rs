@@ -26,6 +26,7 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub metrics: MetricsSettings,
     pub blobs: BlobSettings,
+    pub cluster: crate::engine::cluster::Settings,
     pub store: StoreSettings,
 }
 
@@ -211,6 +212,8 @@ impl Settings {
             store_cache_bytes: self.store.cache_mb << 20,
             clock: crate::engine::clock::Clock::System,
             log_retention: self.log.retention(),
+            cluster: (self.cluster.enabled() && self.log.backend == crate::log::Backend::Kafka)
+                .then(|| (self.cluster.clone(), self.log.kafka_options())),
             bus: crate::projections::bus::BusOptions {
                 resume_messages: self.events.resume_messages,
                 listener_buffer_messages: self.events.listener_buffer_messages,

@@ -14,7 +14,7 @@ use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use taskfold::log::kafka::{KafkaLog, Options};
-use taskfold::log::{Error, EventLog, partition_for};
+use taskfold::log::{Entry, Error, EventLog, partition_for};
 use taskfold::model::Slugid;
 
 const BROKERS_VARIABLE: &str = "TASKFOLD_TEST_KAFKA_BROKERS";
@@ -54,6 +54,14 @@ fn open_on_mock(
         ..Options::default()
     })
     .expect("open the kafka log");
+    acquired(log)
+}
+
+/// The log with every partition acquired by this process, as a single node does at start.
+fn acquired(log: KafkaLog) -> Arc<dyn EventLog> {
+    for partition in 0..log.partitions() {
+        log.acquire(partition).expect("acquire the partition");
+    }
     Arc::new(log)
 }
 
@@ -186,7 +194,7 @@ fn real_brokers(test: &str) -> Option<String> {
 
 /// Opens a log on a fresh topic of the real broker, letting the log create it.
 fn open_on_broker(brokers: &str, partitions: u32) -> Arc<dyn EventLog> {
-    Arc::new(open_real(brokers, fresh_topic(), partitions).expect("open the kafka log"))
+    acquired(open_real(brokers, fresh_topic(), partitions).expect("open the kafka log"))
 }
 
 fn open_real(brokers: &str, topic: String, partitions: u32) -> Result<KafkaLog, Error> {
@@ -269,4 +277,63 @@ async fn mock_waits_for_room_when_the_producer_queue_is_full() {
         assert_eq!(offsets, [expected], "partition {partition} in call order");
         last[partition as usize] = Some(expected);
     }
+}
+
+/// A process that takes a partition over fences its earlier writer: what the earlier writer
+/// appended before stays in the log, nothing it appends after lands, and the new writer's
+/// records follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_fences_the_earlier_writer_of_a_partition() {
+    let Some(brokers) = real_brokers("broker_fences_the_earlier_writer_of_a_partition") else {
+        return;
+    };
+    let topic = fresh_topic();
+    let first = open_real(&brokers, topic.clone(), 1).expect("open the first log");
+    first
+        .acquire(0)
+        .expect("the first writer takes the partition");
+    let entry = |text: &str| Entry {
+        key: "key".into(),
+        payload: text.as_bytes().to_vec(),
+    };
+    let before = first
+        .append(0, vec![entry("first-1"), entry("first-2")])
+        .await
+        .expect("the first writer appends");
+    assert_eq!(before, vec![0, 1]);
+    // The first writer's batch ends: its transaction marker takes offset 2.
+    let (taken, ended) = first.end_batch(0);
+    assert_eq!(taken, 1);
+    ended.await.expect("the batch ends");
+    first
+        .append(0, vec![entry("first-3")])
+        .await
+        .expect("the first writer appends in its next batch");
+
+    let second = open_real(&brokers, topic.clone(), 1).expect("open the second log");
+    second
+        .acquire(0)
+        .expect("the second writer takes the partition");
+    let refused = first.append(0, vec![entry("zombie")]).await;
+    assert!(
+        matches!(refused, Err(Error::Fenced { partition: 0, .. })),
+        "the fenced writer's append must fail as fenced, not {refused:?}"
+    );
+    let end = second.high_watermark(0).expect("watermark");
+    let after = second
+        .append(0, vec![entry("second-1")])
+        .await
+        .expect("the second writer appends");
+    assert_eq!(after, vec![end]);
+    // The fenced writer stays fenced.
+    assert!(first.append(0, vec![entry("zombie-2")]).await.is_err());
+
+    let mut payloads = Vec::new();
+    second
+        .read(0, 0, &mut |_, payload| {
+            payloads.push(String::from_utf8_lossy(payload).into_owned());
+            Ok(())
+        })
+        .expect("read the partition");
+    assert_eq!(payloads, ["first-1", "first-2", "first-3", "second-1"]);
 }

@@ -9,6 +9,7 @@ mod call;
 mod connection;
 pub mod events;
 pub mod live_logs;
+mod node;
 pub mod pagination;
 pub mod response;
 mod routes;

@@ -181,6 +181,9 @@ pub async fn serve_until(
             )));
         }
     }
+    // A cluster node hands its partitions over first, while it still forwards what it is
+    // asked to their new owners.
+    engine.leave().await;
     // Listeners would hold the graceful stop until they go away on their own.
     bus.close();
     handle.stop(true).await;
@@ -242,6 +245,7 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
             web::scope("/api/queue/v1")
                 .wrap(response::api_headers())
                 .route("/ping", get().to(ping))
+                .route("/__cluster__", get().to(super::node::cluster))
                 .configure(monitoring)
                 .configure(routes::configure),
         )
@@ -264,6 +268,10 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
             web::scope("/api/events/v1")
                 .route("/listen", get().to(events::listen))
                 .route("/sse", get().to(events::sse)),
+        )
+        .route(
+            crate::engine::cluster::wire::PATH,
+            web::post().to(super::node::call),
         )
         .route("/metrics", get().to(metrics))
         .configure(monitoring)

@@ -5,7 +5,7 @@
 use crate::model::HistoryRecord;
 
 /// Part of a task's history, in order.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HistoryPage {
     pub records: Vec<HistoryRecord>,
     /// Whether records follow the last one.

@@ -13,7 +13,7 @@ use std::ops::Bound;
 use crate::model::{RunState, Slugid, Task};
 
 /// A list the API pages through; every shard holds its part of each.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Listing {
     /// The tasks of a task group.
     Members(Slugid),

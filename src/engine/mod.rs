@@ -8,6 +8,7 @@
 //! creation.
 
 pub mod clock;
+pub mod cluster;
 pub mod dependencies;
 pub mod dispatcher;
 pub mod group_tracker;
@@ -21,12 +22,15 @@ pub mod shard;
 pub mod store;
 pub mod workers;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures::FutureExt;
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log::{EventLog, Offset};
 use crate::metrics::METRICS;
@@ -36,6 +40,8 @@ use crate::model::{ApiError, ErrorCode};
 use crate::model::{RunState, Slugid, Task, TaskDefinition, TaskGroup, Worker, WorkerCommand};
 use crate::projections::bus::{Bus, BusOptions};
 use crate::projections::kafka::ExchangeTopics;
+use cluster::wire::{self, Answer, Call, Reply};
+use cluster::{Cluster, group};
 use dependencies::DependencyResolver;
 use dispatcher::{CountPending, Dispatcher, Restore, Take, TakeOrPark};
 use group_tracker::GroupTracker;
@@ -62,11 +68,73 @@ pub struct EngineSettings {
     pub clock: clock::Clock,
     /// How long the log keeps what the stores no longer need (`[log] retention_hours`).
     pub log_retention: Option<std::time::Duration>,
+    /// With the Kafka log and a node id: this node's place in a cluster of nodes.
+    pub cluster: Option<(cluster::Settings, crate::log::kafka::Options)>,
+}
+
+/// How long a call waits for its partition to get a reachable owner (a failover, a
+/// hand-over) before it answers 503.
+const OWNER_WAIT: Duration = Duration::from_secs(20);
+/// While an owner is unreachable, how often the call looks again.
+const OWNER_RETRY: Duration = Duration::from_millis(200);
+
+/// The shards of the partitions this process serves.
+struct Partitions {
+    shards: RwLock<Vec<Option<Addr<TaskShard>>>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Partitions {
+    fn new(count: u32) -> Partitions {
+        Partitions {
+            shards: RwLock::new(vec![None; count as usize]),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    fn get(&self, partition: u32) -> Option<Addr<TaskShard>> {
+        self.shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(partition as usize)
+            .cloned()
+            .flatten()
+    }
+
+    fn set(&self, partition: u32, shard: Option<Addr<TaskShard>>) -> Option<Addr<TaskShard>> {
+        let old = {
+            let mut shards = self.shards.write().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut shards[partition as usize], shard)
+        };
+        self.changed.send_modify(|version| *version += 1);
+        old
+    }
+
+    fn local(&self) -> Vec<(u32, Addr<TaskShard>)> {
+        self.shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .enumerate()
+            .filter_map(|(partition, shard)| Some((partition as u32, shard.clone()?)))
+            .collect()
+    }
+}
+
+/// Where a partition is served from.
+enum Owner {
+    Here(Addr<TaskShard>),
+    There(String),
 }
 
 #[derive(Clone)]
 pub struct Engine {
-    shards: Arc<[Addr<TaskShard>]>,
+    partitions: Arc<Partitions>,
+    context: Arc<ShardContext>,
+    cluster: Option<Arc<Cluster>>,
+    /// Runs claimed for a worker beyond what its claimWork asked (claims racing on several
+    /// nodes), handed to its next claimWork.
+    overflow: Arc<Mutex<HashMap<WorkerName, Vec<Claimed>>>>,
     log: Arc<dyn EventLog>,
     dispatcher: Addr<Dispatcher>,
     directory: Addr<WorkerDirectory>,
@@ -127,19 +195,46 @@ impl Engine {
             resolver: resolver.clone(),
             directory: directory.clone(),
         };
-        // Partitions replay in parallel, each on a blocking thread.
-        let replays: Vec<_> = (0..log.partitions())
-            .map(|partition| {
-                let context = context.clone();
-                tokio::task::spawn_blocking(move || TaskShard::replay(partition, context))
-            })
-            .collect();
-        let mut shards = Vec::new();
-        for replay in replays {
-            let shard = replay
+        let partitions = Arc::new(Partitions::new(log.partitions()));
+        let cluster = match settings.cluster {
+            Some((cluster_settings, kafka)) => {
+                let kafka_options = kafka.clone();
+                let node_id = cluster_settings.node_id.clone();
+                let stale_after = cluster_settings.session_timeout() * 2;
+                let directory = tokio::task::spawn_blocking(move || {
+                    cluster::directory::Directory::open(&kafka, &node_id, stale_after)
+                })
                 .await
-                .map_err(|error| crate::log::Error::Config(format!("replay failed: {error}")))??;
-            shards.push(shard.start());
+                .map_err(|error| crate::log::Error::Config(format!("joining failed: {error}")))??;
+                Some(Arc::new(Cluster::new(
+                    cluster_settings,
+                    kafka_options,
+                    directory,
+                )))
+            }
+            None => None,
+        };
+        let engine = Engine {
+            partitions,
+            context: Arc::new(context),
+            cluster,
+            overflow: Arc::default(),
+            log,
+            dispatcher,
+            directory,
+            bus,
+            health,
+            clock: settings.clock,
+        };
+        if engine.cluster.is_none() {
+            // One process serves every partition; they replay in parallel, each on a
+            // blocking thread.
+            let gains: Vec<_> = (0..engine.log.partitions())
+                .map(|partition| engine.gain(partition))
+                .collect();
+            for gained in futures::future::join_all(gains).await {
+                gained?;
+            }
         }
         // Full-state snapshots of versions before the partition stores: every store now
         // stands on its own, so they are of no more use.
@@ -154,15 +249,6 @@ impl Engine {
                 }
             }
         }
-        let engine = Engine {
-            shards: shards.into(),
-            log,
-            dispatcher,
-            directory,
-            bus,
-            health,
-            clock: settings.clock,
-        };
         let replayed = started.elapsed();
         METRICS.replay_seconds.set(replayed.as_secs_f64());
         resolver.do_send(dependencies::Attach(engine.clone()));
@@ -170,6 +256,9 @@ impl Engine {
         // Every shard has handled messages since it started, so every census is in the
         // tracker's mailbox ahead of this.
         groups.do_send(group_tracker::Attach(engine.clone()));
+        if let Some(cluster) = &engine.cluster {
+            engine.join(cluster.clone()).await?;
+        }
         tracing::info!(
             replayed = ?replayed,
             ready = ?started.elapsed(),
@@ -178,13 +267,261 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Joins the cluster's group: from now on the group says which partitions this node
+    /// serves, and the node tells the others through the directory.
+    async fn join(&self, cluster: Arc<Cluster>) -> Result<(), crate::log::Error> {
+        let (changes, mut changing) = mpsc::unbounded_channel();
+        let engine = self.clone();
+        actix::spawn(async move {
+            while let Some(change) = changing.recv().await {
+                match change {
+                    group::Change::Gained(partitions) => {
+                        let gains = partitions
+                            .into_iter()
+                            .map(|partition| engine.gain(partition));
+                        for gained in futures::future::join_all(gains).await {
+                            if let Err(error) = gained {
+                                tracing::error!(%error, "cannot serve a partition the group assigned");
+                            }
+                        }
+                    }
+                    group::Change::Revoked { partitions, done } => {
+                        let losses = partitions
+                            .into_iter()
+                            .map(|partition| engine.lose(partition));
+                        futures::future::join_all(losses).await;
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        let settings = cluster.settings.clone();
+        let kafka = cluster.kafka.clone();
+        let membership = tokio::task::spawn_blocking(move || {
+            group::Membership::join(
+                &kafka,
+                &settings.node_id,
+                settings.session_timeout(),
+                changes,
+            )
+        })
+        .await
+        .map_err(|error| crate::log::Error::Config(format!("joining failed: {error}")))??;
+        *cluster::lock(&cluster.membership) = Some(membership);
+        cluster.publish(false);
+        // The heartbeat: the directory's record of this node, with its stores' lag.
+        let engine = self.clone();
+        let heartbeat = cluster.settings.heartbeat();
+        actix::spawn(async move {
+            let Some(cluster) = engine.cluster.clone() else {
+                return;
+            };
+            loop {
+                tokio::time::sleep(heartbeat).await;
+                if cluster::lock(&cluster.membership).is_none() {
+                    return;
+                }
+                engine.measure_lag(&cluster).await;
+                cluster.publish(false);
+            }
+        });
+        Ok(())
+    }
+
+    /// Records how far each held partition's store is behind the log.
+    async fn measure_lag(&self, cluster: &Cluster) {
+        for (partition, shard) in self.partitions.local() {
+            let log = self.log.clone();
+            let end = tokio::task::spawn_blocking(move || log.high_watermark(partition)).await;
+            let (Ok(Ok(end)), Ok(next)) = (end, shard.send(shard::NextOffset).await) else {
+                continue;
+            };
+            let lag = end.saturating_sub(next);
+            cluster.set_lag(partition, lag);
+            METRICS
+                .partition_lag
+                .with_label_values(&[&partition.to_string()])
+                .set(lag as i64);
+        }
+    }
+
+    /// Starts serving `partition`: takes its log writer (fencing any earlier one), catches its
+    /// store up from the log, and starts its shard.
+    async fn gain(&self, partition: u32) -> Result<(), crate::log::Error> {
+        if self.partitions.get(partition).is_some() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let context = (*self.context).clone();
+        let log = self.log.clone();
+        let shard = tokio::task::spawn_blocking(move || {
+            log.acquire(partition)?;
+            TaskShard::replay(partition, context)
+        })
+        .await
+        .map_err(|error| crate::log::Error::Config(format!("replay failed: {error}")))??;
+        let mut lost = shard.lost();
+        let shard = shard.start();
+        self.partitions.set(partition, Some(shard.clone()));
+        let caught_up = started.elapsed();
+        METRICS
+            .partition_catch_up_seconds
+            .observe(caught_up.as_secs_f64());
+        METRICS.partitions_owned.inc();
+        // Another writer took the partition: a cluster node gives it up; a single process
+        // must not go on at all.
+        let engine = self.clone();
+        actix::spawn(async move {
+            let Ok(reason) = lost
+                .wait_for(Option::is_some)
+                .await
+                .map(|lost| lost.clone())
+            else {
+                return;
+            };
+            let reason = reason.unwrap_or_default();
+            if reason == "released" {
+                return;
+            }
+            if engine.cluster.is_some() {
+                tracing::warn!(partition, %reason, "fenced: another node took the partition");
+                engine.lose(partition).await;
+            } else {
+                engine.health.fail(&format!(
+                    "another process writes partition {partition} of the log: {reason}"
+                ));
+            }
+        });
+        if let Some(cluster) = &self.cluster {
+            tracing::info!(partition, caught_up = ?caught_up, "serving the partition");
+            cluster.held(partition);
+            self.recheck_shard(&shard).await;
+        }
+        Ok(())
+    }
+
+    /// Stops serving `partition`: its shard finishes what it appended, writes its store and
+    /// stops, and the log writer is given up.
+    async fn lose(&self, partition: u32) {
+        let Some(shard) = self.partitions.set(partition, None) else {
+            return;
+        };
+        METRICS.partitions_owned.dec();
+        if let Some(cluster) = &self.cluster {
+            cluster.released(partition);
+        }
+        let _ = shard.send(shard::Release).await;
+        let log = self.log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.release(partition)).await;
+        tracing::info!(partition, "stopped serving the partition");
+    }
+
+    /// Leaves the cluster, handing every partition over (a graceful stop); nothing without
+    /// a cluster.
+    pub async fn leave(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let membership = cluster::lock(&cluster.membership).take();
+        if let Some(mut membership) = membership {
+            let _ = tokio::task::spawn_blocking(move || membership.leave()).await;
+        }
+        for (partition, _) in self.partitions.local() {
+            self.lose(partition).await;
+        }
+        cluster.publish(true);
+        let directory = cluster.directory.clone();
+        let _ = tokio::task::spawn_blocking(move || directory.close()).await;
+    }
+
+    /// Which node serves each partition, and how far each store is behind the log.
+    pub async fn cluster_view(&self) -> cluster::View {
+        let here: HashMap<u32, Addr<TaskShard>> = self.partitions.local().into_iter().collect();
+        let Some(cluster) = &self.cluster else {
+            let mut partitions = Vec::new();
+            for partition in 0..self.log.partitions() {
+                let lag = match here.get(&partition) {
+                    Some(shard) => {
+                        let log = self.log.clone();
+                        let end =
+                            tokio::task::spawn_blocking(move || log.high_watermark(partition))
+                                .await;
+                        match (end, shard.send(shard::NextOffset).await) {
+                            (Ok(Ok(end)), Ok(next)) => Some(end.saturating_sub(next)),
+                            _ => None,
+                        }
+                    }
+                    None => None,
+                };
+                partitions.push(cluster::PartitionView {
+                    partition,
+                    owner: None,
+                    here: here.contains_key(&partition),
+                    lag,
+                });
+            }
+            return cluster::View {
+                node_id: None,
+                nodes: Vec::new(),
+                partitions,
+            };
+        };
+        self.measure_lag(cluster).await;
+        cluster.publish(false);
+        let nodes = cluster.directory.nodes();
+        let partitions = (0..self.log.partitions())
+            .map(|partition| {
+                let owner = cluster.directory.owner(partition).map(|(node, _)| node);
+                let lag = owner.as_ref().and_then(|owner| {
+                    nodes
+                        .iter()
+                        .find(|(record, _, _)| &record.node_id == owner)
+                        .and_then(|(record, _, _)| record.partitions.get(&partition))
+                        .map(|held| held.lag)
+                });
+                cluster::PartitionView {
+                    partition,
+                    owner,
+                    here: here.contains_key(&partition),
+                    lag,
+                }
+            })
+            .collect();
+        cluster::View {
+            node_id: Some(cluster.node_id().to_owned()),
+            nodes: nodes
+                .into_iter()
+                .map(|(record, live, heard)| cluster::NodeView {
+                    node_id: record.node_id,
+                    url: record.url,
+                    live,
+                    last_seen_seconds: heard.as_secs_f64(),
+                    partitions: record.partitions.keys().copied().collect(),
+                })
+                .collect(),
+            partitions,
+        }
+    }
+
+    /// This node's cluster, if it is part of one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
     /// After a replay, shards announce resolutions and registrations in no particular order
     /// across partitions, so a dependency that resolved just before a crash, before its
     /// dependent heard of it, would go unnoticed: look at every waiting dependency once.
     async fn recheck_waiting_dependents(&self) {
-        for shard in self.shards.iter() {
+        for (_, shard) in self.partitions.local() {
+            self.recheck_shard(&shard).await;
+        }
+    }
+
+    /// [`Engine::recheck_waiting_dependents`] for one shard.
+    async fn recheck_shard(&self, shard: &Addr<TaskShard>) {
+        {
             let Ok(waiting) = shard.send(Waiting).await else {
-                continue;
+                return;
             };
             for (dependent, dependencies) in waiting {
                 for dependency in dependencies {
@@ -201,12 +538,145 @@ impl Engine {
         }
     }
 
-    fn shard(&self, task_id: Slugid) -> &Addr<TaskShard> {
-        self.shard_of(&task_id.to_string())
+    /// Where `partition` is served from now, if anywhere reachable.
+    fn owner(&self, partition: u32) -> Option<Owner> {
+        if let Some(shard) = self.partitions.get(partition) {
+            return Some(Owner::Here(shard));
+        }
+        let cluster = self.cluster.as_ref()?;
+        match cluster.directory.owner(partition) {
+            Some((node, url)) if node != cluster.node_id() => Some(Owner::There(url)),
+            _ => None,
+        }
     }
 
-    fn shard_of(&self, key: &str) -> &Addr<TaskShard> {
-        &self.shards[self.log.partition_of(key) as usize]
+    /// Runs `call` on the owner of its entity's partition: this node's shard, or the node
+    /// that owns it. While the partition has no reachable owner (a failover or a hand-over
+    /// under way), waits for one, up to [`OWNER_WAIT`].
+    async fn on_owner(&self, call: Call) -> Result<Answer, ApiError> {
+        let Some(key) = call.key() else {
+            return Err(ApiError::new(
+                ErrorCode::InternalServerError,
+                "a call without an entity has no owner",
+            ));
+        };
+        let partition = self.log.partition_of(&key);
+        if let Some(shard) = self.partitions.get(partition) {
+            match answer_here(&shard, call.clone()).await {
+                Err(error) if self.cluster.is_some() && is_retryable(&error) => {}
+                answered => return answered,
+            }
+        }
+        let Some(cluster) = self.cluster.clone() else {
+            return Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                format!("partition {partition} is not served"),
+            ));
+        };
+        let deadline = Instant::now() + OWNER_WAIT;
+        let mut last = String::from("no node serves it yet");
+        loop {
+            let mut partitions = self.partitions.changed.subscribe();
+            let mut directory = cluster.directory.watch();
+            match self.owner(partition) {
+                Some(Owner::Here(shard)) => match answer_here(&shard, call.clone()).await {
+                    Err(error) if is_retryable(&error) => last = error.message,
+                    answered => return answered,
+                },
+                Some(Owner::There(url)) => {
+                    METRICS.forwarded_calls.inc();
+                    let timeout = deadline.saturating_duration_since(Instant::now());
+                    match cluster::peer::call(&url, &cluster.settings.secret, &call, timeout).await
+                    {
+                        Ok(Reply::Answer(answer)) => return Ok(answer),
+                        Ok(Reply::Failed(error)) => return Err(error),
+                        Ok(Reply::NotHere) => last = format!("{url} no longer serves it"),
+                        Err(unreachable) => last = unreachable.0,
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    format!("partition {partition} has no reachable owner ({last}); try again"),
+                ));
+            }
+            tokio::select! {
+                _ = partitions.changed() => {}
+                _ = directory.changed() => {}
+                () = tokio::time::sleep(OWNER_RETRY) => {}
+            }
+        }
+    }
+
+    /// Answers a call of another node: about an entity of a partition this node serves (else
+    /// [`Reply::NotHere`]), or about this node's own part of a list or its pending work.
+    pub async fn answer(&self, call: Call) -> Reply {
+        let answered = match call {
+            Call::List {
+                listing,
+                after,
+                limit,
+            } => Ok(Answer::List(self.list_here(listing, after, limit).await)),
+            Call::Count { listing } => Ok(Answer::Count(self.count_here(listing).await)),
+            Call::Claim {
+                token,
+                task_queue_id,
+                worker_group,
+                worker_id,
+                tasks,
+                client_id,
+                wait_ms,
+            } => {
+                let (end, ended) = oneshot::channel();
+                if let Some(cluster) = &self.cluster {
+                    cluster::lock(&cluster.claims).insert(token, end);
+                }
+                let request = ClaimWork {
+                    task_queue_id,
+                    worker_group,
+                    worker_id,
+                    tasks,
+                    client_id,
+                };
+                let until = Instant::now() + Duration::from_millis(wait_ms.min(60_000));
+                let claimed = self.claim_here(request, until, ended.map(drop)).await;
+                if let Some(cluster) = &self.cluster {
+                    cluster::lock(&cluster.claims).remove(&token);
+                }
+                Ok(Answer::Claimed(
+                    claimed
+                        .into_iter()
+                        .map(|claimed| (claimed.task, claimed.run_id))
+                        .collect(),
+                ))
+            }
+            Call::EndClaim { token } => {
+                if let Some(cluster) = &self.cluster
+                    && let Some(end) = cluster::lock(&cluster.claims).remove(&token)
+                {
+                    let _ = end.send(());
+                }
+                Ok(Answer::Done)
+            }
+            call => {
+                let Some(key) = call.key() else {
+                    return Reply::NotHere;
+                };
+                let Some(shard) = self.partitions.get(self.log.partition_of(&key)) else {
+                    return Reply::NotHere;
+                };
+                match answer_here(&shard, call).await {
+                    Err(error) if is_retryable(&error) => return Reply::NotHere,
+                    answered => answered,
+                }
+            }
+        };
+        match answered {
+            Ok(answer) => Reply::Answer(answer),
+            Err(error) => Reply::Failed(error),
+        }
     }
 
     /// Where exchange messages reach this server's listeners.
@@ -233,43 +703,45 @@ impl Engine {
         command: Command,
         client_id: Option<String>,
     ) -> Result<Task, ApiError> {
-        self.shard(task_id)
-            .send(Execute {
+        self.execute_joined(task_id, command, None, client_id).await
+    }
+
+    async fn execute_joined(
+        &self,
+        task_id: Slugid,
+        command: Command,
+        join: Option<GroupCommand>,
+        client_id: Option<String>,
+    ) -> Result<Task, ApiError> {
+        match self
+            .on_owner(Call::Execute {
                 task_id,
                 command,
-                join: None,
+                join,
                 client_id,
             })
-            .await
-            .map_err(mailbox_error)?
-            .await
+            .await?
+        {
+            Answer::Task(task) => Ok(task),
+            other => Err(wire::unexpected(&other)),
+        }
     }
 
     /// Sends a command of the queue's own whose outcome nobody waits for (timers, dependency
     /// resolution).
     pub fn notify(&self, task_id: Slugid, command: Command) {
-        let shard = self.shard(task_id).clone();
+        let engine = self.clone();
         actix::spawn(async move {
-            let _ = shard
-                .send(Execute {
-                    task_id,
-                    command,
-                    join: None,
-                    client_id: None,
-                })
-                .await;
+            let _ = engine.execute(task_id, command, None).await;
         });
     }
 
     /// The task's state as of everything durable, or `None`.
     pub async fn task(&self, task_id: Slugid) -> Option<Task> {
-        self.shard(task_id)
-            .send(Get { task_id })
-            .await
-            .ok()?
-            .await
-            .ok()
-            .flatten()
+        match self.on_owner(Call::Task { task_id }).await {
+            Ok(Answer::MaybeTask(task)) => task,
+            _ => None,
+        }
     }
 
     /// createTask for `client_id`: every dependency must exist and outlive the new task's
@@ -336,15 +808,7 @@ impl Engine {
             None
         };
         let mut created = self
-            .shard(task_id)
-            .send(Execute {
-                task_id,
-                command,
-                join,
-                client_id,
-            })
-            .await
-            .map_err(mailbox_error)?
+            .execute_joined(task_id, command, join, client_id)
             .await?;
         // The second look: a dependency that resolved after the first look but before this
         // task registered with the resolver would otherwise go unnoticed.
@@ -383,7 +847,6 @@ impl Engine {
         until: Instant,
         gone: impl std::future::Future<Output = ()>,
     ) -> Vec<Claimed> {
-        let mut gone = std::pin::pin!(gone);
         let wanted = request.tasks.clamp(1, 32) as usize;
         let name = WorkerName {
             task_queue_id: request.task_queue_id.clone(),
@@ -391,10 +854,139 @@ impl Engine {
             worker_id: request.worker_id.clone(),
         };
         // A quarantined worker is answered as if there were no work, after the full wait.
-        if self.seen_quarantined(name).await {
+        if self.seen_quarantined(name.clone()).await {
             tokio::time::sleep_until(until.into()).await;
             return Vec::new();
         }
+        // Runs claimed for this worker beyond what an earlier call asked come first.
+        let earlier = self.take_overflow(&name, wanted);
+        if !earlier.is_empty() {
+            return earlier;
+        }
+        let peers = match &self.cluster {
+            Some(cluster) => cluster.directory.peers(),
+            None => Vec::new(),
+        };
+        if peers.is_empty() {
+            return self.claim_here(request, until, gone).await;
+        }
+        self.claim_everywhere(request, until, gone, name, wanted, peers)
+            .await
+    }
+
+    /// claimWork over this node's pending work and every other node's at once: the first to
+    /// claim anything ends the others' waits, and runs claimed beyond what was asked (claims
+    /// racing on several nodes) wait for the worker's next call.
+    async fn claim_everywhere(
+        &self,
+        request: ClaimWork,
+        until: Instant,
+        gone: impl std::future::Future<Output = ()>,
+        name: WorkerName,
+        wanted: usize,
+        peers: Vec<String>,
+    ) -> Vec<Claimed> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let Some(cluster) = self.cluster.clone() else {
+            return Vec::new();
+        };
+        let secret = cluster.settings.secret.clone();
+        let (end_here, ended_here) = oneshot::channel::<()>();
+        let mut waits: FuturesUnordered<futures::future::LocalBoxFuture<'_, Vec<Claimed>>> =
+            FuturesUnordered::new();
+        waits.push(Box::pin(self.claim_here(
+            request.clone(),
+            until,
+            ended_here.map(drop),
+        )));
+        let wait_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64;
+        let mut tokens = Vec::new();
+        for url in peers {
+            let token = Slugid::nice();
+            tokens.push((url.clone(), token));
+            let call = Call::Claim {
+                token,
+                task_queue_id: request.task_queue_id.clone(),
+                worker_group: request.worker_group.clone(),
+                worker_id: request.worker_id.clone(),
+                tasks: request.tasks,
+                client_id: request.client_id.clone(),
+                wait_ms,
+            };
+            let secret = secret.clone();
+            waits.push(Box::pin(async move {
+                let timeout = Duration::from_millis(wait_ms) + Duration::from_secs(10);
+                match cluster::peer::call(&url, &secret, &call, timeout).await {
+                    Ok(Reply::Answer(Answer::Claimed(claimed))) => claimed
+                        .into_iter()
+                        .map(|(task, run_id)| Claimed { task, run_id })
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            }));
+        }
+        let mut gone = std::pin::pin!(gone);
+        let mut claimed = Vec::new();
+        let mut caller_gone = false;
+        loop {
+            tokio::select! {
+                next = waits.next() => match next {
+                    Some(found) if !found.is_empty() => {
+                        claimed.extend(found);
+                        break;
+                    }
+                    Some(_) => {}
+                    None => return claimed,
+                },
+                () = &mut gone => {
+                    caller_gone = true;
+                    break;
+                }
+            }
+        }
+        // End every other wait, and keep what they claimed meanwhile.
+        let _ = end_here.send(());
+        for (url, token) in tokens {
+            let secret = secret.clone();
+            actix::spawn(async move {
+                let call = Call::EndClaim { token };
+                let _ = cluster::peer::call(&url, &secret, &call, Duration::from_secs(10)).await;
+            });
+        }
+        while let Some(found) = waits.next().await {
+            claimed.extend(found);
+        }
+        let keep = if caller_gone { 0 } else { wanted };
+        if claimed.len() > keep {
+            let extra = claimed.split_off(keep);
+            let mut overflow = cluster::lock(&self.overflow);
+            overflow.entry(name).or_default().extend(extra);
+        }
+        claimed
+    }
+
+    /// Up to `wanted` runs claimed earlier for this worker and not yet handed to it.
+    fn take_overflow(&self, name: &WorkerName, wanted: usize) -> Vec<Claimed> {
+        let mut overflow = cluster::lock(&self.overflow);
+        let Some(waiting) = overflow.get_mut(name) else {
+            return Vec::new();
+        };
+        let taken: Vec<Claimed> = waiting.drain(..wanted.min(waiting.len())).collect();
+        if waiting.is_empty() {
+            overflow.remove(name);
+        }
+        taken
+    }
+
+    /// claimWork on this node's pending work only.
+    async fn claim_here(
+        &self,
+        request: ClaimWork,
+        until: Instant,
+        gone: impl std::future::Future<Output = ()>,
+    ) -> Vec<Claimed> {
+        let mut gone = std::pin::pin!(gone);
+        let wanted = request.tasks.clamp(1, 32) as usize;
         loop {
             let take = self.dispatcher.send(TakeOrPark {
                 task_queue_id: request.task_queue_id.clone(),
@@ -438,19 +1030,8 @@ impl Engine {
                         worker_group: request.worker_group.clone(),
                         worker_id: request.worker_id.clone(),
                     };
-                    let sent = self.shard(hint.task_id).send(Execute {
-                        task_id: hint.task_id,
-                        command,
-                        join: None,
-                        client_id: request.client_id.clone(),
-                    });
-                    async move {
-                        let outcome = match sent.await {
-                            Ok(reply) => reply.await,
-                            Err(error) => Err(mailbox_error(error)),
-                        };
-                        (hint.run_id, outcome)
-                    }
+                    let sent = self.execute(hint.task_id, command, request.client_id.clone());
+                    async move { (hint.run_id, sent.await) }
                 })
                 .collect();
             let claimed: Vec<Claimed> = futures::future::join_all(attempts)
@@ -518,26 +1099,25 @@ impl Engine {
         command: GroupCommand,
         client_id: Option<String>,
     ) -> Result<TaskGroup, ApiError> {
-        self.shard(task_group_id)
-            .send(ExecuteGroup {
+        match self
+            .on_owner(Call::ExecuteGroup {
                 task_group_id,
                 command,
                 client_id,
             })
-            .await
-            .map_err(mailbox_error)?
-            .await
+            .await?
+        {
+            Answer::Group(group) => Ok(group),
+            other => Err(wire::unexpected(&other)),
+        }
     }
 
     /// The task group as of everything durable, or `None`.
     pub async fn task_group(&self, task_group_id: Slugid) -> Option<TaskGroup> {
-        self.shard(task_group_id)
-            .send(GetGroup { task_group_id })
-            .await
-            .ok()?
-            .await
-            .ok()
-            .flatten()
+        match self.on_owner(Call::TaskGroup { task_group_id }).await {
+            Ok(Answer::MaybeGroup(group)) => group,
+            _ => None,
+        }
     }
 
     /// Up to `limit` records of the task's history after the log offset `after`, as of
@@ -548,15 +1128,17 @@ impl Engine {
         after: Option<Offset>,
         limit: usize,
     ) -> Result<Option<HistoryPage>, ApiError> {
-        self.shard(task_id)
-            .send(shard::History {
+        match self
+            .on_owner(Call::History {
                 task_id,
                 after,
                 limit,
             })
-            .await
-            .map_err(mailbox_error)?
-            .await
+            .await?
+        {
+            Answer::History(page) => Ok(page),
+            other => Err(wire::unexpected(&other)),
+        }
     }
 
     /// Up to `limit` tasks of a listing after the position `after`, in order, gathered from
@@ -567,12 +1149,36 @@ impl Engine {
         after: Option<Position>,
         limit: usize,
     ) -> (Vec<(Position, Task)>, bool) {
-        // One more than asked from each shard: all that follow may be in one shard.
-        let parts = self.shards.iter().map(|shard| {
+        // One more than asked from each node: all that follow may be in one partition.
+        let mut tasks = self.list_here(listing.clone(), after, limit + 1).await;
+        let call = Call::List {
+            listing,
+            after,
+            limit: limit + 1,
+        };
+        for answer in self.ask_peers(&call).await {
+            if let Answer::List(part) = answer {
+                tasks.extend(part);
+            }
+        }
+        tasks.sort_by_key(|(position, _)| *position);
+        let more = tasks.len() > limit;
+        tasks.truncate(limit);
+        (tasks, more)
+    }
+
+    /// This node's part of a listing: up to `limit` tasks after `after`, in order.
+    async fn list_here(
+        &self,
+        listing: Listing,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Vec<(Position, Task)> {
+        let parts = self.partitions.local().into_iter().map(|(_, shard)| {
             shard.send(List {
                 listing: listing.clone(),
                 after,
-                limit: limit + 1,
+                limit,
             })
         });
         let mut tasks: Vec<(Position, Task)> = futures::future::join_all(parts)
@@ -581,17 +1187,52 @@ impl Engine {
             .flat_map(Result::unwrap_or_default)
             .collect();
         tasks.sort_by_key(|(position, _)| *position);
-        let more = tasks.len() > limit;
         tasks.truncate(limit);
-        (tasks, more)
+        tasks
+    }
+
+    /// Asks every other live node `call` about itself; the answers of those that gave one.
+    async fn ask_peers(&self, call: &Call) -> Vec<Answer> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let secret = &cluster.settings.secret;
+        let calls =
+            cluster.directory.peers().into_iter().map(|url| async move {
+                cluster::peer::call(&url, secret, call, OWNER_WAIT).await
+            });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|reply| match reply {
+                Ok(Reply::Answer(answer)) => Some(answer),
+                _ => None,
+            })
+            .collect()
     }
 
     /// How many tasks a listing has, over every shard.
     pub async fn count(&self, listing: Listing) -> u64 {
+        let here = self.count_here(listing.clone()).await;
+        let there: u64 = self
+            .ask_peers(&Call::Count { listing })
+            .await
+            .into_iter()
+            .map(|answer| match answer {
+                Answer::Count(count) => count,
+                _ => 0,
+            })
+            .sum();
+        here + there
+    }
+
+    /// How many tasks of a listing this node's partitions hold.
+    async fn count_here(&self, listing: Listing) -> u64 {
         let parts = self
-            .shards
-            .iter()
-            .map(|shard| shard.send(Count(listing.clone())));
+            .partitions
+            .local()
+            .into_iter()
+            .map(|(_, shard)| shard.send(Count(listing.clone())));
         futures::future::join_all(parts)
             .await
             .into_iter()
@@ -606,35 +1247,47 @@ impl Engine {
         command: WorkerCommand,
         client_id: Option<String>,
     ) -> Result<Worker, ApiError> {
-        let key =
-            crate::model::worker_key(&name.task_queue_id, &name.worker_group, &name.worker_id);
-        self.shard_of(&key)
-            .send(RecordWorker {
+        match self
+            .on_owner(Call::RecordWorker {
                 name,
                 command,
                 client_id,
             })
-            .await
-            .map_err(mailbox_error)?
-            .await
+            .await?
+        {
+            Answer::Worker(worker) => Ok(worker),
+            other => Err(wire::unexpected(&other)),
+        }
     }
 
     /// Everything in the partition stores and their memtables written out: for a clean stop,
     /// after which a start reads nothing back into memory.
     pub async fn seal(&self) {
-        let waits = self.shards.iter().map(|shard| shard.send(shard::Seal));
+        let waits = self
+            .partitions
+            .local()
+            .into_iter()
+            .map(|(_, shard)| shard.send(shard::Seal));
         futures::future::join_all(waits).await;
     }
 
     /// Resolves once every change so far is in the partition stores.
     pub async fn flushed(&self) {
-        let waits = self.shards.iter().map(|shard| shard.send(Flushed));
+        let waits = self
+            .partitions
+            .local()
+            .into_iter()
+            .map(|(_, shard)| shard.send(Flushed));
         futures::future::join_all(waits).await;
     }
 
     /// Tasks in the state of every shard.
     pub async fn task_count(&self) -> u64 {
-        let parts = self.shards.iter().map(|shard| shard.send(shard::TaskCount));
+        let parts = self
+            .partitions
+            .local()
+            .into_iter()
+            .map(|(_, shard)| shard.send(shard::TaskCount));
         futures::future::join_all(parts)
             .await
             .into_iter()
@@ -661,9 +1314,98 @@ fn final_resolution(task: &Task) -> Option<ResolvedDependency> {
     })
 }
 
+/// A shard that stopped (its partition handed over) answers like one whose partition moved.
 fn mailbox_error(error: MailboxError) -> ApiError {
     ApiError::new(
-        ErrorCode::InternalServerError,
-        format!("the engine is not running: {error}"),
+        ErrorCode::ServiceUnavailable,
+        format!("the partition's shard has stopped: {error}"),
     )
+    .with_details(json!({ shard::MOVED: true }))
+}
+
+/// Whether another look for the partition's owner may answer `error` differently.
+fn is_retryable(error: &ApiError) -> bool {
+    shard::is_moved(error)
+}
+
+/// Runs `call` on a shard of this process.
+async fn answer_here(shard: &Addr<TaskShard>, call: Call) -> Result<Answer, ApiError> {
+    match call {
+        Call::Execute {
+            task_id,
+            command,
+            join,
+            client_id,
+        } => shard
+            .send(Execute {
+                task_id,
+                command,
+                join,
+                client_id,
+            })
+            .await
+            .map_err(mailbox_error)?
+            .await
+            .map(Answer::Task),
+        Call::Task { task_id } => shard
+            .send(Get { task_id })
+            .await
+            .map_err(mailbox_error)?
+            .await
+            .map(Answer::MaybeTask),
+        Call::ExecuteGroup {
+            task_group_id,
+            command,
+            client_id,
+        } => shard
+            .send(ExecuteGroup {
+                task_group_id,
+                command,
+                client_id,
+            })
+            .await
+            .map_err(mailbox_error)?
+            .await
+            .map(Answer::Group),
+        Call::TaskGroup { task_group_id } => shard
+            .send(GetGroup { task_group_id })
+            .await
+            .map_err(mailbox_error)?
+            .await
+            .map(Answer::MaybeGroup),
+        Call::History {
+            task_id,
+            after,
+            limit,
+        } => shard
+            .send(shard::History {
+                task_id,
+                after,
+                limit,
+            })
+            .await
+            .map_err(mailbox_error)?
+            .await
+            .map(Answer::History),
+        Call::RecordWorker {
+            name,
+            command,
+            client_id,
+        } => shard
+            .send(RecordWorker {
+                name,
+                command,
+                client_id,
+            })
+            .await
+            .map_err(mailbox_error)?
+            .await
+            .map(Answer::Worker),
+        Call::List { .. } | Call::Count { .. } | Call::Claim { .. } | Call::EndClaim { .. } => {
+            Err(ApiError::new(
+                ErrorCode::InternalServerError,
+                "a node call went to a shard",
+            ))
+        }
+    }
 }

@@ -21,7 +21,9 @@ const EXPIRY_MILLIS: i64 = 24 * 60 * 60 * 1000;
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A worker's full name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct WorkerName {
     pub task_queue_id: String,
     pub worker_group: String,

@@ -82,6 +82,28 @@ pub trait EventLog: Send + Sync {
     /// in the order they were made: once one resolves `Ok`, every earlier one has too.
     fn append(&self, partition: u32, entries: Vec<Entry>) -> Appending;
 
+    /// Makes this process the one writer of `partition` before it appends there: with Kafka,
+    /// every earlier writer of it, in any process, is fenced (nothing it appends from now on
+    /// lands). The embedded log has one process by construction. Blocking.
+    fn acquire(&self, partition: u32) -> Result<(), Error> {
+        let _ = partition;
+        Ok(())
+    }
+
+    /// Gives `partition` up: what was appended is kept, nothing more can be. Blocking.
+    fn release(&self, partition: u32) {
+        let _ = partition;
+    }
+
+    /// Ends the batch the writer of `partition` keeps open, ordered after every earlier
+    /// append; a writer calls it every few seconds while it appends. Returns how many offsets
+    /// the end takes in the partition (Kafka: 1, the marker that commits the writer's
+    /// transaction; the embedded log keeps no batches: 0), and what resolves once it is done.
+    fn end_batch(&self, partition: u32) -> (u64, BoxFuture<'static, Result<(), Error>>) {
+        let _ = partition;
+        (0, Box::pin(futures::future::ready(Ok(()))))
+    }
+
     /// The offset the next appended record of `partition` will get.
     fn high_watermark(&self, partition: u32) -> Result<Offset, Error>;
 
@@ -160,6 +182,12 @@ pub enum Error {
     Codec(Arc<codec::Error>),
     #[error("kafka: {context}: {reason}")]
     Kafka { context: String, reason: String },
+    /// Another process took the partition; this one may append to it no more.
+    #[error("partition {partition} has another writer now: {reason}")]
+    Fenced { partition: u32, reason: String },
+    /// An append to a partition this process has not acquired.
+    #[error("partition {partition} is not held by this process")]
+    NotHeld { partition: u32 },
     #[error("the log writer of partition {partition} has stopped: {reason}")]
     WriterStopped { partition: u32, reason: String },
     #[error("invalid log configuration: {0}")]

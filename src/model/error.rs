@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// Taskcluster's error codes (the `code` of an error body).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ErrorCode {
     /// The body is not JSON, or not sent as `application/json`.
     MalformedPayload,
@@ -73,7 +73,7 @@ impl fmt::Display for ErrorCode {
 
 /// An error as the API reports it: a code and a human-readable message. Structured details
 /// (for example `missingTaskDependencies`) travel beside the message where Taskcluster has them.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,

@@ -68,7 +68,7 @@ impl TaskGroup {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum GroupCommand {
     /// A task of this group is being created: the group must have the task's scheduler and
     /// not be sealed, and it must outlive the task.

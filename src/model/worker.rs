@@ -33,7 +33,7 @@ pub struct QuarantineChange {
 
 /// What can be asked of one worker's record. Whether the worker exists is the caller's check:
 /// the record itself knows only what was recorded, not which workers claimed work.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerCommand {
     /// `quarantineWorker`, by `client_id`.
     Quarantine {

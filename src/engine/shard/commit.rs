@@ -119,6 +119,9 @@ impl TaskShard {
         if self.context.health.is_failed() {
             return Err(restart_required());
         }
+        if let Some(reason) = self.lost.borrow().as_ref() {
+            return Err(moved(self.partition, reason));
+        }
         if events.is_empty() {
             return Ok(());
         }
@@ -159,19 +162,30 @@ impl TaskShard {
         let count = entries.len() as u64;
         let appending = self.context.log.append(self.partition, entries);
         let appended = Instant::now();
-        let health = self.context.health.clone();
+        let failed = self.failure_handler();
+        let expected = self.next_offset..self.next_offset + count;
+        let partition = self.partition;
         // Appends to one partition become durable in order (see `EventLog::append`), so the
         // newest append stands for all before it.
         let barrier: Barrier = async move {
-            let durable = appending.await;
+            let durable = appending.await.and_then(|offsets| {
+                // The state applied the events at the offsets this shard expects as the
+                // partition's one writer; anything else means it is not.
+                if offsets.iter().copied().eq(expected.clone()) {
+                    Ok(())
+                } else {
+                    Err(crate::log::Error::Corrupt(format!(
+                        "partition {partition}: the log placed records at offsets {:?}.. where \
+                         {}.. were expected",
+                        offsets.first(),
+                        expected.start
+                    )))
+                }
+            });
             METRICS
                 .log_append_seconds
                 .observe(appended.elapsed().as_secs_f64());
-            durable.map(drop).map_err(|error| {
-                let reason = error.to_string();
-                health.fail(&reason);
-                reason
-            })
+            durable.map_err(|error| failed(error))
         }
         .boxed()
         .shared();
@@ -190,7 +204,54 @@ impl TaskShard {
         self.barrier = Some(barrier);
         self.next_offset += count;
         self.events_since_flush += count;
+        self.batch_open = true;
         Ok(())
+    }
+
+    /// What a failed append or batch end does: another writer taking the partition loses it
+    /// for this shard alone; any other failure fails the log for the whole process.
+    pub(super) fn failure_handler(
+        &self,
+    ) -> impl Fn(crate::log::Error) -> String + Send + Sync + 'static {
+        let health = self.context.health.clone();
+        let lost = self.lost.clone();
+        move |error| {
+            let reason = error.to_string();
+            match error {
+                crate::log::Error::Fenced { .. } => {
+                    lost.send_if_modified(|lost| lost.replace(reason.clone()).is_none());
+                }
+                _ => health.fail(&reason),
+            }
+            reason
+        }
+    }
+
+    /// Ends the log's open batch of this partition, if anything was appended since the last
+    /// end; the end takes the offsets the log says.
+    pub(super) fn end_batch(&mut self) {
+        if !self.batch_open || self.context.health.is_failed() || self.lost.borrow().is_some() {
+            return;
+        }
+        self.batch_open = false;
+        let (taken, ending) = self.context.log.end_batch(self.partition);
+        self.next_offset += taken;
+        let failed = self.failure_handler();
+        let ended = async move { ending.await.map_err(|error| failed(error)) }
+            .boxed()
+            .shared();
+        actix::spawn(ended.clone().map(drop));
+        if taken > 0
+            && self.context.exchange_topics.is_some()
+            && let Some(outbox) = &self.outbox
+        {
+            // Exchange topics checkpoint by log offset: the offsets of the end count too.
+            let _ = outbox.send(Outgoing {
+                durable: ended.map(|ended| ended.is_ok()).boxed(),
+                end: self.next_offset,
+                messages: Vec::new(),
+            });
+        }
     }
 
     /// `value` once everything appended so far is durable (so a reply never shows state a

@@ -128,6 +128,11 @@ pub struct TaskShard {
     /// With exchange topics: the offset before which every message is delivered, as
     /// checkpointed; a flush never passes it, so a restart can re-derive the rest.
     exchange_progress: Option<watch::Receiver<Offset>>,
+    /// Whether anything was appended since the log's batch last ended.
+    batch_open: bool,
+    /// Why the partition is no longer this shard's, once another writer took it: the shard
+    /// then refuses everything, and its owner stops it.
+    lost: Arc<watch::Sender<Option<String>>>,
 }
 
 impl TaskShard {
@@ -283,6 +288,27 @@ fn store_failed(error: store::Error) -> ApiError {
 
 fn restart_required() -> ApiError {
     internal("the event log failed; this server must restart")
+}
+
+/// The answer of a shard whose partition another node took: the caller may try again, and
+/// will reach the new owner.
+fn moved(partition: u32, reason: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::ServiceUnavailable,
+        format!("partition {partition} moved to another node ({reason}); try again"),
+    )
+    .with_details(serde_json::json!({ MOVED: partition }))
+}
+
+/// The detail that marks the answer of a shard whose partition moved.
+pub const MOVED: &str = "partitionMoved";
+
+/// Whether `error` is the answer of a shard whose partition moved (ask its new owner).
+pub fn is_moved(error: &ApiError) -> bool {
+    error
+        .details
+        .as_ref()
+        .is_some_and(|details| details.get(MOVED).is_some())
 }
 
 impl Actor for TaskShard {
@@ -595,6 +621,44 @@ impl Handler<Flushed> for TaskShard {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Seal;
+
+/// Stops the shard for a hand-over: it refuses new commands, waits for its appends, ends the
+/// log's batch, writes its store, and stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release;
+
+impl Handler<Release> for TaskShard {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Release, context: &mut Context<Self>) -> Self::Result {
+        self.end_batch();
+        self.lost
+            .send_if_modified(|lost| lost.replace("released".into()).is_none());
+        let sealed = self.handle(Seal, context);
+        Box::pin(sealed.into_actor(self).map(|(), _, context| context.stop()))
+    }
+}
+
+/// The offset the shard's next record will get.
+#[derive(Message)]
+#[rtype(result = "Offset")]
+pub struct NextOffset;
+
+impl Handler<NextOffset> for TaskShard {
+    type Result = Offset;
+
+    fn handle(&mut self, _: NextOffset, _: &mut Context<Self>) -> Offset {
+        self.next_offset
+    }
+}
+
+impl TaskShard {
+    /// Resolves with the reason once another writer has taken the partition.
+    pub fn lost(&self) -> watch::Receiver<Option<String>> {
+        self.lost.subscribe()
+    }
+}
 
 impl Handler<Seal> for TaskShard {
     type Result = ResponseFuture<()>;

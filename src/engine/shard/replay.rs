@@ -4,6 +4,9 @@
 //! rebuild needs no more memory than serving does.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use super::state::PartitionState;
 use super::{Indexes, ShardContext, TaskShard, Timers};
@@ -133,6 +136,8 @@ impl TaskShard {
             outbox: None,
             recovered,
             exchange_progress: None,
+            batch_open: false,
+            lost: Arc::new(watch::Sender::new(None)),
         })
     }
 }

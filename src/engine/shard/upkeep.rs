@@ -111,6 +111,7 @@ impl TaskShard {
             return;
         }
         self.expire_due(context);
+        self.end_batch();
         self.flush(context);
         self.rounds += 1;
         if self.rounds.is_multiple_of(RETENTION_ROUNDS) {

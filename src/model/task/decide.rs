@@ -37,7 +37,7 @@ impl Default for Settings {
 }
 
 /// A dependency's final resolution, as the dependency resolver reports it to a dependent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedDependency {
     pub task_id: Slugid,
     /// The state of the dependency's last run; only resolved states can satisfy anything.
@@ -45,7 +45,7 @@ pub struct ResolvedDependency {
 }
 
 /// What can be asked of one task.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// `createTask`, with a definition normalized by [`TaskDefinition::from_request`] (the
     /// clock-dependent checks of `TaskDefinition::check_new` are repeated here, so a late

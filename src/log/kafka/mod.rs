@@ -1,9 +1,12 @@
 //! The Kafka log: one topic whose partitions are the log's partitions, for deployments of more
 //! than one machine. Records go to the partition our murmur2 hash names (the same as Kafka's
-//! default partitioner, so other clients agree), keyed by entity id, through one idempotent
-//! producer with `acks=all` and many deliveries in flight. Replay reads with a plain assigned
-//! consumer (no group, no commits) from the snapshot offset up to the high watermark.
+//! default partitioner, so other clients agree), keyed by entity id, with `acks=all` and many
+//! deliveries in flight, each partition through the transactional producer of its one writer
+//! (`writer`): a process appends only to partitions it has acquired, and acquiring fences the
+//! previous writer. Replay reads `read_uncommitted` with a plain assigned consumer (no group,
+//! no commits) from the store's offset up to the high watermark.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -14,11 +17,20 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::DeliveryFuture;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use serde::{Deserialize, Serialize};
 
 use super::{Appending, Entry, Error, EventLog, Offset, Visitor};
+use writer::Writer;
+
+mod writer;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Connection and topic settings of the Kafka log; `config/default.toml` documents each key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -97,9 +109,10 @@ impl ConsumerContext for TracingContext {}
 
 pub struct KafkaLog {
     options: Options,
-    /// One producer for every partition: librdkafka batches per partition internally, and
-    /// one idempotent producer id keeps each partition's sequence numbers in one place.
-    producer: FutureProducer<TracingContext>,
+    /// Metadata and watermarks; never subscribes or reads.
+    client: BaseConsumer<TracingContext>,
+    /// The writer of each partition this process holds.
+    writers: Vec<Mutex<Option<Arc<Writer>>>>,
 }
 
 impl KafkaLog {
@@ -108,25 +121,25 @@ impl KafkaLog {
     pub fn open(options: Options) -> Result<Self, Error> {
         validate(&options)?;
         let topic = options.topic.clone();
-        let producer: FutureProducer<TracingContext> = base_config(&options)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", options.linger_ms.to_string())
-            .set(
-                "message.timeout.ms",
-                options.delivery_timeout_ms.to_string(),
-            )
+        let client: BaseConsumer<TracingContext> = base_config(&options)
+            .set("group.id", REPLAY_GROUP)
+            // A watermark is the log's end, open transactions included (see `scan`).
+            .set("isolation.level", "read_uncommitted")
             .create_with_context(TracingContext)
-            .map_err(|error| kafka_error("creating the kafka producer", error))?;
-
-        ensure_topic(producer.client(), &options, &topic)?;
+            .map_err(|error| kafka_error("creating the kafka client", error))?;
+        ensure_topic(client.client(), &options, &topic)?;
         tracing::info!(
             brokers = options.brokers.as_str(),
             topic = topic.as_str(),
             partitions = options.partitions,
             "opened the kafka log"
         );
-        Ok(KafkaLog { options, producer })
+        let writers = (0..options.partitions).map(|_| Mutex::new(None)).collect();
+        Ok(KafkaLog {
+            options,
+            client,
+            writers,
+        })
     }
 
     fn check_partition(&self, partition: u32) -> Result<i32, Error> {
@@ -143,58 +156,18 @@ impl KafkaLog {
 
     fn watermarks(&self, partition: i32) -> Result<(Offset, Offset), Error> {
         watermarks(
-            self.producer.client(),
+            self.client.client(),
             &self.options,
             &self.options.topic,
             partition,
         )
     }
 
-    /// Hands one record to librdkafka, waiting while its local queue is full: the caller's
-    /// next record must not overtake this one, so backpressure has to block here.
-    fn enqueue(&self, partition: i32, entry: &Entry) -> Result<DeliveryFuture, Error> {
-        let topic = &self.options.topic;
-        let mut record = FutureRecord::to(topic)
-            .partition(partition)
-            .key(entry.key.as_str())
-            .payload(entry.payload.as_slice());
-        let mut waiting_since: Option<Instant> = None;
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    let since = *waiting_since.get_or_insert_with(|| {
-                        tracing::debug!(
-                            partition,
-                            topic = topic.as_str(),
-                            "kafka producer queue is full, waiting"
-                        );
-                        Instant::now()
-                    });
-                    // Records already queued fail after the delivery timeout, freeing room; a
-                    // queue still full after that long means the cluster is not taking writes.
-                    if since.elapsed() > Duration::from_millis(self.options.delivery_timeout_ms) {
-                        return Err(Error::Kafka {
-                            context: format!(
-                                "appending to partition {partition} of kafka topic `{topic}`"
-                            ),
-                            reason: format!(
-                                "the producer queue stayed full for {} ms",
-                                self.options.delivery_timeout_ms
-                            ),
-                        });
-                    }
-                    record = returned;
-                    std::thread::sleep(QUEUE_FULL_BACKOFF);
-                }
-                Err((error, _)) => {
-                    return Err(kafka_error(
-                        format!("appending to partition {partition} of kafka topic `{topic}`"),
-                        error,
-                    ));
-                }
-            }
-        }
+    fn writer(&self, partition: u32) -> Result<Arc<Writer>, Error> {
+        self.check_partition(partition)?;
+        lock(&self.writers[partition as usize])
+            .clone()
+            .ok_or(Error::NotHeld { partition })
     }
 }
 
@@ -204,28 +177,41 @@ impl EventLog for KafkaLog {
     }
 
     fn append(&self, partition: u32, entries: Vec<Entry>) -> Appending {
-        let kafka_partition = match self.check_partition(partition) {
-            Ok(kafka_partition) => kafka_partition,
+        let writer = match self.writer(partition) {
+            Ok(writer) => writer,
             Err(error) => return futures::future::ready(Err(error)).boxed(),
         };
         // Larger records fail at the broker anyway (its `message.max.bytes`), with its reason.
         if let Err(error) = super::check_payloads(&entries, usize::MAX) {
             return futures::future::ready(Err(error)).boxed();
         }
-        // Every record is queued before this returns, which is what orders it after earlier
-        // appends; the deliveries are then awaited together, never one at a time.
-        let mut deliveries = Vec::with_capacity(entries.len());
-        for entry in &entries {
-            match self.enqueue(kafka_partition, entry) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err(error) => return futures::future::ready(Err(error)).boxed(),
-            }
+        writer.append(entries, self.options.topic.clone())
+    }
+
+    fn acquire(&self, partition: u32) -> Result<(), Error> {
+        self.check_partition(partition)?;
+        let writer = Writer::acquire(&self.options, partition)?;
+        *lock(&self.writers[partition as usize]) = Some(Arc::new(writer));
+        tracing::info!(
+            partition,
+            topic = self.options.topic.as_str(),
+            "acquired the partition's writer"
+        );
+        Ok(())
+    }
+
+    fn release(&self, partition: u32) {
+        if let Ok(index) = self.check_partition(partition) {
+            // The writer's thread ends the open batch as the last reference goes.
+            lock(&self.writers[index as usize]).take();
         }
-        crate::metrics::METRICS
-            .log_append_batch_events
-            .observe(entries.len() as f64);
-        let topic = self.options.topic.clone();
-        await_deliveries(topic, kafka_partition, deliveries)
+    }
+
+    fn end_batch(&self, partition: u32) -> (u64, BoxFuture<'static, Result<(), Error>>) {
+        match self.writer(partition) {
+            Ok(writer) => (1, writer.end_batch()),
+            Err(error) => (0, futures::future::ready(Err(error)).boxed()),
+        }
     }
 
     fn high_watermark(&self, partition: u32) -> Result<Offset, Error> {
@@ -267,22 +253,9 @@ impl EventLog for KafkaLog {
     }
 }
 
-impl Drop for KafkaLog {
-    /// Gives queued records their chance to be delivered: dropping the producer cancels
-    /// whatever is still in flight.
-    fn drop(&mut self) {
-        if let Err(error) = self
-            .producer
-            .flush(Duration::from_millis(self.options.delivery_timeout_ms))
-        {
-            tracing::warn!(%error, topic = self.options.topic.as_str(), "kafka producer did not flush on close");
-        }
-    }
-}
-
 /// Resolves once every delivery has an outcome, so that when an append fails none of its
 /// records is still in flight; the first failure is the error.
-fn await_deliveries(
+pub(super) fn await_deliveries(
     topic: String,
     partition: i32,
     deliveries: Vec<DeliveryFuture>,
@@ -303,6 +276,14 @@ fn await_deliveries(
                     context: context(),
                     reason: format!("the record landed in partition {}", delivery.partition),
                 }),
+                Ok(Err((KafkaError::MessageProduction(code), _message)))
+                    if writer::is_fencing(code) =>
+                {
+                    Err(Error::Fenced {
+                        partition: partition as u32,
+                        reason: code.to_string(),
+                    })
+                }
                 Ok(Err((error, _message))) => Err(kafka_error(context(), error)),
                 Err(_canceled) => Err(Error::Kafka {
                     context: context(),
@@ -365,6 +346,10 @@ pub(crate) fn scan(
         // joins the group, and with commits off it never writes to it either.
         .set("group.id", REPLAY_GROUP)
         .set("enable.partition.eof", "true")
+        // Records stay part of the log when the transaction they were written in is aborted
+        // by the fencing of their writer (see `writer`): they were durable, and perhaps
+        // acknowledged, before it.
+        .set("isolation.level", "read_uncommitted")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         // A start offset the broker no longer holds must fail, never silently skip.
