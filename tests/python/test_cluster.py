@@ -1,0 +1,328 @@
+"""Several `taskfold serve` nodes over one topic of a real Apache Kafka broker.
+
+Each node joins with `--node-id` and `--advertise`; the Kafka consumer group gives every
+partition to one node, and any node answers any call, forwarding to the owner. The official
+Python client drives the nodes: lifecycles spread over all of them, a node killed with
+`kill -9` (its partitions served again elsewhere, nothing acknowledged lost, no run claimed
+twice), a node paused past the group's session timeout and woken up (nothing it appends lands),
+a node leaving with SIGTERM and one joining.
+
+Needs `TASKFOLD_TEST_KAFKA_BROKERS` (tests/run.sh starts a broker); skipped without it.
+`TASKFOLD_TEST_FAILOVER_ROUNDS` sets the rounds of the kill test (default 3).
+"""
+
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+import taskcluster
+
+from conftest import ROOT_CLIENT, ROOT_TOKEN, Server, free_port, task_definition, new_task_id
+
+BROKERS = os.environ.get("TASKFOLD_TEST_KAFKA_BROKERS", "").strip()
+pytestmark = pytest.mark.skipif(not BROKERS, reason="TASKFOLD_TEST_KAFKA_BROKERS is not set")
+
+SECRET = "a-cluster-secret-for-the-tests"
+# A node the group does not hear from for 6 s (the broker's least) loses its partitions.
+CONFIG = """
+[cluster]
+session_timeout_ms = 6000
+heartbeat_ms = 500
+
+[log]
+partitions = 6
+"""
+
+
+class Node(Server):
+    """A `taskfold serve --node-id` of the cluster on `topic`, on a port it keeps."""
+
+    def __init__(self, base, node_id, topic):
+        data_dir = base / node_id
+        data_dir.mkdir()
+        config = base / f"{node_id}.toml"
+        config.write_text(CONFIG)
+        super().__init__(data_dir, config)
+        self.node_id = node_id
+        self.fixed_port = free_port()
+        self.env = {
+            "TASKFOLD__LOG__BACKEND": "kafka",
+            "TASKFOLD__KAFKA__BROKERS": BROKERS,
+            "TASKFOLD__LOG__KAFKA__TOPIC": topic,
+            "TASKFOLD__CLUSTER__SECRET": SECRET,
+            "TASKFOLD__EVENTS__KAFKA_TOPIC_PREFIX": f"{topic}.",
+        }
+        self.log_dir = str(base)
+
+    def start(self):
+        url = f"http://127.0.0.1:{self.fixed_port}"
+        self.args = ["--node-id", self.node_id, "--advertise", url]
+        return super().start(port=self.fixed_port)
+
+    def cluster(self):
+        return requests.get(self.api("/__cluster__"), timeout=10).json()
+
+
+def client(node):
+    return taskcluster.Queue({"rootUrl": f"http://127.0.0.1:{node.fixed_port}",
+                              "credentials": {"clientId": ROOT_CLIENT, "accessToken": ROOT_TOKEN},
+                              "maxRetries": 5})
+
+
+@pytest.fixture
+def cluster(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cluster")
+    topic = f"tf-cluster-{uuid.uuid4().hex[:10]}"
+    nodes = [Node(base, f"node-{index}", topic) for index in range(3)]
+    for node in nodes:
+        node.start()
+    wait_until_served(nodes[0], {node.node_id for node in nodes})
+    yield nodes
+    for node in nodes:
+        if node.process and node.process.poll() is None:
+            try:
+                node.process.send_signal(signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        node.stop()
+
+
+def wait_until_served(node, by, timeout=30):
+    """Waits until every partition has an owner among the node ids `by`, all of them used;
+    the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            view = node.cluster()
+        except requests.RequestException:
+            time.sleep(0.2)
+            continue
+        owners = [partition["owner"] for partition in view["partitions"]]
+        if all(owner in by for owner in owners) and set(owners) == set(by):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"partitions not served by {by} within {timeout} s: {node.cluster()}")
+
+
+def queue_id():
+    return f"cluster/w{uuid.uuid4().hex[:12]}"
+
+
+class Load:
+    """Lifecycles (create → claimWork → reportCompleted) on randomly chosen live nodes, each
+    step on another node, recording every acknowledged create and claim."""
+
+    def __init__(self, nodes, queue, threads=3):
+        self.nodes = nodes
+        self.queue = queue
+        self.live = set(range(len(nodes)))
+        self.created = set()
+        self.claims = []
+        self.completed = set()
+        self.empty_claims = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def node(self):
+        with self.lock:
+            return self.nodes[random.choice(sorted(self.live))]
+
+    def run(self):
+        worker = f"w{uuid.uuid4().hex[:8]}"
+        while not self.stopping.is_set():
+            task_id = new_task_id()
+            try:
+                client(self.node()).createTask(task_id, task_definition(self.queue))
+            except Exception:  # a node going away mid-call: not acknowledged
+                continue
+            with self.lock:
+                self.created.add(task_id)
+            try:
+                claimed = client(self.node()).claimWork(
+                    self.queue, {"workerGroup": "load", "workerId": worker, "tasks": 1})["tasks"]
+            except Exception:
+                continue
+            if not claimed:
+                with self.lock:
+                    self.empty_claims += 1
+                continue
+            for run in claimed:
+                with self.lock:
+                    self.claims.append((run["status"]["taskId"], run["runId"]))
+                try:
+                    client(self.node()).reportCompleted(run["status"]["taskId"], run["runId"])
+                    with self.lock:
+                        self.completed.add(run["status"]["taskId"])
+                except Exception:
+                    pass
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def check(self, reader):
+        """Nothing acknowledged is lost, no run was claimed twice, and what was reported
+        completed is completed."""
+        assert len(self.claims) == len(set(self.claims)), "a run was claimed twice"
+        queue = client(reader)
+        for task_id in self.created:
+            state = queue.status(task_id)["status"]["state"]
+            if task_id in self.completed:
+                assert state == "completed", (task_id, state)
+
+
+def test_three_nodes_serve_every_call_of_any_task(cluster):
+    a, b, c = cluster
+    view = a.cluster()
+    assert {node["nodeId"] for node in view["nodes"] if node["live"]} == {"node-0", "node-1", "node-2"}
+    queue = queue_id()
+    tasks = []
+    for index in range(12):
+        task_id = new_task_id()
+        client(cluster[index % 3]).createTask(task_id, task_definition(queue))
+        tasks.append(task_id)
+    # Every task is readable through every node.
+    for task_id in tasks:
+        for node in cluster:
+            assert client(node).status(task_id)["status"]["state"] == "pending"
+    # Claimed through one node, reported through another, read through the third.
+    for index in range(len(tasks)):
+        claimed = client(cluster[(index + 1) % 3]).claimWork(
+            queue, {"workerGroup": "wg", "workerId": "w1", "tasks": 1})["tasks"]
+        assert len(claimed) == 1
+        run = claimed[0]
+        client(cluster[(index + 2) % 3]).reportCompleted(run["status"]["taskId"], run["runId"])
+    for task_id in tasks:
+        assert client(c).status(task_id)["status"]["state"] == "completed"
+    assert client(b).pendingTasks(queue)["pendingTasks"] == 0
+    # Metrics per node.
+    metrics = requests.get(f"http://127.0.0.1:{a.fixed_port}/metrics", timeout=10).text
+    assert "taskfold_partitions_owned" in metrics
+    assert "taskfold_forwarded_calls_total" in metrics
+    # Load through all three at once.
+    with Load(cluster, queue_id()) as load:
+        time.sleep(8)
+    assert load.completed, "the load completed nothing"
+    load.check(a)
+
+
+def test_claim_work_on_one_node_wakes_for_work_created_on_another(cluster):
+    a, b, _ = cluster
+    queue = queue_id()
+    outcome = {}
+
+    def wait():
+        started = time.monotonic()
+        outcome["tasks"] = client(a).claimWork(
+            queue, {"workerGroup": "wg", "workerId": "w1", "tasks": 1})["tasks"]
+        outcome["seconds"] = time.monotonic() - started
+
+    # Tasks whose partitions node-0 does not serve, so the work arrives elsewhere.
+    waiting = threading.Thread(target=wait)
+    waiting.start()
+    time.sleep(1)
+    task_id = new_task_id()
+    client(b).createTask(task_id, task_definition(queue))
+    waiting.join(timeout=30)
+    assert [run["status"]["taskId"] for run in outcome["tasks"]] == [task_id]
+    assert outcome["seconds"] < 10
+
+
+def test_failover_after_kill_9(cluster):
+    rounds = int(os.environ.get("TASKFOLD_TEST_FAILOVER_ROUNDS", "3"))
+    queue = queue_id()
+    times = []
+    with Load(cluster, queue) as load:
+        for round_ in range(rounds):
+            victim = round_ % 3
+            survivor = cluster[(victim + 1) % 3]
+            time.sleep(2)
+            with load.lock:
+                load.live.discard(victim)
+            cluster[victim].kill()
+            killed = time.monotonic()
+            others = {node.node_id for index, node in enumerate(cluster) if index != victim}
+            wait_until_served(survivor, others, timeout=30)
+            # The first claim of a task in a moved partition: create one and claim it.
+            probe_queue = queue_id()
+            task_id = new_task_id()
+            client(survivor).createTask(task_id, task_definition(probe_queue))
+            claimed = client(survivor).claimWork(
+                probe_queue, {"workerGroup": "wg", "workerId": "probe", "tasks": 1})["tasks"]
+            assert [run["status"]["taskId"] for run in claimed] == [task_id]
+            times.append(time.monotonic() - killed)
+            cluster[victim].start()
+            with load.lock:
+                load.live.add(victim)
+            wait_until_served(survivor, {node.node_id for node in cluster}, timeout=30)
+    print(f"failover seconds over {rounds} rounds: {sorted(times)}")
+    assert max(times) < 15, times
+    load.check(cluster[0])
+
+
+def test_a_paused_node_cannot_append_after_its_partitions_move(cluster):
+    a, b, c = cluster
+    queue = queue_id()
+    with Load([a, b], queue, threads=2) as load:
+        time.sleep(2)
+        c.process.send_signal(signal.SIGSTOP)
+        wait_until_served(a, {"node-0", "node-1"}, timeout=30)
+        c.process.send_signal(signal.SIGCONT)
+        # A client still sending the woken node requests: they are answered (forwarded to
+        # the new owners, or by partitions it is given again) or fail, never double-claim.
+        woken = client(c)
+        created = []
+        for _ in range(10):
+            task_id = new_task_id()
+            try:
+                woken.createTask(task_id, task_definition(queue))
+                created.append(task_id)
+            except Exception:
+                pass
+        time.sleep(3)
+    load.check(a)
+    for task_id in created:
+        assert client(a).status(task_id)["status"]["state"] in ("pending", "running", "completed")
+
+
+def test_a_node_leaving_hands_over_and_a_node_joining_takes_partitions(cluster, tmp_path_factory):
+    a, b, c = cluster
+    queue = queue_id()
+    with Load([a, b], queue, threads=2) as load:
+        time.sleep(2)
+        c.stop()
+        took = wait_until_served(a, {"node-0", "node-1"}, timeout=15)
+        time.sleep(1)
+    # A graceful stop hands over at once rather than after the session timeout.
+    assert took < 4, took
+    load.check(a)
+    c.start()
+    wait_until_served(a, {"node-0", "node-1", "node-2"}, timeout=30)
+    task_id = new_task_id()
+    client(c).createTask(task_id, task_definition(queue_id()))
+    assert client(a).status(task_id)["status"]["state"] == "pending"
+
+
+def test_node_calls_need_the_cluster_secret(cluster):
+    a = cluster[0]
+    url = f"http://127.0.0.1:{a.fixed_port}/__node__/v1/call"
+    body = {"Count": {"listing": {"Pending": "x/y"}}}
+    assert requests.post(url, json=body, timeout=10).status_code == 401
+    assert requests.post(url, json=body, headers={"authorization": "Bearer wrong"},
+                         timeout=10).status_code == 401
+    answer = requests.post(url, json=body, headers={"authorization": f"Bearer {SECRET}"},
+                           timeout=10)
+    assert answer.status_code == 200
+    assert answer.json() == {"Answer": {"Count": 0}}
