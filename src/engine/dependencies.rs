@@ -2,6 +2,11 @@
 //! resolution its shard tells the resolver, which sends `SatisfyDependency` to each dependent's
 //! shard. Its maps are derived from state (rebuilt by the shards after replay), never stored.
 //!
+//! With several nodes, each resolver knows the dependents of its own node's partitions: a
+//! resolution is also told to every other node (`Engine::share_resolution`, batched), whose
+//! resolver satisfies its own dependents of it; a node that takes a partition over looks at
+//! every dependency its waiting tasks still wait for.
+//!
 //! A dependent keeps its edges until it no longer waits: a resolution that does not satisfy it
 //! (a failure, for `all-completed`) may be followed by one that does (the dependency rerun and
 //! completed), as in Taskcluster. What the dependent's shard answers tells whether it still
@@ -79,6 +84,35 @@ impl Handler<Resolved> for DependencyResolver {
     type Result = ();
 
     fn handle(&mut self, Resolved(resolved): Resolved, context: &mut Context<Self>) {
+        if let Some(engine) = &self.engine {
+            engine.share_resolution(resolved);
+        }
+        self.satisfy(resolved, context);
+    }
+}
+
+/// Tasks of other nodes' partitions reached final resolutions.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResolvedElsewhere(pub Vec<ResolvedDependency>);
+
+impl Handler<ResolvedElsewhere> for DependencyResolver {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        ResolvedElsewhere(resolved): ResolvedElsewhere,
+        context: &mut Context<Self>,
+    ) {
+        for resolved in resolved {
+            self.satisfy(resolved, context);
+        }
+    }
+}
+
+impl DependencyResolver {
+    /// Tells every dependent of `resolved` registered here.
+    fn satisfy(&mut self, resolved: ResolvedDependency, context: &mut Context<Self>) {
         let (Some(engine), Some(dependents)) =
             (&self.engine, self.dependents.get(&resolved.task_id))
         else {

@@ -176,3 +176,19 @@ impl Handler<Restore> for Dispatcher {
         self.serve_waiters(&message.task_queue_id);
     }
 }
+
+/// The runs of tasks for which `forget` holds are no longer this dispatcher's to hand out: their
+/// partition moved to another node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget(pub Box<dyn Fn(&PendingRun) -> bool + Send>);
+
+impl Handler<Forget> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, Forget(forget): Forget, _: &mut Context<Self>) {
+        for (task_queue_id, before) in self.queues.forget_where(forget) {
+            self.count_changed(&task_queue_id, before);
+        }
+    }
+}

@@ -77,6 +77,8 @@ pub struct EngineSettings {
 const OWNER_WAIT: Duration = Duration::from_secs(20);
 /// While an owner is unreachable, how often the call looks again.
 const OWNER_RETRY: Duration = Duration::from_millis(200);
+/// How long resolutions gather before they go to the other nodes together.
+const RESOLUTION_BATCH: Duration = Duration::from_millis(5);
 
 /// The shards of the partitions this process serves.
 struct Partitions {
@@ -309,6 +311,9 @@ impl Engine {
         .map_err(|error| crate::log::Error::Config(format!("joining failed: {error}")))??;
         *cluster::lock(&cluster.membership) = Some(membership);
         cluster.publish(false);
+        if let Some(resolutions) = cluster::lock(&cluster.resolutions_queued).take() {
+            actix::spawn(Self::share_resolutions(cluster.clone(), resolutions));
+        }
         // The heartbeat: the directory's record of this node, with its stores' lag.
         let engine = self.clone();
         let heartbeat = cluster.settings.heartbeat();
@@ -326,6 +331,45 @@ impl Engine {
             }
         });
         Ok(())
+    }
+
+    /// Tells the other nodes that a task of this node's partitions reached a final
+    /// resolution, for their dependents of it; nothing without a cluster.
+    pub fn share_resolution(&self, resolved: ResolvedDependency) {
+        if let Some(cluster) = &self.cluster {
+            let _ = cluster.resolutions.send(resolved);
+        }
+    }
+
+    /// Sends the resolutions shared meanwhile to every other node, a batch at a time.
+    async fn share_resolutions(
+        cluster: Arc<Cluster>,
+        mut resolutions: mpsc::UnboundedReceiver<ResolvedDependency>,
+    ) {
+        while let Some(first) = resolutions.recv().await {
+            let mut batch = vec![first];
+            // A few milliseconds' worth travel together.
+            tokio::time::sleep(RESOLUTION_BATCH).await;
+            while let Ok(more) = resolutions.try_recv() {
+                batch.push(more);
+            }
+            let call = Call::Resolved(batch);
+            for url in cluster.directory.peers() {
+                let call = call.clone();
+                let secret = cluster.settings.secret.clone();
+                actix::spawn(async move {
+                    for _ in 0..3 {
+                        match cluster::peer::call(&url, &secret, &call, OWNER_WAIT).await {
+                            Ok(_) => return,
+                            Err(unreachable) => {
+                                tracing::debug!(%url, reason = unreachable.0, "resolutions not delivered yet");
+                                tokio::time::sleep(OWNER_RETRY).await;
+                            }
+                        }
+                    }
+                });
+            }
+        }
     }
 
     /// Records how far each held partition's store is behind the log.
@@ -412,6 +456,11 @@ impl Engine {
         }
         let _ = shard.send(shard::Release).await;
         let log = self.log.clone();
+        let owner = log.clone();
+        self.dispatcher
+            .do_send(dispatcher::Forget(Box::new(move |run| {
+                owner.partition_of(&run.task_id.to_string()) == partition
+            })));
         let _ = tokio::task::spawn_blocking(move || log.release(partition)).await;
         tracing::info!(partition, "stopped serving the partition");
     }
@@ -651,6 +700,15 @@ impl Engine {
                         .map(|claimed| (claimed.task, claimed.run_id))
                         .collect(),
                 ))
+            }
+            Call::PendingCount { task_queue_id } => {
+                Ok(Answer::Count(self.pending_count_here(&task_queue_id).await))
+            }
+            Call::Resolved(resolved) => {
+                self.context
+                    .resolver
+                    .do_send(dependencies::ResolvedElsewhere(resolved));
+                Ok(Answer::Done)
             }
             Call::EndClaim { token } => {
                 if let Some(cluster) = &self.cluster
@@ -1295,7 +1353,25 @@ impl Engine {
             .sum()
     }
 
+    /// Runs pending in a task queue, over every node.
     pub async fn pending_count(&self, task_queue_id: &str) -> u64 {
+        let here = self.pending_count_here(task_queue_id).await;
+        let call = Call::PendingCount {
+            task_queue_id: task_queue_id.to_owned(),
+        };
+        let there: u64 = self
+            .ask_peers(&call)
+            .await
+            .into_iter()
+            .map(|answer| match answer {
+                Answer::Count(count) => count,
+                _ => 0,
+            })
+            .sum();
+        here + there
+    }
+
+    async fn pending_count_here(&self, task_queue_id: &str) -> u64 {
         self.dispatcher
             .send(CountPending {
                 task_queue_id: task_queue_id.to_owned(),
@@ -1401,11 +1477,14 @@ async fn answer_here(shard: &Addr<TaskShard>, call: Call) -> Result<Answer, ApiE
             .map_err(mailbox_error)?
             .await
             .map(Answer::Worker),
-        Call::List { .. } | Call::Count { .. } | Call::Claim { .. } | Call::EndClaim { .. } => {
-            Err(ApiError::new(
-                ErrorCode::InternalServerError,
-                "a node call went to a shard",
-            ))
-        }
+        Call::List { .. }
+        | Call::Count { .. }
+        | Call::Claim { .. }
+        | Call::EndClaim { .. }
+        | Call::PendingCount { .. }
+        | Call::Resolved(_) => Err(ApiError::new(
+            ErrorCode::InternalServerError,
+            "a node call went to a shard",
+        )),
     }
 }

@@ -111,6 +111,21 @@ impl PendingQueues {
         }
     }
 
+    /// Forgets every run for which `forget` holds (the runs of a partition handed to another
+    /// node); their hints are skipped from now on. Returns the queues that changed, each with
+    /// its count before.
+    pub fn forget_where(&mut self, forget: impl Fn(&PendingRun) -> bool) -> Vec<(String, usize)> {
+        let mut changed = Vec::new();
+        for (task_queue_id, queue) in &mut self.queues {
+            let before = queue.pending.len();
+            queue.pending.retain(|run| !forget(run));
+            if queue.pending.len() != before {
+                changed.push((task_queue_id.clone(), before));
+            }
+        }
+        changed
+    }
+
     /// Runs pending in `task_queue_id` (0 for a queue never seen).
     pub fn count(&self, task_queue_id: &str) -> usize {
         self.queues

@@ -22,7 +22,9 @@ import pytest
 import requests
 import taskcluster
 
-from conftest import ROOT_CLIENT, ROOT_TOKEN, Server, free_port, task_definition, new_task_id
+from conftest import (ROOT_CLIENT, ROOT_TOKEN, Server, free_port, new_task_id, task_definition,
+                      wait_for)
+from test_kafka_exchanges import read_all
 
 BROKERS = os.environ.get("TASKFOLD_TEST_KAFKA_BROKERS", "").strip()
 pytestmark = pytest.mark.skipif(not BROKERS, reason="TASKFOLD_TEST_KAFKA_BROKERS is not set")
@@ -49,6 +51,7 @@ class Node(Server):
         config.write_text(CONFIG)
         super().__init__(data_dir, config)
         self.node_id = node_id
+        self.topic = topic
         self.fixed_port = free_port()
         self.env = {
             "TASKFOLD__LOG__BACKEND": "kafka",
@@ -270,6 +273,43 @@ def test_failover_after_kill_9(cluster):
     print(f"failover seconds over {rounds} rounds: {sorted(times)}")
     assert max(times) < 15, times
     load.check(cluster[0])
+    # Exchanges stay exactly once across the ownership changes: every completion is
+    # published, none twice.
+    prefix = f"{cluster[0].topic}."
+
+    def published():
+        return read_all(prefix, exchanges=["task-completed"])
+
+    assert wait_for(lambda: load.completed <= {
+        record.body["status"]["taskId"] for record in published()}, timeout=30)
+    ids = [record.ce_id for record in published()]
+    assert len(ids) == len(set(ids)), "an exchange message was published twice"
+
+
+def test_dependencies_across_nodes(cluster):
+    a, b, c = cluster
+    queue, dependents_queue = queue_id(), queue_id()
+    pairs = []
+    for index in range(8):
+        dependency, dependent = new_task_id(), new_task_id()
+        client(cluster[index % 3]).createTask(dependency, task_definition(queue))
+        client(cluster[(index + 1) % 3]).createTask(
+            dependent, task_definition(dependents_queue, dependencies=[dependency]))
+        pairs.append((dependency, dependent))
+    for dependency, dependent in pairs:
+        assert client(c).status(dependent)["status"]["state"] == "unscheduled"
+    completed = set()
+    for index in range(len(pairs)):
+        claimed = client(cluster[index % 3]).claimWork(
+            queue, {"workerGroup": "wg", "workerId": "w1", "tasks": 1})["tasks"]
+        assert len(claimed) == 1
+        task_id = claimed[0]["status"]["taskId"]
+        client(cluster[(index + 2) % 3]).reportCompleted(task_id, claimed[0]["runId"])
+        completed.add(task_id)
+    assert completed == {dependency for dependency, _ in pairs}
+    for _, dependent in pairs:
+        assert wait_for(lambda: client(a).status(dependent)["status"]["state"] == "pending",
+                        timeout=15), dependent
 
 
 def test_a_paused_node_cannot_append_after_its_partitions_move(cluster):

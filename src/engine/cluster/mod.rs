@@ -31,6 +31,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::model::Slugid;
+use crate::model::task::ResolvedDependency;
 use directory::{Directory, Held, NodeRecord};
 
 /// The node's place in a cluster (`[cluster]`, and `taskfold serve --node-id --advertise`).
@@ -98,6 +99,11 @@ pub struct Cluster {
     held: Mutex<BTreeMap<u32, Held>>,
     /// claimWork calls of other nodes waiting here, by token, to end them early.
     pub(crate) claims: Mutex<HashMap<Slugid, oneshot::Sender<()>>>,
+    /// Resolutions of this node's tasks, to tell the other nodes.
+    pub(crate) resolutions: tokio::sync::mpsc::UnboundedSender<ResolvedDependency>,
+    /// Their receiving end, until the node has joined.
+    pub(crate) resolutions_queued:
+        Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ResolvedDependency>>>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,7 +118,10 @@ impl Cluster {
         kafka: crate::log::kafka::Options,
         directory: std::sync::Arc<Directory>,
     ) -> Cluster {
+        let (resolutions, queued) = tokio::sync::mpsc::unbounded_channel();
         Cluster {
+            resolutions,
+            resolutions_queued: Mutex::new(Some(queued)),
             settings,
             kafka,
             directory,

@@ -9,7 +9,7 @@ use crate::engine::index::{Listing, Position};
 use crate::engine::workers::WorkerName;
 use crate::log::Offset;
 use crate::model::group::GroupCommand;
-use crate::model::task::Command;
+use crate::model::task::{Command, ResolvedDependency};
 use crate::model::{ApiError, Slugid, Task, TaskGroup, Worker, WorkerCommand};
 
 /// The route nodes call each other on, outside the API; only a caller with the cluster's
@@ -54,6 +54,10 @@ pub enum Call {
     Count {
         listing: Listing,
     },
+    /// Runs pending in a task queue on the node's partitions.
+    PendingCount {
+        task_queue_id: String,
+    },
     /// claimWork on the node's own pending work, waiting up to `wait_ms`; `token` lets the
     /// caller end the wait early with [`Call::EndClaim`].
     Claim {
@@ -69,6 +73,9 @@ pub enum Call {
     EndClaim {
         token: Slugid,
     },
+    /// Tasks of the caller's partitions reached final resolutions: their dependents here may
+    /// be satisfied.
+    Resolved(Vec<ResolvedDependency>),
 }
 
 impl Call {
@@ -86,9 +93,12 @@ impl Call {
                 &name.worker_group,
                 &name.worker_id,
             )),
-            Call::List { .. } | Call::Count { .. } | Call::Claim { .. } | Call::EndClaim { .. } => {
-                None
-            }
+            Call::List { .. }
+            | Call::Count { .. }
+            | Call::Claim { .. }
+            | Call::EndClaim { .. }
+            | Call::PendingCount { .. }
+            | Call::Resolved(_) => None,
         }
     }
 }
