@@ -19,7 +19,7 @@ pub mod bewit;
 pub mod blob_url;
 pub mod clients;
 pub mod credentials;
-mod encoding;
+pub(crate) mod encoding;
 mod error;
 pub mod ext;
 pub mod hawk;

@@ -599,6 +599,14 @@ impl Engine {
         }
     }
 
+    /// The URL of the node that serves `key`'s partition, when that is another node.
+    pub fn remote_owner(&self, key: &str) -> Option<String> {
+        match self.owner(self.log.partition_of(key))? {
+            Owner::There(url) => Some(url),
+            Owner::Here(_) => None,
+        }
+    }
+
     /// Runs `call` on the owner of its entity's partition: this node's shard, or the node
     /// that owns it. While the partition has no reachable owner (a failover or a hand-over
     /// under way), waits for one, up to [`OWNER_WAIT`].

@@ -63,6 +63,16 @@ impl Settings {
         Duration::from_millis(self.heartbeat_ms.max(100))
     }
 
+    /// The queue's own access token when `[auth] queue_access_token` is not set: derived from
+    /// the cluster's secret, so that every node signs task credentials and URLs alike and
+    /// accepts those of the others.
+    pub fn queue_access_token(&self) -> String {
+        crate::auth::encoding::encode_base64_url_no_pad(&crate::auth::encoding::hmac_sha256(
+            &self.secret,
+            b"taskfold queue access token",
+        ))
+    }
+
     /// Refuses settings a cluster cannot run with.
     pub fn check(&self) -> Result<(), String> {
         if !self.enabled() {
