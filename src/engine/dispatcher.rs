@@ -17,6 +17,9 @@ pub struct Dispatcher {
     queues: PendingQueues,
     /// Parked claimWork calls per task queue, oldest first.
     waiters: HashMap<String, VecDeque<Waiter>>,
+    /// Calls waiting until a task queue has pending work, without taking any (claimWork of
+    /// other nodes, which claim only once they know where the work is).
+    watchers: HashMap<String, Vec<oneshot::Sender<()>>>,
 }
 
 struct Waiter {
@@ -40,8 +43,15 @@ impl Dispatcher {
         METRICS.pending_changed(task_queue_id, before, self.queues.count(task_queue_id));
     }
 
-    /// Hands queued hints to parked callers, oldest first.
+    /// Hands queued hints to parked callers, oldest first, and tells the watchers.
     fn serve_waiters(&mut self, task_queue_id: &str) {
+        if self.queues.count(task_queue_id) > 0
+            && let Some(watchers) = self.watchers.remove(task_queue_id)
+        {
+            for watcher in watchers {
+                let _ = watcher.send(());
+            }
+        }
         while let Some(waiter) = self
             .waiters
             .get_mut(task_queue_id)
@@ -190,5 +200,28 @@ impl Handler<Forget> for Dispatcher {
         for (task_queue_id, before) in self.queues.forget_where(forget) {
             self.count_changed(&task_queue_id, before);
         }
+    }
+}
+
+/// Resolves once `task_queue_id` has pending work (at once if it has), taking none.
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<()>")]
+pub struct AwaitPending {
+    pub task_queue_id: String,
+}
+
+impl Handler<AwaitPending> for Dispatcher {
+    type Result = MessageResult<AwaitPending>;
+
+    fn handle(&mut self, message: AwaitPending, _: &mut Context<Self>) -> Self::Result {
+        let (notify, notified) = oneshot::channel();
+        if self.queues.count(&message.task_queue_id) > 0 {
+            let _ = notify.send(());
+        } else {
+            let watchers = self.watchers.entry(message.task_queue_id).or_default();
+            watchers.retain(|watcher| !watcher.is_closed());
+            watchers.push(notify);
+        }
+        MessageResult(notified)
     }
 }

@@ -24,11 +24,10 @@ pub mod workers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures::FutureExt;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -134,9 +133,6 @@ pub struct Engine {
     partitions: Arc<Partitions>,
     context: Arc<ShardContext>,
     cluster: Option<Arc<Cluster>>,
-    /// Runs claimed for a worker beyond what its claimWork asked (claims racing on several
-    /// nodes), handed to its next claimWork.
-    overflow: Arc<Mutex<HashMap<WorkerName, Vec<Claimed>>>>,
     log: Arc<dyn EventLog>,
     dispatcher: Addr<Dispatcher>,
     directory: Addr<WorkerDirectory>,
@@ -181,9 +177,15 @@ impl Engine {
         let groups = GroupTracker::default().start();
         let health = health::LogHealth::default();
         let snapshots = data_dir.join("snapshots");
+        let engine_exchange_topics = exchange_topics.clone();
         let context = ShardContext {
             health: health.clone(),
-            bus: bus.clone(),
+            // Several nodes: every node's listeners hear of every partition from the
+            // exchange topics, so the shards publish there only.
+            bus: match (&settings.cluster, &exchange_topics) {
+                (Some(_), Some(_)) => None,
+                _ => Some(bus.clone()),
+            },
             exchange_topics,
             groups: groups.clone(),
             log: log.clone(),
@@ -200,6 +202,20 @@ impl Engine {
         let partitions = Arc::new(Partitions::new(log.partitions()));
         let cluster = match settings.cluster {
             Some((cluster_settings, kafka)) => {
+                match &engine_exchange_topics {
+                    Some(topics) => {
+                        let (topics, bus) = (topics.clone(), bus.clone());
+                        tokio::task::spawn_blocking(move || topics.tail(bus))
+                            .await
+                            .map_err(|error| {
+                                crate::log::Error::Config(format!("joining failed: {error}"))
+                            })??;
+                    }
+                    None => tracing::warn!(
+                        "exchange topics are off (`[events] kafka_publish`): this node's \
+                         listeners hear only of the partitions it serves"
+                    ),
+                }
                 let kafka_options = kafka.clone();
                 let node_id = cluster_settings.node_id.clone();
                 let stale_after = cluster_settings.session_timeout() * 2;
@@ -220,7 +236,6 @@ impl Engine {
             partitions,
             context: Arc::new(context),
             cluster,
-            overflow: Arc::default(),
             log,
             dispatcher,
             directory,
@@ -678,18 +693,12 @@ impl Engine {
             } => Ok(Answer::List(self.list_here(listing, after, limit).await)),
             Call::Count { listing } => Ok(Answer::Count(self.count_here(listing).await)),
             Call::Claim {
-                token,
                 task_queue_id,
                 worker_group,
                 worker_id,
                 tasks,
                 client_id,
-                wait_ms,
             } => {
-                let (end, ended) = oneshot::channel();
-                if let Some(cluster) = &self.cluster {
-                    cluster::lock(&cluster.claims).insert(token, end);
-                }
                 let request = ClaimWork {
                     task_queue_id,
                     worker_group,
@@ -697,17 +706,53 @@ impl Engine {
                     tasks,
                     client_id,
                 };
-                let until = Instant::now() + Duration::from_millis(wait_ms.min(60_000));
-                let claimed = self.claim_here(request, until, ended.map(drop)).await;
-                if let Some(cluster) = &self.cluster {
-                    cluster::lock(&cluster.claims).remove(&token);
-                }
+                let claimed = self
+                    .claim_here(request, Instant::now(), std::future::pending())
+                    .await;
                 Ok(Answer::Claimed(
                     claimed
                         .into_iter()
                         .map(|claimed| (claimed.task, claimed.run_id))
                         .collect(),
                 ))
+            }
+            Call::AwaitWork {
+                token,
+                task_queue_id,
+                wait_ms,
+            } => {
+                let (end, ended) = oneshot::channel();
+                if let Some(cluster) = &self.cluster {
+                    cluster::lock(&cluster.waits).insert(token, end);
+                }
+                let until = Instant::now() + Duration::from_millis(wait_ms.min(60_000));
+                let pending = self
+                    .dispatcher
+                    .send(dispatcher::AwaitPending { task_queue_id });
+                tokio::select! {
+                    notified = pending => {
+                        if let Ok(notified) = notified {
+                            tokio::select! {
+                                _ = notified => {}
+                                _ = ended => {}
+                                () = tokio::time::sleep_until(until.into()) => {}
+                            }
+                        }
+                    }
+                    () = tokio::time::sleep_until(until.into()) => {}
+                }
+                if let Some(cluster) = &self.cluster {
+                    cluster::lock(&cluster.waits).remove(&token);
+                }
+                Ok(Answer::Done)
+            }
+            Call::EndWait { token } => {
+                if let Some(cluster) = &self.cluster
+                    && let Some(end) = cluster::lock(&cluster.waits).remove(&token)
+                {
+                    let _ = end.send(());
+                }
+                Ok(Answer::Done)
             }
             Call::PendingCount { task_queue_id } => {
                 Ok(Answer::Count(self.pending_count_here(&task_queue_id).await))
@@ -716,14 +761,6 @@ impl Engine {
                 self.context
                     .resolver
                     .do_send(dependencies::ResolvedElsewhere(resolved));
-                Ok(Answer::Done)
-            }
-            Call::EndClaim { token } => {
-                if let Some(cluster) = &self.cluster
-                    && let Some(end) = cluster::lock(&cluster.claims).remove(&token)
-                {
-                    let _ = end.send(());
-                }
                 Ok(Answer::Done)
             }
             call => {
@@ -913,21 +950,15 @@ impl Engine {
         until: Instant,
         gone: impl std::future::Future<Output = ()>,
     ) -> Vec<Claimed> {
-        let wanted = request.tasks.clamp(1, 32) as usize;
         let name = WorkerName {
             task_queue_id: request.task_queue_id.clone(),
             worker_group: request.worker_group.clone(),
             worker_id: request.worker_id.clone(),
         };
         // A quarantined worker is answered as if there were no work, after the full wait.
-        if self.seen_quarantined(name.clone()).await {
+        if self.seen_quarantined(name).await {
             tokio::time::sleep_until(until.into()).await;
             return Vec::new();
-        }
-        // Runs claimed for this worker beyond what an earlier call asked come first.
-        let earlier = self.take_overflow(&name, wanted);
-        if !earlier.is_empty() {
-            return earlier;
         }
         let peers = match &self.cluster {
             Some(cluster) => cluster.directory.peers(),
@@ -936,20 +967,18 @@ impl Engine {
         if peers.is_empty() {
             return self.claim_here(request, until, gone).await;
         }
-        self.claim_everywhere(request, until, gone, name, wanted, peers)
-            .await
+        self.claim_everywhere(request, until, gone, peers).await
     }
 
-    /// claimWork over this node's pending work and every other node's at once: the first to
-    /// claim anything ends the others' waits, and runs claimed beyond what was asked (claims
-    /// racing on several nodes) wait for the worker's next call.
+    /// claimWork over this node's pending work and every other node's: claims where work is
+    /// pending, one node at a time (so never more than asked), and otherwise waits for work to
+    /// arrive on any node, taking none while it waits (so a caller that goes away strands
+    /// nothing).
     async fn claim_everywhere(
         &self,
         request: ClaimWork,
         until: Instant,
         gone: impl std::future::Future<Output = ()>,
-        name: WorkerName,
-        wanted: usize,
         peers: Vec<String>,
     ) -> Vec<Claimed> {
         use futures::stream::{FuturesUnordered, StreamExt};
@@ -957,91 +986,94 @@ impl Engine {
             return Vec::new();
         };
         let secret = cluster.settings.secret.clone();
-        let (end_here, ended_here) = oneshot::channel::<()>();
-        let mut waits: FuturesUnordered<futures::future::LocalBoxFuture<'_, Vec<Claimed>>> =
-            FuturesUnordered::new();
-        waits.push(Box::pin(self.claim_here(
-            request.clone(),
-            until,
-            ended_here.map(drop),
-        )));
-        let wait_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64;
-        let mut tokens = Vec::new();
-        for url in peers {
-            let token = Slugid::nice();
-            tokens.push((url.clone(), token));
-            let call = Call::Claim {
-                token,
-                task_queue_id: request.task_queue_id.clone(),
-                worker_group: request.worker_group.clone(),
-                worker_id: request.worker_id.clone(),
-                tasks: request.tasks,
-                client_id: request.client_id.clone(),
-                wait_ms,
-            };
-            let secret = secret.clone();
-            waits.push(Box::pin(async move {
-                let timeout = Duration::from_millis(wait_ms) + Duration::from_secs(10);
-                match cluster::peer::call(&url, &secret, &call, timeout).await {
-                    Ok(Reply::Answer(Answer::Claimed(claimed))) => claimed
-                        .into_iter()
-                        .map(|(task, run_id)| Claimed { task, run_id })
-                        .collect(),
-                    _ => Vec::new(),
-                }
-            }));
-        }
+        let claim = Call::Claim {
+            task_queue_id: request.task_queue_id.clone(),
+            worker_group: request.worker_group.clone(),
+            worker_id: request.worker_id.clone(),
+            tasks: request.tasks,
+            client_id: request.client_id.clone(),
+        };
         let mut gone = std::pin::pin!(gone);
-        let mut claimed = Vec::new();
-        let mut caller_gone = false;
+        // Where work was last seen: tried first.
+        let mut first: Option<String> = None;
         loop {
-            tokio::select! {
-                next = waits.next() => match next {
-                    Some(found) if !found.is_empty() => {
-                        claimed.extend(found);
-                        break;
-                    }
-                    Some(_) => {}
-                    None => return claimed,
-                },
-                () = &mut gone => {
-                    caller_gone = true;
-                    break;
+            if first.is_none() {
+                let here = self
+                    .claim_here(request.clone(), Instant::now(), std::future::pending())
+                    .await;
+                if !here.is_empty() {
+                    return here;
                 }
             }
-        }
-        // End every other wait, and keep what they claimed meanwhile.
-        let _ = end_here.send(());
-        for (url, token) in tokens {
-            let secret = secret.clone();
-            actix::spawn(async move {
-                let call = Call::EndClaim { token };
-                let _ = cluster::peer::call(&url, &secret, &call, Duration::from_secs(10)).await;
+            let order = first
+                .iter()
+                .chain(peers.iter().filter(|url| Some(*url) != first.as_ref()));
+            for url in order {
+                if let Ok(Reply::Answer(Answer::Claimed(claimed))) =
+                    cluster::peer::call(url, &secret, &claim, OWNER_WAIT).await
+                    && !claimed.is_empty()
+                {
+                    return claimed
+                        .into_iter()
+                        .map(|(task, run_id)| Claimed { task, run_id })
+                        .collect();
+                }
+            }
+            if Instant::now() >= until {
+                return Vec::new();
+            }
+            // No work anywhere: wait until some node has some.
+            let wait_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64;
+            let mut waits: FuturesUnordered<futures::future::LocalBoxFuture<'_, Option<String>>> =
+                FuturesUnordered::new();
+            let here = self.dispatcher.send(dispatcher::AwaitPending {
+                task_queue_id: request.task_queue_id.clone(),
             });
+            // This node's own wait answers with an empty URL.
+            waits.push(Box::pin(async move {
+                if let Ok(notified) = here.await {
+                    let _ = notified.await;
+                }
+                Some(String::new())
+            }));
+            let mut tokens = Vec::new();
+            for url in &peers {
+                let token = Slugid::nice();
+                tokens.push((url.clone(), token));
+                let call = Call::AwaitWork {
+                    token,
+                    task_queue_id: request.task_queue_id.clone(),
+                    wait_ms,
+                };
+                let (url, secret) = (url.clone(), secret.clone());
+                waits.push(Box::pin(async move {
+                    let timeout = Duration::from_millis(wait_ms) + Duration::from_secs(10);
+                    match cluster::peer::call(&url, &secret, &call, timeout).await {
+                        Ok(Reply::Answer(Answer::Done)) => Some(url),
+                        _ => {
+                            // An unreachable node: look again a little later.
+                            tokio::time::sleep(OWNER_RETRY.max(Duration::from_millis(500))).await;
+                            Some(url)
+                        }
+                    }
+                }));
+            }
+            let woken = tokio::select! {
+                woken = waits.next() => woken.flatten(),
+                () = &mut gone => return Vec::new(),
+                () = tokio::time::sleep_until(until.into()) => None,
+            };
+            drop(waits);
+            for (url, token) in tokens {
+                let secret = secret.clone();
+                actix::spawn(async move {
+                    let call = Call::EndWait { token };
+                    let _ =
+                        cluster::peer::call(&url, &secret, &call, Duration::from_secs(10)).await;
+                });
+            }
+            first = woken.filter(|url| !url.is_empty());
         }
-        while let Some(found) = waits.next().await {
-            claimed.extend(found);
-        }
-        let keep = if caller_gone { 0 } else { wanted };
-        if claimed.len() > keep {
-            let extra = claimed.split_off(keep);
-            let mut overflow = cluster::lock(&self.overflow);
-            overflow.entry(name).or_default().extend(extra);
-        }
-        claimed
-    }
-
-    /// Up to `wanted` runs claimed earlier for this worker and not yet handed to it.
-    fn take_overflow(&self, name: &WorkerName, wanted: usize) -> Vec<Claimed> {
-        let mut overflow = cluster::lock(&self.overflow);
-        let Some(waiting) = overflow.get_mut(name) else {
-            return Vec::new();
-        };
-        let taken: Vec<Claimed> = waiting.drain(..wanted.min(waiting.len())).collect();
-        if waiting.is_empty() {
-            overflow.remove(name);
-        }
-        taken
     }
 
     /// claimWork on this node's pending work only.
@@ -1488,7 +1520,8 @@ async fn answer_here(shard: &Addr<TaskShard>, call: Call) -> Result<Answer, ApiE
         Call::List { .. }
         | Call::Count { .. }
         | Call::Claim { .. }
-        | Call::EndClaim { .. }
+        | Call::AwaitWork { .. }
+        | Call::EndWait { .. }
         | Call::PendingCount { .. }
         | Call::Resolved(_) => Err(ApiError::new(
             ErrorCode::InternalServerError,

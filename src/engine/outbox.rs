@@ -52,7 +52,7 @@ struct Delivered {
 pub async fn forward(
     partition: u32,
     mut outbox: mpsc::UnboundedReceiver<Outgoing>,
-    bus: Arc<Bus>,
+    bus: Option<Arc<Bus>>,
     kafka: Option<KafkaSink>,
 ) {
     let Some(mut kafka) = kafka else {
@@ -74,7 +74,9 @@ pub async fn forward(
                     }
                 }
             }
-            bus.publish(messages);
+            if let Some(bus) = &bus {
+                bus.publish(messages);
+            }
             if next.is_none() {
                 next = outbox.recv().await;
             }
@@ -130,7 +132,9 @@ pub async fn forward(
                         }
                     }
                 }
-                bus.publish(outgoing.messages);
+                if let Some(bus) = &bus {
+                    bus.publish(outgoing.messages);
+                }
             }
             Some(delivered) = in_flight.next(), if !in_flight.is_empty() => {
                 let delivered: Delivered = delivered;

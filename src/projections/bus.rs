@@ -285,4 +285,9 @@ impl Bus {
     pub fn close(&self) {
         self.closing.send_replace(true);
     }
+
+    /// Whether the server closed the bus (it is stopping).
+    pub fn is_closed(&self) -> bool {
+        *self.closing.borrow()
+    }
 }

@@ -65,6 +65,27 @@ impl fmt::Debug for Body {
 }
 
 impl Message {
+    /// A message as another process published it (read back from its exchange topic).
+    pub fn received(
+        id: MessageId,
+        exchange: Exchange,
+        subject: Slugid,
+        routing_key: String,
+        routes: Vec<String>,
+        at: Timestamp,
+        body: Box<RawValue>,
+    ) -> Message {
+        Message {
+            id,
+            exchange,
+            subject,
+            routing_key,
+            routes: routes.into(),
+            at,
+            body: Arc::new(Body::Rendered(body)),
+        }
+    }
+
     /// The JSON body.
     pub fn body(&self) -> &RawValue {
         match &*self.body {

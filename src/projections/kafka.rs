@@ -10,15 +10,19 @@
 //! re-derives the messages of events from X on (snapshots are never ahead of the checkpoint),
 //! reads what each topic holds past its recorded position, and publishes only the rest.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use serde::{Deserialize, Serialize};
 
+use super::bus::Bus;
 use super::exchanges::Message;
 use crate::log::durable_file::write_atomically;
 use crate::log::kafka::{self, TracingContext};
@@ -185,6 +189,72 @@ impl ExchangeTopics {
         })
     }
 
+    /// Feeds `bus` with every message the exchange topics receive from now on, whichever
+    /// process published it: with several nodes, each node's listeners hear of every
+    /// partition. Runs on a thread of its own until the bus closes. Blocking (to start).
+    pub fn tail(&self, bus: Arc<Bus>) -> Result<std::thread::JoinHandle<()>, Error> {
+        let consumer: BaseConsumer<TracingContext> = kafka::base_config(&self.options)
+            .set("group.id", "taskfold-listeners")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create_with_context(TracingContext)
+            .map_err(|error| Error::Kafka {
+                context: "creating the exchange reader".into(),
+                reason: error.to_string(),
+            })?;
+        let mut assignment = TopicPartitionList::new();
+        let mut exchanges = HashMap::new();
+        for exchange in Exchange::ALL {
+            let topic = self.topic(exchange);
+            for partition in 0..self.options.partitions as i32 {
+                let (_, high) =
+                    kafka::watermarks(consumer.client(), &self.options, &topic, partition)?;
+                assignment
+                    .add_partition_offset(&topic, partition, rdkafka::Offset::Offset(high as i64))
+                    .map_err(|error| Error::Kafka {
+                        context: format!("reading exchange topic `{topic}`"),
+                        reason: error.to_string(),
+                    })?;
+            }
+            exchanges.insert(topic, exchange);
+        }
+        consumer.assign(&assignment).map_err(|error| Error::Kafka {
+            context: "reading the exchange topics".into(),
+            reason: error.to_string(),
+        })?;
+        std::thread::Builder::new()
+            .name("exchange-tail".into())
+            .spawn(move || {
+                let mut batch = Vec::new();
+                while !bus.is_closed() {
+                    let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let mut next = Some(polled);
+                    while let Some(polled) = next.take() {
+                        match polled {
+                            Ok(record) => {
+                                let exchange = exchanges.get(record.topic()).copied();
+                                if let Some(message) =
+                                    exchange.and_then(|exchange| received(exchange, &record))
+                                {
+                                    batch.push(message);
+                                }
+                            }
+                            Err(error) => tracing::warn!(%error, "reading the exchange topics"),
+                        }
+                        if batch.len() < 1024 {
+                            next = consumer.poll(Duration::ZERO);
+                        }
+                    }
+                    if !batch.is_empty() {
+                        bus.publish(std::mem::take(&mut batch));
+                    }
+                }
+            })
+            .map_err(|error| Error::io("starting the exchange reader", "kafka", error))
+    }
+
     /// Hands one message to the producer (into partition `partition` of its topic), waiting
     /// while the producer's queue is full.
     pub async fn enqueue(
@@ -236,4 +306,40 @@ impl ExchangeTopics {
             }
         }
     }
+}
+
+/// A message read back from its exchange topic; `None` for a record that is not one of ours.
+fn received(exchange: Exchange, record: &BorrowedMessage<'_>) -> Option<Message> {
+    let headers = record.headers()?;
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|header| header.key == name)
+            .and_then(|header| header.value)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    };
+    let id = header(ID_HEADER)?.parse::<MessageId>().ok()?;
+    let routing_key = header(ROUTING_KEY_HEADER)?.to_owned();
+    let at = header("ce_time")?.parse().ok()?;
+    let subject = std::str::from_utf8(record.key()?).ok()?.parse().ok()?;
+    let routes = headers
+        .iter()
+        .filter(|header| header.key == CC_HEADER)
+        .filter_map(|header| std::str::from_utf8(header.value?).ok())
+        .filter_map(|cc| cc.strip_prefix("route."))
+        .map(str::to_owned)
+        .collect();
+    let body = serde_json::value::RawValue::from_string(
+        std::str::from_utf8(record.payload()?).ok()?.to_owned(),
+    )
+    .ok()?;
+    Some(Message::received(
+        id,
+        exchange,
+        subject,
+        routing_key,
+        routes,
+        at,
+        body,
+    ))
 }

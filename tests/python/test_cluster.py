@@ -366,3 +366,25 @@ def test_node_calls_need_the_cluster_secret(cluster):
                            timeout=10)
     assert answer.status_code == 200
     assert answer.json() == {"Answer": {"Count": 0}}
+
+
+def test_a_listener_on_any_node_hears_every_partition(cluster):
+    from test_listeners import PREFIX, Listener, subject
+
+    listener = Listener(cluster[0], [(PREFIX + "task-defined", "#")])
+    try:
+        created = set()
+        queue = queue_id()
+        for index in range(12):
+            task_id = new_task_id()
+            client(cluster[index % 3]).createTask(task_id, task_definition(queue))
+            created.add(task_id)
+        heard = set()
+
+        def all_heard(frame):
+            heard.add(subject(frame))
+            return created <= heard
+
+        listener.read_until(all_heard, timeout=30)
+    finally:
+        listener.close()

@@ -107,8 +107,8 @@ pub struct Cluster {
     pub(crate) membership: Mutex<Option<group::Membership>>,
     /// The partitions this node serves, each with when it took it and its store's lag.
     held: Mutex<BTreeMap<u32, Held>>,
-    /// claimWork calls of other nodes waiting here, by token, to end them early.
-    pub(crate) claims: Mutex<HashMap<Slugid, oneshot::Sender<()>>>,
+    /// claimWork calls of other nodes waiting here for work, by token, to end them early.
+    pub(crate) waits: Mutex<HashMap<Slugid, oneshot::Sender<()>>>,
     /// Resolutions of this node's tasks, to tell the other nodes.
     pub(crate) resolutions: tokio::sync::mpsc::UnboundedSender<ResolvedDependency>,
     /// Their receiving end, until the node has joined.
@@ -137,7 +137,7 @@ impl Cluster {
             directory,
             membership: Mutex::new(None),
             held: Mutex::new(BTreeMap::new()),
-            claims: Mutex::new(HashMap::new()),
+            waits: Mutex::new(HashMap::new()),
         }
     }
 

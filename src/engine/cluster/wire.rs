@@ -58,19 +58,23 @@ pub enum Call {
     PendingCount {
         task_queue_id: String,
     },
-    /// claimWork on the node's own pending work, waiting up to `wait_ms`; `token` lets the
-    /// caller end the wait early with [`Call::EndClaim`].
+    /// claimWork on the node's own pending work, without waiting.
     Claim {
-        token: Slugid,
         task_queue_id: String,
         worker_group: String,
         worker_id: String,
         tasks: u32,
         client_id: Option<String>,
+    },
+    /// Answers once the node has pending work in the task queue, or after `wait_ms`, taking
+    /// none; `token` lets the caller end the wait early with [`Call::EndWait`].
+    AwaitWork {
+        token: Slugid,
+        task_queue_id: String,
         wait_ms: u64,
     },
-    /// Ends the wait of the claim `token` at once: what it claimed so far is its answer.
-    EndClaim {
+    /// Ends the wait `token` at once.
+    EndWait {
         token: Slugid,
     },
     /// Tasks of the caller's partitions reached final resolutions: their dependents here may
@@ -96,7 +100,8 @@ impl Call {
             Call::List { .. }
             | Call::Count { .. }
             | Call::Claim { .. }
-            | Call::EndClaim { .. }
+            | Call::AwaitWork { .. }
+            | Call::EndWait { .. }
             | Call::PendingCount { .. }
             | Call::Resolved(_) => None,
         }

@@ -68,8 +68,9 @@ pub struct ShardContext {
     pub resolver: Addr<DependencyResolver>,
     pub directory: Addr<WorkerDirectory>,
     pub groups: Addr<GroupTracker>,
-    /// Where the exchange messages of committed events go.
-    pub bus: Arc<Bus>,
+    /// Where the exchange messages of committed events go to this server's listeners; `None`
+    /// where the listeners hear of them from the exchange topics instead (several nodes).
+    pub bus: Option<Arc<Bus>>,
     /// The exchange topics, with the Kafka backend.
     pub exchange_topics: Option<Arc<ExchangeTopics>>,
     /// Set by the first failed append: from then on the shard refuses everything.
