@@ -1,5 +1,6 @@
-//! The Kafka log against librdkafka's mock cluster (every run) and against a real
-//! Kafka-protocol broker when `TASKFOLD_TEST_KAFKA_BROKERS` names one (bootstrap address).
+//! The Kafka log against librdkafka's mock cluster (every run) and against a real broker
+//! (tests/run.sh starts Apache Kafka) when `TASKFOLD_TEST_KAFKA_BROKERS` names one (bootstrap
+//! address).
 //!
 //! The mock cluster keeps only the newest few MiB of each partition, so the volumes here stay
 //! small; the volume test runs against the real broker only.
