@@ -385,7 +385,12 @@ pub(crate) fn scan(
     let mut last_progress = Instant::now();
     while next < end {
         let record = match consumer.poll(POLL_INTERVAL) {
-            None => {
+            // Nothing yet, or librdkafka telling of a connection it lost (to a dead broker of
+            // the bootstrap list, say) while it retries by itself: only a lack of progress fails.
+            None
+            | Some(Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
+            ))) => {
                 if last_progress.elapsed() > timeout {
                     return Err(Error::Kafka {
                         context: context(),
