@@ -1,11 +1,12 @@
 # Apache Kafka for the Kafka backend's tests: installs the broker's jars from Maven Central and
 # starts KRaft brokers on loopback, each node a combined broker and controller in one JVM.
 #
-# Sourced by run.sh, which calls `install_kafka TARGET_DIR` and `start_kafka_broker DIR`.
-# Run as a script, it serves tests that need brokers of their own (see TASKFOLD_TEST_KAFKA_SCRIPT):
+# Sourced by run.sh, which calls `install_kafka TARGET_DIR` and `start_kafka_broker DIR`. Run as
+# a script, it serves tests that need brokers of their own (TASKFOLD_TEST_KAFKA_SCRIPT names it):
 #
-#   bash kafka.sh cluster DIR [NODES]   starts NODES (default 3) nodes under DIR/node-<id>, prints
-#                                       the bootstrap addresses; each node's pid is in DIR/node-<id>/pid
+#   bash kafka.sh cluster DIR [NODES]   starts NODES (default 3) nodes under DIR/node-<id> and
+#                                       prints their bootstrap addresses; a node's pid is in
+#                                       DIR/node-<id>/pid, its log in DIR/node-<id>/server.log
 #   bash kafka.sh restart NODE_DIR      starts a stopped node again on its old ports and data
 #
 # Both need TASKFOLD_TEST_KAFKA_HOME, the directory whose libs/ holds the jars.
@@ -24,8 +25,9 @@ install_kafka() {
     if [ ! -f "$home/libs/kafka_2.13-$KAFKA_VERSION.jar" ]; then
         echo "installing Apache Kafka $KAFKA_VERSION from Maven Central"
         rm -rf "$home"
-        mvn --quiet --batch-mode -Dstyle.color=never -f "$pom" -Dmaven.repo.local="$target_dir/m2" \
-            -Dkafka.version="$KAFKA_VERSION" dependency:copy-dependencies \
+        mvn --quiet --batch-mode -Dstyle.color=never -f "$pom" \
+            -Dmaven.repo.local="$target_dir/m2" -Dkafka.version="$KAFKA_VERSION" \
+            dependency:copy-dependencies \
             -DincludeScope=runtime -DoutputDirectory="$home/libs.partial"
         mv "$home/libs.partial" "$home/libs"
     fi
@@ -92,8 +94,7 @@ CONFIG
 # Formats DIR's storage for CLUSTER_ID.
 format_kafka_storage() {
     local dir=$1 cluster_id=$2
-    java -cp "$TASKFOLD_TEST_KAFKA_HOME/libs/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
-        kafka.tools.StorageTool format --ignore-formatted \
+    java -cp "$TASKFOLD_TEST_KAFKA_HOME/libs/*" kafka.tools.StorageTool format --ignore-formatted \
         --cluster-id "$cluster_id" --config "$dir/server.properties" >"$dir/format.log" 2>&1 \
         || { echo "formatting Kafka storage in $dir failed:"; cat "$dir/format.log"; return 1; }
 }
@@ -118,18 +119,26 @@ await_kafka_node() {
     for _ in $(seq 1 600); do
         if grep -q 'Kafka Server started' "$dir/server.log" 2>/dev/null; then return 0; fi
         if ! kill -0 "$pid" 2>/dev/null; then
-            echo "Kafka in $dir exited:"; cat "$dir/stdout.log" "$dir/server.log" 2>/dev/null
+            echo "Kafka in $dir exited:"; kafka_node_log "$dir"
             return 1
         fi
         sleep 0.1
     done
-    echo "Kafka in $dir did not start within 60 s:"; cat "$dir/stdout.log" "$dir/server.log" 2>/dev/null
+    echo "Kafka in $dir did not start within 60 s:"; kafka_node_log "$dir"
     kill "$pid" 2>/dev/null
     return 1
 }
 
+# What the node in DIR printed, and the end of its log.
+kafka_node_log() {
+    cat "$1/stdout.log" 2>/dev/null
+    tail -n 200 "$1/server.log" 2>/dev/null
+}
+
+# A random cluster id in the form Kafka's storage tool wants (16 bytes, URL-safe base64).
 new_cluster_id() {
-    python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))'
+    python3 -c 'import base64, uuid
+print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))'
 }
 
 # Starts one node under DIR, exports TASKFOLD_TEST_KAFKA_BROKERS and sets kafka_pid.
