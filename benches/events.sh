@@ -6,7 +6,8 @@
 #   2. lifecycle throughput on the embedded log beside the Kafka backend (which also publishes
 #      every exchange message to its Kafka topic), as a ratio.
 # Builds the release binary and starts its own queues; the Kafka backend needs a broker:
-# KAFKA_BROKERS=host:port, else a `tansu` on PATH is started (as the tests do).
+# KAFKA_BROKERS=host:port, else an Apache Kafka broker is installed and started as the tests do
+# (tests/setup/kafka.sh; needs java and mvn).
 # TASKS (default 40000) and CONCURRENCY (default 64) set the load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,14 +64,14 @@ stop
 
 brokers=${KAFKA_BROKERS:-}
 if [ -z "$brokers" ]; then
-    command -v tansu >/dev/null || { echo "no KAFKA_BROKERS and no tansu: skipping Kafka"; exit 0; }
-    brokers="127.0.0.1:$(free_port)"
-    mkdir -p "$work/tansu"
-    (cd "$work/tansu" && exec tansu broker --silent --listener-url "tcp://$brokers" \
-        --advertised-listener-url "tcp://$brokers" --storage-engine sqlite://tansu.db \
-        >"$work/tansu.log" 2>&1) &
-    pids+=($!)
-    until tansu topic list --broker "tcp://$brokers" >/dev/null 2>&1; do sleep 0.2; done
+    command -v java >/dev/null && command -v mvn >/dev/null \
+        || { echo "no KAFKA_BROKERS and no java and mvn to run Apache Kafka: skipping Kafka"; exit 0; }
+    source tests/setup/kafka.sh
+    install_kafka "$(cargo metadata --format-version 1 --no-deps \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    start_kafka_broker "$work/kafka"
+    pids+=("$kafka_pid")
+    brokers=$TASKFOLD_TEST_KAFKA_BROKERS
 fi
 echo "== Lifecycle on the embedded log, then on Kafka ($brokers)"
 serve embedded

@@ -1,5 +1,6 @@
-//! The Kafka log against librdkafka's mock cluster (every run) and against a real
-//! Kafka-protocol broker when `TASKFOLD_TEST_KAFKA_BROKERS` names one (bootstrap address).
+//! The Kafka log against librdkafka's mock cluster (every run) and against a real broker
+//! (tests/run.sh starts Apache Kafka) when `TASKFOLD_TEST_KAFKA_BROKERS` names one (bootstrap
+//! address).
 //!
 //! The mock cluster keeps only the newest few MiB of each partition, so the volumes here stay
 //! small; the volume test runs against the real broker only.
@@ -11,6 +12,8 @@ use std::time::Duration;
 
 use common::log_suite::{self, Volume};
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use taskfold::log::kafka::{KafkaLog, Options};
@@ -243,6 +246,43 @@ fn broker_refuses_a_topic_with_another_partition_count() {
     // Creation is asynchronous on some brokers; the count must be the created one regardless.
     std::thread::sleep(Duration::from_millis(100));
     assert_partition_count_mismatch(open_real(&brokers, topic, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_creates_the_topic_with_the_configured_min_insync_replicas() {
+    let Some(brokers) =
+        real_brokers("broker_creates_the_topic_with_the_configured_min_insync_replicas")
+    else {
+        return;
+    };
+    let topic = fresh_topic();
+    let options = Options {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        partitions: 2,
+        create_topic: true,
+        min_insync_replicas: 2,
+        ..Options::default()
+    };
+    drop(
+        tokio::task::spawn_blocking(move || KafkaLog::open(options))
+            .await
+            .unwrap()
+            .expect("open"),
+    );
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("admin client");
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+        .await
+        .expect("describe the topic's configuration");
+    let config = described[0].as_ref().expect("the topic's configuration");
+    let entry = config
+        .get("min.insync.replicas")
+        .expect("min.insync.replicas");
+    assert_eq!(entry.value.as_deref(), Some("2"));
 }
 
 /// More records than librdkafka's local queue holds (100,000 messages), sent to slow brokers:

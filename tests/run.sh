@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-TANSU_VERSION=0.6.0
 XTERM_VERSION=5.5.0
 
 as_root() {
@@ -80,21 +79,30 @@ if [ ! -f "$xterm_dir/lib/xterm.js" ]; then
 fi
 export TASKFOLD__SESSIONS__XTERM_DIR="$xterm_dir"
 
-# tansu, a Kafka-protocol broker, for the Kafka backend's end-to-end tests.
-if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    echo "installing tansu $TANSU_VERSION (a long build, done once per machine)"
-    cargo install --quiet --version "$TANSU_VERSION" tansu --features libsql
+# Apache Kafka's broker, from Maven Central, for the Kafka backend's end-to-end tests; Java
+# runs it and Maven fetches it.
+packages=()
+command -v java >/dev/null || packages+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || packages+=(maven)
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "installing ${packages[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
+source tests/setup/kafka.sh
+install_kafka "$target_dir"
+# Tests that need brokers of their own (a cluster to lose a broker of) start them with this.
+export TASKFOLD_TEST_KAFKA_SCRIPT="$PWD/tests/setup/kafka.sh"
 
 work=$(mktemp -d)
-tansu_pid=
+kafka_pid=
 dockerd_pid=
 sshd_pid=
 stop() {
     if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
 }
 cleanup() {
-    stop "$tansu_pid"
+    stop "$kafka_pid"
     stop "$sshd_pid"
     stop "$dockerd_pid"
     rm -rf "$work"
@@ -116,24 +124,9 @@ export TASKFOLD_TEST_IMAGE=taskfold-test/busybox:1
 source tests/setup/sshd.sh
 start_sshd "$work/sshd"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-broker="127.0.0.1:$port"
-# tansu resolves the sqlite path against its working directory; its memory:// storage
-# miscounts high watermarks, so the tests use sqlite.
-(cd "$work" && exec tansu broker --silent \
-    --listener-url "tcp://$broker" --advertised-listener-url "tcp://$broker" \
-    --storage-engine sqlite://tansu.db >"$work/tansu.log" 2>&1) &
-tansu_pid=$!
-for _ in $(seq 1 300); do
-    if tansu topic list --broker "tcp://$broker" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$tansu_pid" 2>/dev/null; then
-        echo "tansu exited:"; cat "$work/tansu.log"; exit 1
-    fi
-    sleep 0.1
-done
-tansu topic list --broker "tcp://$broker" >/dev/null
-echo "tansu $TANSU_VERSION ready on $broker"
-export TASKFOLD_TEST_KAFKA_BROKERS="$broker"
+# One Kafka broker (KRaft, broker and controller in one process) for the Kafka backend's tests;
+# sets TASKFOLD_TEST_KAFKA_BROKERS.
+start_kafka_broker "$work/kafka"
 
 cargo fmt --check
 cargo clippy --quiet --all-targets -- -D warnings

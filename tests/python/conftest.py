@@ -78,7 +78,8 @@ class Server:
             try:
                 if requests.get(self.api("/ping"), timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            # A ping that times out, on a loaded machine, is one more try.
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.05)
         raise RuntimeError("taskfold did not answer /ping within 60 s:\n" + open(log_path).read())

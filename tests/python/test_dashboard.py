@@ -16,8 +16,9 @@ are updated periodically may need a moment). A PromQL name is checked exactly as
 queried with their `_total`, and a histogram's family name alone matches no sample.
 
 The Kafka-only metrics (`KAFKA_ONLY`) are checked against a queue on the Kafka backend, on the
-broker of TASKFOLD_TEST_KAFKA_BROKERS (tests/run.sh starts tansu and sets it), else on a tansu
-this module starts when `tansu` is on PATH, else that test is skipped saying so.
+broker of TASKFOLD_TEST_KAFKA_BROKERS (tests/run.sh starts Apache Kafka and sets it), else on a
+broker this module starts when Apache Kafka is installed (TASKFOLD_TEST_KAFKA_HOME), else that
+test is skipped saying so.
 
 What the server and worker processes logged during a test is printed when that test fails.
 """
@@ -25,8 +26,6 @@ What the server and worker processes logged during a test is printed when that t
 import json
 import os
 import re
-import shutil
-import subprocess
 import uuid
 
 import pytest
@@ -34,10 +33,10 @@ import requests
 import taskcluster
 from prometheus_client.parser import text_string_to_metric_families
 
+import kafka_helpers
 from conftest import REPO, free_port, wait_for
 from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, TIMEOUT, WorkerProcess, assert_run,
-                            create_task, remove_containers, serve, stop_process, wait_resolved,
-                            wait_until)
+                            create_task, remove_containers, serve, wait_resolved, wait_until)
 
 DASHBOARD = os.path.join(REPO, "docker", "grafana", "dashboards", "taskfold.json")
 DATASOURCE_UID = "prometheus"
@@ -302,43 +301,22 @@ def ran_tasks(dashboard_server, metrics_worker):
 
 @pytest.fixture(scope="module")
 def kafka_brokers(tmp_path_factory):
-    """The bootstrap address of a Kafka-protocol broker: TASKFOLD_TEST_KAFKA_BROKERS, else a
-    tansu of this module's own (as tests/run.sh starts one), else the test is skipped."""
+    """The bootstrap address of a Kafka broker: TASKFOLD_TEST_KAFKA_BROKERS, else one of this
+    module's own (as tests/run.sh starts one), else the test is skipped."""
     brokers = os.environ.get("TASKFOLD_TEST_KAFKA_BROKERS", "").strip()
     if brokers:
         yield brokers
         return
-    tansu = shutil.which("tansu")
-    if tansu is None:
-        pytest.skip("no Kafka-protocol broker to check the Kafka-only metrics "
+    missing = kafka_helpers.available()
+    if missing:
+        pytest.skip("no Kafka broker to check the Kafka-only metrics "
                     f"{sorted(KAFKA_ONLY)} against: TASKFOLD_TEST_KAFKA_BROKERS is not set and "
-                    "tansu is not on PATH (tests/run.sh provides both)")
-    work = tmp_path_factory.mktemp("tansu")
-    broker = f"127.0.0.1:{free_port()}"
-    log = open(work / "tansu.log", "w")
-    # tansu resolves the sqlite path against its working directory.
-    process = subprocess.Popen(
-        [tansu, "broker", "--silent", "--listener-url", f"tcp://{broker}",
-         "--advertised-listener-url", f"tcp://{broker}", "--storage-engine", "sqlite://tansu.db"],
-        cwd=work, stdout=log, stderr=subprocess.STDOUT,
-    )
-
-    def ready():
-        if process.poll() is not None:
-            raise AssertionError(f"tansu exited with {process.returncode}:\n"
-                                 + (work / "tansu.log").read_text())
-        listing = subprocess.run([tansu, "topic", "list", "--broker", f"tcp://{broker}"],
-                                 capture_output=True)
-        return listing.returncode == 0
-
+                    f"{missing}")
+    broker = kafka_helpers.KafkaCluster(tmp_path_factory.mktemp("kafka"), nodes=1)
     try:
-        assert wait_for(ready, 30), "tansu did not answer within 30 s:\n" \
-            + (work / "tansu.log").read_text()
-        yield broker
+        yield broker.start().bootstrap
     finally:
-        if process.poll() is None:
-            stop_process(process, 10, "tansu")
-        log.close()
+        broker.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ assigned from its start and read up to the high watermark `get_watermark_offsets
 with `taskfold listen --kafka` (the Rust rdkafka consumer). Every record read is checked
 against schemas/asyncapi.yaml (exchange_schemas.validate and validate_headers).
 
-The broker is TASKFOLD_TEST_KAFKA_BROKERS (tests/run.sh starts tansu and sets it); without it
-every test here is skipped. Each server gets a log topic and a topic prefix of its own, so
+The broker is TASKFOLD_TEST_KAFKA_BROKERS (tests/run.sh starts Apache Kafka and sets it);
+without it every test here is skipped. Each server gets a log topic and a topic prefix of its own, so
 tests sharing the broker never read each other's messages; only the configuration test that
 checks the default topic names uses the default prefix, and it looks only at its own tasks.
 """
@@ -40,8 +40,8 @@ confluent_kafka = pytest.importorskip(
 BROKERS = os.environ.get("TASKFOLD_TEST_KAFKA_BROKERS", "").strip()
 pytestmark = pytest.mark.skipif(
     not BROKERS,
-    reason="no Kafka-protocol broker: TASKFOLD_TEST_KAFKA_BROKERS is not set (tests/run.sh "
-           "starts tansu and sets it to its bootstrap address)")
+    reason="no Kafka broker: TASKFOLD_TEST_KAFKA_BROKERS is not set (tests/run.sh starts "
+           "Apache Kafka and sets it to its bootstrap address)")
 
 EXCHANGES = tuple(exchange_schemas.exchanges())
 GROUP_EXCHANGES = exchange_schemas.GROUP_EXCHANGES

@@ -48,6 +48,10 @@ pub struct Options {
     /// Used only when this process creates the topic; events are the only copy of the state,
     /// so production clusters want 3.
     pub replication_factor: i32,
+    /// The `min.insync.replicas` of a topic this process creates; 0 leaves the broker's
+    /// default. With `acks=all`, an append is acknowledged only once this many replicas hold
+    /// it, so 2 of 3 keeps every acknowledged event through the loss of one broker.
+    pub min_insync_replicas: u32,
     /// Creates a missing topic on open, which suits development and tests; turn it off where
     /// topics are provisioned by an operator and a typo should fail instead of making a new one.
     pub create_topic: bool,
@@ -366,7 +370,12 @@ pub(crate) fn scan(
     let mut last_progress = Instant::now();
     while next < end {
         let record = match consumer.poll(POLL_INTERVAL) {
-            None => {
+            // Nothing yet, or librdkafka telling of a connection it lost (to a dead broker of
+            // the bootstrap list, say) while it retries by itself: only a lack of progress fails.
+            None
+            | Some(Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
+            ))) => {
                 if last_progress.elapsed() > timeout {
                     return Err(Error::Kafka {
                         context: context(),
@@ -507,11 +516,15 @@ fn create_topic(options: &Options, topic: &str) -> Result<(), Error> {
         .request_timeout(Some(timeout))
         .operation_timeout(Some(timeout));
     // `validate` bounds the partition count by i32::MAX.
-    let new_topic = NewTopic::new(
+    let min_insync_replicas = options.min_insync_replicas.to_string();
+    let mut new_topic = NewTopic::new(
         topic,
         options.partitions as i32,
         TopicReplication::Fixed(options.replication_factor),
     );
+    if options.min_insync_replicas > 0 {
+        new_topic = new_topic.set("min.insync.replicas", &min_insync_replicas);
+    }
     // The admin client answers from its own thread, so blocking on it needs no runtime.
     let results = futures::executor::block_on(admin.create_topics([&new_topic], &admin_options))
         .map_err(|error| kafka_error(context(), error))?;
@@ -522,6 +535,7 @@ fn create_topic(options: &Options, topic: &str) -> Result<(), Error> {
                     topic,
                     partitions = options.partitions,
                     replication_factor = options.replication_factor,
+                    min_insync_replicas = options.min_insync_replicas,
                     "created kafka topic"
                 );
             }
