@@ -359,9 +359,10 @@ struct BenchRetain {
 
 #[derive(Args)]
 struct BenchLifecycle {
-    /// The deployment's root URL, e.g. `http://127.0.0.1:8080`.
-    #[arg(long)]
-    root_url: String,
+    /// The deployment's root URL, e.g. `http://127.0.0.1:8080`; repeat it to spread the
+    /// clients over several nodes of one cluster, round robin.
+    #[arg(long = "root-url", required = true)]
+    root_url: Vec<String>,
     #[arg(long, default_value_t = 10_000)]
     tasks: u64,
     /// Clients running lifecycles at once.
@@ -876,8 +877,13 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 
 fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
     let credentials = credentials_from_env();
-    let client =
-        taskfold::client::QueueClient::new(&bench.root_url, credentials, bench.concurrency)?;
+    let per_node = bench.concurrency.div_ceil(bench.root_url.len()).max(1);
+    let nodes = bench
+        .root_url
+        .iter()
+        .map(|root_url| taskfold::client::QueueClient::new(root_url, credentials.clone(), per_node))
+        .collect::<Result<Vec<_>, _>>()?;
+    let client = nodes[0].clone();
     let options = taskfold::client::lifecycle::Options {
         tasks: bench.tasks,
         concurrency: bench.concurrency,
@@ -887,7 +893,7 @@ fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
     };
     if bench.listeners == 0 {
         let report = actix_web::rt::System::new()
-            .block_on(taskfold::client::lifecycle::run(client, options))?;
+            .block_on(taskfold::client::lifecycle::run_spread(nodes, options))?;
         print_report(&report);
         return Ok(ExitCode::SUCCESS);
     }
@@ -906,7 +912,7 @@ fn bench_lifecycle(bench: BenchLifecycle) -> anyhow::Result<ExitCode> {
         actix_web::rt::System::new().block_on(taskfold::client::lifecycle::compare_listeners(
             client,
             options,
-            &bench.root_url,
+            &bench.root_url[0],
             bench.listeners,
             exchanges,
         ))?;

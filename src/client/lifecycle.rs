@@ -121,6 +121,13 @@ struct ClaimedStatus {
 }
 
 pub async fn run(client: QueueClient, options: Options) -> Result<Report, Error> {
+    run_spread(vec![client], options).await
+}
+
+/// [`run`] with the bench clients spread over several queue nodes, round robin (one cluster
+/// reached through each of its nodes). `nodes` must not be empty.
+pub async fn run_spread(nodes: Vec<QueueClient>, options: Options) -> Result<Report, Error> {
+    let client = nodes[0].clone();
     // A queue of its own, so the claims take only this run's tasks.
     let worker_type = format!(
         "lifecycle-{}",
@@ -158,7 +165,7 @@ pub async fn run(client: QueueClient, options: Options) -> Result<Report, Error>
     let begun = Instant::now();
     let mut clients = Vec::new();
     for worker in 0..options.concurrency.max(1) {
-        let client = client.clone();
+        let client = nodes[worker % nodes.len()].clone();
         let task_queue_id = task_queue_id.clone();
         let (started_tasks, finished, empty_claims, calls, progress) = (
             started_tasks.clone(),
