@@ -34,6 +34,33 @@
 //! replays the log after its offset (`engine::shard::replay`), rebuilding a store that is
 //! missing or damaged from the whole log.
 //!
+//! ## Several nodes
+//!
+//! With the Kafka log, `taskfold serve --node-id ID --advertise URL` joins a cluster of nodes
+//! sharing one topic (`engine::cluster`). A Kafka consumer group over the log topic, with
+//! cooperative rebalancing, gives each partition to one node at a time; a node that gains a
+//! partition takes its log writer, catches its store up from the log (its own store if it
+//! has one, else from the log's start) and only then serves it; one that loses a partition
+//! stops its shard at once. Any node answers any call: one about another node's entity is
+//! forwarded to the owner (`engine::cluster::peer`, authenticated by the cluster's secret;
+//! Hawk is checked once, where the client came in), claimWork waits on every node's pending
+//! work, and listeners hear every partition from the exchange topics.
+//!
+//! **Fencing, and why a transaction is only the fence.** Each partition's writer is a
+//! transactional producer whose `transactional.id` names the partition
+//! (`log::kafka::writer`), so a new owner's `init_transactions` aborts what the old owner left
+//! open and makes the broker refuse the old owner's every later record: a node that was
+//! paused or cut off and wakes up believing it still owns a partition cannot get an event
+//! appended, and so cannot hand a run to a second worker. Kafka Streams uses the same fence
+//! but acknowledges only at a transaction's commit, which costs a commit round trip per
+//! request; Taskfold acknowledges once `acks=all` holds, reads the log `read_uncommitted` so
+//! that records of a transaction aborted by fencing stay in the log, and commits every few
+//! seconds only to bound the transaction (its marker's one offset is counted by the shard).
+//! The alternative, an epoch every record carries and every reader checks, was set aside: a
+//! fenced writer's records would still land, interleave with the new owner's and shift the
+//! offsets the new owner's state is keyed by, and every reader (replay, repair, inspection)
+//! would have to know the rule.
+//!
 //! ## What is never lost
 //!
 //! - No call is answered before its events are durable: the embedded log replies after the
