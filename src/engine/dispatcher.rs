@@ -45,13 +45,25 @@ impl Dispatcher {
 
     /// Hands queued hints to parked callers, oldest first, and tells the watchers.
     fn serve_waiters(&mut self, task_queue_id: &str) {
+        self.serve_local_waiters(task_queue_id);
+        // One watcher per call (a run became pending, or hints came back): waking them all
+        // would send every other node's waiting claimWork after the same run.
         if self.queues.count(task_queue_id) > 0
-            && let Some(watchers) = self.watchers.remove(task_queue_id)
+            && let Some(watchers) = self.watchers.get_mut(task_queue_id)
         {
-            for watcher in watchers {
-                let _ = watcher.send(());
+            while !watchers.is_empty() {
+                if watchers.remove(0).send(()).is_ok() {
+                    break;
+                }
+            }
+            if watchers.is_empty() {
+                self.watchers.remove(task_queue_id);
             }
         }
+    }
+
+    /// Hands queued hints to this node's parked callers, oldest first.
+    fn serve_local_waiters(&mut self, task_queue_id: &str) {
         while let Some(waiter) = self
             .waiters
             .get_mut(task_queue_id)

@@ -4,6 +4,11 @@
 //! derived). Its counts are derived from state (each shard reports its own after replay),
 //! never stored; after a replay it also resolves the groups whose last resolution a crash
 //! kept from being recorded.
+//!
+//! With several nodes each tracker counts the tasks of its own node's partitions: one whose
+//! count reaches zero asks the other nodes' trackers for theirs and resolves the group only
+//! when every count is zero (the last node to reach zero sees all the others at zero; two at
+//! once both resolve, which the group's shard records once).
 
 use std::collections::HashMap;
 
@@ -117,6 +122,9 @@ impl GroupTracker {
             return;
         };
         actix::spawn(async move {
+            if engine.unresolved_elsewhere(group).await > 0 {
+                return;
+            }
             // The shard decides idempotently; an error (say, the log failed) leaves the group
             // for the census of the next start.
             if let Err(error) = engine
@@ -151,5 +159,22 @@ impl Handler<Attach> for GroupTracker {
             entry.unresolved > 0
         });
         self.unresolved = census;
+    }
+}
+
+/// How many tasks of a group this node's partitions hold unresolved.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Unresolved(pub Slugid);
+
+impl Handler<Unresolved> for GroupTracker {
+    type Result = u64;
+
+    fn handle(&mut self, Unresolved(group): Unresolved, _: &mut Context<Self>) -> u64 {
+        let counted = match &self.census {
+            Some(census) => census.get(&group),
+            None => self.unresolved.get(&group),
+        };
+        counted.map_or(0, |entry| entry.unresolved)
     }
 }

@@ -348,6 +348,29 @@ impl Engine {
         Ok(())
     }
 
+    /// How many tasks of the group the other nodes' partitions hold unresolved (0 without a
+    /// cluster); a node that does not answer counts as holding one, so that nothing resolves
+    /// early.
+    pub async fn unresolved_elsewhere(&self, task_group_id: Slugid) -> u64 {
+        let Some(cluster) = &self.cluster else {
+            return 0;
+        };
+        let call = Call::GroupUnresolved { task_group_id };
+        let secret = &cluster.settings.secret;
+        let calls = cluster.directory.peers().into_iter().map(|url| {
+            let call = &call;
+            async move { cluster::peer::call(&url, secret, call, OWNER_WAIT).await }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|reply| match reply {
+                Ok(Reply::Answer(Answer::Count(count))) => count,
+                _ => 1,
+            })
+            .sum()
+    }
+
     /// Tells the other nodes that a task of this node's partitions reached a final
     /// resolution, for their dependents of it; nothing without a cluster.
     pub fn share_resolution(&self, resolved: ResolvedDependency) {
@@ -754,6 +777,13 @@ impl Engine {
                 }
                 Ok(Answer::Done)
             }
+            Call::GroupUnresolved { task_group_id } => Ok(Answer::Count(
+                self.context
+                    .groups
+                    .send(group_tracker::Unresolved(task_group_id))
+                    .await
+                    .unwrap_or(0),
+            )),
             Call::PendingCount { task_queue_id } => {
                 Ok(Answer::Count(self.pending_count_here(&task_queue_id).await))
             }
@@ -1523,6 +1553,7 @@ async fn answer_here(shard: &Addr<TaskShard>, call: Call) -> Result<Answer, ApiE
         | Call::AwaitWork { .. }
         | Call::EndWait { .. }
         | Call::PendingCount { .. }
+        | Call::GroupUnresolved { .. }
         | Call::Resolved(_) => Err(ApiError::new(
             ErrorCode::InternalServerError,
             "a node call went to a shard",

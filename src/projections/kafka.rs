@@ -33,6 +33,8 @@ use crate::model::exchange::{
 
 /// The CloudEvents header naming a message for good.
 const ID_HEADER: &str = "ce_id";
+/// How long the exchange producer waits to fill a batch.
+const EXCHANGE_LINGER_MS: u32 = 20;
 /// How long to wait before retrying a record the producer's full queue refused.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
@@ -73,7 +75,12 @@ impl ExchangeTopics {
         let producer: FutureProducer<TracingContext> = kafka::base_config(&options)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", options.linger_ms.to_string())
+            // Nobody waits on these deliveries but the next checkpoint: fuller batches cost
+            // the broker and this process far less than the log's short linger would.
+            .set(
+                "linger.ms",
+                EXCHANGE_LINGER_MS.max(options.linger_ms).to_string(),
+            )
             // Never give up on a record: a later one of the same partition must not be
             // delivered past an undelivered earlier one.
             .set("message.timeout.ms", "0")

@@ -388,3 +388,34 @@ def test_a_listener_on_any_node_hears_every_partition(cluster):
         listener.read_until(all_heard, timeout=30)
     finally:
         listener.close()
+
+
+def test_a_group_spread_over_nodes_resolves_once_all_its_tasks_have(cluster):
+    from test_listeners import PREFIX, Listener, subject
+
+    group = new_task_id()
+    listener = Listener(cluster[0], [(PREFIX + "task-group-resolved", f"primary.{group}.#")])
+    try:
+        queue = queue_id()
+        tasks = [new_task_id() for _ in range(9)]
+        for index, task_id in enumerate(tasks):
+            client(cluster[index % 3]).createTask(
+                task_id, task_definition(queue, taskGroupId=group))
+
+        def finish(count):
+            for index in range(count):
+                claimed = client(cluster[index % 3]).claimWork(
+                    queue, {"workerGroup": "wg", "workerId": "w1", "tasks": 1})["tasks"]
+                assert len(claimed) == 1
+                client(cluster[(index + 1) % 3]).reportCompleted(
+                    claimed[0]["status"]["taskId"], claimed[0]["runId"])
+
+        finish(len(tasks) - 1)
+        # Every node but one may have seen all of its own tasks resolve: no resolution yet.
+        with pytest.raises(AssertionError):
+            listener.read(1, timeout=3)
+        finish(1)
+        [frame] = listener.read(1, timeout=20)
+        assert subject(frame) == group
+    finally:
+        listener.close()

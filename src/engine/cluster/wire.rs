@@ -54,6 +54,10 @@ pub enum Call {
     Count {
         listing: Listing,
     },
+    /// Unresolved tasks of a task group in the node's partitions.
+    GroupUnresolved {
+        task_group_id: Slugid,
+    },
     /// Runs pending in a task queue on the node's partitions.
     PendingCount {
         task_queue_id: String,
@@ -103,6 +107,7 @@ impl Call {
             | Call::AwaitWork { .. }
             | Call::EndWait { .. }
             | Call::PendingCount { .. }
+            | Call::GroupUnresolved { .. }
             | Call::Resolved(_) => None,
         }
     }
