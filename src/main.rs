@@ -493,11 +493,21 @@ async fn start_queue(
         }
         _ => None,
     };
-    let engine = Engine::start(log, data_dir.to_owned(), engine_settings, exchange_topics)
+    let blobs = &settings.blobs;
+    let blob_store = taskfold::blobs::Store::open(blobs.backend, &blobs.s3, data_dir)
         .await
-        .context("replaying the log")?;
+        .context("opening the blob store")?;
+    let engine = Engine::start(
+        log,
+        data_dir.to_owned(),
+        blob_store.clone(),
+        engine_settings,
+        exchange_topics,
+    )
+    .await
+    .context("replaying the log")?;
     Ok(server::State::new(
-        engine, access, settings, data_dir, root_url,
+        engine, access, settings, data_dir, blob_store, root_url,
     ))
 }
 

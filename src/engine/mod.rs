@@ -100,6 +100,7 @@ impl Engine {
     pub async fn start(
         log: Arc<dyn EventLog>,
         data_dir: PathBuf,
+        blobs: crate::blobs::Store,
         settings: EngineSettings,
         exchange_topics: Option<Arc<ExchangeTopics>>,
     ) -> Result<Engine, crate::log::Error> {
@@ -118,6 +119,7 @@ impl Engine {
             groups: groups.clone(),
             log: log.clone(),
             data_dir,
+            blobs,
             task_settings: settings.task,
             flush_every_events: settings.flush_every_events.max(1),
             clock: settings.clock,
