@@ -406,10 +406,9 @@ async fn download(state: &State, request: &HttpRequest) -> Result<HttpResponse, 
     if is_active_content(&artifact.content_type) && !state.blobs.on_blob_origin(request) {
         reply.insert_header((header::CONTENT_DISPOSITION, "attachment"));
     }
-    let Some(chunks) = chunks else {
-        reply.insert_header((header::CONTENT_LENGTH, length));
-        return Ok(reply.finish());
-    };
+    // A HEAD's answer carries the length of the body it leaves out: actix writes a sized
+    // body's Content-Length, and sends no body to a HEAD.
+    let chunks = chunks.unwrap_or_else(|| futures::stream::empty().boxed());
     Ok(reply.no_chunking(length).streaming(chunks))
 }
 
