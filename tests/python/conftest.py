@@ -55,6 +55,8 @@ class Server:
         self.args = []
         # Run in the child before `taskfold serve` starts (e.g. to set resource limits).
         self.preexec = None
+        # More environment variables (e.g. secrets that stay out of the config file).
+        self.env = {}
 
     def start(self):
         self.port = free_port()
@@ -62,7 +64,8 @@ class Server:
         self.starts += 1
         log_path = os.path.join(self.log_dir, f"server-{self.starts}.log")
         self.log = open(log_path, "w")
-        env = dict(os.environ, TASKFOLD_ROOT_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="warn")
+        env = dict(os.environ, TASKFOLD_ROOT_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="warn",
+                   **self.env)
         self.process = subprocess.Popen(
             [BINARY, "serve", "--listen", f"127.0.0.1:{self.port}",
              "--data-dir", self.data_dir, "--config", self.config, *self.args],
