@@ -472,32 +472,34 @@ impl Upload {
                 buffered_bytes,
                 parts,
             } => {
-                if parts.is_none() {
-                    *buffered_bytes += chunk.len();
-                    buffered.push(chunk);
-                    if *buffered_bytes <= PART_BYTES {
-                        return Ok(());
+                let parts = match parts {
+                    Some(parts) => {
+                        parts.put(chunk);
+                        parts
                     }
-                    let upload = store
-                        .put_multipart(key)
-                        .await
-                        .map_err(Error::object("starting the blob's upload", key))?;
-                    let mut started = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-                    for chunk in buffered.drain(..) {
-                        started.put(chunk);
+                    None => {
+                        *buffered_bytes += chunk.len();
+                        buffered.push(chunk);
+                        if *buffered_bytes <= PART_BYTES {
+                            return Ok(());
+                        }
+                        let upload = store
+                            .put_multipart(key)
+                            .await
+                            .map_err(Error::object("starting the blob's upload", key))?;
+                        let mut started = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+                        for chunk in buffered.drain(..) {
+                            started.put(chunk);
+                        }
+                        *buffered_bytes = 0;
+                        parts.insert(started)
                     }
-                    *buffered_bytes = 0;
-                    *parts = Some(started);
-                } else if let Some(parts) = parts {
-                    parts.put(chunk);
-                }
-                if let Some(parts) = parts {
-                    parts
-                        .wait_for_capacity(PARTS_IN_FLIGHT)
-                        .await
-                        .map_err(Error::object("storing the blob", key))?;
-                }
-                Ok(())
+                };
+                // Waits while the parts in flight are many: the sender's pace, bounded memory.
+                parts
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(Error::object("storing the blob", key))
             }
         }
     }
