@@ -33,7 +33,9 @@ install_seaweedfs() {
     chmod -R u+w "$build_dir"
     (cd "$build_dir" && env "${go_env[@]}" go build -o "$binary.partial" ./weed)
     mv "$binary.partial" "$binary"
+    # The binary is what is kept: the sources and Go's module and build caches (gigabytes) go.
     rm -rf "$build_dir"
+    env "${go_env[@]}" go clean -cache -modcache
 }
 
 free_port() {
