@@ -765,10 +765,13 @@ mod tests {
         upload.finish().await.unwrap();
         assert!(read_all(&store, &large).await.unwrap() == bytes);
 
-        let mut aborted = store.create(&blob("public/aborted")).await.unwrap();
-        aborted.write(Bytes::from_static(b"x")).await.unwrap();
-        aborted.abort().await;
-        assert_eq!(store.length(&blob("public/aborted")).await.unwrap(), None);
+        // Aborted uploads leave nothing, whether one PUT or parts were under way.
+        for length in [1, PART_BYTES + 1] {
+            let mut aborted = store.create(&blob("public/aborted")).await.unwrap();
+            aborted.write(Bytes::from(vec![7; length])).await.unwrap();
+            aborted.abort().await;
+            assert_eq!(store.length(&blob("public/aborted")).await.unwrap(), None);
+        }
 
         store.delete(&small).await.unwrap();
         store.delete(&small).await.unwrap();
