@@ -9,8 +9,8 @@
 //! of its users (`tests/layers.rs` checks every path in `src/`):
 //!
 //! - at the bottom, the vocabulary: [`model`] (with the error table, exchange names and
-//!   bindings), [`auth`], [`log`], [`metrics`] (every metric's definition) and [`blob_files`]
-//!   (where blobs live). None of them imports from the parts above. Each entity of the model
+//!   bindings), [`auth`], [`log`], [`metrics`] (every metric's definition) and [`blobs`]
+//!   (where blobs live: files or an S3-compatible store). None of them imports from the parts above. Each entity of the model
 //!   (`model::task`, `model::group`, `model::worker`) is one home for its definition, folded
 //!   state, pure `decide` and `apply`.
 //! - [`engine`], the actors that carry those decisions out (decide → append → apply → reply),
@@ -78,7 +78,7 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
-pub mod blob_files;
+pub mod blobs;
 pub mod client;
 pub mod engine;
 pub mod local;

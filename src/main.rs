@@ -501,11 +501,21 @@ async fn start_queue(
         }
         _ => None,
     };
-    let engine = Engine::start(log, data_dir.to_owned(), engine_settings, exchange_topics)
+    let blobs = &settings.blobs;
+    let blob_store = taskfold::blobs::Store::open(blobs.backend, &blobs.s3, data_dir)
         .await
-        .context("replaying the log")?;
+        .context("opening the blob store")?;
+    let engine = Engine::start(
+        log,
+        data_dir.to_owned(),
+        blob_store.clone(),
+        engine_settings,
+        exchange_topics,
+    )
+    .await
+    .context("replaying the log")?;
     Ok(server::State::new(
-        engine, access, settings, data_dir, root_url,
+        engine, access, settings, data_dir, blob_store, root_url,
     ))
 }
 
@@ -522,6 +532,10 @@ fn serve_queue(serve: Serve) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "a cluster of nodes (`--node-id`) needs the Kafka log (`[log] backend = \"kafka\"`)"
         );
+    }
+    // Every node signs task credentials and blob URLs alike, and takes the others'.
+    if settings.cluster.enabled() && settings.auth.queue_access_token.is_empty() {
+        settings.auth.queue_access_token = settings.cluster.queue_access_token();
     }
     let root_access_token = std::env::var(access::ROOT_ACCESS_TOKEN_VARIABLE).ok();
     let access = access::Access::from_settings(&settings.auth, root_access_token.as_deref())?;

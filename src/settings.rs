@@ -54,6 +54,10 @@ pub struct BlobSettings {
     pub public_url: String,
     /// Largest upload accepted.
     pub max_upload_bytes: u64,
+    /// Where blobs live: files under the data directory, or an S3-compatible store.
+    pub backend: crate::blobs::Backend,
+    /// `[blobs.s3]`, for `backend = "s3"`.
+    pub s3: crate::blobs::S3Settings,
 }
 
 /// Interactive sessions on the queue (`[sessions]`).
@@ -310,5 +314,33 @@ mod tests {
         std::fs::write(&file, "[log.embedded]\npartitions = 3\n").unwrap();
         let error = Settings::load(Some(&file)).unwrap_err().to_string();
         assert!(error.contains("partitions"), "{error}");
+    }
+
+    #[test]
+    fn the_blob_backend_is_files_unless_set_to_s3() {
+        let defaults = Settings::load_layers(None, false).unwrap();
+        assert_eq!(defaults.blobs.backend, crate::blobs::Backend::Files);
+        assert_eq!(defaults.blobs.s3.region, "us-east-1");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("taskfold.toml");
+        std::fs::write(
+            &file,
+            "[blobs]\nbackend = \"s3\"\n[blobs.s3]\nbucket = \"b\"\nprefix = \"tf/\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load_layers(Some(&file), false).unwrap();
+        assert_eq!(settings.blobs.backend, crate::blobs::Backend::S3);
+        assert_eq!(
+            (
+                settings.blobs.s3.bucket.as_str(),
+                settings.blobs.s3.prefix.as_str()
+            ),
+            ("b", "tf/")
+        );
+        std::fs::write(&file, "[blobs]\nbackend = \"gcs\"\n").unwrap();
+        let error = Settings::load_layers(Some(&file), false)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("gcs"), "{error}");
     }
 }

@@ -39,7 +39,8 @@ async fn start_with(dir: &std::path::Path, settings: EngineSettings) -> Engine {
         )
         .unwrap(),
     );
-    Engine::start(log, dir.to_owned(), settings, None)
+    let blobs = taskfold::blobs::Store::files(dir);
+    Engine::start(log, dir.to_owned(), blobs, settings, None)
         .await
         .unwrap()
 }

@@ -1,7 +1,7 @@
 //! The layering rule: shared vocabulary sits below the code that uses it, and nothing reaches
 //! up for it.
 //!
-//! - `model`, `auth`, `log`, `metrics` and `blob_files` import nothing from `engine`,
+//! - `model`, `auth`, `log`, `metrics` and `blobs` import nothing from `engine`,
 //!   `projections`, `api`, `worker` or `client`;
 //! - `engine` imports nothing from `api`, `worker` or `client`, and `projections` (which the
 //!   engine runs) nothing from those nor from `engine`;
@@ -24,7 +24,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("auth", ABOVE_THE_VOCABULARY),
     ("log", ABOVE_THE_VOCABULARY),
     ("metrics", ABOVE_THE_VOCABULARY),
-    ("blob_files", ABOVE_THE_VOCABULARY),
+    ("blobs", ABOVE_THE_VOCABULARY),
     ("engine", &["api", "worker", "client"]),
     ("projections", &["engine", "api", "worker", "client"]),
     ("worker", &["engine", "api", "projections", "log"]),

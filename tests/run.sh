@@ -4,7 +4,7 @@
 # suite. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="$HOME/.cargo/bin:$PATH:/usr/local/go/bin"
 
 XTERM_VERSION=5.5.0
 
@@ -44,6 +44,9 @@ command -v curl >/dev/null || packages+=(curl ca-certificates)
 # Node.js and npm, for the official Node client's interop test.
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
+# Go, to build SeaweedFS (the S3-compatible store of the s3 blob backend's tests) from its
+# module; a Go of 1.21 or later fetches the newer toolchain SeaweedFS's go.mod asks for.
+command -v go >/dev/null || packages+=(golang-go)
 if [ ${#packages[@]} -gt 0 ]; then
     echo "installing ${packages[*]}"
     as_root apt-get update -qq
@@ -58,7 +61,7 @@ venv="$target_dir/python-venv"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest prometheus-client pyyaml jsonschema websocket-client confluent-kafka trustme
+"$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest prometheus-client pyyaml jsonschema websocket-client confluent-kafka trustme boto3
 
 # The official Node client, pinned, in a directory of its own under the target directory.
 node_dir="$target_dir/node-interop"
@@ -98,12 +101,14 @@ work=$(mktemp -d)
 kafka_pid=
 dockerd_pid=
 sshd_pid=
+s3_pid=
 stop() {
     if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
 }
 cleanup() {
     stop "$kafka_pid"
     stop "$sshd_pid"
+    stop "$s3_pid"
     stop "$dockerd_pid"
     rm -rf "$work"
 }
@@ -123,6 +128,10 @@ export TASKFOLD_TEST_IMAGE=taskfold-test/busybox:1
 # An SSH server on loopback with generated keys, for the SSH engine's tests.
 source tests/setup/sshd.sh
 start_sshd "$work/sshd"
+
+# An S3-compatible object store on loopback (SeaweedFS, built once), for the s3 blob backend.
+source tests/setup/s3.sh
+start_s3 "$target_dir" "$work/s3"
 
 # One Kafka broker (KRaft, broker and controller in one process) for the Kafka backend's tests;
 # sets TASKFOLD_TEST_KAFKA_BROKERS.

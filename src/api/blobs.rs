@@ -1,40 +1,34 @@
-//! The blob store behind `s3` artifacts: files under `<data-dir>/blobs/` (laid out as
-//! [`crate::blob_files`] says), uploaded and read through signed URLs on
-//! `<rootUrl>/blobs/<taskId>/<runId>/<name>` (see [`crate::auth::blob_url`]). An upload goes
-//! to a temporary file that is synced and linked into place, so a blob is either whole or
-//! absent. Its Content-Type must be the artifact's and its length the declared one; once whole,
-//! or once its run is resolved, it is never rewritten.
+//! The blob endpoint behind `s3` artifacts: blobs are uploaded and read through signed URLs on
+//! `<rootUrl>/blobs/<taskId>/<runId>/<name>` (see [`crate::auth::blob_url`]), streamed to and
+//! from the [`crate::blobs::Store`] (files on this node, or an S3-compatible object store), where
+//! a blob is either whole or absent. Its Content-Type must be the artifact's and its length the
+//! declared one; once whole, or once its run is resolved, it is never rewritten.
 //!
 //! Task authors write blobs, and the API's origin also serves the `/shell/` page where people
 //! type access tokens, so blobs are served sandboxed, never sniffed, and active content (see
 //! [`is_active_content`]) as a download unless the request came to a blob origin of its own
 //! (`[blobs] public_url`).
 
-use std::path::{Path, PathBuf};
-
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::web::{Bytes, Data, Payload};
+use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use futures::StreamExt;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::response;
 use super::response::CallInfo;
 use super::server::State;
 use crate::auth::blob_url;
-use crate::blob_files::blob_file;
+use crate::blobs::{self, BlobId, Store};
 use crate::model::task::create_artifact::takes_artifacts;
-use crate::model::{ApiError, Artifact, ErrorCode, Slugid, Storage, Task, Timestamp};
+use crate::model::{ApiError, Artifact, ErrorCode, Storage, Task, Timestamp};
 use crate::settings::BlobSettings;
 
 /// How long a signed GET URL of a non-public artifact works.
 pub const GET_URL_MILLIS: i64 = 30 * 60 * 1000;
 /// How long the PUT URL of an `s3` artifact works (Taskcluster's 45 minutes).
 pub const PUT_URL_MILLIS: i64 = 45 * 60 * 1000;
-/// Bytes read from a blob file at a time when serving it.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// What a blob's page may do in a browser: nothing (no scripts, no plugins, a unique origin).
 const BLOB_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; sandbox";
@@ -56,9 +50,9 @@ const ACTIVE_CONTENT_TYPES: [&str; 13] = [
     "application/pdf",
 ];
 
-pub struct BlobStore {
-    /// The data directory: blobs are under its `blobs/`.
-    data_dir: PathBuf,
+/// The blob endpoint: where blobs are kept, and how their URLs are made and checked.
+pub struct BlobEndpoint {
+    store: Store,
     secret: String,
     /// The base of blob URLs: `[blobs] public_url`, else the root URL.
     base_url: String,
@@ -67,21 +61,6 @@ pub struct BlobStore {
     blob_origin_host: Option<String>,
     /// Largest upload (`[blobs] max_upload_bytes`).
     max_upload_bytes: u64,
-}
-
-/// One blob: the artifact `name` of run `run_id` of `task_id`.
-#[derive(Clone, Debug)]
-pub struct BlobId {
-    pub task_id: Slugid,
-    pub run_id: u32,
-    pub name: String,
-}
-
-impl BlobId {
-    /// What a signature covers.
-    fn signed_path(&self) -> String {
-        format!("{}/{}/{}", self.task_id, self.run_id, self.name)
-    }
 }
 
 /// Names under this prefix are readable by anyone the queue lets read them, so their URLs
@@ -128,21 +107,26 @@ fn host_of(url: &str) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
-impl BlobStore {
+impl BlobEndpoint {
+    /// Where the blobs live.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn new(
-        data_dir: &Path,
+        store: Store,
         secret: String,
         root_url: &str,
         settings: &BlobSettings,
-    ) -> BlobStore {
+    ) -> BlobEndpoint {
         let public_url = settings.public_url.trim();
         let base_url = if public_url.is_empty() {
             root_url
         } else {
             public_url
         };
-        BlobStore {
-            data_dir: data_dir.to_owned(),
+        BlobEndpoint {
+            store,
             secret,
             base_url: base_url.trim_end_matches('/').to_owned(),
             blob_origin_host: host_of(public_url),
@@ -160,18 +144,13 @@ impl BlobStore {
             utf8_percent_encode(&blob.name, NON_ALPHANUMERIC)
         );
         if let Some((method, expires)) = signed {
-            let signature = blob_url::sign(&self.secret, method, &blob.signed_path(), expires);
+            let signature = blob_url::sign(&self.secret, method, &blob.url_path(), expires);
             url.push_str(&format!(
                 "?expires={}&signature={signature}",
                 expires.millis()
             ));
         }
         url
-    }
-
-    /// Where the blob lives (see [`crate::blob_files`]).
-    fn file(&self, blob: &BlobId) -> PathBuf {
-        blob_file(&self.data_dir, blob.task_id, blob.run_id, &blob.name)
     }
 
     fn verify(&self, request: &HttpRequest, method: &str, blob: &BlobId, now: Timestamp) -> bool {
@@ -187,7 +166,7 @@ impl BlobStore {
             (Some(expires), Some(signature)) => blob_url::verify(
                 &self.secret,
                 method,
-                &blob.signed_path(),
+                &blob.url_path(),
                 Timestamp::from_millis(expires),
                 signature,
                 now,
@@ -221,11 +200,19 @@ fn blob_error(method: &'static str, request: &HttpRequest, error: ApiError) -> H
     response::error(&error, &call, Timestamp::now())
 }
 
-/// A failure of the store itself (permissions, a full disk): logged with the file it concerns,
-/// since only the operator can fix it, and answered 500.
-fn storage_error(action: &str, path: &Path, error: std::io::Error) -> ApiError {
-    tracing::error!(path = %path.display(), %error, action, "the blob store failed");
-    ApiError::new(ErrorCode::InternalServerError, format!("{action}: {error}"))
+/// A failure of the store itself (permissions, a full disk, an object store that refuses):
+/// logged with the file or key it concerns, since only the operator can fix it, and answered
+/// 500 without them.
+fn storage_error(error: blobs::Error) -> ApiError {
+    tracing::error!(%error, "the blob store failed");
+    let action = match &error {
+        blobs::Error::File { action, .. } | blobs::Error::Object { action, .. } => action,
+        blobs::Error::AlreadyExists | blobs::Error::Config(_) => "using the blob store",
+    };
+    ApiError::new(
+        ErrorCode::InternalServerError,
+        format!("the blob store failed {action}"),
+    )
 }
 
 fn blob_id(request: &HttpRequest) -> Result<BlobId, ApiError> {
@@ -252,7 +239,7 @@ fn blob_id(request: &HttpRequest) -> Result<BlobId, ApiError> {
 
 /// The `s3` artifact a blob belongs to, and its task.
 async fn artifact(state: &State, blob: &BlobId) -> Result<(Task, Artifact), ApiError> {
-    let missing = || ApiError::not_found(format!("no artifact `{}`", blob.signed_path()));
+    let missing = || ApiError::not_found(format!("no artifact `{}`", blob.url_path()));
     let task = state.engine.task(blob.task_id).await.ok_or_else(missing)?;
     let artifact = task
         .artifacts
@@ -286,7 +273,6 @@ async fn upload(
         ));
     }
     let (task, artifact) = artifact(state, &blob).await?;
-    let path = state.blobs.file(&blob);
     // A published artifact stays what it was: its URL may have leaked with the run's logs.
     let run_takes_artifacts = task
         .runs
@@ -304,10 +290,9 @@ async fn upload(
             blob.name
         ))
     };
-    match tokio::fs::try_exists(&path).await {
-        Ok(false) => {}
-        Ok(true) => return Err(already_uploaded()),
-        Err(error) => return Err(storage_error("looking for the blob", &path, error)),
+    let store = &state.blobs.store;
+    if store.length(&blob).await.map_err(storage_error)?.is_some() {
+        return Err(already_uploaded());
     }
     let header_text = |name: header::HeaderName| {
         request
@@ -343,14 +328,8 @@ async fn upload(
             "Content-Length {length} is not the artifact's contentLength {declared}"
         )));
     }
-    let directory = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let temporary = directory.join(format!(".upload-{}", Slugid::nice()));
-    let io = |error: std::io::Error| storage_error("storing the blob", &temporary, error);
-    tokio::fs::create_dir_all(&directory)
-        .await
-        .map_err(|error| storage_error("making the blob's directory", &directory, error))?;
+    let mut upload = store.create(&blob).await.map_err(storage_error)?;
     let written = async {
-        let mut file = tokio::fs::File::create(&temporary).await.map_err(io)?;
         let mut received = 0u64;
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|error| ApiError::input(format!("upload broke: {error}")))?;
@@ -360,33 +339,25 @@ async fn upload(
                     "the upload is longer than its Content-Length",
                 ));
             }
-            file.write_all(&chunk).await.map_err(io)?;
+            upload.write(chunk).await.map_err(storage_error)?;
         }
         if received != length {
             return Err(ApiError::input(
                 "the upload is shorter than its Content-Length",
             ));
         }
-        file.sync_all().await.map_err(io)?;
-        // A link, unlike a rename, never replaces: of two uploads at once, one wins.
-        match tokio::fs::hard_link(&temporary, &path).await {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(already_uploaded())
-            }
-            Err(error) => Err(storage_error("storing the blob", &path, error)),
-        }
+        Ok(())
     }
     .await;
-    let _ = tokio::fs::remove_file(&temporary).await;
-    written?;
-    let synced = directory.clone();
-    tokio::task::spawn_blocking(move || std::fs::File::open(synced)?.sync_all())
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|synced| synced)
-        .map_err(|error| storage_error("syncing the blob's directory", &directory, error))?;
-    Ok(HttpResponse::Ok().finish())
+    if let Err(error) = written {
+        upload.abort().await;
+        return Err(error);
+    }
+    match upload.finish().await {
+        Ok(()) => Ok(HttpResponse::Ok().finish()),
+        Err(blobs::Error::AlreadyExists) => Err(already_uploaded()),
+        Err(error) => Err(storage_error(error)),
+    }
 }
 
 /// `GET`/`HEAD <rootUrl>/blobs/<taskId>/<runId>/<name>`: public names as they are, others
@@ -413,22 +384,22 @@ async fn download(state: &State, request: &HttpRequest) -> Result<HttpResponse, 
             format!("the artifact `{}` has expired", blob.name),
         ));
     }
-    let path = state.blobs.file(&blob);
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found(format!(
-                "`{}` was not uploaded",
-                blob.name
-            )));
-        }
-        Err(error) => return Err(storage_error("opening the blob", &path, error)),
+    let not_uploaded = || ApiError::not_found(format!("`{}` was not uploaded", blob.name));
+    let is_head = request.method() == actix_web::http::Method::HEAD;
+    // A HEAD asks only for the length, a GET opens the blob's bytes.
+    let (length, chunks) = if is_head {
+        let length = state
+            .blobs
+            .store
+            .length(&blob)
+            .await
+            .map_err(storage_error)?;
+        (length.ok_or_else(not_uploaded)?, None)
+    } else {
+        let read = state.blobs.store.read(&blob).await.map_err(storage_error)?;
+        let read = read.ok_or_else(not_uploaded)?;
+        (read.length, Some(read.chunks))
     };
-    let length = file
-        .metadata()
-        .await
-        .map_err(|error| storage_error("reading the blob's size", &path, error))?
-        .len();
     let mut reply = HttpResponse::Ok();
     reply
         .insert_header((header::CONTENT_TYPE, artifact.content_type.clone()))
@@ -440,28 +411,9 @@ async fn download(state: &State, request: &HttpRequest) -> Result<HttpResponse, 
     if is_active_content(&artifact.content_type) && !state.blobs.on_blob_origin(request) {
         reply.insert_header((header::CONTENT_DISPOSITION, "attachment"));
     }
-    if request.method() == actix_web::http::Method::HEAD {
-        reply.insert_header((header::CONTENT_LENGTH, length));
-        return Ok(reply.finish());
-    }
-    let chunks = futures::stream::unfold(Some(file), move |file| {
-        let path = path.clone();
-        async move {
-            let mut file = file?;
-            let mut buffer = vec![0; READ_CHUNK_BYTES];
-            match file.read(&mut buffer).await {
-                Ok(0) => None,
-                Ok(read) => {
-                    buffer.truncate(read);
-                    Some((Ok::<_, std::io::Error>(Bytes::from(buffer)), Some(file)))
-                }
-                Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "reading a blob being served");
-                    Some((Err(error), None))
-                }
-            }
-        }
-    });
+    // A HEAD's answer carries the length of the body it leaves out: actix writes a sized
+    // body's Content-Length, and sends no body to a HEAD.
+    let chunks = chunks.unwrap_or_else(|| futures::stream::empty().boxed());
     Ok(reply.no_chunking(length).streaming(chunks))
 }
 

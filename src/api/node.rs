@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use super::response;
 use super::server::State;
 use crate::engine::cluster::wire::{Call, Reply};
+use crate::log::codec;
 
 /// A call of another node.
 pub async fn call(state: web::Data<State>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
@@ -31,9 +32,10 @@ pub async fn call(state: web::Data<State>, request: HttpRequest, body: web::Byte
             &serde_json::json!({"code": "AuthenticationFailed", "message": "not a node of this cluster"}),
         );
     }
-    let call: Call = match serde_json::from_slice(&body) {
+    let call: Call = match codec::decode(&body) {
         Ok(call) => call,
         Err(error) => {
+            tracing::warn!(%error, "a node call that does not parse");
             return response::json(
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({"code": "InputError", "message": format!("not a node call: {error}")}),
@@ -41,9 +43,18 @@ pub async fn call(state: web::Data<State>, request: HttpRequest, body: web::Byte
         }
     };
     let reply: Reply = state.engine.answer(call).await;
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(serde_json::to_vec(&reply).unwrap_or_default())
+    match codec::encode(&reply) {
+        Ok(bytes) => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(bytes),
+        Err(error) => {
+            tracing::error!(%error, "a node reply does not encode");
+            response::json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({"code": "InternalServerError", "message": error.to_string()}),
+            )
+        }
+    }
 }
 
 /// `GET /api/queue/v1/__cluster__`: the nodes, their partitions and each partition's lag.
@@ -68,6 +79,10 @@ where
     let owner = request.app_data::<web::Data<State>>().and_then(|state| {
         let cluster = state.engine.cluster()?;
         if request.headers().contains_key(FORWARDED) {
+            return None;
+        }
+        // Blobs in a shared store are served by whichever node a client reaches.
+        if request.path().starts_with("/blobs/") && !state.blobs.store().is_local() {
             return None;
         }
         let task_id = request.match_info().get("taskId")?;
@@ -105,12 +120,27 @@ async fn proxy(
         .request(request.method().clone(), &target)
         .insert_header((FORWARDED, me));
     for (name, value) in request.headers() {
-        if !is_hop_by_hop(name.as_str()) {
+        if !is_hop_by_hop(name.as_str()) && name != "content-length" {
             forwarded = forwarded.insert_header((name.clone(), value.clone()));
         }
     }
+    // A body of known length goes on with its length (a blob upload is checked against it),
+    // any other chunked.
+    let length = request
+        .headers()
+        .get("content-length")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
     let (http_request, _) = request.into_parts();
-    let answer = match forwarded.send_stream(payload).await {
+    let sent = match length {
+        Some(length) => {
+            forwarded
+                .send_body(actix_web::body::SizedStream::new(length, payload))
+                .await
+        }
+        None => forwarded.send_stream(payload).await,
+    };
+    let answer = match sent {
         Ok(answer) => {
             let mut reply = HttpResponse::build(answer.status());
             for (name, value) in answer.headers() {

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::access::Access;
 use super::audience::Audiences;
-use super::blobs::{self, BlobStore};
+use super::blobs::{self, BlobEndpoint};
 use super::live_logs::{self, LiveLogs};
 use super::response::CallInfo;
 use super::routes::{self, get};
@@ -40,7 +40,7 @@ pub struct State {
     pub engine: Engine,
     pub access: Access,
     /// Where `s3` artifacts are kept, and how their URLs are signed.
-    pub blobs: BlobStore,
+    pub blobs: BlobEndpoint,
     /// Logs workers push while their tasks run.
     pub live_logs: std::sync::Arc<LiveLogs>,
     /// The audiences of the event listeners: listeners that bind alike share one.
@@ -69,10 +69,11 @@ impl State {
         access: Access,
         settings: &Settings,
         data_dir: &Path,
+        blob_store: crate::blobs::Store,
         root_url: &str,
     ) -> State {
-        let blobs = BlobStore::new(
-            data_dir,
+        let blobs = BlobEndpoint::new(
+            blob_store,
             access.queue_credentials.access_token.clone(),
             root_url,
             &settings.blobs,

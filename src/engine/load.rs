@@ -17,7 +17,16 @@ use crate::settings::Settings;
 /// on it, as `taskfold serve` does; must run inside an actix System.
 pub async fn start(settings: &Settings, data_dir: &Path) -> Result<Engine, crate::log::Error> {
     let log = crate::log::open(&settings.log, data_dir)?;
-    Engine::start(log, data_dir.to_owned(), settings.engine_settings(), None).await
+    // The bench's tasks have no `s3` artifacts: no blob store to reach.
+    let blobs = crate::blobs::Store::files(data_dir);
+    Engine::start(
+        log,
+        data_dir.to_owned(),
+        blobs,
+        settings.engine_settings(),
+        None,
+    )
+    .await
 }
 
 /// Why a task definition file cannot serve as a template.

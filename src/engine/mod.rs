@@ -166,6 +166,7 @@ impl Engine {
     pub async fn start(
         log: Arc<dyn EventLog>,
         data_dir: PathBuf,
+        blobs: crate::blobs::Store,
         settings: EngineSettings,
         exchange_topics: Option<Arc<ExchangeTopics>>,
     ) -> Result<Engine, crate::log::Error> {
@@ -190,6 +191,7 @@ impl Engine {
             groups: groups.clone(),
             log: log.clone(),
             data_dir,
+            blobs,
             task_settings: settings.task,
             flush_every_events: settings.flush_every_events.max(1),
             clock: settings.clock,
@@ -684,7 +686,7 @@ impl Engine {
                     match cluster::peer::call(&url, &cluster.settings.secret, &call, timeout).await
                     {
                         Ok(Reply::Answer(answer)) => return Ok(answer),
-                        Ok(Reply::Failed(error)) => return Err(error),
+                        Ok(Reply::Failed(error)) => return Err(error.into()),
                         Ok(Reply::NotHere) => last = format!("{url} no longer serves it"),
                         Err(unreachable) => last = unreachable.0,
                     }
@@ -808,7 +810,7 @@ impl Engine {
         };
         match answered {
             Ok(answer) => Reply::Answer(answer),
-            Err(error) => Reply::Failed(error),
+            Err(error) => Reply::Failed(error.into()),
         }
     }
 

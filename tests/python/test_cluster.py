@@ -44,11 +44,11 @@ partitions = 6
 class Node(Server):
     """A `taskfold serve --node-id` of the cluster on `topic`, on a port it keeps."""
 
-    def __init__(self, base, node_id, topic):
+    def __init__(self, base, node_id, topic, extra_config=""):
         data_dir = base / node_id
         data_dir.mkdir()
         config = base / f"{node_id}.toml"
-        config.write_text(CONFIG)
+        config.write_text(CONFIG + extra_config)
         super().__init__(data_dir, config)
         self.node_id = node_id
         self.topic = topic
@@ -60,7 +60,8 @@ class Node(Server):
             "TASKFOLD__CLUSTER__SECRET": SECRET,
             "TASKFOLD__EVENTS__KAFKA_TOPIC_PREFIX": f"{topic}.",
         }
-        self.log_dir = str(base)
+        self.log_dir = str(base / f"{node_id}-logs")
+        os.makedirs(self.log_dir, exist_ok=True)
 
     def start(self):
         url = f"http://127.0.0.1:{self.fixed_port}"
@@ -77,15 +78,37 @@ def client(node):
                               "maxRetries": 5})
 
 
-@pytest.fixture
-def cluster(tmp_path_factory):
+def s3_config():
+    """The `[blobs]` of the s3 backend on the tests' S3 store, with a prefix of its own; `None`
+    without one."""
+    endpoint = os.environ.get("TASKFOLD_TEST_S3_ENDPOINT")
+    if not endpoint:
+        return None
+    return f"""
+[blobs]
+backend = "s3"
+
+[blobs.s3]
+endpoint = "{endpoint}"
+bucket = "{os.environ["TASKFOLD_TEST_S3_BUCKET"]}"
+access_key_id = "{os.environ["TASKFOLD_TEST_S3_ACCESS_KEY_ID"]}"
+secret_access_key = "{os.environ["TASKFOLD_TEST_S3_SECRET_ACCESS_KEY"]}"
+prefix = "cluster-{uuid.uuid4().hex[:10]}/"
+allow_http = true
+"""
+
+
+def start_cluster(tmp_path_factory, extra_config=""):
     base = tmp_path_factory.mktemp("cluster")
     topic = f"tf-cluster-{uuid.uuid4().hex[:10]}"
-    nodes = [Node(base, f"node-{index}", topic) for index in range(3)]
+    nodes = [Node(base, f"node-{index}", topic, extra_config) for index in range(3)]
     for node in nodes:
         node.start()
     wait_until_served(nodes[0], {node.node_id for node in nodes})
-    yield nodes
+    return nodes
+
+
+def stop_cluster(nodes):
     for node in nodes:
         if node.process and node.process.poll() is None:
             try:
@@ -93,6 +116,27 @@ def cluster(tmp_path_factory):
             except ProcessLookupError:
                 pass
         node.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path_factory):
+    nodes = start_cluster(tmp_path_factory)
+    yield nodes
+    stop_cluster(nodes)
+
+
+@pytest.fixture(params=["files", "s3"])
+def blob_cluster(request, tmp_path_factory):
+    """A cluster whose blobs are on each node's disk, or in the S3 store."""
+    if request.param == "s3":
+        config = s3_config()
+        if config is None:
+            pytest.skip("TASKFOLD_TEST_S3_ENDPOINT is not set: no S3 server (tests/setup/s3.sh)")
+    else:
+        config = ""
+    nodes = start_cluster(tmp_path_factory, config)
+    yield nodes
+    stop_cluster(nodes)
 
 
 def wait_until_served(node, by, timeout=30):
@@ -358,14 +402,15 @@ def test_a_node_leaving_hands_over_and_a_node_joining_takes_partitions(cluster, 
 def test_node_calls_need_the_cluster_secret(cluster):
     a = cluster[0]
     url = f"http://127.0.0.1:{a.fixed_port}/__node__/v1/call"
-    body = {"Count": {"listing": {"Pending": "x/y"}}}
-    assert requests.post(url, json=body, timeout=10).status_code == 401
-    assert requests.post(url, json=body, headers={"authorization": "Bearer wrong"},
+    body = b"\x01not a call"
+    assert requests.post(url, data=body, timeout=10).status_code == 401
+    assert requests.post(url, data=body, headers={"authorization": "Bearer wrong"},
                          timeout=10).status_code == 401
-    answer = requests.post(url, json=body, headers={"authorization": f"Bearer {SECRET}"},
+    # With the secret, what is not a call is refused as such.
+    answer = requests.post(url, data=body, headers={"authorization": f"Bearer {SECRET}"},
                            timeout=10)
-    assert answer.status_code == 200
-    assert answer.json() == {"Answer": {"Count": 0}}
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "InputError"
 
 
 def test_a_listener_on_any_node_hears_every_partition(cluster):
@@ -419,3 +464,32 @@ def test_a_group_spread_over_nodes_resolves_once_all_its_tasks_have(cluster):
         assert subject(frame) == group
     finally:
         listener.close()
+
+
+def test_artifacts_uploaded_through_one_node_download_through_another(blob_cluster):
+    a, b, c = blob_cluster
+    queue = queue_id()
+    names = []
+    for index in range(6):
+        task_id = new_task_id()
+        client(blob_cluster[index % 3]).createTask(task_id, task_definition(queue))
+        [claimed] = client(a).claimWork(
+            queue, {"workerGroup": "wg", "workerId": "w1", "tasks": 1})["tasks"]
+        # The worker's task credentials, issued by one node, work on the others.
+        worker = taskcluster.Queue({"rootUrl": f"http://127.0.0.1:{b.fixed_port}",
+                                    "credentials": claimed["credentials"], "maxRetries": 0})
+        name = f"public/build/{index}.txt"
+        artifact = worker.createArtifact(
+            claimed["status"]["taskId"], str(claimed["runId"]), name,
+            {"storageType": "s3", "contentType": "text/plain",
+             "expires": taskcluster.stringDate(taskcluster.fromNow("1 day"))})
+        body = f"artifact {index} of {claimed['status']['taskId']}".encode()
+        assert requests.put(artifact["putUrl"], data=body,
+                            headers={"Content-Type": "text/plain"}).ok
+        names.append((claimed["status"]["taskId"], claimed["runId"], name, body))
+    for task_id, run_id, name, body in names:
+        for node in (a, c):
+            url = client(node).getArtifact(task_id, str(run_id), name)["url"]
+            got = requests.get(url, timeout=10)
+            assert got.status_code == 200, got.text
+            assert got.content == body

@@ -12,12 +12,13 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Value, json};
 
 use super::template;
-use crate::api::blobs::{self, BlobId};
+use crate::api::blobs;
 use crate::api::call::{Body, Call};
 use crate::api::pagination::{self, MAX_LIMIT};
 use crate::api::response;
 use crate::api::server::State;
 use crate::auth::ScopeExpression;
+use crate::blobs::BlobId;
 use crate::model::artifact::is_artifact_name;
 use crate::model::task::Command;
 use crate::model::{ApiError, Artifact, ErrorCode, Slugid, Storage, Task, Timestamp};

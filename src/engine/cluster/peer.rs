@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::wire::{self, Call, Reply};
+use crate::log::codec;
 
 /// Why a call reached no answer; the caller looks for the owner again.
 #[derive(Debug)]
@@ -26,12 +27,14 @@ pub async fn call(
     timeout: Duration,
 ) -> Result<Reply, Unreachable> {
     let target = format!("{}{}", url.trim_end_matches('/'), wire::PATH);
+    let body = codec::encode(call).map_err(|error| Unreachable(format!("{target}: {error}")))?;
     let request = CLIENT.with(|client| {
         client
             .post(&target)
             .timeout(timeout)
             .insert_header(("authorization", format!("Bearer {secret}")))
-            .send_json(call)
+            .content_type("application/octet-stream")
+            .send_body(body)
     });
     let mut response = request
         .await
@@ -39,9 +42,10 @@ pub async fn call(
     if !response.status().is_success() {
         return Err(Unreachable(format!("{target}: HTTP {}", response.status())));
     }
-    response
-        .json::<Reply>()
+    let bytes = response
+        .body()
         .limit(256 * 1024 * 1024)
         .await
-        .map_err(|error| Unreachable(format!("{target}: {error}")))
+        .map_err(|error| Unreachable(format!("{target}: {error}")))?;
+    codec::decode::<Reply>(&bytes).map_err(|error| Unreachable(format!("{target}: {error}")))
 }

@@ -1,6 +1,7 @@
 //! What nodes ask each other: a call about one partition's entities, answered by the node that
 //! owns the partition, or a call about the node itself (its part of a list, its pending work).
-//! JSON on the wire, since task definitions carry arbitrary JSON.
+//! On the wire in the log's own encoding (`log::codec`), version byte first, so that nodes of
+//! different builds in a rolling upgrade refuse what they cannot read instead of misreading it.
 
 use serde::{Deserialize, Serialize};
 
@@ -133,10 +134,44 @@ pub enum Answer {
 pub enum Reply {
     Answer(Answer),
     /// The call's own error, as the API reports it.
-    Failed(ApiError),
+    Failed(Failure),
     /// The node does not own the partition (any more): ask its owner.
     NotHere,
 }
+
+/// An [`ApiError`] on the wire: its details (arbitrary JSON) as JSON text.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Failure {
+    code: crate::model::ErrorCode,
+    message: String,
+    details: Option<String>,
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Failure {
+            code: error.code,
+            message: error.message,
+            details: error.details.map(|details| details.to_string()),
+        }
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        let error = ApiError::new(failure.code, failure.message);
+        match failure
+            .details
+            .and_then(|details| serde_json::from_str(&details).ok())
+        {
+            Some(details) => error.with_details(details),
+            None => error,
+        }
+    }
+}
+
+impl crate::log::codec::Versioned for Call {}
+impl crate::log::codec::Versioned for Reply {}
 
 /// An answer of another kind than the call asks for.
 pub fn unexpected(answer: &Answer) -> ApiError {
@@ -144,4 +179,64 @@ pub fn unexpected(answer: &Answer) -> ApiError {
         crate::model::ErrorCode::InternalServerError,
         format!("a node answered a call with {answer:?}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::codec;
+
+    /// A task with artifacts (a map keyed by run and name) and an error with JSON details make
+    /// the trip between nodes whole.
+    #[test]
+    fn calls_and_replies_make_the_trip() {
+        let body = serde_json::json!({
+            "taskQueueId": "proj/queue",
+            "created": "2030-01-01T00:00:00.000Z",
+            "deadline": "2030-01-01T01:00:00.000Z",
+            "payload": {"command": ["true"], "nested": {"n": 1}},
+            "metadata": {"name": "n", "description": "d", "owner": "o@example.com",
+                         "source": "https://example.com"},
+        });
+        let task_id: Slugid = "fN1SbArXTPSVFNUvaOlinQ".parse().unwrap();
+        let request = crate::model::task::CreateTaskRequest::from_json(body.to_string().as_bytes())
+            .expect("a createTask body");
+        let definition = request.into_definition(task_id).expect("a definition");
+        let mut task = Task::new(task_id, std::sync::Arc::new(definition));
+        task.artifacts.insert(
+            (0, "public/a.txt".into()),
+            crate::model::Artifact {
+                content_type: "text/plain".into(),
+                expires: crate::model::Timestamp::from_millis(1_900_000_000_000),
+                storage: crate::model::Storage::S3 {
+                    content_length: Some(5),
+                },
+            },
+        );
+        let reply = Reply::Answer(Answer::Task(task.clone()));
+        let back: Reply = codec::decode(&codec::encode(&reply).unwrap()).unwrap();
+        assert!(matches!(back, Reply::Answer(Answer::Task(found)) if found == task));
+
+        let error = ApiError::input("no").with_details(serde_json::json!({"missing": ["x"]}));
+        let reply = Reply::Failed(error.clone().into());
+        let Reply::Failed(back) = codec::decode(&codec::encode(&reply).unwrap()).unwrap() else {
+            panic!("not a failure");
+        };
+        assert_eq!(ApiError::from(back), error);
+
+        let call = Call::Execute {
+            task_id,
+            command: Command::Define {
+                definition: task.definition.clone(),
+                resolved_dependencies: Vec::new(),
+            },
+            join: None,
+            client_id: Some("me".into()),
+        };
+        let back: Call = codec::decode(&codec::encode(&call).unwrap()).unwrap();
+        assert!(
+            matches!(back, Call::Execute { command: Command::Define { definition, .. }, .. }
+            if definition == task.definition)
+        );
+    }
 }

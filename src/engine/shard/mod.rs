@@ -59,6 +59,8 @@ use timers::{Timer, Timers};
 pub struct ShardContext {
     pub log: Arc<dyn EventLog>,
     pub data_dir: PathBuf,
+    /// Where the blobs of `s3` artifacts live, deleted when they expire.
+    pub blobs: crate::blobs::Store,
     pub task_settings: task::Settings,
     /// Changes go to the store after at most this many events (and at least every second).
     pub flush_every_events: u64,
@@ -258,15 +260,6 @@ impl TaskShard {
             }
             None => {}
         }
-    }
-}
-
-/// Logs a failed deletion of expired blobs (one already gone is no failure).
-fn delete_quietly(path: &std::path::Path, deleted: std::io::Result<()>) {
-    if let Err(error) = deleted
-        && error.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %path.display(), %error, "could not delete expired blobs");
     }
 }
 

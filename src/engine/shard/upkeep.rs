@@ -3,6 +3,7 @@
 //! and the log's retention.
 
 use super::*;
+use crate::blobs::BlobId;
 
 impl TaskShard {
     /// After a command: a flush if enough events wait for one, and the timer wake-up moved if
@@ -166,16 +167,15 @@ impl TaskShard {
         self.context
             .resolver
             .do_send(dependencies::Forget(task.task_id));
-        let blobs = crate::blob_files::task_dir(&self.context.data_dir, task.task_id);
+        let (blobs, task_id) = (self.context.blobs.clone(), task.task_id);
         let durable = self.when_durable(());
         actix::spawn(async move {
             if durable.await.is_err() {
                 return;
             }
-            let removed = tokio::task::spawn_blocking(move || {
-                delete_quietly(&blobs, std::fs::remove_dir_all(&blobs))
-            });
-            let _ = removed.await;
+            if let Err(error) = blobs.delete_task(task_id).await {
+                tracing::warn!(%task_id, %error, "could not delete an expired task's blobs");
+            }
         });
     }
 
@@ -244,12 +244,11 @@ impl TaskShard {
                                 )
                             });
                     if expired {
-                        blobs.push(crate::blob_files::blob_file(
-                            &self.context.data_dir,
-                            *task_id,
-                            *run_id,
-                            name,
-                        ));
+                        blobs.push(BlobId {
+                            task_id: *task_id,
+                            run_id: *run_id,
+                            name: name.clone(),
+                        });
                     }
                 }
             }
@@ -257,13 +256,13 @@ impl TaskShard {
             self.state.expiry_handled(expiry);
         }
         if !blobs.is_empty() {
+            let store = self.context.blobs.clone();
             actix::spawn(async move {
-                let deleting = tokio::task::spawn_blocking(move || {
-                    for file in blobs {
-                        delete_quietly(&file, std::fs::remove_file(&file));
+                for blob in blobs {
+                    if let Err(error) = store.delete(&blob).await {
+                        tracing::warn!(%error, "could not delete an expired blob");
                     }
-                });
-                let _ = deleting.await;
+                }
             });
         }
     }
