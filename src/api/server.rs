@@ -252,14 +252,14 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
         )
         .service(
             web::resource("/blobs/{taskId}/{runId}/{name:.+}")
-                .wrap_fn(|request, service| super::node::to_owner(request, service))
+                .wrap_fn(super::node::to_owner)
                 .route(web::put().to(blobs::put))
                 .route(get().to(blobs::get))
                 .default_service(web::to(response::not_found)),
         )
         .service(
             web::resource("/livelog/{taskId}/{runId}")
-                .wrap_fn(|request, service| super::node::to_owner(request, service))
+                .wrap_fn(super::node::to_owner)
                 .route(web::post().to(live_logs::push))
                 .route(get().to(live_logs::follow))
                 .default_service(web::to(response::not_found)),

@@ -185,7 +185,7 @@ impl TaskShard {
             METRICS
                 .log_append_seconds
                 .observe(appended.elapsed().as_secs_f64());
-            durable.map_err(|error| failed(error))
+            durable.map_err(&failed)
         }
         .boxed()
         .shared();
@@ -237,7 +237,7 @@ impl TaskShard {
         let (taken, ending) = self.context.log.end_batch(self.partition);
         self.next_offset += taken;
         let failed = self.failure_handler();
-        let ended = async move { ending.await.map_err(|error| failed(error)) }
+        let ended = async move { ending.await.map_err(&failed) }
             .boxed()
             .shared();
         actix::spawn(ended.clone().map(drop));

@@ -173,10 +173,10 @@ impl WriterThread {
                 }
             }
         }
-        if self.fenced.is_none() {
-            if let Err(error) = self.end_batch() {
-                tracing::warn!(partition = self.partition, %error, "the last batch did not end");
-            }
+        if self.fenced.is_none()
+            && let Err(error) = self.end_batch()
+        {
+            tracing::warn!(partition = self.partition, %error, "the last batch did not end");
         }
     }
 
