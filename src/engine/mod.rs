@@ -786,6 +786,18 @@ impl Engine {
                     .await
                     .unwrap_or(0),
             )),
+            Call::LookupWorker { name } => Ok(Answer::WorkerInfo(
+                self.directory
+                    .send(workers::Lookup(name))
+                    .await
+                    .ok()
+                    .flatten(),
+            )),
+            Call::WorkerRecorded { name, record, at } => {
+                self.directory
+                    .do_send(workers::Recorded { name, record, at });
+                Ok(Answer::Done)
+            }
             Call::PendingCount { task_queue_id } => {
                 Ok(Answer::Count(self.pending_count_here(&task_queue_id).await))
             }
@@ -1377,17 +1389,59 @@ impl Engine {
         command: WorkerCommand,
         client_id: Option<String>,
     ) -> Result<Worker, ApiError> {
-        match self
+        let recorded = match self
             .on_owner(Call::RecordWorker {
-                name,
+                name: name.clone(),
                 command,
                 client_id,
             })
             .await?
         {
-            Answer::Worker(worker) => Ok(worker),
-            other => Err(wire::unexpected(&other)),
+            Answer::Worker(worker) => worker,
+            other => return Err(wire::unexpected(&other)),
+        };
+        // Every node's claimWork checks quarantines in its own directory: tell them all.
+        if let Some(cluster) = &self.cluster {
+            let at = self.clock.now();
+            self.directory.do_send(workers::Recorded {
+                name: name.clone(),
+                record: recorded.clone(),
+                at,
+            });
+            let call = Call::WorkerRecorded {
+                name,
+                record: recorded.clone(),
+                at,
+            };
+            for url in cluster.directory.peers() {
+                let (call, secret) = (call.clone(), cluster.settings.secret.clone());
+                actix::spawn(async move {
+                    let _ = cluster::peer::call(&url, &secret, &call, OWNER_WAIT).await;
+                });
+            }
         }
+        Ok(recorded)
+    }
+
+    /// What every node's directory knows of a worker, together; `None` if none saw it.
+    pub async fn lookup_worker(&self, name: WorkerName) -> Option<workers::WorkerInfo> {
+        let here = self
+            .directory
+            .send(workers::Lookup(name.clone()))
+            .await
+            .ok()
+            .flatten();
+        let there = self.ask_peers(&Call::LookupWorker { name }).await;
+        there
+            .into_iter()
+            .filter_map(|answer| match answer {
+                Answer::WorkerInfo(info) => info,
+                _ => None,
+            })
+            .fold(here, |known, info| match known {
+                Some(known) => Some(known.merge(info)),
+                None => Some(info),
+            })
     }
 
     /// Everything in the partition stores and their memtables written out: for a clean stop,
@@ -1555,6 +1609,8 @@ async fn answer_here(shard: &Addr<TaskShard>, call: Call) -> Result<Answer, ApiE
         | Call::AwaitWork { .. }
         | Call::EndWait { .. }
         | Call::PendingCount { .. }
+        | Call::WorkerRecorded { .. }
+        | Call::LookupWorker { .. }
         | Call::GroupUnresolved { .. }
         | Call::Resolved(_) => Err(ApiError::new(
             ErrorCode::InternalServerError,

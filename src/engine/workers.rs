@@ -43,7 +43,7 @@ impl WorkerName {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct WorkerInfo {
     pub name: WorkerName,
     pub first_claim: Timestamp,
@@ -53,6 +53,17 @@ pub struct WorkerInfo {
 }
 
 impl WorkerInfo {
+    /// What two nodes know of one worker, together: each saw some of its calls.
+    pub fn merge(mut self, other: WorkerInfo) -> WorkerInfo {
+        self.first_claim = self.first_claim.min(other.first_claim);
+        if other.last_date_active > self.last_date_active {
+            self.last_date_active = other.last_date_active;
+            self.record = other.record;
+        }
+        self.recent_tasks.extend(other.recent_tasks);
+        self
+    }
+
     fn new(name: WorkerName, at: Timestamp) -> Self {
         WorkerInfo {
             name,

@@ -505,3 +505,28 @@ def test_artifacts_uploaded_through_one_node_download_through_another(blob_clust
             got = requests.get(url, timeout=10)
             assert got.status_code == 200, got.text
             assert got.content == body
+
+
+def test_a_worker_quarantined_through_one_node_gets_no_work_through_another(tmp_path_factory):
+    nodes = start_cluster(tmp_path_factory, "\n[api]\nclaim_work_timeout_seconds = 2\n")
+    try:
+        a, b, _ = nodes
+        queue = queue_id()
+        task_id = new_task_id()
+        client(a).createTask(task_id, task_definition(queue))
+        provisioner, worker_type = queue.split("/")
+        # The worker is known to the queue once it asked for work.
+        client(a).claimWork(queue, {"workerGroup": "wg", "workerId": "other", "tasks": 1})
+        client(b).claimWork(queue + "x", {"workerGroup": "wg", "workerId": "bad", "tasks": 1})
+        client(a).quarantineWorker(
+            provisioner, worker_type + "x", "wg", "bad",
+            {"quarantineUntil": taskcluster.stringDate(taskcluster.fromNow("1 hour"))})
+        second = new_task_id()
+        client(a).createTask(second, task_definition(queue + "x"))
+        assert client(b).claimWork(
+            queue + "x", {"workerGroup": "wg", "workerId": "bad", "tasks": 1})["tasks"] == []
+        claimed = client(b).claimWork(
+            queue + "x", {"workerGroup": "wg", "workerId": "good", "tasks": 1})["tasks"]
+        assert [run["status"]["taskId"] for run in claimed] == [second]
+    finally:
+        stop_cluster(nodes)

@@ -19,7 +19,7 @@ use crate::api::server::State;
 use crate::auth::ScopeExpression;
 use crate::engine::index::Listing;
 use crate::engine::workers::{
-    ListProvisioners, ListTaskQueues, ListWorkers, Lookup, LookupTaskQueue, WorkerInfo, WorkerName,
+    ListProvisioners, ListTaskQueues, ListWorkers, LookupTaskQueue, WorkerInfo, WorkerName,
     task_queue_expires,
 };
 use crate::model::task::is_worker_identifier;
@@ -509,8 +509,8 @@ fn url_worker(call: &Call) -> Result<WorkerName, ApiError> {
 }
 
 async fn lookup_worker(state: &State, name: WorkerName) -> Result<WorkerInfo, ApiError> {
-    let found = state.engine.directory().send(Lookup(name.clone())).await;
-    found.ok().flatten().ok_or_else(|| {
+    let found = state.engine.lookup_worker(name.clone()).await;
+    found.ok_or_else(|| {
         ApiError::not_found(format!(
             "Worker with workerGroup `{}`, workerId `{}` in task queue `{}` not found. Are you \
              sure it was created?",

@@ -55,6 +55,17 @@ pub enum Call {
     Count {
         listing: Listing,
     },
+    /// A worker's record changed (quarantined, declared) on another node: for this node's
+    /// directory, which claimWork checks.
+    WorkerRecorded {
+        name: WorkerName,
+        record: Worker,
+        at: crate::model::Timestamp,
+    },
+    /// What the node's directory knows of a worker.
+    LookupWorker {
+        name: WorkerName,
+    },
     /// Unresolved tasks of a task group in the node's partitions.
     GroupUnresolved {
         task_group_id: Slugid,
@@ -108,6 +119,8 @@ impl Call {
             | Call::AwaitWork { .. }
             | Call::EndWait { .. }
             | Call::PendingCount { .. }
+            | Call::WorkerRecorded { .. }
+            | Call::LookupWorker { .. }
             | Call::GroupUnresolved { .. }
             | Call::Resolved(_) => None,
         }
@@ -124,6 +137,7 @@ pub enum Answer {
     Worker(Worker),
     List(Vec<(Position, Task)>),
     Count(u64),
+    WorkerInfo(Option<crate::engine::workers::WorkerInfo>),
     /// Claimed runs: each task with the id of the run claimed.
     Claimed(Vec<(Task, u32)>),
     Done,
