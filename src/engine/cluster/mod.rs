@@ -5,6 +5,12 @@
 //! any node answers any call: one about an entity another node owns is forwarded there
 //! (`peer`, `wire`), claimWork waits on every node's pending work at once.
 //!
+//! What each node keeps of the others: resolutions of tasks (for dependents on other nodes,
+//! batched), worker records (quarantines, for every node's claimWork), and the counts of a
+//! task group's unresolved tasks (asked when a node's own count reaches zero). A worker's
+//! activity (`listWorkers`, `listTaskQueues`, `listProvisioners`) is still what the node
+//! answering saw; `getWorker` and `quarantineWorker` ask every node.
+//!
 //! ## Beside Kafka Streams and Restate
 //!
 //! Like Kafka Streams, a partition's state is a store folded from the log, owned through a
