@@ -295,6 +295,9 @@ impl Engine {
             while let Some(change) = changing.recv().await {
                 match change {
                     group::Change::Gained(partitions) => {
+                        if let Some(cluster) = &engine.cluster {
+                            cluster::lock(&cluster.assigned).extend(partitions.iter().copied());
+                        }
                         let gains = partitions
                             .into_iter()
                             .map(|partition| engine.gain(partition));
@@ -305,6 +308,12 @@ impl Engine {
                         }
                     }
                     group::Change::Revoked { partitions, done } => {
+                        if let Some(cluster) = &engine.cluster {
+                            let mut assigned = cluster::lock(&cluster.assigned);
+                            for partition in &partitions {
+                                assigned.remove(partition);
+                            }
+                        }
                         let losses = partitions
                             .into_iter()
                             .map(|partition| engine.lose(partition));
@@ -453,27 +462,51 @@ impl Engine {
             .observe(caught_up.as_secs_f64());
         METRICS.partitions_owned.inc();
         // Another writer took the partition: a cluster node gives it up; a single process
-        // must not go on at all.
+        // must not go on at all. A shard whose state may differ from the log is made again.
         let engine = self.clone();
         actix::spawn(async move {
-            let Ok(reason) = lost
+            let Ok(loss) = lost
                 .wait_for(Option::is_some)
                 .await
                 .map(|lost| lost.clone())
             else {
                 return;
             };
-            let reason = reason.unwrap_or_default();
-            if reason == "released" {
-                return;
-            }
-            if engine.cluster.is_some() {
-                tracing::warn!(partition, %reason, "fenced: another node took the partition");
-                engine.lose(partition).await;
-            } else {
-                engine.health.fail(&format!(
+            match loss {
+                None | Some(shard::Loss::Released) => {}
+                Some(shard::Loss::Fenced(reason)) if engine.cluster.is_some() => {
+                    tracing::warn!(partition, %reason, "fenced: another node took the partition");
+                    engine.lose(partition).await;
+                }
+                Some(shard::Loss::Fenced(reason)) => engine.health.fail(&format!(
                     "another process writes partition {partition} of the log: {reason}"
-                ));
+                )),
+                Some(shard::Loss::Resync(reason)) => {
+                    tracing::warn!(
+                        partition,
+                        %reason,
+                        "an append's outcome is uncertain: the partition's shard is made again from its store and the log"
+                    );
+                    engine.lose(partition).await;
+                    // Taken again, fencing this process's own earlier writer, as long as the
+                    // group still gives the partition to this node.
+                    let still_assigned = |engine: &Engine| {
+                        engine.cluster.as_ref().is_none_or(|cluster| {
+                            cluster::lock(&cluster.assigned).contains(&partition)
+                        })
+                    };
+                    let mut delay = Duration::from_millis(100);
+                    while still_assigned(&engine)
+                        && let Err(error) = engine.gain(partition).await
+                    {
+                        tracing::warn!(partition, %error, "cannot take the partition again yet");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        if engine.health.is_failed() {
+                            return;
+                        }
+                    }
+                }
             }
         });
         if let Some(cluster) = &self.cluster {

@@ -185,6 +185,15 @@ pub enum Error {
     /// Another process took the partition; this one may append to it no more.
     #[error("partition {partition} has another writer now: {reason}")]
     Fenced { partition: u32, reason: String },
+    /// An append's records landed at other offsets than its writer expected them at.
+    #[error(
+        "partition {partition}: the log placed records at offset {found:?} where {expected} was expected"
+    )]
+    OffsetsMoved {
+        partition: u32,
+        expected: Offset,
+        found: Option<Offset>,
+    },
     /// An append to a partition this process has not acquired.
     #[error("partition {partition} is not held by this process")]
     NotHeld { partition: u32 },

@@ -113,6 +113,8 @@ pub struct Cluster {
     pub(crate) membership: Mutex<Option<group::Membership>>,
     /// The partitions this node serves, each with when it took it and its store's lag.
     held: Mutex<BTreeMap<u32, Held>>,
+    /// The partitions the group assigns this node (served or being caught up).
+    pub(crate) assigned: Mutex<std::collections::BTreeSet<u32>>,
     /// claimWork calls of other nodes waiting here for work, by token, to end them early.
     pub(crate) waits: Mutex<HashMap<Slugid, oneshot::Sender<()>>>,
     /// Resolutions of this node's tasks, to tell the other nodes.
@@ -143,6 +145,7 @@ impl Cluster {
             directory,
             membership: Mutex::new(None),
             held: Mutex::new(BTreeMap::new()),
+            assigned: Mutex::new(std::collections::BTreeSet::new()),
             waits: Mutex::new(HashMap::new()),
         }
     }

@@ -119,8 +119,8 @@ impl TaskShard {
         if self.context.health.is_failed() {
             return Err(restart_required());
         }
-        if let Some(reason) = self.lost.borrow().as_ref() {
-            return Err(moved(self.partition, reason));
+        if let Some(loss) = self.lost.borrow().as_ref() {
+            return Err(moved(self.partition, &loss.to_string()));
         }
         if events.is_empty() {
             return Ok(());
@@ -174,12 +174,11 @@ impl TaskShard {
                 if offsets.iter().copied().eq(expected.clone()) {
                     Ok(())
                 } else {
-                    Err(crate::log::Error::Corrupt(format!(
-                        "partition {partition}: the log placed records at offsets {:?}.. where \
-                         {}.. were expected",
-                        offsets.first(),
-                        expected.start
-                    )))
+                    Err(crate::log::Error::OffsetsMoved {
+                        partition,
+                        expected: expected.start,
+                        found: offsets.first().copied(),
+                    })
                 }
             });
             METRICS
@@ -217,11 +216,18 @@ impl TaskShard {
         let lost = self.lost.clone();
         move |error| {
             let reason = error.to_string();
-            match error {
-                crate::log::Error::Fenced { .. } => {
-                    lost.send_if_modified(|lost| lost.replace(reason.clone()).is_none());
+            let loss = match error {
+                crate::log::Error::Fenced { .. } => Some(Loss::Fenced(reason.clone())),
+                crate::log::Error::OffsetsMoved { .. } | crate::log::Error::Kafka { .. } => {
+                    Some(Loss::Resync(reason.clone()))
                 }
-                _ => health.fail(&reason),
+                _ => None,
+            };
+            match loss {
+                Some(loss) => {
+                    lost.send_if_modified(|lost| lost.replace(loss).is_none());
+                }
+                None => health.fail(&reason),
             }
             reason
         }

@@ -135,7 +135,7 @@ pub struct TaskShard {
     batch_open: bool,
     /// Why the partition is no longer this shard's, once another writer took it: the shard
     /// then refuses everything, and its owner stops it.
-    lost: Arc<watch::Sender<Option<String>>>,
+    lost: Arc<watch::Sender<Option<Loss>>>,
 }
 
 impl TaskShard {
@@ -616,6 +616,29 @@ impl Handler<Flushed> for TaskShard {
 #[rtype(result = "()")]
 pub struct Seal;
 
+/// Why a shard no longer serves its partition; it refuses everything from then on.
+#[derive(Clone, Debug)]
+pub enum Loss {
+    /// Handed over (`Release`).
+    Released,
+    /// Another writer took the partition.
+    Fenced(String),
+    /// A Kafka append failed, or its records landed at other offsets than the state applied
+    /// them at: the state in memory may differ from the log, so the shard is made again from
+    /// its store and the log (a crash of this shard alone, where the embedded log stops the
+    /// process).
+    Resync(String),
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loss::Released => f.write_str("handed over"),
+            Loss::Fenced(reason) | Loss::Resync(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// Stops the shard for a hand-over: it refuses new commands, waits for its appends, ends the
 /// log's batch, writes its store, and stops.
 #[derive(Message)]
@@ -628,7 +651,7 @@ impl Handler<Release> for TaskShard {
     fn handle(&mut self, _: Release, context: &mut Context<Self>) -> Self::Result {
         self.end_batch();
         self.lost
-            .send_if_modified(|lost| lost.replace("released".into()).is_none());
+            .send_if_modified(|lost| lost.replace(Loss::Released).is_none());
         let sealed = self.handle(Seal, context);
         Box::pin(sealed.into_actor(self).map(|(), _, context| context.stop()))
     }
@@ -649,7 +672,7 @@ impl Handler<NextOffset> for TaskShard {
 
 impl TaskShard {
     /// Resolves with the reason once another writer has taken the partition.
-    pub fn lost(&self) -> watch::Receiver<Option<String>> {
+    pub fn lost(&self) -> watch::Receiver<Option<Loss>> {
         self.lost.subscribe()
     }
 }
