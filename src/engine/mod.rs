@@ -424,17 +424,25 @@ impl Engine {
     /// Records how far each held partition's store is behind the log.
     async fn measure_lag(&self, cluster: &Cluster) {
         for (partition, shard) in self.partitions.local() {
-            let log = self.log.clone();
-            let end = tokio::task::spawn_blocking(move || log.high_watermark(partition)).await;
-            let (Ok(Ok(end)), Ok(next)) = (end, shard.send(shard::NextOffset).await) else {
+            let Some(lag) = self.lag(partition, &shard).await else {
                 continue;
             };
-            let lag = end.saturating_sub(next);
             cluster.set_lag(partition, lag);
             METRICS
                 .partition_lag
                 .with_label_values(&[&partition.to_string()])
                 .set(lag as i64);
+        }
+    }
+
+    /// How many records of the log `partition`'s shard has not written itself: other
+    /// writers' records before it took the partition, and batch markers since.
+    async fn lag(&self, partition: u32, shard: &Addr<TaskShard>) -> Option<u64> {
+        let log = self.log.clone();
+        let end = tokio::task::spawn_blocking(move || log.high_watermark(partition)).await;
+        match (end, shard.send(shard::NextOffset).await) {
+            (Ok(Ok(end)), Ok(next)) => Some(end.saturating_sub(next)),
+            _ => None,
         }
     }
 
@@ -563,16 +571,7 @@ impl Engine {
             let mut partitions = Vec::new();
             for partition in 0..self.log.partitions() {
                 let lag = match here.get(&partition) {
-                    Some(shard) => {
-                        let log = self.log.clone();
-                        let end =
-                            tokio::task::spawn_blocking(move || log.high_watermark(partition))
-                                .await;
-                        match (end, shard.send(shard::NextOffset).await) {
-                            (Ok(Ok(end)), Ok(next)) => Some(end.saturating_sub(next)),
-                            _ => None,
-                        }
-                    }
+                    Some(shard) => self.lag(partition, shard).await,
                     None => None,
                 };
                 partitions.push(cluster::PartitionView {
@@ -1563,7 +1562,17 @@ fn is_retryable(error: &ApiError) -> bool {
     shard::is_moved(error)
 }
 
-/// Runs `call` on a shard of this process.
+/// Sends `message` to a shard of this process; its answer once durable.
+async fn ask<M, T>(shard: &Addr<TaskShard>, message: M) -> Result<T, ApiError>
+where
+    M: Message<Result = shard::Reply<T>> + Send + 'static,
+    TaskShard: Handler<M>,
+    T: Send + 'static,
+{
+    shard.send(message).await.map_err(mailbox_error)?.await
+}
+
+/// Runs `call`, one about an entity ([`Call::key`]), on a shard of this process.
 async fn answer_here(shard: &Addr<TaskShard>, call: Call) -> Result<Answer, ApiError> {
     match call {
         Call::Execute {
@@ -1571,83 +1580,67 @@ async fn answer_here(shard: &Addr<TaskShard>, call: Call) -> Result<Answer, ApiE
             command,
             join,
             client_id,
-        } => shard
-            .send(Execute {
+        } => ask(
+            shard,
+            Execute {
                 task_id,
                 command,
                 join,
                 client_id,
-            })
-            .await
-            .map_err(mailbox_error)?
-            .await
-            .map(Answer::Task),
-        Call::Task { task_id } => shard
-            .send(Get { task_id })
-            .await
-            .map_err(mailbox_error)?
-            .await
-            .map(Answer::MaybeTask),
+            },
+        )
+        .await
+        .map(Answer::Task),
+        Call::Task { task_id } => ask(shard, Get { task_id }).await.map(Answer::MaybeTask),
         Call::ExecuteGroup {
             task_group_id,
             command,
             client_id,
-        } => shard
-            .send(ExecuteGroup {
+        } => ask(
+            shard,
+            ExecuteGroup {
                 task_group_id,
                 command,
                 client_id,
-            })
-            .await
-            .map_err(mailbox_error)?
-            .await
-            .map(Answer::Group),
-        Call::TaskGroup { task_group_id } => shard
-            .send(GetGroup { task_group_id })
-            .await
-            .map_err(mailbox_error)?
+            },
+        )
+        .await
+        .map(Answer::Group),
+        Call::TaskGroup { task_group_id } => ask(shard, GetGroup { task_group_id })
             .await
             .map(Answer::MaybeGroup),
         Call::History {
             task_id,
             after,
             limit,
-        } => shard
-            .send(shard::History {
+        } => ask(
+            shard,
+            shard::History {
                 task_id,
                 after,
                 limit,
-            })
-            .await
-            .map_err(mailbox_error)?
-            .await
-            .map(Answer::History),
+            },
+        )
+        .await
+        .map(Answer::History),
         Call::RecordWorker {
             name,
             command,
             client_id,
-        } => shard
-            .send(RecordWorker {
+        } => ask(
+            shard,
+            RecordWorker {
                 name,
                 command,
                 client_id,
-            })
-            .await
-            .map_err(mailbox_error)?
-            .await
-            .map(Answer::Worker),
-        Call::List { .. }
-        | Call::Count { .. }
-        | Call::Claim { .. }
-        | Call::AwaitWork { .. }
-        | Call::EndWait { .. }
-        | Call::PendingCount { .. }
-        | Call::WorkerRecorded { .. }
-        | Call::LookupWorker { .. }
-        | Call::GroupUnresolved { .. }
-        | Call::Resolved(_) => Err(ApiError::new(
+            },
+        )
+        .await
+        .map(Answer::Worker),
+        // The calls about a node rather than an entity are answered in `Engine::answer`.
+        other => Err(ApiError::new(
             ErrorCode::InternalServerError,
-            "a node call went to a shard",
+            format!("a node call went to a shard: {other:?}"),
         )),
     }
 }
