@@ -1,16 +1,19 @@
-//! The group tracker: how many tasks of each task group are unresolved, across partitions.
-//! When a group's last unresolved task resolves, it asks the group's shard to record that the
-//! group resolved (`TaskGroupResolved`, from which the `task-group-resolved` message is
-//! derived). Its counts are derived from state (each shard reports its own after replay),
-//! never stored; after a replay it also resolves the groups whose last resolution a crash
-//! kept from being recorded.
+//! The group tracker: how many tasks of each task group are unresolved, per partition this
+//! node serves. When a group's last unresolved task resolves, it asks the group's shard to
+//! record that the group resolved (`TaskGroupResolved`, from which the `task-group-resolved`
+//! message is derived). Its counts are derived from state (each shard reports its own after
+//! replay, and again whenever its partition is gained), never stored; a partition given up
+//! takes its counts with it. After a replay it also resolves the groups whose last resolution
+//! a crash kept from being recorded.
 //!
-//! With several nodes each tracker counts the tasks of its own node's partitions: one whose
-//! count reaches zero asks the other nodes' trackers for theirs and resolves the group only
-//! when every count is zero (the last node to reach zero sees all the others at zero; two at
-//! once both resolve, which the group's shard records once).
+//! With several nodes a tracker whose count reaches zero asks every other node's tracker for
+//! its counts, and resolves the group only when every count is zero and the answers cover each
+//! partition exactly once: while a partition moves between nodes (nobody counts it, or both
+//! do) it asks again a little later. The last node to reach zero sees all the others at zero;
+//! two at once both resolve, which the group's shard records once.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -18,12 +21,19 @@ use super::Engine;
 use crate::model::group::GroupCommand;
 use crate::model::{Slugid, Timestamp};
 
+/// How often, and how far apart, a resolution is looked at again while partitions move.
+const COVERAGE_TRIES: u32 = 60;
+const COVERAGE_RETRY: Duration = Duration::from_millis(500);
+
 #[derive(Default)]
 pub struct GroupTracker {
-    /// Groups with unresolved tasks, and how many (in `CensusEntry::unresolved`).
-    unresolved: HashMap<Slugid, CensusEntry>,
-    /// Until the engine attaches: what the shards reported of every group.
-    census: Option<HashMap<Slugid, CensusEntry>>,
+    /// The unresolved tasks of each group, per partition whose shard reported its census.
+    partitions: HashMap<u32, HashMap<Slugid, u64>>,
+    /// Their sum over partitions, for the groups with unresolved tasks.
+    unresolved: HashMap<Slugid, u64>,
+    /// Until the engine attaches: the groups whose tasks resolved lately, whose resolution
+    /// may not have been recorded (the latest resolution, and the latest record of one).
+    unsettled: HashMap<Slugid, (Timestamp, Option<Timestamp>)>,
     engine: Option<Engine>,
 }
 
@@ -36,51 +46,70 @@ pub struct CensusEntry {
     pub recorded: Option<Timestamp>,
 }
 
-impl CensusEntry {
-    fn merge(&mut self, other: CensusEntry) {
-        self.unresolved += other.unresolved;
-        self.latest_resolution = self.latest_resolution.max(other.latest_resolution);
-        self.recorded = self.recorded.max(other.recorded);
-    }
-}
-
 impl Actor for GroupTracker {
     type Context = Context<Self>;
-
-    fn started(&mut self, _: &mut Context<Self>) {
-        self.census = Some(HashMap::new());
-    }
 }
 
-/// A shard's groups after its replay.
+/// A shard's groups after its replay: they replace whatever its partition counted before.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Census(pub HashMap<Slugid, CensusEntry>);
+pub struct Census {
+    pub partition: u32,
+    pub groups: HashMap<Slugid, CensusEntry>,
+}
 
 impl Handler<Census> for GroupTracker {
     type Result = ();
 
-    fn handle(&mut self, Census(groups): Census, _: &mut Context<Self>) {
-        let Some(census) = &mut self.census else {
-            return;
-        };
-        // The largest map absorbs the others: a restart with many tasks moves fewer entries.
-        let (mut into, from) = if groups.len() > census.len() {
-            (groups, std::mem::take(census))
-        } else {
-            (std::mem::take(census), groups)
-        };
-        for (group, entry) in from {
-            into.entry(group).or_default().merge(entry);
+    fn handle(&mut self, Census { partition, groups }: Census, _: &mut Context<Self>) {
+        self.forget(partition);
+        let mut counts = HashMap::new();
+        let mut settling = Vec::new();
+        for (group, entry) in groups {
+            if entry.unresolved > 0 {
+                counts.insert(group, entry.unresolved);
+                *self.unresolved.entry(group).or_default() += entry.unresolved;
+            }
+            if let Some(latest) = entry.latest_resolution {
+                settling.push((group, latest, entry.recorded));
+            }
         }
-        *census = into;
+        self.partitions.insert(partition, counts);
+        for (group, latest, recorded) in settling {
+            if self.engine.is_some() {
+                if recorded.is_none_or(|recorded| recorded < latest)
+                    && !self.unresolved.contains_key(&group)
+                {
+                    self.resolve(group, latest);
+                }
+                continue;
+            }
+            let entry = self.unsettled.entry(group).or_insert((latest, recorded));
+            entry.0 = entry.0.max(latest);
+            entry.1 = entry.1.max(recorded);
+        }
     }
 }
 
-/// A task of `group` was created or rerun (`resolved: None`), or resolved (`Some(at)`).
+/// The partition is no longer served here: its counts go with it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Lost(pub u32);
+
+impl Handler<Lost> for GroupTracker {
+    type Result = ();
+
+    fn handle(&mut self, Lost(partition): Lost, _: &mut Context<Self>) {
+        self.forget(partition);
+    }
+}
+
+/// A task of `group` in `partition` was created or rerun (`resolved: None`), or resolved
+/// (`Some(at)`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Changed {
+    pub partition: u32,
     pub group: Slugid,
     pub resolved: Option<Timestamp>,
 }
@@ -89,41 +118,60 @@ impl Handler<Changed> for GroupTracker {
     type Result = ();
 
     fn handle(&mut self, message: Changed, _: &mut Context<Self>) {
-        if let Some(census) = &mut self.census {
-            let entry = census.entry(message.group).or_default();
-            match message.resolved {
-                None => entry.unresolved += 1,
-                Some(at) => {
-                    entry.unresolved = entry.unresolved.saturating_sub(1);
-                    entry.latest_resolution = entry.latest_resolution.max(Some(at));
-                }
-            }
+        let counts = self.partitions.entry(message.partition).or_default();
+        let Some(at) = message.resolved else {
+            *counts.entry(message.group).or_default() += 1;
+            *self.unresolved.entry(message.group).or_default() += 1;
+            return;
+        };
+        let Some(count) = counts.get_mut(&message.group) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&message.group);
+        }
+        let Some(total) = self.unresolved.get_mut(&message.group) else {
+            return;
+        };
+        *total = total.saturating_sub(1);
+        if *total > 0 {
             return;
         }
-        match message.resolved {
-            None => self.unresolved.entry(message.group).or_default().unresolved += 1,
-            Some(at) => {
-                let Some(entry) = self.unresolved.get_mut(&message.group) else {
-                    return;
-                };
-                entry.unresolved = entry.unresolved.saturating_sub(1);
-                if entry.unresolved == 0 {
-                    self.unresolved.remove(&message.group);
-                    self.resolve(message.group, at);
-                }
-            }
+        self.unresolved.remove(&message.group);
+        if self.engine.is_some() {
+            self.resolve(message.group, at);
+        } else {
+            let entry = self.unsettled.entry(message.group).or_insert((at, None));
+            entry.0 = entry.0.max(at);
         }
     }
 }
 
 impl GroupTracker {
+    /// Drops what `partition` counted.
+    fn forget(&mut self, partition: u32) {
+        for (group, count) in self.partitions.remove(&partition).unwrap_or_default() {
+            if let Some(total) = self.unresolved.get_mut(&group) {
+                *total = total.saturating_sub(count);
+                if *total == 0 {
+                    self.unresolved.remove(&group);
+                }
+            }
+        }
+    }
+
     fn resolve(&self, group: Slugid, through: Timestamp) {
         let Some(engine) = self.engine.clone() else {
             return;
         };
         actix::spawn(async move {
-            if engine.unresolved_elsewhere(group).await > 0 {
-                return;
+            for _ in 0..COVERAGE_TRIES {
+                match engine.unresolved_everywhere(group).await {
+                    Some(0) => break,
+                    Some(_) => return,
+                    None => tokio::time::sleep(COVERAGE_RETRY).await,
+                }
             }
             // The shard decides idempotently; an error (say, the log failed) leaves the group
             // for the census of the next start.
@@ -137,7 +185,8 @@ impl GroupTracker {
     }
 }
 
-/// Every shard has reported its census: from now on counts change by [`Changed`] alone.
+/// Every shard has reported its census: from now on a group whose count reaches zero is
+/// resolved.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Attach(pub Engine);
@@ -147,34 +196,35 @@ impl Handler<Attach> for GroupTracker {
 
     fn handle(&mut self, Attach(engine): Attach, _: &mut Context<Self>) {
         self.engine = Some(engine);
-        let mut census = self.census.take().unwrap_or_default();
-        // Kept in place, without the groups that are resolved (most, in a long-running farm).
-        census.retain(|group, entry| {
-            if entry.unresolved == 0
-                && let Some(latest) = entry.latest_resolution
-                && entry.recorded.is_none_or(|recorded| recorded < latest)
+        for (group, (latest, recorded)) in std::mem::take(&mut self.unsettled) {
+            if recorded.is_none_or(|recorded| recorded < latest)
+                && !self.unresolved.contains_key(&group)
             {
-                self.resolve(*group, latest);
+                self.resolve(group, latest);
             }
-            entry.unresolved > 0
-        });
-        self.unresolved = census;
+        }
     }
 }
 
-/// How many tasks of a group this node's partitions hold unresolved.
+/// How many tasks of a group this node's partitions hold unresolved, and which partitions
+/// those are.
 #[derive(Message)]
-#[rtype(result = "u64")]
-pub struct Unresolved(pub Slugid);
+#[rtype(result = "Unresolved")]
+pub struct CountUnresolved(pub Slugid);
 
-impl Handler<Unresolved> for GroupTracker {
-    type Result = u64;
+#[derive(Clone, Debug, Default, MessageResponse, serde::Serialize, serde::Deserialize)]
+pub struct Unresolved {
+    pub count: u64,
+    pub partitions: Vec<u32>,
+}
 
-    fn handle(&mut self, Unresolved(group): Unresolved, _: &mut Context<Self>) -> u64 {
-        let counted = match &self.census {
-            Some(census) => census.get(&group),
-            None => self.unresolved.get(&group),
-        };
-        counted.map_or(0, |entry| entry.unresolved)
+impl Handler<CountUnresolved> for GroupTracker {
+    type Result = Unresolved;
+
+    fn handle(&mut self, CountUnresolved(group): CountUnresolved, _: &mut Context<Self>) -> Unresolved {
+        Unresolved {
+            count: self.unresolved.get(&group).copied().unwrap_or(0),
+            partitions: self.partitions.keys().copied().collect(),
+        }
     }
 }

@@ -359,27 +359,38 @@ impl Engine {
         Ok(())
     }
 
-    /// How many tasks of the group the other nodes' partitions hold unresolved (0 without a
-    /// cluster); a node that does not answer counts as holding one, so that nothing resolves
-    /// early.
-    pub async fn unresolved_elsewhere(&self, task_group_id: Slugid) -> u64 {
-        let Some(cluster) = &self.cluster else {
-            return 0;
-        };
-        let call = Call::GroupUnresolved { task_group_id };
-        let secret = &cluster.settings.secret;
-        let calls = cluster.directory.peers().into_iter().map(|url| {
-            let call = &call;
-            async move { cluster::peer::call(&url, secret, call, OWNER_WAIT).await }
-        });
-        futures::future::join_all(calls)
+    /// How many tasks of the group every partition holds unresolved; `None` while the
+    /// nodes' answers do not cover each partition exactly once (a partition moving, a node not
+    /// answering).
+    pub async fn unresolved_everywhere(&self, task_group_id: Slugid) -> Option<u64> {
+        let here = self
+            .context
+            .groups
+            .send(group_tracker::CountUnresolved(task_group_id))
             .await
-            .into_iter()
-            .map(|reply| match reply {
-                Ok(Reply::Answer(Answer::Count(count))) => count,
-                _ => 1,
-            })
-            .sum()
+            .ok()?;
+        let mut counted = vec![0u32; self.log.partitions() as usize];
+        let mut unresolved = 0;
+        let mut add = |answer: group_tracker::Unresolved| {
+            unresolved += answer.count;
+            for partition in answer.partitions {
+                if let Some(times) = counted.get_mut(partition as usize) {
+                    *times += 1;
+                }
+            }
+        };
+        add(here);
+        // A node that does not answer leaves its partitions uncounted.
+        for answer in self.ask_peers(&Call::GroupUnresolved { task_group_id }).await {
+            match answer {
+                Answer::Unresolved(answer) => add(answer),
+                _ => return None,
+            }
+        }
+        counted
+            .iter()
+            .all(|&times| times == 1)
+            .then_some(unresolved)
     }
 
     /// Tells the other nodes that a task of this node's partitions reached a final
@@ -536,6 +547,7 @@ impl Engine {
             cluster.released(partition);
         }
         let _ = shard.send(shard::Release).await;
+        self.context.groups.do_send(group_tracker::Lost(partition));
         let log = self.log.clone();
         let owner = log.clone();
         self.dispatcher
@@ -811,12 +823,12 @@ impl Engine {
                 }
                 Ok(Answer::Done)
             }
-            Call::GroupUnresolved { task_group_id } => Ok(Answer::Count(
+            Call::GroupUnresolved { task_group_id } => Ok(Answer::Unresolved(
                 self.context
                     .groups
-                    .send(group_tracker::Unresolved(task_group_id))
+                    .send(group_tracker::CountUnresolved(task_group_id))
                     .await
-                    .unwrap_or(0),
+                    .unwrap_or_default(),
             )),
             Call::LookupWorker { name } => Ok(Answer::WorkerInfo(
                 self.directory

@@ -530,3 +530,37 @@ def test_a_worker_quarantined_through_one_node_gets_no_work_through_another(tmp_
         assert [run["status"]["taskId"] for run in claimed] == [second]
     finally:
         stop_cluster(nodes)
+
+
+def test_a_group_resolves_when_its_tasks_finish_after_their_partitions_moved(cluster):
+    from test_listeners import PREFIX, Listener, subject
+
+    a, b, c = cluster
+    group = new_task_id()
+    queue = queue_id()
+    tasks = [new_task_id() for _ in range(12)]
+    for task_id in tasks:
+        client(c).createTask(task_id, task_definition(queue, taskGroupId=group))
+    # The partitions node-2 served, with their unresolved tasks, move to the others.
+    c.stop()
+    wait_until_served(a, {"node-0", "node-1"}, timeout=15)
+    listener = Listener(a, [(PREFIX + "task-group-resolved", f"primary.{group}.#")])
+    try:
+        def finish(count):
+            for index in range(count):
+                node = cluster[index % 2]
+                claimed = client(node).claimWork(
+                    queue, {"workerGroup": "wg", "workerId": "w1", "tasks": 1})["tasks"]
+                assert len(claimed) == 1
+                client(node).reportCompleted(claimed[0]["status"]["taskId"], claimed[0]["runId"])
+
+        # Each node counts the moved tasks with its own: none resolves the group early...
+        finish(len(tasks) - 1)
+        with pytest.raises(AssertionError):
+            listener.read(1, timeout=3)
+        # ...and the last one resolves it.
+        finish(1)
+        [frame] = listener.read(1, timeout=20)
+        assert subject(frame) == group
+    finally:
+        listener.close()

@@ -137,6 +137,8 @@ pub enum Answer {
     Worker(Worker),
     List(Vec<(Position, Task)>),
     Count(u64),
+    /// A node's count of a group's unresolved tasks, with the partitions it covers.
+    Unresolved(crate::engine::group_tracker::Unresolved),
     WorkerInfo(Option<crate::engine::workers::WorkerInfo>),
     /// Claimed runs: each task with the id of the run claimed.
     Claimed(Vec<(Task, u32)>),

@@ -74,6 +74,7 @@ impl TaskShard {
             return;
         }
         self.context.groups.do_send(group_tracker::Changed {
+            partition: self.partition,
             group: task.definition.task_group_id,
             resolved: now,
         });

@@ -191,7 +191,10 @@ impl TaskShard {
                 tracing::warn!(partition = self.partition, %error, "cannot read recent resolutions")
             }
         }
-        self.context.groups.do_send(Census(census));
+        self.context.groups.do_send(Census {
+            partition: self.partition,
+            groups: census,
+        });
     }
 
     /// Tells the timers, the lists, the dispatcher and the resolver what the task's state now
