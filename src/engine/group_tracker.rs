@@ -221,7 +221,11 @@ pub struct Unresolved {
 impl Handler<CountUnresolved> for GroupTracker {
     type Result = Unresolved;
 
-    fn handle(&mut self, CountUnresolved(group): CountUnresolved, _: &mut Context<Self>) -> Unresolved {
+    fn handle(
+        &mut self,
+        CountUnresolved(group): CountUnresolved,
+        _: &mut Context<Self>,
+    ) -> Unresolved {
         Unresolved {
             count: self.unresolved.get(&group).copied().unwrap_or(0),
             partitions: self.partitions.keys().copied().collect(),

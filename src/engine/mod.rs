@@ -36,7 +36,9 @@ use crate::metrics::METRICS;
 use crate::model::group::GroupCommand;
 use crate::model::task::{self, Command, ResolvedDependency};
 use crate::model::{ApiError, ErrorCode};
-use crate::model::{RunState, Slugid, Task, TaskDefinition, TaskGroup, Worker, WorkerCommand};
+use crate::model::{
+    RunState, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker, WorkerCommand,
+};
 use crate::projections::bus::{Bus, BusOptions};
 use crate::projections::kafka::ExchangeTopics;
 use cluster::wire::{self, Answer, Call, Reply};
@@ -381,7 +383,10 @@ impl Engine {
         };
         add(here);
         // A node that does not answer leaves its partitions uncounted.
-        for answer in self.ask_peers(&Call::GroupUnresolved { task_group_id }).await {
+        for answer in self
+            .ask_peers(&Call::GroupUnresolved { task_group_id })
+            .await
+        {
             match answer {
                 Answer::Unresolved(answer) => add(answer),
                 _ => return None,
@@ -837,6 +842,22 @@ impl Engine {
                     .ok()
                     .flatten(),
             )),
+            Call::ListWorkers(list) => Ok(Answer::Workers(
+                self.directory.send(list).await.unwrap_or_default(),
+            )),
+            Call::ListTaskQueues(list) => Ok(Answer::Active(
+                self.directory.send(list).await.unwrap_or_default(),
+            )),
+            Call::ListProvisioners(list) => Ok(Answer::Active(
+                self.directory.send(list).await.unwrap_or_default(),
+            )),
+            Call::LookupTaskQueue { task_queue_id } => Ok(Answer::MaybeActive(
+                self.directory
+                    .send(workers::LookupTaskQueue(task_queue_id))
+                    .await
+                    .ok()
+                    .flatten(),
+            )),
             Call::WorkerRecorded { name, record, at } => {
                 self.directory
                     .do_send(workers::Recorded { name, record, at });
@@ -878,11 +899,6 @@ impl Engine {
     /// Whether the event log still takes appends; the server stops once it does not.
     pub fn health(&self) -> &health::LogHealth {
         &self.health
-    }
-
-    /// The worker directory, for the API's worker and task-queue reads.
-    pub fn directory(&self) -> &Addr<WorkerDirectory> {
-        &self.directory
     }
 
     /// Runs one command on the task's shard; resolves once its events are durable, with the
@@ -1488,6 +1504,74 @@ impl Engine {
             })
     }
 
+    /// A task queue's workers as every node's directory knows them, merged, in order; the
+    /// `quarantined` filter applies to what the nodes know together.
+    pub async fn list_workers(&self, list: workers::ListWorkers) -> Vec<workers::WorkerInfo> {
+        let (limit, quarantined, now) = (list.limit, list.quarantined, list.now);
+        let here = self.directory.send(list.clone()).await.unwrap_or_default();
+        let mut merged: std::collections::BTreeMap<WorkerName, workers::WorkerInfo> =
+            std::collections::BTreeMap::new();
+        let there = self.ask_peers(&Call::ListWorkers(list)).await;
+        let there = there.into_iter().flat_map(|answer| match answer {
+            Answer::Workers(workers) => workers,
+            _ => Vec::new(),
+        });
+        for info in here.into_iter().chain(there) {
+            let merged_info = match merged.remove(&info.name) {
+                Some(known) => known.merge(info),
+                None => info,
+            };
+            merged.insert(merged_info.name.clone(), merged_info);
+        }
+        merged
+            .into_values()
+            .filter(|info| quarantined.is_none_or(|wanted| info.record.quarantined(now) == wanted))
+            .take(limit)
+            .collect()
+    }
+
+    /// Task queues as every node's directory knows them, each with when it was last active.
+    pub async fn list_task_queues(
+        &self,
+        list: workers::ListTaskQueues,
+    ) -> Vec<(String, Timestamp)> {
+        let limit = list.limit;
+        let here = self.directory.send(list.clone()).await.unwrap_or_default();
+        let there = self.ask_peers(&Call::ListTaskQueues(list)).await;
+        merge_active(here, there, limit)
+    }
+
+    /// Provisioners as every node's directory knows them, each with when it was last active.
+    pub async fn list_provisioners(
+        &self,
+        list: workers::ListProvisioners,
+    ) -> Vec<(String, Timestamp)> {
+        let limit = list.limit;
+        let here = self.directory.send(list.clone()).await.unwrap_or_default();
+        let there = self.ask_peers(&Call::ListProvisioners(list)).await;
+        merge_active(here, there, limit)
+    }
+
+    /// When a task queue was last active on any node; `None` if no node saw it.
+    pub async fn lookup_task_queue(&self, task_queue_id: String) -> Option<Timestamp> {
+        let here = self
+            .directory
+            .send(workers::LookupTaskQueue(task_queue_id.clone()))
+            .await
+            .ok()
+            .flatten();
+        let there = self
+            .ask_peers(&Call::LookupTaskQueue { task_queue_id })
+            .await;
+        there
+            .into_iter()
+            .filter_map(|answer| match answer {
+                Answer::MaybeActive(at) => at,
+                _ => None,
+            })
+            .fold(here, |latest, at| latest.max(Some(at)))
+    }
+
     /// Everything in the partition stores and their memtables written out: for a clean stop,
     /// after which a start reads nothing back into memory.
     pub async fn seal(&self) {
@@ -1655,4 +1739,23 @@ async fn answer_here(shard: &Addr<TaskShard>, call: Call) -> Result<Answer, ApiE
             format!("a node call went to a shard: {other:?}"),
         )),
     }
+}
+
+/// Named entries from several nodes' directories, each once with its latest activity, in
+/// order, at most `limit`.
+fn merge_active(
+    here: Vec<(String, Timestamp)>,
+    there: Vec<Answer>,
+    limit: usize,
+) -> Vec<(String, Timestamp)> {
+    let mut merged: std::collections::BTreeMap<String, Timestamp> = here.into_iter().collect();
+    for answer in there {
+        if let Answer::Active(entries) = answer {
+            for (name, at) in entries {
+                let latest = merged.entry(name).or_insert(at);
+                *latest = (*latest).max(at);
+            }
+        }
+    }
+    merged.into_iter().take(limit).collect()
 }

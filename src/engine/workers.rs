@@ -263,7 +263,7 @@ impl Handler<Quarantined> for WorkerDirectory {
 
 /// The workers of a task queue after `after` (by group, then id), optionally only those
 /// (not) quarantined at `now`.
-#[derive(Message)]
+#[derive(Clone, Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Vec<WorkerInfo>")]
 pub struct ListWorkers {
     pub task_queue_id: String,
@@ -297,7 +297,7 @@ impl Handler<ListWorkers> for WorkerDirectory {
 
 /// Every task queue seen (or only one provisioner's), with when it was last active, in
 /// order, after `after`.
-#[derive(Message)]
+#[derive(Clone, Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Vec<(String, Timestamp)>")]
 pub struct ListTaskQueues {
     /// Only the queues `<provisionerId>/…` of this one, if given.
@@ -329,7 +329,7 @@ impl Handler<ListTaskQueues> for WorkerDirectory {
 
 /// The provisioners (the `provisionerId` halves of the task queues seen), each with when its
 /// latest queue was last active, in order, after `after`.
-#[derive(Message)]
+#[derive(Clone, Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Vec<(String, Timestamp)>")]
 pub struct ListProvisioners {
     pub after: Option<String>,

@@ -564,3 +564,32 @@ def test_a_group_resolves_when_its_tasks_finish_after_their_partitions_moved(clu
         assert subject(frame) == group
     finally:
         listener.close()
+
+
+def test_workers_and_task_queues_are_listed_whichever_node_they_called(cluster):
+    queue = queue_id()
+    provisioner, worker_type = queue.split("/")
+    for index, node in enumerate(cluster):
+        client(node).createTask(new_task_id(), task_definition(queue))
+    for index, node in enumerate(cluster):
+        claimed = client(node).claimWork(
+            queue, {"workerGroup": "wg", "workerId": f"w{index}", "tasks": 1})["tasks"]
+        assert len(claimed) == 1
+    for node in cluster:
+        queue_client = client(node)
+        workers = queue_client.listWorkers(provisioner, worker_type)["workers"]
+        assert [worker["workerId"] for worker in workers] == ["w0", "w1", "w2"]
+        # Pages merge across nodes in order.
+        first = queue_client.listWorkers(provisioner, worker_type, query={"limit": 2})
+        assert [worker["workerId"] for worker in first["workers"]] == ["w0", "w1"]
+        rest = queue_client.listWorkers(provisioner, worker_type, query={
+            "limit": 2, "continuationToken": first["continuationToken"]})
+        assert [worker["workerId"] for worker in rest["workers"]] == ["w2"]
+        assert "continuationToken" not in rest
+        assert queue_client.getTaskQueue(queue)["taskQueueId"] == queue
+        queues = [entry["taskQueueId"] for entry in queue_client.listTaskQueues()["taskQueues"]]
+        assert queues.count(queue) == 1
+        types = queue_client.listWorkerTypes(provisioner)["workerTypes"]
+        assert [entry["workerType"] for entry in types].count(worker_type) == 1
+        provisioners = queue_client.listProvisioners()["provisioners"]
+        assert [entry["provisionerId"] for entry in provisioners].count(provisioner) == 1

@@ -19,8 +19,7 @@ use crate::api::server::State;
 use crate::auth::ScopeExpression;
 use crate::engine::index::Listing;
 use crate::engine::workers::{
-    ListProvisioners, ListTaskQueues, ListWorkers, LookupTaskQueue, WorkerInfo, WorkerName,
-    task_queue_expires,
+    ListProvisioners, ListTaskQueues, ListWorkers, WorkerInfo, WorkerName, task_queue_expires,
 };
 use crate::model::task::is_worker_identifier;
 use crate::model::{ApiError, ErrorCode, Timestamp, WorkerCommand};
@@ -271,14 +270,12 @@ pub async fn list_task_queues(
             let page = call.page(MAX_LIMIT)?;
             let queues = state
                 .engine
-                .directory()
-                .send(ListTaskQueues {
+                .list_task_queues(ListTaskQueues {
                     provisioner_id: None,
                     after: page.after.clone(),
                     limit: page.limit + 1,
                 })
-                .await
-                .unwrap_or_default();
+                .await;
             Ok(listing("taskQueues", queues, page.limit, task_queue_json))
         })
         .await
@@ -310,13 +307,7 @@ pub async fn get_task_queue(state: Data<State>, request: HttpRequest, body: Body
         .answer(async |call| {
             call.authorize_url(&state.access.clients, &GET_TASK_QUEUE)?;
             let task_queue_id = call.task_queue_id_param()?;
-            let found = state
-                .engine
-                .directory()
-                .send(LookupTaskQueue(task_queue_id.clone()))
-                .await
-                .ok()
-                .flatten();
+            let found = state.engine.lookup_task_queue(task_queue_id.clone()).await;
             let Some(last_date_active) = found else {
                 return Err(ApiError::not_found(format!(
                     "Task queue `{task_queue_id}` not found"
@@ -358,13 +349,11 @@ pub async fn list_provisioners(
             let page = call.page(MAX_LIMIT)?;
             let provisioners = state
                 .engine
-                .directory()
-                .send(ListProvisioners {
+                .list_provisioners(ListProvisioners {
                     after: page.after.clone(),
                     limit: page.limit + 1,
                 })
-                .await
-                .unwrap_or_default();
+                .await;
             Ok(listing(
                 "provisioners",
                 provisioners,
@@ -394,14 +383,12 @@ async fn provisioner_queues(
     }
     let queues = state
         .engine
-        .directory()
-        .send(ListTaskQueues {
+        .list_task_queues(ListTaskQueues {
             provisioner_id: Some(provisioner_id.clone()),
             after,
             limit,
         })
-        .await
-        .unwrap_or_default();
+        .await;
     Ok((provisioner_id, queues))
 }
 
@@ -449,13 +436,7 @@ pub async fn get_worker_type(state: Data<State>, request: HttpRequest, body: Bod
         .answer(async |call| {
             call.authorize_url(&state.access.clients, &GET_WORKER_TYPE)?;
             let task_queue_id = url_task_queue_id(call)?;
-            let found = state
-                .engine
-                .directory()
-                .send(LookupTaskQueue(task_queue_id.clone()))
-                .await
-                .ok()
-                .flatten();
+            let found = state.engine.lookup_task_queue(task_queue_id.clone()).await;
             let Some(last_date_active) = found else {
                 return Err(ApiError::not_found(format!(
                     "Worker-type `{}` with Provisioner `{}` not found. Are you sure it was \
@@ -545,16 +526,14 @@ pub async fn list_workers(state: Data<State>, request: HttpRequest, body: Body) 
                 .map(|(group, id)| (group.to_owned(), id.to_owned()));
             let workers = state
                 .engine
-                .directory()
-                .send(ListWorkers {
+                .list_workers(ListWorkers {
                     task_queue_id,
                     quarantined,
                     now: call.now,
                     after,
                     limit: page.limit + 1,
                 })
-                .await
-                .unwrap_or_default();
+                .await;
             let more = workers.len() > page.limit;
             let workers = &workers[..workers.len().min(page.limit)];
             let mut reply = json!({

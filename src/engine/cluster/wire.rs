@@ -7,11 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::history::HistoryPage;
 use crate::engine::index::{Listing, Position};
-use crate::engine::workers::WorkerName;
+use crate::engine::workers::{
+    ListProvisioners, ListTaskQueues, ListWorkers, WorkerInfo, WorkerName,
+};
 use crate::log::Offset;
 use crate::model::group::GroupCommand;
 use crate::model::task::{Command, ResolvedDependency};
-use crate::model::{ApiError, Slugid, Task, TaskGroup, Worker, WorkerCommand};
+use crate::model::{ApiError, Slugid, Task, TaskGroup, Timestamp, Worker, WorkerCommand};
 
 /// The route nodes call each other on, outside the API; only a caller with the cluster's
 /// secret is answered.
@@ -60,11 +62,19 @@ pub enum Call {
     WorkerRecorded {
         name: WorkerName,
         record: Worker,
-        at: crate::model::Timestamp,
+        at: Timestamp,
     },
     /// What the node's directory knows of a worker.
     LookupWorker {
         name: WorkerName,
+    },
+    /// The node's directory's part of a list of workers, task queues or provisioners, and of
+    /// a task queue: each node saw the workers that called it.
+    ListWorkers(ListWorkers),
+    ListTaskQueues(ListTaskQueues),
+    ListProvisioners(ListProvisioners),
+    LookupTaskQueue {
+        task_queue_id: String,
     },
     /// Unresolved tasks of a task group in the node's partitions.
     GroupUnresolved {
@@ -121,6 +131,10 @@ impl Call {
             | Call::PendingCount { .. }
             | Call::WorkerRecorded { .. }
             | Call::LookupWorker { .. }
+            | Call::ListWorkers(_)
+            | Call::ListTaskQueues(_)
+            | Call::ListProvisioners(_)
+            | Call::LookupTaskQueue { .. }
             | Call::GroupUnresolved { .. }
             | Call::Resolved(_) => None,
         }
@@ -139,7 +153,11 @@ pub enum Answer {
     Count(u64),
     /// A node's count of a group's unresolved tasks, with the partitions it covers.
     Unresolved(crate::engine::group_tracker::Unresolved),
-    WorkerInfo(Option<crate::engine::workers::WorkerInfo>),
+    WorkerInfo(Option<WorkerInfo>),
+    Workers(Vec<WorkerInfo>),
+    /// Task queues or provisioners, each with when it was last active.
+    Active(Vec<(String, Timestamp)>),
+    MaybeActive(Option<Timestamp>),
     /// Claimed runs: each task with the id of the run claimed.
     Claimed(Vec<(Task, u32)>),
     Done,
