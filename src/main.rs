@@ -513,7 +513,7 @@ async fn start_queue(
         exchange_topics,
     )
     .await
-    .context("replaying the log")?;
+    .context("starting the engine (replaying the log, joining the cluster)")?;
     Ok(server::State::new(
         engine, access, settings, data_dir, blob_store, root_url,
     ))

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -593,3 +594,15 @@ def test_workers_and_task_queues_are_listed_whichever_node_they_called(cluster):
         assert [entry["workerType"] for entry in types].count(worker_type) == 1
         provisioners = queue_client.listProvisioners()["provisioners"]
         assert [entry["provisionerId"] for entry in provisioners].count(provisioner) == 1
+
+
+def test_a_session_timeout_the_brokers_refuse_stops_the_node_at_start(tmp_path):
+    topic = f"tf-cluster-{uuid.uuid4().hex[:10]}"
+    # Under the brokers' `group.min.session.timeout.ms` (6 s).
+    node = Node(tmp_path, "node-0", topic, "")
+    Path(node.config).write_text(CONFIG.replace("session_timeout_ms = 6000",
+                                                "session_timeout_ms = 1000"))
+    with pytest.raises(RuntimeError) as refused:
+        node.start()
+    assert "group.min.session.timeout.ms" in str(refused.value)
+    assert node.process.returncode != 0

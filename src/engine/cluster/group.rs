@@ -9,15 +9,15 @@
 //! node that was paused or cut off loses them without being asked, and the fencing of the log
 //! writer (`log::kafka`) keeps it from writing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use tokio::sync::mpsc;
 
@@ -36,9 +36,33 @@ pub enum Change {
 
 /// How long a revocation waits for the node to stop serving before it lets the group go on.
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
+/// How long joining waits for the group's first answer (an assignment, or a refusal) before
+/// it lets the node start anyway.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
 
 struct GroupContext {
     changes: mpsc::UnboundedSender<Change>,
+    /// Until the group first answers: told of the first rebalance, or of why the group
+    /// refuses this member.
+    joined: Mutex<Option<std::sync::mpsc::Sender<Result<(), String>>>>,
+}
+
+impl GroupContext {
+    fn answered(&self, answer: Result<(), String>) {
+        if let Some(joined) = self.joined.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = joined.send(answer);
+        }
+    }
+
+    /// A refusal that no retry mends: the broker's bounds on the session timeout.
+    fn refused(&self, error: &KafkaError) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidSessionTimeout) {
+            self.answered(Err(format!(
+                "{error}: the brokers' `group.min.session.timeout.ms` and \
+                 `group.max.session.timeout.ms` must allow `[cluster] session_timeout_ms`"
+            )));
+        }
+    }
 }
 
 impl ClientContext for GroupContext {
@@ -47,6 +71,7 @@ impl ClientContext for GroupContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        self.refused(&error);
         TracingContext.error(error, reason);
     }
 }
@@ -60,6 +85,7 @@ fn partitions(list: &TopicPartitionList) -> Vec<u32> {
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.answered(Ok(()));
         if let Rebalance::Revoke(list) = rebalance {
             let revoked = partitions(list);
             if revoked.is_empty() {
@@ -103,7 +129,9 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Joins the group of the log topic. Blocking.
+    /// Joins the group of the log topic, and waits for the group's first answer: a broker
+    /// that refuses the member (its session timeout out of the brokers' bounds) is an error.
+    /// Blocking.
     pub fn join(
         options: &kafka::Options,
         node_id: &str,
@@ -115,6 +143,7 @@ impl Membership {
             context: format!("joining the node group of kafka topic `{topic}`"),
             reason: error.to_string(),
         };
+        let (joined, answer) = std::sync::mpsc::channel();
         let consumer: BaseConsumer<GroupContext> = kafka::base_config(options)
             .set("group.id", format!("taskfold.{}", options.topic))
             .set("client.id", format!("taskfold-node-{node_id}"))
@@ -130,7 +159,10 @@ impl Membership {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "latest")
-            .create_with_context(GroupContext { changes })
+            .create_with_context(GroupContext {
+                changes,
+                joined: Mutex::new(Some(joined)),
+            })
             .map_err(error)?;
         consumer.subscribe(&[&options.topic]).map_err(error)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -140,8 +172,10 @@ impl Membership {
             .spawn(move || {
                 while !stopping.load(Ordering::Relaxed) {
                     // Records never come (the partitions are paused); polling serves the
-                    // group's heartbeats and rebalances.
-                    let _ = consumer.poll(Duration::from_millis(100));
+                    // group's heartbeats and rebalances, and reports the group's errors.
+                    if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
+                        consumer.context().refused(&error);
+                    }
                 }
                 // Leaving revokes every partition first (through the callback above), so
                 // the others take them over at once instead of after the session timeout.
@@ -152,10 +186,24 @@ impl Membership {
                 drop(consumer);
             })
             .map_err(|error| Error::io("starting the group member of", "kafka", error))?;
-        Ok(Membership {
+        let membership = Membership {
             stop,
             thread: Some(thread),
-        })
+        };
+        match answer.recv_timeout(JOIN_WAIT) {
+            Ok(Err(reason)) => Err(Error::Kafka {
+                context: format!("joining the node group of kafka topic `{topic}`"),
+                reason,
+            }),
+            Ok(Ok(())) => Ok(membership),
+            Err(_) => {
+                tracing::warn!(
+                    topic = %options.topic,
+                    "the node group has not answered yet; serving what it assigns later"
+                );
+                Ok(membership)
+            }
+        }
     }
 
     /// Leaves the group, handing every partition over. Blocking.
