@@ -421,14 +421,22 @@ impl Engine {
             let call = Call::Resolved(batch);
             for url in cluster.directory.peers() {
                 let call = call.clone();
-                let secret = cluster.settings.secret.clone();
+                let cluster = cluster.clone();
+                // Until delivered, or until the node is gone: whoever takes its partitions
+                // looks at their waiting dependents again as it gains them.
                 actix::spawn(async move {
-                    for _ in 0..3 {
-                        match cluster::peer::call(&url, &secret, &call, OWNER_WAIT).await {
+                    let mut delay = OWNER_RETRY;
+                    loop {
+                        let secret = &cluster.settings.secret;
+                        match cluster::peer::call(&url, secret, &call, OWNER_WAIT).await {
                             Ok(_) => return,
                             Err(unreachable) => {
+                                if !cluster.directory.peers().contains(&url) {
+                                    return;
+                                }
                                 tracing::debug!(%url, reason = unreachable.0, "resolutions not delivered yet");
-                                tokio::time::sleep(OWNER_RETRY).await;
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(Duration::from_secs(5));
                             }
                         }
                     }

@@ -6,10 +6,11 @@
 //! (`peer`, `wire`), claimWork waits on every node's pending work at once.
 //!
 //! What each node keeps of the others: resolutions of tasks (for dependents on other nodes,
-//! batched), worker records (quarantines, for every node's claimWork), and the counts of a
-//! task group's unresolved tasks (asked when a node's own count reaches zero). A worker's
-//! activity (`listWorkers`, `listTaskQueues`, `listProvisioners`) is still what the node
-//! answering saw; `getWorker` and `quarantineWorker` ask every node.
+//! batched, sent until delivered or the node is gone) and worker records (quarantines, for
+//! every node's claimWork). What each node is asked when needed: the counts of a task group's
+//! unresolved tasks (when a node's own count reaches zero; the answers must cover every
+//! partition once), and what it saw of workers and task queues (`getWorker`, `listWorkers`,
+//! `listTaskQueues`, `listProvisioners` and their kin merge every node's directory).
 //!
 //! ## Beside Kafka Streams and Restate
 //!
