@@ -258,6 +258,24 @@ impl Call {
             .and_then(|text| serde_json::from_slice(text).ok())
     }
 
+    /// Shows the body's `secret` as `(OMITTED)` in error bodies, as Taskcluster's Secrets
+    /// service does: a secret's value is never echoed.
+    pub fn omit_secret(&mut self) {
+        let Some(text) = &self.info.payload else {
+            return;
+        };
+        let omitted = match serde_json::from_slice::<Value>(text) {
+            Ok(Value::Object(mut object)) => {
+                if object.contains_key("secret") {
+                    object.insert("secret".into(), Value::String("(OMITTED)".into()));
+                }
+                serde_json::to_vec(&object).ok().map(Bytes::from)
+            }
+            _ => None,
+        };
+        self.info.payload = omitted;
+    }
+
     /// Authenticates the request (once) and checks `template`, rendered with `params`.
     pub fn authorize(
         &mut self,

@@ -1,5 +1,6 @@
-//! The Taskcluster Queue v1 HTTP API: routes, Taskcluster's error shapes (the error table is
-//! [`crate::model::error`]), pagination.
+//! The Taskcluster Queue v1 HTTP API and the services beside it (`services`: Secrets, Index):
+//! routes, Taskcluster's error shapes (the error table is [`crate::model::error`]),
+//! pagination.
 //! Handlers turn requests into commands for the engine; nothing here changes state itself.
 
 pub mod access;
@@ -14,5 +15,6 @@ pub mod pagination;
 pub mod response;
 mod routes;
 pub mod server;
+mod services;
 pub mod sessions;
 pub mod websocket;

@@ -251,6 +251,20 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
                 .configure(routes::configure),
         )
         .service(
+            web::scope("/api/secrets/v1")
+                .wrap(response::api_headers())
+                .route("/ping", get().to(ping))
+                .configure(monitoring)
+                .configure(super::services::secrets::configure),
+        )
+        .service(
+            web::scope("/api/index/v1")
+                .wrap(response::api_headers())
+                .route("/ping", get().to(ping))
+                .configure(monitoring)
+                .configure(super::services::index::configure),
+        )
+        .service(
             web::resource("/blobs/{taskId}/{runId}/{name:.+}")
                 .wrap_fn(super::node::to_owner)
                 .route(web::put().to(blobs::put))

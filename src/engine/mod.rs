@@ -11,6 +11,7 @@ pub mod clock;
 pub mod cluster;
 pub mod dependencies;
 pub mod dispatcher;
+mod documents;
 pub mod group_tracker;
 pub mod health;
 pub mod history;
@@ -873,6 +874,12 @@ impl Engine {
             }
             Call::PendingCount { task_queue_id } => {
                 Ok(Answer::Count(self.pending_count_here(&task_queue_id).await))
+            }
+            call @ Call::ListDocuments { .. } => {
+                self.documents_here(&call).await.map(Answer::Documents)
+            }
+            call @ Call::ListNamespaces { .. } => {
+                self.namespaces_here(&call).await.map(Answer::Namespaces)
             }
             Call::Resolved(resolved) => {
                 self.context
@@ -1742,6 +1749,25 @@ async fn answer_here(shard: &Addr<TaskShard>, call: Call) -> Result<Answer, ApiE
         .await
         .map(Answer::Worker),
         // The calls about a node rather than an entity are answered in `Engine::answer`.
+        Call::Document {
+            kind,
+            name,
+            command,
+            client_id,
+        } => ask(
+            shard,
+            shard::ExecuteDocument {
+                kind,
+                name,
+                command,
+                client_id,
+            },
+        )
+        .await
+        .map(Answer::Document),
+        Call::GetDocument { kind, name } => ask(shard, shard::GetDocument { kind, name })
+            .await
+            .map(Answer::Document),
         other => Err(ApiError::new(
             ErrorCode::InternalServerError,
             format!("a node call went to a shard: {other:?}"),

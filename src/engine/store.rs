@@ -19,6 +19,8 @@
 //! | `expiry`      | expires · kind · id [· run · name]     | — (a hint: the shard decides) |
 //! | `history`     | task · log offset                     | the event's history record    |
 //! | `settling`    | resolved at · group                   | — (recent task resolutions)   |
+//! | `documents`   | kind · name ([`store_key`])            | the document (secret, …)      |
+//! | `namespaces`  | parent namespace · 0 · name           | expires (the index's tree)    |
 //! | `meta`        | `offset`                              | a number                      |
 //!
 //! A [`Flush`] is one atomic batch: the entities changed since the last one and the log offset
@@ -43,8 +45,10 @@ use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::log::{Offset, codec};
+use crate::model::document::{self, store_key};
 use crate::model::{
-    Artifact, Priority, Run, Session, Slugid, Task, TaskDefinition, TaskGroup, Timestamp, Worker,
+    Artifact, Document, DocumentKind, Priority, Run, Session, Slugid, Task, TaskDefinition,
+    TaskGroup, Timestamp, Worker,
 };
 
 /// Journal bytes after which a store writes its memtables out as tables (fjall's least; its default is
@@ -84,6 +88,10 @@ pub enum Expiring {
     Group(Slugid),
     /// The blob of an `s3` artifact: task, run, name.
     Blob(Slugid, u32, String),
+    /// A document: kind and name.
+    Document(DocumentKind, String),
+    /// A namespace of the index: parent and name.
+    Namespace(String, String),
 }
 
 /// An entry of the expiry-ordered index.
@@ -112,20 +120,36 @@ impl Expiry {
                 key.extend_from_slice(&run_id.to_be_bytes());
                 key.extend_from_slice(name.as_bytes());
             }
+            Expiring::Document(kind, name) => {
+                key.push(3);
+                key.extend_from_slice(&store_key(*kind, name));
+            }
+            Expiring::Namespace(parent, name) => {
+                key.push(4);
+                key.extend_from_slice(&namespace_key(parent, name));
+            }
         }
         key
     }
 
     fn from_key(key: &[u8]) -> Option<Expiry> {
         let at = Timestamp::from_millis(unordered(key.get(..8)?.try_into().ok()?));
-        let id = slugid(key.get(9..25)?)?;
+        let id = || slugid(key.get(9..25)?);
         let what = match key.get(8)? {
-            0 => Expiring::Task(id),
-            1 => Expiring::Group(id),
+            0 => Expiring::Task(id()?),
+            1 => Expiring::Group(id()?),
             2 => {
                 let run_id = u32::from_be_bytes(key.get(25..29)?.try_into().ok()?);
                 let name = String::from_utf8(key.get(29..)?.to_vec()).ok()?;
-                Expiring::Blob(id, run_id, name)
+                Expiring::Blob(id()?, run_id, name)
+            }
+            3 => {
+                let (kind, name) = document::from_store_key(key.get(9..)?)?;
+                Expiring::Document(kind, name)
+            }
+            4 => {
+                let (parent, name) = from_namespace_key(key.get(9..)?)?;
+                Expiring::Namespace(parent, name)
             }
             _ => return None,
         };
@@ -189,6 +213,9 @@ pub enum TaskChange {
     Remove(Slugid),
 }
 
+/// A document's kind and name.
+pub type DocumentName = (DocumentKind, String);
+
 /// Everything a shard changed since its last flush, and the offset of the first event it does
 /// not reflect.
 #[derive(Default)]
@@ -205,6 +232,10 @@ pub struct Flush {
     pub history: Vec<(Slugid, Offset, Vec<u8>)>,
     /// Groups in which a task resolved, and when.
     pub settling: Vec<(Timestamp, Slugid)>,
+    /// Documents as they are now (`None`: removed).
+    pub documents: Vec<(DocumentName, Option<Arc<Document>>)>,
+    /// Namespaces of the index (parent, name) and when they expire (`None`: swept).
+    pub namespaces: Vec<((String, String), Option<Timestamp>)>,
 }
 
 impl Flush {
@@ -216,6 +247,8 @@ impl Flush {
             && self.expired.is_empty()
             && self.history.is_empty()
             && self.settling.is_empty()
+            && self.documents.is_empty()
+            && self.namespaces.is_empty()
     }
 }
 
@@ -245,6 +278,8 @@ pub struct PartitionStore {
     expiry: Keyspace,
     history: Keyspace,
     settling: Keyspace,
+    documents: Keyspace,
+    namespaces: Keyspace,
     meta: Keyspace,
 }
 
@@ -334,6 +369,8 @@ impl PartitionStore {
             expiry: keyspace("expiry")?,
             history: keyspace("history")?,
             settling: keyspace("settling")?,
+            documents: keyspace("documents")?,
+            namespaces: keyspace("namespaces")?,
             meta: keyspace("meta")?,
             database,
         })
@@ -503,6 +540,76 @@ impl PartitionStore {
         Ok(records)
     }
 
+    pub fn document(&self, kind: DocumentKind, name: &str) -> Result<Option<Document>, Error> {
+        self.documents
+            .get(store_key(kind, name))?
+            .map(|bytes| codec::decode(&bytes).map_err(Error::from))
+            .transpose()
+    }
+
+    /// Up to `limit` documents whose store keys start with `prefix`, after the key `after`,
+    /// in key order.
+    pub fn documents(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Document)>, Error> {
+        let start = match after {
+            Some(after) => Bound::Excluded(after.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let mut found = Vec::new();
+        for guard in self
+            .documents
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+        {
+            let (key, value) = guard.into_inner()?;
+            if !key.starts_with(prefix) || found.len() == limit {
+                break;
+            }
+            found.push((key.to_vec(), codec::decode(&value)?));
+        }
+        Ok(found)
+    }
+
+    /// When the namespace `name` under `parent` expires, if the index has it.
+    pub fn namespace(&self, parent: &str, name: &str) -> Result<Option<Timestamp>, Error> {
+        self.namespaces
+            .get(namespace_key(parent, name))?
+            .map(|bytes| expires_value(&bytes))
+            .transpose()
+    }
+
+    /// Up to `limit` namespaces under `parent` after the one named `after`, in name order,
+    /// with when each expires.
+    pub fn namespaces(
+        &self,
+        parent: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Timestamp)>, Error> {
+        let prefix = namespace_key(parent, "");
+        let start = match after {
+            Some(after) => Bound::Excluded(namespace_key(parent, after)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut found = Vec::new();
+        for guard in self
+            .namespaces
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+        {
+            let (key, value) = guard.into_inner()?;
+            if !key.starts_with(&prefix) || found.len() == limit {
+                break;
+            }
+            let (_, name) = from_namespace_key(&key)
+                .ok_or_else(|| Error::Damaged("a bad namespace key".into()))?;
+            found.push((name, expires_value(&value)?));
+        }
+        Ok(found)
+    }
+
     /// The groups in which a task resolved at `since` or later.
     pub fn settling(&self, since: Timestamp) -> Result<Vec<(Timestamp, Slugid)>, Error> {
         let mut found = Vec::new();
@@ -603,6 +710,22 @@ impl PartitionStore {
                 batch.remove(&self.settling, guard.key()?);
             }
         }
+        for ((kind, name), document) in &flush.documents {
+            let key = store_key(*kind, name);
+            match document {
+                Some(document) => batch.insert(&self.documents, key, codec::encode(&**document)?),
+                None => batch.remove(&self.documents, key),
+            }
+        }
+        for ((parent, name), expires) in &flush.namespaces {
+            let key = namespace_key(parent, name);
+            match expires {
+                Some(expires) => {
+                    batch.insert(&self.namespaces, key, expires.millis().to_be_bytes())
+                }
+                None => batch.remove(&self.namespaces, key),
+            }
+        }
         batch.insert(&self.meta, OFFSET, flush.offset.to_be_bytes());
         batch.commit()?;
         Ok(())
@@ -666,6 +789,8 @@ impl PartitionStore {
             &self.expiry,
             &self.history,
             &self.settling,
+            &self.documents,
+            &self.namespaces,
             &self.meta,
         ] {
             keyspace.rotate_memtable_and_wait()?;
@@ -726,6 +851,29 @@ fn pair(first: Slugid, second: Slugid) -> Vec<u8> {
     key
 }
 
+/// The key of a namespace of the index: its parent, a zero byte, its name (neither holds a
+/// zero byte: index paths are checked).
+pub fn namespace_key(parent: &str, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parent.len() + 1 + name.len());
+    key.extend_from_slice(parent.as_bytes());
+    key.push(0);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn from_namespace_key(key: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let (parent, name) = text.split_once('\0')?;
+    Some((parent.to_owned(), name.to_owned()))
+}
+
+fn expires_value(bytes: &[u8]) -> Result<Timestamp, Error> {
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| Error::Damaged("a bad namespace expiry".into()))?;
+    Ok(Timestamp::from_millis(i64::from_be_bytes(bytes)))
+}
+
 fn history_key(task_id: Slugid, offset: Offset) -> Vec<u8> {
     let mut key = Vec::with_capacity(24);
     key.extend_from_slice(task_id.as_bytes());
@@ -765,5 +913,17 @@ mod tests {
         assert!(early.key() < late.key());
         assert_eq!(Expiry::from_key(&early.key()), Some(early));
         assert_eq!(Expiry::from_key(&late.key()), Some(late));
+        for what in [
+            Expiring::Document(DocumentKind::Secret, "a/b".into()),
+            Expiring::Document(DocumentKind::IndexedTask, "a.b.c".into()),
+            Expiring::Namespace("a.b".into(), "c".into()),
+            Expiring::Namespace(String::new(), "a".into()),
+        ] {
+            let expiry = Expiry {
+                at: Timestamp::from_millis(7),
+                what,
+            };
+            assert_eq!(Expiry::from_key(&expiry.key()), Some(expiry));
+        }
     }
 }

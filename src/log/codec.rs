@@ -80,6 +80,7 @@ impl Versioned for TaskDefinition {}
 impl Versioned for HistoryRecord {}
 impl Versioned for TaskGroup {}
 impl Versioned for Worker {}
+impl Versioned for crate::model::Document {}
 
 /// Encodes `value` at the end of `buffer`.
 pub fn encode_into<T: Versioned>(value: &T, buffer: &mut Vec<u8>) -> Result<(), Error> {

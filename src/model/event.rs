@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::document::{Document, DocumentKind};
 use super::{
     Artifact, Priority, QuarantineChange, ReasonCreated, ReasonResolved, SessionEnd, Slugid,
     TaskDefinition, Timestamp,
@@ -108,4 +109,9 @@ pub enum Event {
     TaskExpired,
     /// The group (keyed by its id) passed its `expires`, after all of its tasks: forgotten.
     TaskGroupExpired,
+    /// A document of a service beside the queue (a secret, an index entry) was put, replacing
+    /// any of the same kind and name; keyed by [`partition_key`](super::document::partition_key).
+    DocumentPut { name: String, document: Document },
+    /// The document was removed, or expired.
+    DocumentRemoved { kind: DocumentKind, name: String },
 }

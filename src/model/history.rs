@@ -201,7 +201,9 @@ impl HistoryRecord {
             | Event::TaskGroupPriorityChanged { .. }
             | Event::TaskGroupExpired
             | Event::WorkerQuarantined { .. }
-            | Event::WorkerDeclared { .. } => return None,
+            | Event::WorkerDeclared { .. }
+            | Event::DocumentPut { .. }
+            | Event::DocumentRemoved { .. } => return None,
         };
         let task_id: Slugid = envelope.key.parse().ok()?;
         let record = HistoryRecord {

@@ -10,6 +10,7 @@
 
 pub mod artifact;
 pub mod binding;
+pub mod document;
 pub mod entities;
 pub mod error;
 pub mod event;
@@ -26,6 +27,7 @@ pub mod time;
 pub mod worker;
 
 pub use artifact::{Artifact, Storage};
+pub use document::{Document, DocumentCommand, DocumentKind};
 pub use entities::Entities;
 pub use error::{ApiError, ErrorCode};
 pub use event::{Envelope, Event};

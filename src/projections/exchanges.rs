@@ -379,6 +379,8 @@ pub fn derive(
         | Event::TaskGroupPriorityChanged { .. }
         | Event::TaskExpired
         | Event::TaskGroupExpired
+        | Event::DocumentPut { .. }
+        | Event::DocumentRemoved { .. }
         | Event::WorkerQuarantined { .. }
         | Event::WorkerDeclared { .. }
         | Event::SessionOpened { .. }

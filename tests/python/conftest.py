@@ -103,11 +103,17 @@ class Server:
         self.log.close()
 
     def queue(self, credentials=None, **options):
-        """The official client; `credentials=None` means the root client, `{}` anonymous."""
+        """The official Queue client; `credentials=None` means the root client, `{}`
+        anonymous."""
+        return self.client("Queue", credentials, **options)
+
+    def client(self, service, credentials=None, **options):
+        """The official client of `service` (`Queue`, `Secrets`, `Index`, ...), as `queue`."""
         if credentials is None:
             credentials = {"clientId": ROOT_CLIENT, "accessToken": ROOT_TOKEN}
-        return taskcluster.Queue({"rootUrl": self.root_url, "credentials": credentials,
-                                  "maxRetries": 0, **options})
+        return getattr(taskcluster, service)({"rootUrl": self.root_url,
+                                              "credentials": credentials,
+                                              "maxRetries": 0, **options})
 
 
 def make_server(tmp_path_factory, extra_config=""):

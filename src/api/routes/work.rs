@@ -257,6 +257,11 @@ pub async fn report_completed(
                 .engine
                 .execute(task_id, command, call.client_id())
                 .await?;
+            // The index entries are durable before the worker hears the task is done; a
+            // repeated report (after a failure here) puts them again.
+            if task.runs.last().map(|run| run.state) == Some(crate::model::RunState::Completed) {
+                state.engine.index_completed(&task).await?;
+            }
             Ok(status_reply(&task))
         })
         .await

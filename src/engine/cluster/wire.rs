@@ -13,7 +13,10 @@ use crate::engine::workers::{
 use crate::log::Offset;
 use crate::model::group::GroupCommand;
 use crate::model::task::{Command, ResolvedDependency};
-use crate::model::{ApiError, Slugid, Task, TaskGroup, Timestamp, Worker, WorkerCommand};
+use crate::model::{
+    ApiError, Document, DocumentCommand, DocumentKind, Slugid, Task, TaskGroup, Timestamp, Worker,
+    WorkerCommand,
+};
 
 /// The route nodes call each other on, outside the API; only a caller with the cluster's
 /// secret is answered.
@@ -106,6 +109,30 @@ pub enum Call {
     /// Tasks of the caller's partitions reached final resolutions: their dependents here may
     /// be satisfied.
     Resolved(Vec<ResolvedDependency>),
+    /// A command on a document (a secret, an index entry).
+    Document {
+        kind: DocumentKind,
+        name: String,
+        command: DocumentCommand,
+        client_id: Option<String>,
+    },
+    GetDocument {
+        kind: DocumentKind,
+        name: String,
+    },
+    /// The node's part of a list of documents: store keys starting with `prefix`, after
+    /// `after`.
+    ListDocuments {
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    },
+    /// The node's part of a list of the index's namespaces under `parent`.
+    ListNamespaces {
+        parent: String,
+        after: Option<String>,
+        limit: usize,
+    },
 }
 
 impl Call {
@@ -117,6 +144,9 @@ impl Call {
             | Call::History { task_id, .. } => Some(task_id.to_string()),
             Call::ExecuteGroup { task_group_id, .. } | Call::TaskGroup { task_group_id } => {
                 Some(task_group_id.to_string())
+            }
+            Call::Document { kind, name, .. } | Call::GetDocument { kind, name } => {
+                Some(crate::model::document::partition_key(*kind, name))
             }
             Call::RecordWorker { name, .. } => Some(crate::model::worker_key(
                 &name.task_queue_id,
@@ -136,6 +166,8 @@ impl Call {
             | Call::ListProvisioners(_)
             | Call::LookupTaskQueue { .. }
             | Call::GroupUnresolved { .. }
+            | Call::ListDocuments { .. }
+            | Call::ListNamespaces { .. }
             | Call::Resolved(_) => None,
         }
     }
@@ -161,6 +193,11 @@ pub enum Answer {
     /// Claimed runs: each task with the id of the run claimed.
     Claimed(Vec<(Task, u32)>),
     Done,
+    Document(Option<Document>),
+    /// Documents by name.
+    Documents(Vec<(String, Document)>),
+    /// Namespaces of the index, each with when it expires.
+    Namespaces(Vec<(String, Timestamp)>),
 }
 
 /// A node's reply to a call.

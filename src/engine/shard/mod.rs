@@ -3,6 +3,7 @@
 //! what it applies into its partition store.
 //!
 //! - `commit`: a command's path: fault in, decide, apply, append, reply once durable.
+//! - `documents`: the same for the documents of the services beside the queue.
 //! - `state`: the partition store, and in memory only live work and unflushed changes.
 //! - `replay`: a start opens the store and replays the log after the store's offset.
 //! - `timers`: deadlines and claim expiries of live tasks; the shard sleeps until the next.
@@ -13,6 +14,7 @@
 //! Here: the actor, announcing state to the other actors, and the messages it answers.
 
 mod commit;
+mod documents;
 mod replay;
 mod state;
 mod timers;
@@ -44,13 +46,14 @@ use crate::metrics::{METRICS, Metrics};
 use crate::model::group::{self, GroupCommand};
 use crate::model::task::{self, Command, ResolvedDependency};
 use crate::model::worker::{self, WorkerCommand};
-use crate::model::{ApiError, ErrorCode};
+use crate::model::{ApiError, DocumentCommand, ErrorCode};
 use crate::model::{
     Envelope, Event, RunState, Slugid, Storage, Task, TaskGroup, Timestamp, Worker, worker_key,
 };
 use crate::projections::bus::Bus;
 use crate::projections::exchanges::{self, Message};
 use crate::projections::kafka::{Checkpoint, ExchangeTopics};
+pub use documents::{ExecuteDocument, GetDocument, ListDocuments, ListNamespaces};
 use state::{PartitionState, is_resolved};
 use timers::{Timer, Timers};
 

@@ -1,7 +1,8 @@
 //! A shard's state: the partition store, and in memory only what live work needs.
 //!
 //! Memory holds every unresolved task (the hot path: claims, timers, dependencies), the workers,
-//! and whatever changed since the last flush until that flush is written. Resolved tasks, groups
+//! and whatever changed since the last flush until that flush is written (documents and the
+//! index's namespaces included). Resolved tasks, groups
 //! and everything else are read from the store on demand: a command faults its task in, a read
 //! takes a copy from the store without keeping it. After each flush, resolved tasks and groups
 //! that did not change since are evicted, so memory is bounded by live work plus one flush's
@@ -12,8 +13,10 @@ use std::sync::Arc;
 
 use crate::engine::store::{self, Expiring, Expiry, Flush, PartitionStore, Relation, TaskChange};
 use crate::log::{Offset, codec};
+use crate::model::document::{self, store_key};
 use crate::model::{
-    Entities, Envelope, Event, HistoryRecord, Slugid, Storage, Task, TaskGroup, Timestamp,
+    Document, DocumentKind, Entities, Envelope, Event, HistoryRecord, Slugid, Storage, Task,
+    TaskGroup, Timestamp,
 };
 
 /// A flush generation: every change is stamped with the generation of the flush that will
@@ -49,6 +52,10 @@ pub struct PartitionState {
     /// The flush taken and not yet written, whose history records are read from it.
     flushing: Option<Arc<Flush>>,
     settling: Vec<(Timestamp, Slugid)>,
+    /// Documents changed and not yet in a completed flush (`None`: removed), by store key.
+    documents: BTreeMap<Vec<u8>, (Generation, Option<Arc<Document>>)>,
+    /// Namespaces of the index raised or swept and not yet in a completed flush.
+    namespaces: BTreeMap<(String, String), (Generation, Option<Timestamp>)>,
     /// The generation changes are stamped with now.
     generation: Generation,
     partition: u32,
@@ -92,6 +99,8 @@ impl PartitionState {
             history: BTreeMap::new(),
             flushing: None,
             settling: Vec::new(),
+            documents: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
             generation: 1,
             partition,
         })
@@ -163,6 +172,10 @@ impl PartitionState {
 
     /// Applies one event at `offset` and records what the next flush must write for it.
     pub fn apply(&mut self, offset: Offset, envelope: &Envelope) {
+        if let Event::DocumentPut { .. } | Event::DocumentRemoved { .. } = &envelope.event {
+            self.apply_document(&envelope.event);
+            return;
+        }
         let was_resolved = envelope
             .key
             .parse::<Slugid>()
@@ -263,6 +276,169 @@ impl PartitionState {
         }
     }
 
+    /// The document, from memory or the store.
+    pub fn read_document(
+        &self,
+        kind: DocumentKind,
+        name: &str,
+    ) -> Result<Option<Document>, store::Error> {
+        match self.documents.get(&store_key(kind, name)) {
+            Some((_, document)) => Ok(document.as_deref().cloned()),
+            None => self.store.document(kind, name),
+        }
+    }
+
+    /// Up to `limit` documents whose store keys start with `prefix` (a kind's number and
+    /// what follows), after the key `after`, in key order: the store's and those not yet
+    /// flushed, without removed ones.
+    pub fn documents(
+        &self,
+        prefix: &[u8],
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<(String, Document)>, store::Error> {
+        use std::ops::Bound;
+        let mut found = Vec::new();
+        let mut after = after;
+        loop {
+            let stored = self.store.documents(prefix, after.as_deref(), limit)?;
+            let exhausted = stored.len() < limit;
+            let low = after
+                .clone()
+                .map_or(Bound::Included(prefix.to_vec()), Bound::Excluded);
+            let high = match stored.last() {
+                Some((last, _)) if !exhausted => Bound::Included(last.clone()),
+                _ => Bound::Unbounded,
+            };
+            let mut page: BTreeMap<Vec<u8>, Option<Document>> = stored
+                .into_iter()
+                .map(|(key, document)| (key, Some(document)))
+                .collect();
+            for (key, (_, document)) in self.documents.range((low, high)) {
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                page.insert(key.clone(), document.as_deref().cloned());
+            }
+            let last = page.keys().next_back().cloned();
+            for (key, document) in page {
+                if let (Some(document), Some((_, name))) =
+                    (document, document::from_store_key(&key))
+                {
+                    found.push((name, document));
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            match last {
+                Some(last) if !exhausted => after = Some(last),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    /// When the index's namespace `name` under `parent` expires, if it has it.
+    pub fn read_namespace(
+        &self,
+        parent: &str,
+        name: &str,
+    ) -> Result<Option<Timestamp>, store::Error> {
+        match self.namespaces.get(&(parent.to_owned(), name.to_owned())) {
+            Some((_, expires)) => Ok(*expires),
+            None => self.store.namespace(parent, name),
+        }
+    }
+
+    /// Up to `limit` namespaces under `parent` after `after`, in name order, with when each
+    /// expires.
+    pub fn namespaces(
+        &self,
+        parent: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Timestamp)>, store::Error> {
+        let mut page: BTreeMap<String, Option<Timestamp>> = self
+            .store
+            .namespaces(parent, after, limit)?
+            .into_iter()
+            .map(|(name, expires)| (name, Some(expires)))
+            .collect();
+        let full = page.len() == limit;
+        let last = page.keys().next_back().cloned();
+        for ((of, name), (_, expires)) in &self.namespaces {
+            let in_page = of == parent
+                && after.is_none_or(|after| name.as_str() > after)
+                && (!full || last.as_ref().is_some_and(|last| name <= last));
+            if in_page {
+                page.insert(name.clone(), *expires);
+            }
+        }
+        Ok(page
+            .into_iter()
+            .filter_map(|(name, expires)| Some((name, expires?)))
+            .take(limit)
+            .collect())
+    }
+
+    /// Removes the namespace if it has expired by `now` (a namespace is derived from the
+    /// entries put under it, so its removal is no event).
+    pub fn sweep_namespace(&mut self, parent: &str, name: &str, now: Timestamp) {
+        if let Ok(Some(expires)) = self.read_namespace(parent, name)
+            && expires <= now
+        {
+            self.namespaces.insert(
+                (parent.to_owned(), name.to_owned()),
+                (self.generation, None),
+            );
+        }
+    }
+
+    /// Folds a document's event.
+    fn apply_document(&mut self, event: &Event) {
+        let generation = self.generation;
+        match event {
+            Event::DocumentPut { name, document } => {
+                let kind = document.kind();
+                self.expiries.push(Expiry {
+                    at: document.removed_at(),
+                    what: Expiring::Document(kind, name.clone()),
+                });
+                if let Document::IndexedTask(entry) = document {
+                    self.raise_namespaces(name, document::namespace_expiry(entry.expires));
+                }
+                let document = Some(Arc::new(document.clone()));
+                self.documents
+                    .insert(store_key(kind, name), (generation, document));
+            }
+            Event::DocumentRemoved { kind, name } => {
+                self.documents
+                    .insert(store_key(*kind, name), (generation, None));
+            }
+            _ => {}
+        }
+    }
+
+    /// Makes every namespace above `path` live until `expires` at least.
+    fn raise_namespaces(&mut self, path: &str, expires: Timestamp) {
+        for (parent, name) in document::namespaces_above(path) {
+            let current = self.read_namespace(parent, name).unwrap_or_else(|error| {
+                tracing::error!(%error, "a namespace does not read; it is written again");
+                None
+            });
+            if current.is_none_or(|current| current < expires) {
+                self.namespaces.insert(
+                    (parent.to_owned(), name.to_owned()),
+                    (self.generation, Some(expires)),
+                );
+                self.expiries.push(Expiry {
+                    at: expires,
+                    what: Expiring::Namespace(parent.to_owned(), name.to_owned()),
+                });
+            }
+        }
+    }
+
     /// An expiry entry was handled: the next flush removes it.
     pub fn expiry_handled(&mut self, expiry: Expiry) {
         self.expired.push(expiry);
@@ -277,6 +453,14 @@ impl PartitionState {
             || !self.changed_workers.is_empty()
             || !self.expired.is_empty()
             || !self.history.is_empty()
+            || self
+                .documents
+                .values()
+                .any(|(generation, _)| *generation == self.generation)
+            || self
+                .namespaces
+                .values()
+                .any(|(generation, _)| *generation == self.generation)
     }
 
     /// Takes every change since the last flush taken, as a flush standing for the log before
@@ -326,6 +510,18 @@ impl PartitionState {
             *entry = (*entry).max(at);
         }
         flush.settling = latest.into_iter().map(|(group, at)| (at, group)).collect();
+        for (key, (changed, document)) in &self.documents {
+            if *changed == generation
+                && let Some(name) = document::from_store_key(key)
+            {
+                flush.documents.push((name, document.clone()));
+            }
+        }
+        for (name, (changed, expires)) in &self.namespaces {
+            if *changed == generation {
+                flush.namespaces.push((name.clone(), *expires));
+            }
+        }
         let flush = Arc::new(flush);
         self.flushing = Some(flush.clone());
         Taken {
@@ -374,6 +570,10 @@ impl PartitionState {
                 self.fresh_dependents.retain(|(_, task)| task != task_id);
             }
         }
+        self.documents
+            .retain(|_, (changed, _)| *changed != generation);
+        self.namespaces
+            .retain(|_, (changed, _)| *changed != generation);
         self.flushing = None;
         let written = taken.flush.offset;
         self.redefined_at.retain(|_, at| *at >= written);

@@ -229,6 +229,13 @@ impl TaskShard {
                     context.spawn(reply.map(|_| ()).into_actor(self));
                 }
                 Expiring::Group(task_group_id) => self.expire_group(*task_group_id, now),
+                Expiring::Document(kind, name) => {
+                    let reply = self.run_document(*kind, name, DocumentCommand::Expire, None);
+                    context.spawn(reply.map(|_| ()).into_actor(self));
+                }
+                Expiring::Namespace(parent, name) => {
+                    self.state.sweep_namespace(parent, name, now);
+                }
                 Expiring::Blob(task_id, run_id, name) => {
                     let expired =
                         self.state

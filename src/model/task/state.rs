@@ -208,6 +208,8 @@ impl Task {
             | Event::TaskGroupPriorityChanged { .. }
             | Event::TaskExpired
             | Event::TaskGroupExpired
+            | Event::DocumentPut { .. }
+            | Event::DocumentRemoved { .. }
             | Event::WorkerQuarantined { .. }
             | Event::WorkerDeclared { .. } => {}
             Event::ExceptionRunAdded { run_id, reason } => {
