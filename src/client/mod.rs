@@ -437,7 +437,8 @@ impl QueueClient {
         name: &str,
         request: &Value,
     ) -> Result<Value, Error> {
-        let name = percent_encoding::utf8_percent_encode(name, NAME_ENCODING);
+        let name =
+            percent_encoding::utf8_percent_encode(name, crate::model::artifact::NAME_ENCODING);
         self.call(
             Method::POST,
             &format!("/task/{task_id}/runs/{run_id}/artifacts/{name}"),
@@ -456,11 +457,3 @@ impl QueueClient {
             .await
     }
 }
-
-/// Artifact names go into the path with their slashes kept, as Taskcluster's clients send them.
-const NAME_ENCODING: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'/')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');

@@ -9,6 +9,15 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ErrorCode, Timestamp};
 
+/// Artifact names go into a URL's path with their slashes kept, as Taskcluster's clients send
+/// them.
+pub const NAME_ENCODING: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Longest `contentType` (`post-artifact-request.yml`).
 const MAX_CONTENT_TYPE_CHARS: usize = 255;
 /// Longest message of an `error` artifact.

@@ -18,6 +18,7 @@ use crate::api::response;
 use crate::api::routes::{get, template};
 use crate::api::server::State;
 use crate::auth::{ScopeExpression, bewit};
+use crate::model::artifact;
 use crate::model::document::{self, IndexedTask};
 use crate::model::{
     ApiError, Document, DocumentCommand, DocumentKind, ErrorCode, Json, Slugid, Timestamp,
@@ -54,10 +55,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete_task)),
         )
         .service(resource("/tasks/indexes").route(web::post().to(find_tasks_at_index)))
+        // An empty namespace (the top of the index) comes with or without its slash.
         .service(
-            resource("/namespaces")
+            web::resource(["/namespaces", "/namespaces/"])
                 .route(get().to(list_namespaces))
-                .route(web::post().to(list_namespaces_post)),
+                .route(web::post().to(list_namespaces_post))
+                .default_service(web::to(response::not_found)),
         )
         .service(
             resource("/namespaces/{namespace}")
@@ -65,9 +68,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::post().to(list_namespaces_post)),
         )
         .service(
-            resource("/tasks")
+            web::resource(["/tasks", "/tasks/"])
                 .route(get().to(list_tasks))
-                .route(web::post().to(list_tasks_post)),
+                .route(web::post().to(list_tasks_post))
+                .default_service(web::to(response::not_found)),
         )
         .service(
             resource("/tasks/{namespace}")
@@ -442,14 +446,7 @@ fn latest_artifact_url(
     now: Timestamp,
 ) -> Result<String, ApiError> {
     let root = state.root_url.trim_end_matches('/');
-    let encoded: String = name
-        .split('/')
-        .map(|segment| {
-            percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("/");
+    let encoded = percent_encoding::utf8_percent_encode(name, artifact::NAME_ENCODING);
     let url = format!("{root}/api/queue/v1/task/{task_id}/artifacts/{encoded}");
     let public = state
         .access
