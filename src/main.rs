@@ -514,9 +514,26 @@ async fn start_queue(
     )
     .await
     .context("starting the engine (replaying the log, joining the cluster)")?;
+    access
+        .load(&engine)
+        .await
+        .context("loading the clients and roles made through the Auth API")?;
     Ok(server::State::new(
         engine, access, settings, data_dir, blob_store, root_url,
     ))
+}
+
+/// `[auth] token_key` when it is not configured: the cluster's, or the data directory's own.
+fn fill_token_key(settings: &mut Settings, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    if settings.auth.token_key.is_empty() {
+        settings.auth.token_key = if settings.cluster.enabled() {
+            settings.cluster.token_key()
+        } else {
+            access::data_dir_token_key(data_dir)
+                .with_context(|| format!("keeping the token key in {}", data_dir.display()))?
+        };
+    }
+    Ok(())
 }
 
 fn serve_queue(serve: Serve) -> anyhow::Result<ExitCode> {
@@ -537,6 +554,7 @@ fn serve_queue(serve: Serve) -> anyhow::Result<ExitCode> {
     if settings.cluster.enabled() && settings.auth.queue_access_token.is_empty() {
         settings.auth.queue_access_token = settings.cluster.queue_access_token();
     }
+    fill_token_key(&mut settings, &serve.data_dir)?;
     let root_access_token = std::env::var(access::ROOT_ACCESS_TOKEN_VARIABLE).ok();
     let access = access::Access::from_settings(&settings.auth, root_access_token.as_deref())?;
     let options = server::Options {
@@ -562,6 +580,7 @@ fn run_up(up: Up) -> anyhow::Result<ExitCode> {
     if settings.auth.queue_access_token.is_empty() {
         settings.auth.queue_access_token = farm.queue_access_token.clone();
     }
+    fill_token_key(&mut settings, &up.data_dir)?;
     let access = access::Access::from_settings(&settings.auth, Some(&farm.root_access_token))?;
     let options = server::Options {
         root_url: root_url.clone(),

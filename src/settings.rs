@@ -159,6 +159,9 @@ pub struct ApiSettings {
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub queue_access_token: String,
+    /// The key the access tokens of API-made clients are derived with (see the default
+    /// configuration's notes); filled in at start when empty.
+    pub token_key: String,
     /// `[[auth.clients]]`: static clients (`client_id`, `access_token`, `scopes`, optional
     /// `expires`, `disabled`).
     pub clients: Vec<Client>,

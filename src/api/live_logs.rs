@@ -254,7 +254,7 @@ fn io_error(error: std::io::Error) -> ApiError {
 pub async fn push(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("pushLiveLog", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &CREATE_ARTIFACT)?;
+            call.authorize_url(&state.access.clients(), &CREATE_ARTIFACT)?;
             let (task_id, run_id) = run_of(call)?;
             let offset: u64 = call
                 .query("offset")
@@ -357,7 +357,7 @@ pub async fn follow(state: Data<State>, request: HttpRequest) -> HttpResponse {
                 ))
             })?;
             if !super::blobs::is_public(&name) {
-                call.authorize(&state.access.clients, &GET_ARTIFACT, &[("name", &name)])?;
+                call.authorize(&state.access.clients(), &GET_ARTIFACT, &[("name", &name)])?;
             }
             let file = match tokio::fs::File::open(&path).await {
                 Ok(file) => file,

@@ -251,6 +251,13 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
                 .configure(routes::configure),
         )
         .service(
+            web::scope("/api/auth/v1")
+                .wrap(response::api_headers())
+                .route("/ping", get().to(ping))
+                .configure(monitoring)
+                .configure(super::services::auth::configure),
+        )
+        .service(
             web::scope("/api/secrets/v1")
                 .wrap(response::api_headers())
                 .route("/ping", get().to(ping))

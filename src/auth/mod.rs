@@ -155,23 +155,39 @@ pub fn authenticate(
     clients: &Clients,
     now: Timestamp,
 ) -> Result<Authenticated, ApiError> {
-    authenticate_request(request, clients, now).map_err(ApiError::from)
+    authenticate_request(request, clients, now, true)
+        .map(|(authenticated, _)| authenticated)
+        .map_err(ApiError::from)
+}
+
+/// Authenticates the signature of a request another server received, whose body it does not
+/// have (Taskcluster's `authenticateHawk`): the payload hash is not checked but returned, for
+/// that server to check.
+pub fn authenticate_signature(
+    request: &RequestToAuthenticate<'_>,
+    clients: &Clients,
+    now: Timestamp,
+) -> Result<(Authenticated, Option<String>), Error> {
+    authenticate_request(request, clients, now, false)
 }
 
 fn authenticate_request(
     request: &RequestToAuthenticate<'_>,
     clients: &Clients,
     now: Timestamp,
-) -> Result<Authenticated, Error> {
+    check_payload: bool,
+) -> Result<(Authenticated, Option<String>), Error> {
     let has_bewit = bewit::is_present(request.resource);
     match request.authorization {
         Some(_) if has_bewit => Err(Error::TwoSchemes),
-        Some(authorization) => authenticate_hawk(request, authorization, clients, now),
+        Some(authorization) => {
+            authenticate_hawk(request, authorization, clients, now, check_payload)
+        }
         None if has_bewit => match bewit::find(request.resource) {
-            Some(found) => authenticate_bewit(request, &found, clients, now),
+            Some(found) => Ok((authenticate_bewit(request, &found, clients, now)?, None)),
             None => Err(Error::Bewit("malformed bewit parameter".to_owned())),
         },
-        None => Ok(Authenticated::anonymous(clients)),
+        None => Ok((Authenticated::anonymous(clients), None)),
     }
 }
 
@@ -180,7 +196,8 @@ fn authenticate_hawk(
     authorization: &str,
     clients: &Clients,
     now: Timestamp,
-) -> Result<Authenticated, Error> {
+    check_payload: bool,
+) -> Result<(Authenticated, Option<String>), Error> {
     let header = hawk::Header::parse(authorization)?;
     let ts = header.timestamp()?;
     let access = effective_access(&header.id, header.ext.as_deref(), clients, now)?;
@@ -201,16 +218,18 @@ fn authenticate_hawk(
     }
     hawk::check_timestamp(ts, now.millis())?;
     if let Some(hash) = &header.hash
+        && check_payload
         && !hawk::payload_hash_is_valid(hash, request.content_type, request.body)
     {
         return Err(Error::PayloadHashMismatch);
     }
-    Ok(Authenticated {
+    let authenticated = Authenticated {
         client_id: Some(header.id),
         scopes: access.scopes,
         expires: access.expires,
         scheme: Scheme::Hawk,
-    })
+    };
+    Ok((authenticated, header.hash))
 }
 
 fn authenticate_bewit(

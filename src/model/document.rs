@@ -1,5 +1,5 @@
 //! Documents: what the services beside the queue keep, each a named value of one kind — a
-//! secret (Secrets), an indexed task (Index). Like tasks they are entities of the log: every
+//! secret (Secrets), an indexed task (Index), a client or a role (Auth). Like tasks they are entities of the log: every
 //! change is a [`Event::DocumentPut`] or [`Event::DocumentRemoved`], replayed, partitioned by
 //! [`partition_key`] and folded into the partition store, where they live (memory holds only
 //! those changed since the last flush). Here: their types, names and decisions.
@@ -14,15 +14,24 @@ use super::{ApiError, ErrorCode, Event, Json, Slugid, Timestamp};
 pub enum DocumentKind {
     Secret,
     IndexedTask,
+    Client,
+    Role,
 }
 
 impl DocumentKind {
-    pub const ALL: [DocumentKind; 2] = [DocumentKind::Secret, DocumentKind::IndexedTask];
+    pub const ALL: [DocumentKind; 4] = [
+        DocumentKind::Secret,
+        DocumentKind::IndexedTask,
+        DocumentKind::Client,
+        DocumentKind::Role,
+    ];
 
     pub fn number(self) -> u8 {
         match self {
             DocumentKind::Secret => 0,
             DocumentKind::IndexedTask => 1,
+            DocumentKind::Client => 2,
+            DocumentKind::Role => 3,
         }
     }
 
@@ -34,11 +43,11 @@ impl DocumentKind {
 
     /// How long an expired document is kept (answering "expired" rather than "not found")
     /// before it is removed: secrets answer `410 ResourceExpired` for a day after expiry,
-    /// index entries are swept at once.
+    /// the others are removed at once (those that are removed at all).
     pub fn kept_after_expiry_millis(self) -> i64 {
         match self {
             DocumentKind::Secret => 24 * 3_600_000,
-            DocumentKind::IndexedTask => 0,
+            DocumentKind::IndexedTask | DocumentKind::Client | DocumentKind::Role => 0,
         }
     }
 }
@@ -47,6 +56,8 @@ impl DocumentKind {
 pub enum Document {
     Secret(Secret),
     IndexedTask(IndexedTask),
+    Client(ClientRecord),
+    Role(RoleRecord),
 }
 
 impl Document {
@@ -54,20 +65,34 @@ impl Document {
         match self {
             Document::Secret(_) => DocumentKind::Secret,
             Document::IndexedTask(_) => DocumentKind::IndexedTask,
+            Document::Client(_) => DocumentKind::Client,
+            Document::Role(_) => DocumentKind::Role,
         }
     }
 
-    pub fn expires(&self) -> Timestamp {
+    /// When the document stops being valid, if it does.
+    pub fn expires(&self) -> Option<Timestamp> {
         match self {
-            Document::Secret(secret) => secret.expires,
-            Document::IndexedTask(entry) => entry.expires,
+            Document::Secret(secret) => Some(secret.expires),
+            Document::IndexedTask(entry) => Some(entry.expires),
+            Document::Client(client) => Some(client.expires),
+            Document::Role(_) => None,
         }
     }
 
-    /// When the document is removed: its expiry plus what its kind keeps after it.
-    pub fn removed_at(&self) -> Timestamp {
-        self.expires()
-            .plus_millis(self.kind().kept_after_expiry_millis())
+    /// When the document is removed, if ever: its expiry plus what its kind keeps after it.
+    /// A client is removed only if it asked to be (`deleteOnExpiration`); an expired one
+    /// that did not stays, refused.
+    pub fn removed_at(&self) -> Option<Timestamp> {
+        if let Document::Client(client) = self
+            && !client.delete_on_expiration
+        {
+            return None;
+        }
+        Some(
+            self.expires()?
+                .plus_millis(self.kind().kept_after_expiry_millis()),
+        )
     }
 }
 
@@ -89,6 +114,43 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A client of the Auth service made through the API. Its access token is not kept: the
+/// token is derived from `token_seed` with the deployment's token key (see
+/// `auth::clients::derive_access_token`), so neither the log nor the store holds a usable
+/// credential.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub description: String,
+    pub token_seed: String,
+    pub scopes: Vec<String>,
+    pub expires: Timestamp,
+    pub delete_on_expiration: bool,
+    pub disabled: bool,
+    pub created: Timestamp,
+    pub last_modified: Timestamp,
+    pub last_rotated: Timestamp,
+}
+
+impl std::fmt::Debug for ClientRecord {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ClientRecord")
+            .field("scopes", &self.scopes)
+            .field("expires", &self.expires)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A role of the Auth service made through the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    pub description: String,
+    pub scopes: Vec<String>,
+    pub created: Timestamp,
+    pub last_modified: Timestamp,
+}
+
 /// The task an index path points at.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IndexedTask {
@@ -106,6 +168,8 @@ pub fn partition_key(kind: DocumentKind, name: &str) -> String {
     match kind {
         DocumentKind::Secret => format!("secret/{name}"),
         DocumentKind::IndexedTask => format!("index/{}", split_index_path(name).0),
+        DocumentKind::Client => format!("client/{name}"),
+        DocumentKind::Role => format!("role/{name}"),
     }
 }
 
@@ -116,7 +180,9 @@ pub fn store_key(kind: DocumentKind, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + name.len() + 1);
     key.push(kind.number());
     match kind {
-        DocumentKind::Secret => key.extend_from_slice(name.as_bytes()),
+        DocumentKind::Secret | DocumentKind::Client | DocumentKind::Role => {
+            key.extend_from_slice(name.as_bytes())
+        }
         DocumentKind::IndexedTask => {
             let (namespace, last) = split_index_path(name);
             key.extend_from_slice(namespace.as_bytes());
@@ -132,7 +198,7 @@ pub fn from_store_key(key: &[u8]) -> Option<(DocumentKind, String)> {
     let kind = DocumentKind::from_number(*key.first()?)?;
     let rest = std::str::from_utf8(key.get(1..)?).ok()?;
     let name = match kind {
-        DocumentKind::Secret => rest.to_owned(),
+        DocumentKind::Secret | DocumentKind::Client | DocumentKind::Role => rest.to_owned(),
         DocumentKind::IndexedTask => {
             let (namespace, last) = rest.split_once('\0')?;
             join_index_path(namespace, last)
@@ -268,6 +334,8 @@ pub enum DocumentCommand {
     /// Put the document, replacing what is there — except that an indexed task of a higher
     /// rank stays (an equal rank is replaced: the latest insert wins).
     Put(Document),
+    /// Put the document where there is none (`409 RequestConflict` otherwise).
+    Create(Document),
     /// Remove it, if it is there.
     Remove,
     /// Remove it if it has been expired for as long as its kind keeps it.
@@ -287,7 +355,13 @@ pub fn decide(
         name: name.to_owned(),
     };
     Ok(match command {
-        DocumentCommand::Put(document) => {
+        DocumentCommand::Create(_) if current.is_some() => {
+            return Err(ApiError::new(
+                ErrorCode::RequestConflict,
+                format!("`{name}` already exists"),
+            ));
+        }
+        DocumentCommand::Create(document) | DocumentCommand::Put(document) => {
             if document.kind() != kind {
                 return Err(ApiError::new(
                     ErrorCode::InternalServerError,
@@ -307,7 +381,7 @@ pub fn decide(
         }
         DocumentCommand::Remove => current.map(|_| removed()).into_iter().collect(),
         DocumentCommand::Expire => current
-            .filter(|document| document.removed_at() <= now)
+            .filter(|document| document.removed_at().is_some_and(|at| at <= now))
             .map(|_| removed())
             .into_iter()
             .collect(),

@@ -48,7 +48,7 @@ fn name_param(call: &Call) -> Result<String, ApiError> {
 pub async fn create_artifact(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("createArtifact", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &CREATE_ARTIFACT)?;
+            call.authorize_url(&state.access.clients(), &CREATE_ARTIFACT)?;
             let task_id = call.slugid_param("taskId")?;
             let run_id = call.run_id_param()?;
             let name = name_param(call)?;
@@ -95,7 +95,7 @@ pub async fn create_artifact(state: Data<State>, request: HttpRequest, body: Bod
 pub async fn finish_artifact(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("finishArtifact", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &CREATE_ARTIFACT)?;
+            call.authorize_url(&state.access.clients(), &CREATE_ARTIFACT)?;
             let task_id = call.slugid_param("taskId")?;
             let run_id = call.run_id_param()?;
             let name = name_param(call)?;
@@ -159,7 +159,7 @@ async fn resolve(
     run_id: Option<u32>,
 ) -> Result<Resolved, ApiError> {
     let mut name = call.param("name").to_owned();
-    call.authorize(&state.access.clients, &GET_ARTIFACT, &[("name", &name)])?;
+    call.authorize(&state.access.clients(), &GET_ARTIFACT, &[("name", &name)])?;
     let task_id = call.slugid_param("taskId")?;
     name_param(call)?;
     let task = load_task(state, task_id).await?;
@@ -185,7 +185,7 @@ async fn resolve(
                 artifact: artifact.clone(),
             });
         };
-        call.authorize(&state.access.clients, &GET_ARTIFACT, &[("name", target)])?;
+        call.authorize(&state.access.clients(), &GET_ARTIFACT, &[("name", target)])?;
         if visited.contains(target) {
             return Err(ApiError::input("Artifact leads to a link cycle"));
         }
@@ -338,7 +338,7 @@ async fn list(state: &State, call: &Call, run_id: Option<u32>) -> Result<HttpRes
 pub async fn list_artifacts(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("listArtifacts", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_ARTIFACTS)?;
+            call.authorize_url(&state.access.clients(), &LIST_ARTIFACTS)?;
             let run_id = call.run_id_param()?;
             list(&state, call, Some(run_id)).await
         })
@@ -353,7 +353,7 @@ pub async fn list_latest_artifacts(
 ) -> HttpResponse {
     Call::new("listLatestArtifacts", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_LATEST_ARTIFACTS)?;
+            call.authorize_url(&state.access.clients(), &LIST_LATEST_ARTIFACTS)?;
             list(&state, call, None).await
         })
         .await
@@ -374,7 +374,7 @@ async fn info(state: &State, call: &Call, run_id: Option<u32>) -> Result<HttpRes
 pub async fn artifact_info(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("artifactInfo", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_ARTIFACTS)?;
+            call.authorize_url(&state.access.clients(), &LIST_ARTIFACTS)?;
             let run_id = call.run_id_param()?;
             info(&state, call, Some(run_id)).await
         })
@@ -389,7 +389,7 @@ pub async fn latest_artifact_info(
 ) -> HttpResponse {
     Call::new("latestArtifactInfo", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_LATEST_ARTIFACTS)?;
+            call.authorize_url(&state.access.clients(), &LIST_LATEST_ARTIFACTS)?;
             info(&state, call, None).await
         })
         .await

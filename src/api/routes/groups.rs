@@ -50,7 +50,7 @@ async fn load(state: &State, call: &Call) -> Result<TaskGroup, ApiError> {
 pub async fn list_task_group(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("listTaskGroup", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_TASK_GROUP)?;
+            call.authorize_url(&state.access.clients(), &LIST_TASK_GROUP)?;
             let page = call.page(MAX_LIMIT)?;
             let group = load(&state, call).await?;
             let listing = Listing::Members(group.task_group_id);
@@ -73,7 +73,7 @@ pub async fn list_task_group(state: Data<State>, request: HttpRequest, body: Bod
 pub async fn get_task_group(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("getTaskGroup", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_TASK_GROUP)?;
+            call.authorize_url(&state.access.clients(), &LIST_TASK_GROUP)?;
             let group = load(&state, call).await?;
             Ok(response::json(StatusCode::OK, &group.to_json()))
         })
@@ -90,7 +90,7 @@ async fn authorized_group(
     let group = load(state, call).await?;
     let task_group_id = group.task_group_id.to_string();
     call.authorize(
-        &state.access.clients,
+        &state.access.clients(),
         scopes,
         &[
             ("taskGroupId", &task_group_id),

@@ -23,7 +23,7 @@ const QUESTION: &str = "Are you sure this task has already been submitted?";
 pub async fn task_history(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("taskHistory", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &GET_TASK)?;
+            call.authorize_url(&state.access.clients(), &GET_TASK)?;
             let page = call.page(MAX_LIMIT)?;
             let after = page.after_offset()?;
             let task = load(&state, call, QUESTION).await?;

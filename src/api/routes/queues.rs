@@ -75,7 +75,7 @@ pub async fn task_queue_counts(
 ) -> HttpResponse {
     Call::new("taskQueueCounts", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &COUNTS)?;
+            call.authorize_url(&state.access.clients(), &COUNTS)?;
             let task_queue_id = call.task_queue_id_param()?;
             Ok(response::json(
                 StatusCode::OK,
@@ -130,7 +130,11 @@ pub async fn task_queue_counts_batch(
                 .map_err(|error| {
                     ApiError::new(ErrorCode::InternalServerError, error.to_string())
                 })?;
-            call.authorize(&state.access.clients, &ScopeExpression::all_of(scopes), &[])?;
+            call.authorize(
+                &state.access.clients(),
+                &ScopeExpression::all_of(scopes),
+                &[],
+            )?;
             let counts =
                 futures::future::join_all(ids.iter().map(|id| counts_json(&state, id.clone())))
                     .await;
@@ -168,7 +172,7 @@ pub async fn list_pending_tasks(
 ) -> HttpResponse {
     Call::new("listPendingTasks", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &PENDING_LIST)?;
+            call.authorize_url(&state.access.clients(), &PENDING_LIST)?;
             let task_queue_id = call.task_queue_id_param()?;
             task_page(
                 &state,
@@ -196,7 +200,7 @@ pub async fn list_claimed_tasks(
 ) -> HttpResponse {
     Call::new("listClaimedTasks", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &CLAIMED_LIST)?;
+            call.authorize_url(&state.access.clients(), &CLAIMED_LIST)?;
             let task_queue_id = call.task_queue_id_param()?;
             task_page(
                 &state,
@@ -266,7 +270,7 @@ pub async fn list_task_queues(
 ) -> HttpResponse {
     Call::new("listTaskQueues", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_TASK_QUEUES)?;
+            call.authorize_url(&state.access.clients(), &LIST_TASK_QUEUES)?;
             let page = call.page(MAX_LIMIT)?;
             let queues = state
                 .engine
@@ -305,7 +309,7 @@ fn listing(
 pub async fn get_task_queue(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("getTaskQueue", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &GET_TASK_QUEUE)?;
+            call.authorize_url(&state.access.clients(), &GET_TASK_QUEUE)?;
             let task_queue_id = call.task_queue_id_param()?;
             let found = state.engine.lookup_task_queue(task_queue_id.clone()).await;
             let Some(last_date_active) = found else {
@@ -345,7 +349,7 @@ pub async fn list_provisioners(
 ) -> HttpResponse {
     Call::new("listProvisioners", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_PROVISIONERS)?;
+            call.authorize_url(&state.access.clients(), &LIST_PROVISIONERS)?;
             let page = call.page(MAX_LIMIT)?;
             let provisioners = state
                 .engine
@@ -396,7 +400,7 @@ async fn provisioner_queues(
 pub async fn get_provisioner(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("getProvisioner", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &GET_PROVISIONER)?;
+            call.authorize_url(&state.access.clients(), &GET_PROVISIONER)?;
             let (provisioner_id, queues) =
                 provisioner_queues(&state, call, None, usize::MAX).await?;
             let Some(last_date_active) = queues.iter().map(|(_, at)| *at).max() else {
@@ -421,7 +425,7 @@ pub async fn list_worker_types(
 ) -> HttpResponse {
     Call::new("listWorkerTypes", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_WORKER_TYPES)?;
+            call.authorize_url(&state.access.clients(), &LIST_WORKER_TYPES)?;
             let page = call.page(MAX_LIMIT)?;
             let (_, queues) =
                 provisioner_queues(&state, call, page.after.clone(), page.limit + 1).await?;
@@ -434,7 +438,7 @@ pub async fn list_worker_types(
 pub async fn get_worker_type(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("getWorkerType", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &GET_WORKER_TYPE)?;
+            call.authorize_url(&state.access.clients(), &GET_WORKER_TYPE)?;
             let task_queue_id = url_task_queue_id(call)?;
             let found = state.engine.lookup_task_queue(task_queue_id.clone()).await;
             let Some(last_date_active) = found else {
@@ -505,7 +509,7 @@ async fn lookup_worker(state: &State, name: WorkerName) -> Result<WorkerInfo, Ap
 pub async fn list_workers(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("listWorkers", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_WORKERS)?;
+            call.authorize_url(&state.access.clients(), &LIST_WORKERS)?;
             let task_queue_id = url_task_queue_id(call)?;
             let page = call.page(MAX_LIMIT)?;
             let quarantined = match call.query("quarantined").as_deref() {
@@ -556,7 +560,7 @@ pub async fn list_workers(state: Data<State>, request: HttpRequest, body: Body) 
 pub async fn get_worker(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("getWorker", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &GET_WORKER)?;
+            call.authorize_url(&state.access.clients(), &GET_WORKER)?;
             let worker = lookup_worker(&state, url_worker(call)?).await?;
             Ok(response::json(StatusCode::OK, &worker.to_json()))
         })
@@ -581,7 +585,7 @@ pub async fn quarantine_worker(
     Call::new("quarantineWorker", request, body)
         .answer(async |call| {
             let client_id = call
-                .authorize_url(&state.access.clients, &QUARANTINE_WORKER)?
+                .authorize_url(&state.access.clients(), &QUARANTINE_WORKER)?
                 .client_id
                 .clone()
                 .unwrap_or_default();
@@ -628,7 +632,7 @@ pub async fn declare_worker(state: Data<State>, request: HttpRequest, body: Body
             let (provisioner_id, worker_type) =
                 crate::model::split_task_queue_id(&task_queue_id).unwrap_or_default();
             call.authorize(
-                &state.access.clients,
+                &state.access.clients(),
                 &DECLARE_WORKER,
                 &[
                     ("provisionerId", provisioner_id),

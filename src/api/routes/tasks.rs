@@ -55,7 +55,7 @@ fn task_action_scopes(action: &str) -> ScopeExpression {
 pub async fn task(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("task", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &GET_TASK)?;
+            call.authorize_url(&state.access.clients(), &GET_TASK)?;
             let task = load(
                 &state,
                 call,
@@ -71,7 +71,7 @@ pub async fn task(state: Data<State>, request: HttpRequest, body: Body) -> HttpR
 pub async fn status(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("status", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &STATUS)?;
+            call.authorize_url(&state.access.clients(), &STATUS)?;
             let task = load(&state, call, "Are you sure this task exists?").await?;
             Ok(status_reply(&task))
         })
@@ -118,7 +118,7 @@ pub async fn create_task(state: Data<State>, request: HttpRequest, body: Body) -
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_str()))
                 .collect();
-            call.authorize(&state.access.clients, &scopes, &params)?;
+            call.authorize(&state.access.clients(), &scopes, &params)?;
             definition.check_new(call.now, state.max_deadline)?;
             let task = state
                 .engine
@@ -230,7 +230,7 @@ async fn task_action(
         let task_id_text = task_id.to_string();
         let task_group_id = definition.task_group_id.to_string();
         call.authorize(
-            &state.access.clients,
+            &state.access.clients(),
             scopes,
             &[
                 ("taskId", &task_id_text),
@@ -272,7 +272,7 @@ pub async fn change_task_priority(
             };
             let task_id_text = task_id.to_string();
             call.authorize(
-                &state.access.clients,
+                &state.access.clients(),
                 &CHANGE_TASK_PRIORITY,
                 &[
                     ("taskId", &task_id_text),
@@ -316,7 +316,7 @@ async fn batch(state: &State, call: &mut Call, scope: &str) -> Result<Vec<Task>,
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
-    call.authorize(&state.access.clients, &template, &params)?;
+    call.authorize(&state.access.clients(), &template, &params)?;
     let loads = input
         .task_ids
         .iter()
@@ -367,7 +367,7 @@ pub async fn list_dependent_tasks(
 ) -> HttpResponse {
     Call::new("listDependentTasks", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST_DEPENDENT_TASKS)?;
+            call.authorize_url(&state.access.clients(), &LIST_DEPENDENT_TASKS)?;
             let page = call.page(MAX_LIMIT)?;
             let task = load(&state, call, "Are you sure this task exists?").await?;
             let listing = Listing::Dependents(task.task_id);

@@ -110,7 +110,7 @@ pub async fn claim_work(state: Data<State>, request: HttpRequest, body: Body) ->
             let input: ClaimWorkRequest = call.input("claim-work-request")?;
             input.check()?;
             call.authorize(
-                &state.access.clients,
+                &state.access.clients(),
                 &CLAIM_WORK,
                 &[
                     ("taskQueueId", &task_queue_id),
@@ -185,7 +185,7 @@ pub async fn claim_task(state: Data<State>, request: HttpRequest, body: Body) ->
                 crate::model::split_task_queue_id(&task.definition.task_queue_id)
                     .unwrap_or_default();
             call.authorize(
-                &state.access.clients,
+                &state.access.clients(),
                 &CLAIM_TASK,
                 &[
                     ("provisionerId", provisioner_id),
@@ -218,7 +218,7 @@ pub async fn claim_task(state: Data<State>, request: HttpRequest, body: Body) ->
 pub async fn reclaim_task(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("reclaimTask", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &RECLAIM_TASK)?;
+            call.authorize_url(&state.access.clients(), &RECLAIM_TASK)?;
             let (task_id, run_id) = run_params(call)?;
             let task = state
                 .engine
@@ -239,7 +239,7 @@ pub async fn report_completed(
 ) -> HttpResponse {
     Call::new("reportCompleted", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &RESOLVE_TASK)?;
+            call.authorize_url(&state.access.clients(), &RESOLVE_TASK)?;
             let (task_id, run_id) = run_params(call)?;
             /// The legacy body; any other is ignored, as Taskcluster does.
             #[derive(serde::Deserialize)]
@@ -271,7 +271,7 @@ pub async fn report_completed(
 pub async fn report_failed(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("reportFailed", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &RESOLVE_TASK)?;
+            call.authorize_url(&state.access.clients(), &RESOLVE_TASK)?;
             let (task_id, run_id) = run_params(call)?;
             let task = state
                 .engine
@@ -290,7 +290,7 @@ pub async fn report_exception(
 ) -> HttpResponse {
     Call::new("reportException", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &RESOLVE_TASK)?;
+            call.authorize_url(&state.access.clients(), &RESOLVE_TASK)?;
             let (task_id, run_id) = run_params(call)?;
             let input: ExceptionRequest = call.input("task-exception-request")?;
             let command = Command::ReportException {
@@ -310,7 +310,7 @@ pub async fn report_exception(
 pub async fn pending_tasks(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("pendingTasks", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &PENDING_COUNT)?;
+            call.authorize_url(&state.access.clients(), &PENDING_COUNT)?;
             let task_queue_id = call.task_queue_id_param()?;
             let count = state.engine.pending_count(&task_queue_id).await;
             let (provisioner_id, worker_type) = task_queue_id

@@ -127,7 +127,7 @@ async fn find_task(state: Data<State>, request: HttpRequest, body: Body) -> Http
     Call::new("findTask", request, body)
         .answer(async |call| {
             let path = index_path(call, "namespace", false)?;
-            call.authorize(&state.access.clients, &FIND_TASK, &[("indexPath", &path)])?;
+            call.authorize(&state.access.clients(), &FIND_TASK, &[("indexPath", &path)])?;
             let entry = find(&state, &path, call.now).await?;
             Ok(response::json(StatusCode::OK, &entry_json(&path, &entry)))
         })
@@ -149,7 +149,7 @@ struct InsertTask {
 async fn insert_task(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("insertTask", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &INSERT_TASK)?;
+            call.authorize_url(&state.access.clients(), &INSERT_TASK)?;
             let path = index_path(call, "namespace", false)?;
             let input: InsertTask = call.input("v1/insert-task-request.json")?;
             let problem = |text: &str| {
@@ -199,7 +199,7 @@ async fn insert_task(state: Data<State>, request: HttpRequest, body: Body) -> Ht
 async fn delete_task(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("deleteTask", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &DELETE_TASK)?;
+            call.authorize_url(&state.access.clients(), &DELETE_TASK)?;
             let path = index_path(call, "namespace", false)?;
             state
                 .engine
@@ -234,7 +234,7 @@ async fn find_tasks_at_index(state: Data<State>, request: HttpRequest, body: Bod
                 .collect();
             let required = ScopeExpression::from_json(&json!({ "AllOf": scopes }))
                 .map_err(|error| ApiError::input(error.to_string()))?;
-            call.authorize(&state.access.clients, &required, &[])?;
+            call.authorize(&state.access.clients(), &required, &[])?;
             let page = call.page(MAX_LIMIT)?;
             let start: usize = match page.after.as_deref() {
                 None => 0,
@@ -294,7 +294,7 @@ fn body_page(call: &Call) -> Result<Page, ApiError> {
 async fn namespaces(state: &State, call: &mut Call, page: Page) -> Result<HttpResponse, ApiError> {
     let parent = index_path(call, "namespace", true)?;
     call.authorize(
-        &state.access.clients,
+        &state.access.clients(),
         &LIST_NAMESPACES,
         &[("namespace", &parent)],
     )?;
@@ -357,7 +357,7 @@ async fn list_namespaces_post(
 async fn tasks(state: &State, call: &mut Call, page: Page) -> Result<HttpResponse, ApiError> {
     let namespace = index_path(call, "namespace", true)?;
     call.authorize(
-        &state.access.clients,
+        &state.access.clients(),
         &LIST_TASKS,
         &[("namespace", &namespace)],
     )?;
@@ -423,7 +423,7 @@ async fn find_artifact_from_task(
 ) -> HttpResponse {
     Call::new("findArtifactFromTask", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &GET_ARTIFACT)?;
+            call.authorize_url(&state.access.clients(), &GET_ARTIFACT)?;
             let path = index_path(call, "indexPath", false)?;
             let name = call.param("name").to_owned();
             let entry = find(&state, &path, call.now).await?;
@@ -450,7 +450,7 @@ fn latest_artifact_url(
     let url = format!("{root}/api/queue/v1/task/{task_id}/artifacts/{encoded}");
     let public = state
         .access
-        .clients
+        .clients()
         .anonymous_scopes()
         .satisfies_scope(&format!("queue:get-artifact:{name}"));
     if public {

@@ -62,7 +62,7 @@ async fn set(state: Data<State>, request: HttpRequest, body: Body) -> HttpRespon
     Call::new("set", request, body)
         .answer(async |call| {
             call.omit_secret();
-            call.authorize_url(&state.access.clients, &SET)?;
+            call.authorize_url(&state.access.clients(), &SET)?;
             let name = name(call)?;
             let input: SecretInput = call.input("v1/secret.json")?;
             if !input.secret.is_object() {
@@ -103,7 +103,7 @@ async fn set(state: Data<State>, request: HttpRequest, body: Body) -> HttpRespon
 async fn remove(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("remove", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &SET)?;
+            call.authorize_url(&state.access.clients(), &SET)?;
             let name = name(call)?;
             state
                 .engine
@@ -123,7 +123,7 @@ async fn remove(state: Data<State>, request: HttpRequest, body: Body) -> HttpRes
 async fn get_secret(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("get", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &GET)?;
+            call.authorize_url(&state.access.clients(), &GET)?;
             let name = name(call)?;
             let found = state.engine.document(DocumentKind::Secret, &name).await?;
             let Some(Document::Secret(secret)) = found else {
@@ -145,7 +145,7 @@ async fn get_secret(state: Data<State>, request: HttpRequest, body: Body) -> Htt
 async fn list(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("list", request, body)
         .answer(async |call| {
-            call.authorize_url(&state.access.clients, &LIST)?;
+            call.authorize_url(&state.access.clients(), &LIST)?;
             let page = call.page(MAX_LIMIT)?;
             let kind = DocumentKind::Secret;
             let mut last = page.after.clone();
@@ -170,7 +170,9 @@ async fn list(state: Data<State>, request: HttpRequest, body: Body) -> HttpRespo
                 names.extend(
                     found
                         .into_iter()
-                        .filter(|(_, found)| found.expires() >= call.now)
+                        .filter(|(_, found)| {
+                            found.expires().is_none_or(|expires| expires >= call.now)
+                        })
                         .map(|(name, _)| name),
                 );
             }

@@ -97,7 +97,7 @@ fn authorize<'c>(
 ) -> Result<&'c crate::auth::Authenticated, ApiError> {
     let task_id = task.task_id.to_string();
     call.authorize(
-        &state.access.clients,
+        &state.access.clients(),
         template,
         &[
             ("taskId", &task_id),
@@ -368,7 +368,7 @@ pub async fn worker_socket(
             let (task_id, run_id) = state.sessions.run_of(session_id).ok_or_else(not_waiting)?;
             let (task_id_text, run_id_text) = (task_id.to_string(), run_id.to_string());
             call.authorize(
-                &state.access.clients,
+                &state.access.clients(),
                 &RECLAIM_TASK,
                 &[("taskId", &task_id_text), ("runId", &run_id_text)],
             )?;
@@ -405,7 +405,7 @@ pub async fn control_socket(
         .answer(async |call| {
             let task_id = call.slugid_param("taskId")?;
             let run_id = call.run_id_param()?;
-            call.authorize_url(&state.access.clients, &RECLAIM_TASK)?;
+            call.authorize_url(&state.access.clients(), &RECLAIM_TASK)?;
             let task = find_task(&state, task_id).await?;
             let run = task
                 .runs

@@ -74,9 +74,19 @@ impl Settings {
     /// the cluster's secret, so that every node signs task credentials and URLs alike and
     /// accepts those of the others.
     pub fn queue_access_token(&self) -> String {
+        self.derived(b"taskfold queue access token")
+    }
+
+    /// The key of API-made clients' access tokens when `[auth] token_key` is not set: derived
+    /// from the cluster's secret, so that every node verifies them alike.
+    pub fn token_key(&self) -> String {
+        self.derived(b"taskfold client token key")
+    }
+
+    fn derived(&self, purpose: &[u8]) -> String {
         crate::auth::encoding::encode_base64_url_no_pad(&crate::auth::encoding::hmac_sha256(
             &self.secret,
-            b"taskfold queue access token",
+            purpose,
         ))
     }
 

@@ -400,10 +400,12 @@ impl PartitionState {
         match event {
             Event::DocumentPut { name, document } => {
                 let kind = document.kind();
-                self.expiries.push(Expiry {
-                    at: document.removed_at(),
-                    what: Expiring::Document(kind, name.clone()),
-                });
+                if let Some(at) = document.removed_at() {
+                    self.expiries.push(Expiry {
+                        at,
+                        what: Expiring::Document(kind, name.clone()),
+                    });
+                }
                 if let Document::IndexedTask(entry) = document {
                     self.raise_namespaces(name, document::namespace_expiry(entry.expires));
                 }
