@@ -72,6 +72,13 @@ if [ ! -f "$node_dir/node_modules/taskcluster-client/package.json" ]; then
 fi
 export TASKFOLD_NODE_MODULES="$node_dir/node_modules"
 
+# The official Go client (client-go, from the Go module proxy, pinned in tests/go/go.mod), in
+# a program of the tests' own; modules and build cache under the target directory.
+command -v go >/dev/null || { echo "the Go toolchain is needed to build tests/go"; exit 1; }
+(cd tests/go && env GOMODCACHE="$target_dir/go/mod" GOCACHE="$target_dir/go/cache" \
+    GOFLAGS=-buildvcs=false go build -o "$target_dir/go-interop/go-interop" .)
+export TASKFOLD_GO_INTEROP="$target_dir/go-interop/go-interop"
+
 # xterm.js for the browser page, from its npm package (Debian bookworm's libjs-xterm is a
 # CommonJS stub that browsers cannot load).
 xterm_dir="$target_dir/xterm-$XTERM_VERSION"

@@ -1,0 +1,102 @@
+// The official Node client (npm `taskcluster-client`) against the services beside the queue
+// of a real `taskfold serve`: every method of Auth (but the cloud-credential ones), Secrets
+// and Index. Run by tests/python/test_node_client.py with root credentials; exits non-zero,
+// naming the step, at the first answer that is not as Taskcluster's would be.
+
+import assert from 'node:assert/strict';
+import {createRequire} from 'node:module';
+import path from 'node:path';
+
+const modules = process.env.TASKFOLD_NODE_MODULES;
+assert.ok(modules, 'TASKFOLD_NODE_MODULES names the directory with taskcluster-client');
+const load = async name => {
+  const entry = createRequire(path.join(modules, 'noop.js')).resolve(name);
+  return (await import(entry)).default;
+};
+const taskcluster = await load('taskcluster-client');
+const slugid = await load('slugid');
+
+const rootUrl = process.env.TASKCLUSTER_ROOT_URL;
+const credentials = {
+  clientId: process.env.TASKCLUSTER_CLIENT_ID,
+  accessToken: process.env.TASKCLUSTER_ACCESS_TOKEN,
+};
+const options = {rootUrl, credentials, retries: 0};
+const auth = new taskcluster.Auth(options);
+const secrets = new taskcluster.Secrets(options);
+const index = new taskcluster.Index(options);
+const unique = slugid.nice().slice(0, 10).replace(/[^a-zA-Z0-9]/g, 'x');
+const expires = taskcluster.fromNowJSON('1 hour');
+
+async function refused(call, status, code) {
+  await assert.rejects(call, error => {
+    assert.equal(error.statusCode, status, error.message);
+    assert.equal(error.code, code, error.message);
+    return true;
+  });
+}
+
+// Auth: a client and a role, and what they allow.
+const clientId = `node/${unique}`;
+const roleId = `node-role-${unique}`;
+const made = await auth.createClient(clientId, {expires, description: 'node', scopes: [`assume:${roleId}`]});
+assert.equal(made.clientId, clientId);
+assert.ok(made.accessToken.length >= 22);
+assert.equal((await auth.client(clientId)).accessToken, undefined);
+const role = await auth.createRole(roleId, {description: 'r', scopes: [`secrets:get:node/${unique}/*`]});
+assert.ok(role.expandedScopes.includes(`secrets:get:node/${unique}/*`));
+assert.deepEqual((await auth.role(roleId)).scopes, [`secrets:get:node/${unique}/*`]);
+assert.ok((await auth.listRoles()).some(r => r.roleId === roleId));
+assert.ok((await auth.listRoleIds()).roleIds.includes(roleId));
+assert.ok((await auth.listRoles2({limit: 1000})).roles.some(r => r.roleId === roleId));
+assert.ok((await auth.listClients({prefix: 'node/'})).clients.some(c => c.clientId === clientId));
+await auth.updateRole(roleId, {description: 'r2', scopes: [`secrets:get:node/${unique}/*`, 'x:y']});
+await auth.updateClient(clientId, {expires, description: 'node2', scopes: [`assume:${roleId}`]});
+assert.equal((await auth.client(clientId)).description, 'node2');
+assert.deepEqual(await auth.expandScopes({scopes: [`assume:${roleId}`]}),
+  {scopes: [`assume:${roleId}`, `secrets:get:node/${unique}/*`, 'x:y']});
+assert.ok((await auth.currentScopes()).scopes.includes('*'));
+
+// Secrets, read by the new client.
+await secrets.set(`node/${unique}/s`, {secret: {v: 1}, expires});
+assert.deepEqual((await secrets.get(`node/${unique}/s`)).secret, {v: 1});
+assert.ok((await secrets.list()).secrets.includes(`node/${unique}/s`));
+const theirs = new taskcluster.Secrets({rootUrl, retries: 0,
+  credentials: {clientId, accessToken: made.accessToken}});
+assert.deepEqual((await theirs.get(`node/${unique}/s`)).secret, {v: 1});
+await refused(theirs.get(`node/other/s`), 403, 'InsufficientScopes');
+await auth.disableClient(clientId);
+await refused(theirs.get(`node/${unique}/s`), 401, 'AuthenticationFailed');
+await auth.enableClient(clientId);
+const reset = await auth.resetAccessToken(clientId);
+await refused(theirs.get(`node/${unique}/s`), 401, 'AuthenticationFailed');
+const renewed = new taskcluster.Secrets({rootUrl, retries: 0,
+  credentials: {clientId, accessToken: reset.accessToken}});
+assert.deepEqual((await renewed.get(`node/${unique}/s`)).secret, {v: 1});
+await secrets.remove(`node/${unique}/s`);
+await refused(secrets.get(`node/${unique}/s`), 404, 'ResourceNotFound');
+
+// testAuthenticate, with the fixed tester client.
+const tester = new taskcluster.Auth({rootUrl, retries: 0,
+  credentials: {clientId: 'tester', accessToken: 'no-secret'}});
+assert.equal((await tester.testAuthenticate({clientScopes: ['a:*'], requiredScopes: ['a:b']})).clientId, 'tester');
+assert.equal((await tester.testAuthenticateGet()).clientId, 'tester');
+
+// Index.
+const taskId = slugid.nice();
+const ns = `node${unique}`;
+const inserted = await index.insertTask(`${ns}.a.latest`, {taskId, rank: 3, data: {x: 1}, expires});
+assert.equal(inserted.taskId, taskId);
+assert.equal((await index.findTask(`${ns}.a.latest`)).rank, 3);
+assert.equal((await index.listTasks(`${ns}.a`)).tasks.length, 1);
+assert.deepEqual((await index.listNamespaces(ns)).namespaces.map(n => n.name), ['a']);
+assert.equal((await index.findTasksAtIndex({indexes: [`${ns}.a.latest`]})).tasks.length, 1);
+await index.deleteTask(`${ns}.a.latest`);
+await refused(index.findTask(`${ns}.a.latest`), 404, 'ResourceNotFound');
+
+// Clean up.
+await auth.deleteClient(clientId);
+await auth.deleteRole(roleId);
+await refused(auth.client(clientId), 404, 'ResourceNotFound');
+
+console.log(`the Node client ${unique}: every service method as Taskcluster answers`);
