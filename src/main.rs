@@ -514,6 +514,7 @@ async fn start_queue(
     )
     .await
     .context("starting the engine (replaying the log, joining the cluster)")?;
+    access.watch(&engine);
     access
         .load(&engine)
         .await

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::auth::credentials::random_seed;
 use crate::auth::{Client, Clients, Credentials, clients, roles};
 use crate::engine::Engine;
-use crate::model::document::{self, ClientRecord};
+use crate::model::document;
 use crate::model::{ApiError, Document, DocumentKind};
 use crate::settings::AuthSettings;
 
@@ -105,16 +105,45 @@ impl Access {
         Ok(())
     }
 
-    /// The API-made client `client_id` is now as `record` says (`None`: deleted).
-    pub fn client_changed(&self, client_id: &str, record: Option<ClientRecord>) {
-        let record = record.map(Arc::new);
-        let _ = self
-            .change(|table| Ok::<_, ()>(table.with_api_client(client_id, record, &self.token_key)));
+    /// Keeps the table up with the engine's clients and roles: this node's changes before
+    /// their call answers, other nodes' as they tell. A role change the table refuses (it
+    /// would make a cycle with a change racing it) is logged and left out.
+    pub fn watch(&self, engine: &Engine) {
+        let access = self.clone();
+        engine.watch_documents(Arc::new(move |kind, name, document| {
+            let changed = access.change(|table| match (kind, document) {
+                (DocumentKind::Client, document) => {
+                    let record = match document {
+                        Some(Document::Client(record)) => Some(Arc::new(record.clone())),
+                        _ => None,
+                    };
+                    Ok(table.with_api_client(name, record, &access.token_key))
+                }
+                (DocumentKind::Role, document) => {
+                    let record = match document {
+                        Some(Document::Role(record)) => Some(Arc::new(record.clone())),
+                        _ => None,
+                    };
+                    table.with_api_role(name, record)
+                }
+                _ => Ok(table.clone()),
+            });
+            if let Err(error) = changed {
+                tracing::error!(%error, name, "a role change does not fit the table");
+            }
+        }));
     }
 
     /// Loads every API-made client and role from the log's documents (at start, once the
     /// engine has replayed).
     pub async fn load(&self, engine: &Engine) -> Result<(), LoadError> {
+        // In a cluster, every partition's owner must be known to be asked.
+        if !engine.wait_for_owners().await {
+            tracing::warn!(
+                "not every partition has an owner yet: the clients and roles of those that \
+                 have none are known here once this node serves them or they change"
+            );
+        }
         let mut clients = Vec::new();
         let mut roles = Vec::new();
         for kind in [DocumentKind::Client, DocumentKind::Role] {

@@ -1,11 +1,24 @@
 //! The documents of the services beside the queue, over every partition: a command or read
 //! goes to the document's shard (here or on its owner node); a list asks every partition of
-//! every node and merges the parts in name order.
+//! every node and merges the parts in name order. Changes to the kinds every node keeps a
+//! table of ([`is_watched`]: clients and roles, which every request is authenticated against)
+//! go to this node's watchers before the command returns, and to every other node's.
 
 use super::cluster::wire::{self, Answer, Call};
 use super::shard::{ListDocuments, ListNamespaces};
-use super::{Engine, ask};
+use super::{Engine, ask, cluster};
 use crate::model::{ApiError, Document, DocumentCommand, DocumentKind, Timestamp};
+
+/// How long a change of a client or role waits for each other node to hear of it.
+const PEER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Hears of a changed document: its kind, name, and what it is now (`None`: removed).
+pub type Watcher = std::sync::Arc<dyn Fn(DocumentKind, &str, Option<&Document>) + Send + Sync>;
+
+/// Whether every node keeps a table of the documents of `kind`, and so hears of their changes.
+pub fn is_watched(kind: DocumentKind) -> bool {
+    matches!(kind, DocumentKind::Client | DocumentKind::Role)
+}
 
 impl Engine {
     /// Runs a command on a document; resolves once its events are durable, with the document
@@ -23,10 +36,93 @@ impl Engine {
             command,
             client_id,
         };
-        match self.on_owner(call).await? {
-            Answer::Document(document) => Ok(document),
-            other => Err(wire::unexpected(&other)),
+        let document = match self.on_owner(call).await? {
+            Answer::Document(document) => document,
+            other => return Err(wire::unexpected(&other)),
+        };
+        if is_watched(kind) {
+            self.tell_watchers(kind, name, document.as_ref());
+            self.tell_peers(kind, name, document.clone()).await;
         }
+        Ok(document)
+    }
+
+    /// Adds a watcher of the documents of the [`is_watched`] kinds.
+    pub fn watch_documents(&self, watcher: Watcher) {
+        self.watchers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(watcher);
+    }
+
+    pub(super) fn tell_watchers(
+        &self,
+        kind: DocumentKind,
+        name: &str,
+        document: Option<&Document>,
+    ) {
+        let watchers = self
+            .watchers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for watcher in &watchers {
+            watcher(kind, name, document);
+        }
+    }
+
+    /// Tells this node's watchers of every watched document of a partition it gained.
+    pub(super) async fn announce_documents(&self, shard: &actix::Addr<super::shard::TaskShard>) {
+        for kind in DocumentKind::ALL
+            .into_iter()
+            .filter(|kind| is_watched(*kind))
+        {
+            let prefix = crate::model::document::store_key(kind, "");
+            let mut after = None;
+            loop {
+                let message = ListDocuments {
+                    prefix: prefix.clone(),
+                    after: after.take(),
+                    limit: 1_000,
+                };
+                let Ok(page) = ask(shard, message).await else {
+                    break;
+                };
+                for (name, document) in &page {
+                    self.tell_watchers(kind, name, Some(document));
+                }
+                match page.last() {
+                    Some((name, _)) if page.len() == 1_000 => {
+                        after = Some(crate::model::document::store_key(kind, name));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// Tells every other node of a change, and waits until each has heard (or has not
+    /// answered within [`PEER_WAIT`]): a client disabled through one node is refused by every
+    /// node once the call answers.
+    async fn tell_peers(&self, kind: DocumentKind, name: &str, document: Option<Document>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let call = Call::DocumentChanged {
+            kind,
+            name: name.to_owned(),
+            document,
+        };
+        let secret = &cluster.settings.secret;
+        let told = cluster.directory.peers().into_iter().map(|url| {
+            let call = &call;
+            async move {
+                if let Err(error) = cluster::peer::call(&url, secret, call, PEER_WAIT).await {
+                    tracing::warn!(%url, error = %error.0, "a node did not hear of a changed client or role");
+                }
+            }
+        });
+        futures::future::join_all(told).await;
     }
 
     /// The document as of everything durable (an expired one too: the caller decides).

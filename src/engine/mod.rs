@@ -142,6 +142,9 @@ pub struct Engine {
     bus: Arc<Bus>,
     health: health::LogHealth,
     clock: clock::Clock,
+    /// Who hears of changed documents of the kinds every node keeps a table of (clients,
+    /// roles), made here or on another node.
+    watchers: Arc<RwLock<Vec<documents::Watcher>>>,
 }
 
 /// A claimWork call.
@@ -247,6 +250,7 @@ impl Engine {
             bus,
             health,
             clock: settings.clock,
+            watchers: Arc::default(),
         };
         if engine.cluster.is_none() {
             // One process serves every partition; they replay in parallel, each on a
@@ -489,6 +493,12 @@ impl Engine {
         let mut lost = shard.lost();
         let shard = shard.start();
         self.partitions.set(partition, Some(shard.clone()));
+        if self.cluster.is_some() {
+            // This node may not have heard of the clients and roles of the partition yet.
+            let engine = self.clone();
+            let gained = shard.clone();
+            actix::spawn(async move { engine.announce_documents(&gained).await });
+        }
         let caught_up = started.elapsed();
         METRICS
             .partition_catch_up_seconds
@@ -697,6 +707,30 @@ impl Engine {
         }
     }
 
+    /// Waits, up to [`OWNER_WAIT`], until every partition has an owner this node can reach
+    /// (at once for a single process); whether they all do.
+    pub async fn wait_for_owners(&self) -> bool {
+        let Some(cluster) = self.cluster.clone() else {
+            return true;
+        };
+        let deadline = Instant::now() + OWNER_WAIT;
+        loop {
+            let mut partitions = self.partitions.changed.subscribe();
+            let mut directory = cluster.directory.watch();
+            if (0..self.log.partitions()).all(|partition| self.owner(partition).is_some()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                _ = partitions.changed() => {}
+                _ = directory.changed() => {}
+                () = tokio::time::sleep(OWNER_RETRY) => {}
+            }
+        }
+    }
+
     /// The URL of the node that serves `key`'s partition, when that is another node.
     pub fn remote_owner(&self, key: &str) -> Option<String> {
         match self.owner(self.log.partition_of(key))? {
@@ -880,6 +914,14 @@ impl Engine {
             }
             call @ Call::ListNamespaces { .. } => {
                 self.namespaces_here(&call).await.map(Answer::Namespaces)
+            }
+            Call::DocumentChanged {
+                kind,
+                name,
+                document,
+            } => {
+                self.tell_watchers(kind, &name, document.as_ref());
+                Ok(Answer::Done)
             }
             Call::Resolved(resolved) => {
                 self.context

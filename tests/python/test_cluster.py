@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 import requests
+import slugid
 import taskcluster
 
-from conftest import (ROOT_CLIENT, ROOT_TOKEN, Server, free_port, new_task_id, task_definition,
-                      wait_for)
+from conftest import (ROOT_CLIENT, ROOT_TOKEN, Server, failure, free_port, new_task_id,
+                      task_definition, wait_for)
 from test_kafka_exchanges import read_all
 
 BROKERS = os.environ.get("TASKFOLD_TEST_KAFKA_BROKERS", "").strip()
@@ -606,3 +607,43 @@ def test_a_session_timeout_the_brokers_refuse_stops_the_node_at_start(tmp_path):
         node.start()
     assert "group.min.session.timeout.ms" in str(refused.value)
     assert node.process.returncode != 0
+
+
+def test_auth_secrets_and_the_index_are_shared_by_every_node(cluster):
+    """A client or role made through one node authenticates on every node at once, a secret
+    set through one is read through another, an index entry made through one is found and
+    listed through every one, and a node started later loads them all."""
+    def service(node, name, credentials=None):
+        return getattr(taskcluster, name)({
+            "rootUrl": f"http://127.0.0.1:{node.fixed_port}", "maxRetries": 5,
+            "credentials": credentials or {"clientId": ROOT_CLIENT, "accessToken": ROOT_TOKEN}})
+
+    expires = taskcluster.stringDate(taskcluster.fromNow("1 hour"))
+    made = service(cluster[0], "Auth").createClient("cluster/reader", {
+        "expires": expires, "description": "d", "scopes": ["assume:cluster-reader"]})
+    service(cluster[1], "Auth").createRole("cluster-reader", {
+        "description": "r", "scopes": ["secrets:get:shared/*", "index:find-task:shared.*"]})
+    reader = {"clientId": "cluster/reader", "accessToken": made["accessToken"]}
+    names = [f"shared/{i}" for i in range(12)]
+    for i, name in enumerate(names):
+        service(cluster[i % 3], "Secrets").set(name, {"secret": {"i": i}, "expires": expires})
+        service(cluster[(i + 1) % 3], "Index").insertTask(f"shared.n{i:02d}.task", {
+            "taskId": slugid.nice(), "rank": 0, "data": {}, "expires": expires})
+    for node in cluster:
+        secrets = service(node, "Secrets", reader)
+        assert [secrets.get(name)["secret"]["i"] for name in names] == list(range(12))
+        index = service(node, "Index", reader)
+        assert index.findTask("shared.n03.task")["namespace"] == "shared.n03.task"
+        listed = service(node, "Index").listNamespaces("shared")["namespaces"]
+        assert [ns["name"] for ns in listed] == [f"n{i:02d}" for i in range(12)]
+        assert sorted(service(node, "Secrets").list()["secrets"]) == sorted(names)
+    service(cluster[2], "Auth").disableClient("cluster/reader")
+    for node in cluster:
+        assert failure(service(node, "Secrets", reader).get, names[0]).status_code == 401
+    # A node that starts again loads what the others made.
+    cluster[1].stop()
+    cluster[1].start()
+    wait_until_served(cluster[0], {node.node_id for node in cluster})
+    assert service(cluster[1], "Auth").client("cluster/reader")["disabled"] is True
+    assert "secrets:get:shared/*" in service(cluster[1], "Auth").role("cluster-reader")[
+        "expandedScopes"]

@@ -267,22 +267,17 @@ fn client_input(call: &Call) -> Result<ClientInput, ApiError> {
     Ok(input)
 }
 
-/// Puts the client's record through the log, then into the table; the record stands.
+/// Puts the client's record through the log; once durable, the table has it (`Access::watch`).
 async fn record_client(
     state: &State,
     call: &Call,
     client_id: &str,
     command: DocumentCommand,
 ) -> Result<(), ApiError> {
-    let record = state
+    state
         .engine
         .execute_document(DocumentKind::Client, client_id, command, call.client_id())
         .await?;
-    let record = match record {
-        Some(Document::Client(record)) => Some(record),
-        _ => None,
-    };
-    state.access.client_changed(client_id, record);
     Ok(())
 }
 
@@ -530,25 +525,18 @@ fn check_role(state: &State, role_id: &str, record: &RoleRecord) -> Result<(), A
         .map_err(|error| ApiError::input(error.to_string()))
 }
 
-/// Puts the role through the log, then into the table.
+/// Puts the role through the log; once durable, the table has it (`Access::watch`).
 async fn record_role(
     state: &State,
     call: &Call,
     role_id: &str,
     command: DocumentCommand,
 ) -> Result<(), ApiError> {
-    let record = state
+    state
         .engine
         .execute_document(DocumentKind::Role, role_id, command, call.client_id())
         .await?;
-    let record = match record {
-        Some(Document::Role(record)) => Some(Arc::new(record)),
-        _ => None,
-    };
-    state
-        .access
-        .change(|table| table.with_api_role(role_id, record))
-        .map_err(|error| ApiError::input(error.to_string()))
+    Ok(())
 }
 
 fn role_reply(state: &State, role_id: &str) -> Result<HttpResponse, ApiError> {

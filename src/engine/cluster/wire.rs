@@ -133,6 +133,12 @@ pub enum Call {
         after: Option<String>,
         limit: usize,
     },
+    /// A document every node keeps a table of (a client, a role) changed on another node.
+    DocumentChanged {
+        kind: DocumentKind,
+        name: String,
+        document: Option<Document>,
+    },
 }
 
 impl Call {
@@ -168,6 +174,7 @@ impl Call {
             | Call::GroupUnresolved { .. }
             | Call::ListDocuments { .. }
             | Call::ListNamespaces { .. }
+            | Call::DocumentChanged { .. }
             | Call::Resolved(_) => None,
         }
     }
