@@ -9,7 +9,7 @@
 //! of its users (`tests/layers.rs` checks every path in `src/`):
 //!
 //! - at the bottom, the vocabulary: [`model`] (with the error table, exchange names and
-//!   bindings), [`auth`], [`log`], [`metrics`] (every metric's definition) and [`blobs`]
+//!   bindings, the services' documents), [`auth`], [`log`], [`metrics`] (every metric's definition) and [`blobs`]
 //!   (where blobs live: files or an S3-compatible store). None of them imports from the parts above. Each entity of the model
 //!   (`model::task`, `model::group`, `model::worker`) is one home for its definition, folded
 //!   state, pure `decide` and `apply`.
@@ -33,6 +33,16 @@
 //! durable, so the store lags the log and never runs ahead of it; a start opens the store and
 //! replays the log after its offset (`engine::shard::replay`), rebuilding a store that is
 //! missing or damaged from the whole log.
+//!
+//! ## The services beside the queue
+//!
+//! Auth, Secrets and Index (`api::services`) keep documents (`model::document`: a client, a
+//! role, a secret, an index entry), entities of the log like tasks: each change is an event of
+//! the document's partition, applied by that partition's shard and written to its store, so
+//! the same durability, replay and forwarding hold. Lists ask every partition and merge. Clients
+//! and roles are also kept whole, in memory, in the one table every request of every service is
+//! authenticated against (`api::access`); a change reaches this node's table and every other
+//! node's before its call answers.
 //!
 //! ## Several nodes
 //!

@@ -135,6 +135,7 @@ pub async fn serve_until(
     let health = state.engine.health().clone();
     let engine = state.engine.clone();
     actix_web::rt::spawn(state.live_logs.clone().sweep_forever(state.engine.clone()));
+    super::services::hooks::start_scheduler(state.clone());
     tracing::info!(
         listen = options.listen.as_str(),
         root_url = options.root_url.as_str(),
@@ -256,6 +257,13 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
                 .route("/ping", get().to(ping))
                 .configure(monitoring)
                 .configure(super::services::auth::configure),
+        )
+        .service(
+            web::scope("/api/hooks/v1")
+                .wrap(response::api_headers())
+                .route("/ping", get().to(ping))
+                .configure(monitoring)
+                .configure(super::services::hooks::configure),
         )
         .service(
             web::scope("/api/secrets/v1")

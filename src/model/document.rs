@@ -1,5 +1,6 @@
 //! Documents: what the services beside the queue keep, each a named value of one kind — a
-//! secret (Secrets), an indexed task (Index), a client or a role (Auth). Like tasks they are entities of the log: every
+//! secret (Secrets), an indexed task (Index), a client or a role (Auth), a hook or one of its
+//! fires (Hooks). Like tasks they are entities of the log: every
 //! change is a [`Event::DocumentPut`] or [`Event::DocumentRemoved`], replayed, partitioned by
 //! [`partition_key`] and folded into the partition store, where they live (memory holds only
 //! those changed since the last flush). Here: their types, names and decisions.
@@ -16,14 +17,18 @@ pub enum DocumentKind {
     IndexedTask,
     Client,
     Role,
+    Hook,
+    LastFire,
 }
 
 impl DocumentKind {
-    pub const ALL: [DocumentKind; 4] = [
+    pub const ALL: [DocumentKind; 6] = [
         DocumentKind::Secret,
         DocumentKind::IndexedTask,
         DocumentKind::Client,
         DocumentKind::Role,
+        DocumentKind::Hook,
+        DocumentKind::LastFire,
     ];
 
     pub fn number(self) -> u8 {
@@ -32,6 +37,8 @@ impl DocumentKind {
             DocumentKind::IndexedTask => 1,
             DocumentKind::Client => 2,
             DocumentKind::Role => 3,
+            DocumentKind::Hook => 4,
+            DocumentKind::LastFire => 5,
         }
     }
 
@@ -47,7 +54,11 @@ impl DocumentKind {
     pub fn kept_after_expiry_millis(self) -> i64 {
         match self {
             DocumentKind::Secret => 24 * 3_600_000,
-            DocumentKind::IndexedTask | DocumentKind::Client | DocumentKind::Role => 0,
+            DocumentKind::IndexedTask
+            | DocumentKind::Client
+            | DocumentKind::Role
+            | DocumentKind::Hook
+            | DocumentKind::LastFire => 0,
         }
     }
 }
@@ -58,6 +69,8 @@ pub enum Document {
     IndexedTask(IndexedTask),
     Client(ClientRecord),
     Role(RoleRecord),
+    Hook(HookRecord),
+    LastFire(LastFire),
 }
 
 impl Document {
@@ -67,6 +80,8 @@ impl Document {
             Document::IndexedTask(_) => DocumentKind::IndexedTask,
             Document::Client(_) => DocumentKind::Client,
             Document::Role(_) => DocumentKind::Role,
+            Document::Hook(_) => DocumentKind::Hook,
+            Document::LastFire(_) => DocumentKind::LastFire,
         }
     }
 
@@ -76,7 +91,8 @@ impl Document {
             Document::Secret(secret) => Some(secret.expires),
             Document::IndexedTask(entry) => Some(entry.expires),
             Document::Client(client) => Some(client.expires),
-            Document::Role(_) => None,
+            Document::Role(_) | Document::Hook(_) => None,
+            Document::LastFire(fire) => Some(fire.task_create_time.plus_one_year()),
         }
     }
 
@@ -151,6 +167,64 @@ pub struct RoleRecord {
     pub last_modified: Timestamp,
 }
 
+/// A hook of the Hooks service: its definition as given (JSON texts where Taskcluster's API
+/// keeps free-form JSON), and what firing it needs.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookRecord {
+    pub metadata: Json,
+    pub bindings: Vec<HookBinding>,
+    pub schedule: Vec<String>,
+    /// The JSON-e template of the task.
+    pub task: Json,
+    pub trigger_schema: Json,
+    pub trigger_token: String,
+    /// The task id the next scheduled fire creates, chosen in advance so that a fire repeated
+    /// after a crash creates the same task.
+    pub next_task_id: Slugid,
+    /// When the schedule fires next; `None` without a schedule.
+    pub next_scheduled_date: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for HookRecord {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("HookRecord")
+            .field("schedule", &self.schedule)
+            .field("next_scheduled_date", &self.next_scheduled_date)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An exchange and routing-key pattern whose messages fire a hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookBinding {
+    pub exchange: String,
+    pub routing_key_pattern: String,
+}
+
+/// One fire of a hook that was not declined: the task it created, or why it did not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastFire {
+    /// `schedule`, `triggerHook`, `triggerHookWithToken` or `pulseMessage`.
+    pub fired_by: String,
+    pub task_id: Slugid,
+    pub task_create_time: Timestamp,
+    /// `None` when the task was created.
+    pub error: Option<String>,
+}
+
+/// The name of a hook's fire: the hook's name, then the fire's time counted down from the
+/// end of time (so that a hook's fires are in newest-first order) and its task id. Hook ids
+/// hold no `:`.
+pub fn last_fire_name(hook: &str, at: Timestamp, task_id: Slugid) -> String {
+    format!("{hook}:{:019}:{task_id}", i64::MAX - at.millis().max(0))
+}
+
+/// The store-key prefix of a hook's fires.
+pub fn last_fires_of(hook: &str) -> String {
+    format!("{hook}:")
+}
+
 /// The task an index path points at.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IndexedTask {
@@ -170,6 +244,9 @@ pub fn partition_key(kind: DocumentKind, name: &str) -> String {
         DocumentKind::IndexedTask => format!("index/{}", split_index_path(name).0),
         DocumentKind::Client => format!("client/{name}"),
         DocumentKind::Role => format!("role/{name}"),
+        // A hook's fires live in the hook's partition.
+        DocumentKind::Hook => format!("hook/{name}"),
+        DocumentKind::LastFire => format!("hook/{}", name.split(':').next().unwrap_or(name)),
     }
 }
 
@@ -180,9 +257,11 @@ pub fn store_key(kind: DocumentKind, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + name.len() + 1);
     key.push(kind.number());
     match kind {
-        DocumentKind::Secret | DocumentKind::Client | DocumentKind::Role => {
-            key.extend_from_slice(name.as_bytes())
-        }
+        DocumentKind::Secret
+        | DocumentKind::Client
+        | DocumentKind::Role
+        | DocumentKind::Hook
+        | DocumentKind::LastFire => key.extend_from_slice(name.as_bytes()),
         DocumentKind::IndexedTask => {
             let (namespace, last) = split_index_path(name);
             key.extend_from_slice(namespace.as_bytes());
@@ -198,7 +277,11 @@ pub fn from_store_key(key: &[u8]) -> Option<(DocumentKind, String)> {
     let kind = DocumentKind::from_number(*key.first()?)?;
     let rest = std::str::from_utf8(key.get(1..)?).ok()?;
     let name = match kind {
-        DocumentKind::Secret | DocumentKind::Client | DocumentKind::Role => rest.to_owned(),
+        DocumentKind::Secret
+        | DocumentKind::Client
+        | DocumentKind::Role
+        | DocumentKind::Hook
+        | DocumentKind::LastFire => rest.to_owned(),
         DocumentKind::IndexedTask => {
             let (namespace, last) = rest.split_once('\0')?;
             join_index_path(namespace, last)

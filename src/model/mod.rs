@@ -17,6 +17,7 @@ pub mod event;
 pub mod exchange;
 pub mod group;
 pub mod history;
+pub mod hook;
 pub mod ids;
 pub mod interactive;
 pub mod json;

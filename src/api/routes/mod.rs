@@ -6,7 +6,7 @@ pub(super) mod artifacts;
 mod groups;
 mod history;
 mod queues;
-mod tasks;
+pub(super) mod tasks;
 pub(super) mod work;
 
 use actix_web::{guard, web};

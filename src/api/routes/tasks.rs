@@ -19,7 +19,9 @@ use crate::api::server::State;
 use crate::auth::ScopeExpression;
 use crate::engine::index::Listing;
 use crate::model::task::Command;
-use crate::model::{ApiError, CreateTaskRequest, Priority, Slugid, Task, TaskDefinition};
+use crate::model::{
+    ApiError, CreateTaskRequest, Priority, Slugid, Task, TaskDefinition, Timestamp,
+};
 
 pub(super) static GET_TASK: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:get-task:<taskId>")));
@@ -110,22 +112,41 @@ pub async fn create_task(state: Data<State>, request: HttpRequest, body: Body) -
     Call::new("createTask", request, body)
         .answer(async |call| {
             let task_id = call.slugid_param("taskId")?;
-            let definition =
-                CreateTaskRequest::from_json(call.json_text()?)?.into_definition(task_id)?;
-            definition.check_size(state.max_task_bytes)?;
-            let (scopes, params) = create_task_scopes(&definition);
-            let params: Vec<(&str, &str)> = params
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.as_str()))
-                .collect();
-            call.authorize(&state.access.clients(), &scopes, &params)?;
-            definition.check_new(call.now, state.max_deadline)?;
-            let task = state
-                .engine
-                .create_task(task_id, definition, call.client_id())
-                .await?;
+            let text = call.json_text()?.to_vec();
+            let now = call.now;
+            let clients = state.access.clients();
+            let task = create_task_from(&state, task_id, &text, now, |scopes, params| {
+                Ok(call.authorize(&clients, scopes, params)?.client_id.clone())
+            })
+            .await?;
             Ok(status_reply(&task))
         })
+        .await
+}
+
+/// Creates the task of `text`, a createTask body, as `task_id`, with createTask's checks in
+/// Taskcluster's order; `authorize` is given the scopes that requires (a template and its
+/// parameters) and answers who creates the task, or why they may not. For createTask, and
+/// for the tasks hooks create.
+pub(in crate::api) async fn create_task_from(
+    state: &State,
+    task_id: Slugid,
+    text: &[u8],
+    now: Timestamp,
+    authorize: impl FnOnce(&ScopeExpression, &[(&str, &str)]) -> Result<Option<String>, ApiError>,
+) -> Result<Task, ApiError> {
+    let definition = CreateTaskRequest::from_json(text)?.into_definition(task_id)?;
+    definition.check_size(state.max_task_bytes)?;
+    let (scopes, params) = create_task_scopes(&definition);
+    let params: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let client_id = authorize(&scopes, &params)?;
+    definition.check_new(now, state.max_deadline)?;
+    state
+        .engine
+        .create_task(task_id, definition, client_id)
         .await
 }
 
