@@ -1,5 +1,5 @@
 // The official Go client (taskcluster client-go) against the services beside the queue of a
-// real `taskfold serve`: Auth's clients, roles and scope methods, Secrets and Index, as
+// real `taskfold serve`: Auth's clients, roles and scope methods, Secrets, Index and Hooks, as
 // tests/node/services.mjs does with the Node client. Built by tests/run.sh and run by
 // tests/python/test_go_client.py with TASKCLUSTER_ROOT_URL, TASKCLUSTER_CLIENT_ID and
 // TASKCLUSTER_ACCESS_TOKEN; exits non-zero, naming the step, at the first answer that is not
@@ -13,10 +13,12 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	tcclient "github.com/taskcluster/taskcluster/v97/clients/client-go"
 	"github.com/taskcluster/taskcluster/v97/clients/client-go/tcauth"
+	"github.com/taskcluster/taskcluster/v97/clients/client-go/tchooks"
 	"github.com/taskcluster/taskcluster/v97/clients/client-go/tcindex"
 	"github.com/taskcluster/taskcluster/v97/clients/client-go/tcsecrets"
 )
@@ -170,6 +172,64 @@ func main() {
 	check("deleteTask", index.DeleteTask(ns+".a.latest"))
 	_, err = index.FindTask(ns + ".a.latest")
 	refused("findTask after deleteTask", err, 404)
+
+	// Hooks: a hook whose role may create its task, fired by trigger and by token.
+	hooks := tchooks.New(root, rootURL)
+	group := "go" + unique
+	queueID := "go-interop/w" + unique[len(unique)-8:]
+	_, err = auth.CreateRole("hook-id:"+group+"/build", &tcauth.CreateRoleRequest{
+		Description: "hook", Scopes: []string{"queue:create-task:highest:" + queueID,
+			"queue:scheduler-id:-", "queue:create-task:project:none"},
+	})
+	check("createRole for the hook", err)
+	task := json.RawMessage(`{"taskQueueId": "` + queueID + `", "payload": {"m": "${payload.m}"},
+		"metadata": {"name": "go", "description": "d", "owner": "go@example.com", "source": "https://example.com"}}`)
+	request := &tchooks.HookCreationRequest{
+		Metadata:      tchooks.HookMetadata{Name: "go", Description: "d", Owner: "go@example.com"},
+		Task:          task,
+		TriggerSchema: json.RawMessage(`{"type": "object"}`),
+	}
+	created, err := hooks.CreateHook(group, "build", request)
+	check("createHook", err)
+	expect("createHook", created.HookID == "build" && created.HookGroupID == group, created)
+	_, err = hooks.Hook(group, "build")
+	check("hook", err)
+	request.Schedule = []string{"0 0 * * *"}
+	_, err = hooks.UpdateHook(group, "build", request)
+	check("updateHook", err)
+	list, err := hooks.ListHooks(group)
+	check("listHooks", err)
+	expect("listHooks", len(list.Hooks) == 1, list)
+	groups, err := hooks.ListHookGroups()
+	check("listHookGroups", err)
+	expect("listHookGroups", slices.Contains(groups.Groups, group), groups)
+	payload := tchooks.TriggerHookRequest(json.RawMessage(`{"m": "go"}`))
+	fired, err := hooks.TriggerHook(group, "build", &payload)
+	check("triggerHook", err)
+	var firedTask struct {
+		TaskID string `json:"taskId"`
+	}
+	check("triggerHook's answer", json.Unmarshal(*fired, &firedTask))
+	expect("triggerHook", firedTask.TaskID != "", string(*fired))
+	token, err := hooks.GetTriggerToken(group, "build")
+	check("getTriggerToken", err)
+	_, err = hooks.TriggerHookWithToken(group, "build", token.Token, &payload)
+	check("triggerHookWithToken", err)
+	reset2, err := hooks.ResetTriggerToken(group, "build")
+	check("resetTriggerToken", err)
+	expect("resetTriggerToken", reset2.Token != token.Token, reset2)
+	_, err = hooks.TriggerHookWithToken(group, "build", token.Token, &payload)
+	refused("triggerHookWithToken with the old token", err, 401)
+	fires, err := hooks.ListLastFires(group, "build", "", "")
+	check("listLastFires", err)
+	expect("listLastFires", len(fires.LastFires) == 2, fires)
+	status, err := hooks.GetHookStatus(group, "build")
+	check("getHookStatus", err)
+	expect("getHookStatus", strings.Contains(string(status.LastFire), "success"), string(status.LastFire))
+	check("removeHook", hooks.RemoveHook(group, "build"))
+	_, err = hooks.Hook(group, "build")
+	refused("hook after removeHook", err, 404)
+	check("deleteRole for the hook", auth.DeleteRole("hook-id:"+group+"/build"))
 
 	check("deleteClient", auth.DeleteClient(clientID))
 	check("deleteRole", auth.DeleteRole(roleID))

@@ -1,6 +1,6 @@
 // The official Node client (npm `taskcluster-client`) against the services beside the queue
-// of a real `taskfold serve`: every method of Auth (but the cloud-credential ones), Secrets
-// and Index. Run by tests/python/test_node_client.py with root credentials; exits non-zero,
+// of a real `taskfold serve`: every method of Auth (but the cloud-credential ones), Secrets,
+// Index and Hooks. Run by tests/python/test_node_client.py with root credentials; exits non-zero,
 // naming the step, at the first answer that is not as Taskcluster's would be.
 
 import assert from 'node:assert/strict';
@@ -93,6 +93,37 @@ assert.deepEqual((await index.listNamespaces(ns)).namespaces.map(n => n.name), [
 assert.equal((await index.findTasksAtIndex({indexes: [`${ns}.a.latest`]})).tasks.length, 1);
 await index.deleteTask(`${ns}.a.latest`);
 await refused(index.findTask(`${ns}.a.latest`), 404, 'ResourceNotFound');
+
+// Hooks: a hook whose role may create its task, fired by trigger and by token.
+const hooks = new taskcluster.Hooks(options);
+const group = `node${unique}`;
+const taskQueueId = `node-interop/h${unique.slice(0, 8).toLowerCase().replace(/[^a-z0-9]/g, 'x')}`;
+await auth.createRole(`hook-id:${group}/build`, {description: 'hook', scopes: [
+  `queue:create-task:highest:${taskQueueId}`, 'queue:scheduler-id:-', 'queue:create-task:project:none']});
+const hookBody = {
+  metadata: {name: 'node', description: 'd', owner: 'node@example.com'},
+  task: {taskQueueId, payload: {m: '${payload.m}'},
+    metadata: {name: 'n', description: 'd', owner: 'node@example.com', source: 'https://example.com'}},
+  triggerSchema: {type: 'object'},
+};
+assert.equal((await hooks.createHook(group, 'build', hookBody)).hookId, 'build');
+assert.equal((await hooks.hook(group, 'build')).hookGroupId, group);
+await hooks.updateHook(group, 'build', {...hookBody, schedule: ['0 0 * * *']});
+assert.equal((await hooks.listHooks(group)).hooks.length, 1);
+assert.ok((await hooks.listHookGroups()).groups.includes(group));
+const fired = await hooks.triggerHook(group, 'build', {m: 'node'});
+const firedTask = await new taskcluster.Queue(options).task(fired.taskId);
+assert.deepEqual(firedTask.payload, {m: 'node'});
+const {token} = await hooks.getTriggerToken(group, 'build');
+assert.ok((await hooks.triggerHookWithToken(group, 'build', token, {m: 't'})).taskId);
+const {token: newToken} = await hooks.resetTriggerToken(group, 'build');
+assert.notEqual(newToken, token);
+await refused(hooks.triggerHookWithToken(group, 'build', token, {m: 't'}), 401, 'AuthenticationFailed');
+assert.equal((await hooks.listLastFires(group, 'build')).lastFires.length, 2);
+assert.equal((await hooks.getHookStatus(group, 'build')).lastFire.result, 'success');
+await hooks.removeHook(group, 'build');
+await refused(hooks.hook(group, 'build'), 404, 'ResourceNotFound');
+await auth.deleteRole(`hook-id:${group}/build`);
 
 // Clean up.
 await auth.deleteClient(clientId);

@@ -1,5 +1,5 @@
-"""The official Go client (taskcluster client-go, from the Go module proxy) drives Auth, Secrets
-and Index of the real server: `tests/go/main.go`, which stops at the first answer that is not
+"""The official Go client (taskcluster client-go, from the Go module proxy) drives Auth, Secrets,
+Index and Hooks of the real server: `tests/go/main.go`, which stops at the first answer that is not
 Taskcluster's. tests/run.sh builds it and names the binary in `TASKFOLD_GO_INTEROP`."""
 
 import os
@@ -8,7 +8,7 @@ import subprocess
 from conftest import ROOT_CLIENT, ROOT_TOKEN
 
 
-def test_the_go_client_drives_auth_secrets_and_index(server):
+def test_the_go_client_drives_auth_secrets_index_and_hooks(server):
     binary = os.environ.get("TASKFOLD_GO_INTEROP")
     assert binary and os.access(binary, os.X_OK), \
         "TASKFOLD_GO_INTEROP must name the built tests/go program (tests/run.sh)"

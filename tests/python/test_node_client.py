@@ -25,7 +25,7 @@ def run_node(server, script):
     return done.stdout
 
 
-def test_the_node_client_drives_auth_secrets_and_index(server):
+def test_the_node_client_drives_auth_secrets_index_and_hooks(server):
     assert "every service method as Taskcluster answers" in run_node(server, SERVICES)
 
 
