@@ -598,6 +598,7 @@ fn run_up(up: Up) -> anyhow::Result<ExitCode> {
         credentials: Some(farm.root_credentials()),
         ssh: settings.worker.ssh.clone(),
         interactive: settings.worker.interactive.clone(),
+        proxy: settings.worker.proxy.clone(),
     };
     actix_web::rt::System::new().block_on(async {
         let state = start_queue(&settings, access, &up.data_dir.join("queue"), &root_url).await?;
@@ -897,6 +898,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         credentials: credentials_from_env(),
         ssh: settings.worker.ssh,
         interactive: settings.worker.interactive,
+        proxy: settings.worker.proxy,
     };
     actix_web::rt::System::new().block_on(async {
         if let Some(listen) = &args.metrics_listen {

@@ -95,6 +95,18 @@ pub struct KafkaAlias {
 pub struct WorkerSettings {
     pub ssh: SshSettings,
     pub interactive: InteractiveSettings,
+    pub proxy: ProxySettings,
+}
+
+/// taskcluster-proxy for Docker tasks that ask for it (`[worker.proxy]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    /// The address each run's proxy listens on, and the host of `TASKCLUSTER_PROXY_URL`.
+    pub listen: String,
+    /// The Docker network mode of a container whose task has the proxy; empty: Docker's
+    /// default.
+    pub network: String,
 }
 
 /// Interactive sessions on the worker (`[worker.interactive]`).

@@ -97,6 +97,16 @@ pub async fn connect_websocket(
 }
 
 /// One deployment's Queue API, as one client.
+/// What a forwarded request got back ([`QueueClient::forward`]).
+pub struct Forwarded {
+    pub status: StatusCode,
+    pub headers: Vec<(
+        awc::http::header::HeaderName,
+        awc::http::header::HeaderValue,
+    )>,
+    pub body: actix_web::web::Bytes,
+}
+
 #[derive(Clone)]
 pub struct QueueClient {
     base: String,
@@ -207,6 +217,60 @@ impl QueueClient {
         } else {
             Err(api_error(method, resource.to_owned(), status, &bytes))
         }
+    }
+
+    /// Sends a signed request and answers whatever came back: status, the headers a caller
+    /// passes on (`Content-Type`, `Location`, `X-…`) and body (taskcluster-proxy's forwarding).
+    pub async fn forward(
+        &self,
+        method: Method,
+        resource: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Forwarded, Error> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{resource}", self.origin()))
+            .insert_header(("Accept", "application/json"));
+        let hash = body
+            .as_ref()
+            .map(|(content_type, body)| payload_hash(Some(content_type), body));
+        if let Some(header) = self.authorization(method.as_str(), resource, hash.as_deref()) {
+            request = request.insert_header(("Authorization", header));
+        }
+        let transport = |reason: String| Error::Transport {
+            method: method.clone(),
+            path: resource.to_owned(),
+            reason,
+        };
+        let mut response = match body {
+            Some((content_type, body)) => {
+                request
+                    .insert_header(("Content-Type", content_type))
+                    .send_body(body)
+                    .await
+            }
+            None => request.send().await,
+        }
+        .map_err(|error| transport(error.to_string()))?;
+        let headers = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| {
+                let name = name.as_str();
+                name == "content-type" || name == "location" || name.starts_with("x-")
+            })
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let body = response
+            .body()
+            .limit(64 << 20)
+            .await
+            .map_err(|error| transport(error.to_string()))?;
+        Ok(Forwarded {
+            status: response.status(),
+            headers,
+            body,
+        })
     }
 
     /// Sends a signed request; the status and body of the answer, whatever the status.

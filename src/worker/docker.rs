@@ -30,10 +30,11 @@ use super::artifacts::Missing;
 use super::caches::{Caches, Lease};
 use super::interactive::{Interactive, Shell, ShellProcess, ShellRequest, Shells};
 use super::payload::{DockerArtifact, DockerPayload, PathKind};
+use super::proxy::Proxy;
 use super::resolution::{Abort, Artifacts, Outcome, Phase, Problem};
 use super::task_run::RunContext;
 use crate::model::interactive::{MAX_DATA, STDERR, STDOUT};
-use crate::settings::InteractiveSettings;
+use crate::settings::{InteractiveSettings, ProxySettings};
 
 /// Label names on every container the worker makes.
 const LABEL_TASK: &str = "taskfold.task-id";
@@ -65,6 +66,8 @@ pub struct DockerEngine {
     caches: Caches,
     /// `[worker.interactive]`: how interactive containers linger.
     interactive: InteractiveSettings,
+    /// `[worker.proxy]`: where taskcluster-proxy listens and how containers reach it.
+    proxy: ProxySettings,
     /// One pull at a time: parallel pulls of one image raced in docker-worker.
     pulling: tokio::sync::Mutex<()>,
 }
@@ -74,6 +77,7 @@ impl DockerEngine {
     pub async fn connect(
         data_dir: &Path,
         interactive: InteractiveSettings,
+        proxy: ProxySettings,
     ) -> anyhow::Result<DockerEngine> {
         let api = bollard::Docker::connect_with_local_defaults()?;
         api.ping().await?;
@@ -81,6 +85,7 @@ impl DockerEngine {
             api,
             caches: Caches::open(&data_dir.join("caches"))?,
             interactive,
+            proxy,
             pulling: tokio::sync::Mutex::new(()),
         })
     }
@@ -188,7 +193,32 @@ impl DockerEngine {
                 }
             }
         }
-        let container = match self.create(run, &payload, &leases).await {
+        // The run's taskcluster-proxy, serving until the run ends.
+        let proxy = if payload.feature("taskclusterProxy") {
+            match Proxy::start(
+                &self.proxy.listen,
+                &run.identity.root_url,
+                run.credentials.clone(),
+            ) {
+                Ok(proxy) => {
+                    run.log.info(&format!("taskcluster-proxy at {}", proxy.url));
+                    Some(proxy)
+                }
+                Err(error) => {
+                    let error = format!(
+                        "starting taskcluster-proxy on {}: {error}",
+                        self.proxy.listen
+                    );
+                    run.log.error(&error);
+                    outcome.problem = Some(Problem::Internal(error));
+                    self.release(leases, false);
+                    return outcome;
+                }
+            }
+        } else {
+            None
+        };
+        let container = match self.create(run, &payload, &leases, proxy.as_ref()).await {
             Ok(container) => container,
             Err(error) => {
                 run.log.error(&format!("creating the container: {error}"));
@@ -233,6 +263,7 @@ impl DockerEngine {
         run: &RunContext,
         payload: &DockerPayload,
         leases: &[(Lease, String)],
+        proxy: Option<&Proxy>,
     ) -> Result<String, bollard::errors::Error> {
         let mut env: Vec<String> = payload
             .env
@@ -246,6 +277,12 @@ impl DockerEngine {
                 .into_iter()
                 .map(|(name, value)| format!("{name}={value}")),
         );
+        if let Some(proxy) = proxy {
+            env.push(format!("TASKCLUSTER_PROXY_URL={}", proxy.url));
+        }
+        let network_mode = proxy
+            .map(|_| self.proxy.network.clone())
+            .filter(|network| !network.is_empty());
         let labels = HashMap::from([
             (LABEL_TASK.to_owned(), run.task_id.clone()),
             (LABEL_RUN.to_owned(), run.run_id.to_string()),
@@ -290,6 +327,7 @@ impl DockerEngine {
                 binds: Some(binds),
                 cap_add,
                 extra_hosts: Some(vec!["localhost.localdomain:127.0.0.1".to_owned()]),
+                network_mode,
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()

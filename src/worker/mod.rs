@@ -11,6 +11,7 @@ pub mod interactive;
 pub mod live_log;
 pub mod metrics;
 pub mod payload;
+pub mod proxy;
 pub mod pty;
 pub mod resolution;
 pub mod ssh;
@@ -67,6 +68,8 @@ pub struct Options {
     pub ssh: crate::settings::SshSettings,
     /// `[worker.interactive]`: how runs linger for their sessions.
     pub interactive: crate::settings::InteractiveSettings,
+    /// `[worker.proxy]`: where taskcluster-proxy listens and how containers reach it.
+    pub proxy: crate::settings::ProxySettings,
 }
 
 /// Who the worker is, as tasks see it.
@@ -173,9 +176,13 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
     });
     let engine = match options.engine {
         EngineKind::Docker => {
-            let docker = DockerEngine::connect(&options.data_dir, options.interactive.clone())
-                .await
-                .map_err(|error| anyhow::anyhow!("connecting to the Docker engine: {error}"))?;
+            let docker = DockerEngine::connect(
+                &options.data_dir,
+                options.interactive.clone(),
+                options.proxy.clone(),
+            )
+            .await
+            .map_err(|error| anyhow::anyhow!("connecting to the Docker engine: {error}"))?;
             let reaped = docker.reap(&identity.worker()).await?;
             if reaped > 0 {
                 tracing::info!(reaped, "removed containers an earlier worker left");

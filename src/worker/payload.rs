@@ -117,6 +117,8 @@ const OFFERED_FEATURES: &[(&str, Option<&str>)] = &[
     ("allowPtrace", Some("docker-worker:feature:allowPtrace")),
     // Like docker-worker, no scope: who may open a session is decided by the queue.
     ("interactive", None),
+    // Like docker-worker's, no scope: the proxy signs with the task's own credentials.
+    ("taskclusterProxy", None),
 ];
 
 impl DockerPayload {

@@ -42,6 +42,8 @@ pub struct RunContext {
     /// A directory of this run's own, removed when it ends.
     pub work_dir: PathBuf,
     pub identity: Rc<Identity>,
+    /// The run's credentials as they are now (each reclaim brings new ones).
+    pub credentials: watch::Receiver<Credentials>,
     abort: watch::Receiver<Option<Abort>>,
     /// When the run was claimed, for the payload start time.
     claimed: Instant,
@@ -122,6 +124,7 @@ pub async fn run(worker: Rc<Worker>, claim: Value, shutdown: watch::Receiver<boo
             return;
         }
     };
+    let (renewed, current_credentials) = watch::channel(credentials.clone());
     let client = match worker.queue.with_credentials(credentials) {
         Ok(client) => Rc::new(RefCell::new(client)),
         Err(error) => {
@@ -193,6 +196,7 @@ pub async fn run(worker: Rc<Worker>, claim: Value, shutdown: watch::Receiver<boo
         .unwrap_or_else(Timestamp::now);
     let reclaimer = actix_web::rt::spawn(reclaim(
         client.clone(),
+        renewed,
         task_id.clone(),
         run_id,
         taken_until,
@@ -216,6 +220,7 @@ pub async fn run(worker: Rc<Worker>, claim: Value, shutdown: watch::Receiver<boo
         publisher,
         work_dir: work_dir.clone(),
         identity,
+        credentials: current_credentials,
         abort: aborts,
         claimed,
     };
@@ -307,6 +312,7 @@ async fn report(client: &SharedClient, task_id: &str, run_id: u64, resolution: R
 /// Renews the claim halfway to its end, with the fresh credentials each reclaim brings.
 async fn reclaim(
     client: SharedClient,
+    renewed_credentials: watch::Sender<Credentials>,
     task_id: String,
     run_id: u64,
     mut taken_until: Timestamp,
@@ -322,11 +328,15 @@ async fn reclaim(
                     .map_err(|error| error.to_string())
                     .and_then(|credentials| {
                         current
-                            .with_credentials(credentials)
+                            .with_credentials(credentials.clone())
+                            .map(|client| (client, credentials))
                             .map_err(|error| error.to_string())
                     });
                 match renewed {
-                    Ok(renewed) => *client.borrow_mut() = renewed,
+                    Ok((renewed, credentials)) => {
+                        *client.borrow_mut() = renewed;
+                        renewed_credentials.send_replace(credentials);
+                    }
                     Err(error) => tracing::warn!(error, "the reclaim's credentials are unusable"),
                 }
                 if let Some(until) = answer["takenUntil"].as_str().and_then(|t| t.parse().ok()) {
