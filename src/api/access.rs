@@ -111,6 +111,9 @@ impl Access {
     pub fn watch(&self, engine: &Engine) {
         let access = self.clone();
         engine.watch_documents(Arc::new(move |kind, name, document| {
+            if !matches!(kind, DocumentKind::Client | DocumentKind::Role) {
+                return;
+            }
             let changed = access.change(|table| match (kind, document) {
                 (DocumentKind::Client, document) => {
                     let record = match document {

@@ -136,6 +136,7 @@ pub async fn serve_until(
     let engine = state.engine.clone();
     actix_web::rt::spawn(state.live_logs.clone().sweep_forever(state.engine.clone()));
     super::services::hooks::start_scheduler(state.clone());
+    super::services::hooks::start_binding_listener(state.clone());
     tracing::info!(
         listen = options.listen.as_str(),
         root_url = options.root_url.as_str(),

@@ -1,8 +1,8 @@
 //! The documents of the services beside the queue, over every partition: a command or read
 //! goes to the document's shard (here or on its owner node); a list asks every partition of
-//! every node and merges the parts in name order. Changes to the kinds every node keeps a
-//! table of ([`is_watched`]: clients and roles, which every request is authenticated against)
-//! go to this node's watchers before the command returns, and to every other node's.
+//! every node and merges the parts in name order. Changes to the kinds every node follows
+//! ([`is_watched`]: clients and roles, which every request is authenticated against, and
+//! hooks) go to this node's watchers before the command returns, and to every other node's.
 
 use super::cluster::wire::{self, Answer, Call};
 use super::shard::{ListDocuments, ListNamespaces};
@@ -15,9 +15,13 @@ const PEER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Hears of a changed document: its kind, name, and what it is now (`None`: removed).
 pub type Watcher = std::sync::Arc<dyn Fn(DocumentKind, &str, Option<&Document>) + Send + Sync>;
 
-/// Whether every node keeps a table of the documents of `kind`, and so hears of their changes.
+/// Whether every node hears of changes to the documents of `kind`: clients and roles, which
+/// every node keeps a table of, and hooks, whose bindings every node's listener follows.
 pub fn is_watched(kind: DocumentKind) -> bool {
-    matches!(kind, DocumentKind::Client | DocumentKind::Role)
+    matches!(
+        kind,
+        DocumentKind::Client | DocumentKind::Role | DocumentKind::Hook
+    )
 }
 
 impl Engine {

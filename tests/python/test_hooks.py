@@ -11,7 +11,7 @@ import time
 import pytest
 import taskcluster
 
-from conftest import date_in, failure, wait_for
+from conftest import claim, failure, task_definition, wait_for
 
 HOUR = datetime.timedelta(hours=1)
 
@@ -188,3 +188,34 @@ def test_a_schedule_fires_on_time_and_once_across_a_restart(fresh_server, task_q
         assert task["payload"]["at"] == fire["taskCreateTime"] == task["created"]
         assert int(task["created"][17:19]) % 2 == 0
     assert hooks.getHookStatus(group, "cron")["nextScheduledDate"] > times[0]
+
+
+def test_a_binding_fires_the_hook_on_a_matching_message(server, task_queue_id):
+    """A hook bound to Taskfold's own task-completed exchange fires, with the message as its
+    payload, when a task with a matching route completes."""
+    hooks, queue = server.client("Hooks"), server.queue()
+    group = unique()
+    grant_role(server, group, "on-done", task_queue_id)
+    hooks.createHook(group, "on-done", hook_body(
+        template(task_queue_id, {"payload": {"after": "${payload.status.taskId}",
+                                             "firedBy": "${firedBy}"}}),
+        bindings=[{"exchange": "exchange/taskcluster-queue/v1/task-completed",
+                   "routingKeyPattern": f"route.{group}.#"}],
+        triggerSchema={"type": "object"}))
+    task_id = taskcluster.slugid.nice()
+    queue.createTask(task_id, task_definition(task_queue_id, routes=[f"{group}.done"]))
+    other = taskcluster.slugid.nice()
+    queue.createTask(other, task_definition(task_queue_id, routes=["elsewhere"]))
+    for claimed in claim(queue, task_queue_id, tasks=2):
+        queue.reportCompleted(claimed["status"]["taskId"], claimed["runId"])
+
+    def fired():
+        try:
+            return hooks.listLastFires(group, "on-done")["lastFires"]
+        except taskcluster.exceptions.TaskclusterRestFailure:
+            return None
+
+    fires = wait_for(fired, timeout=15)
+    assert len(fires) == 1 and fires[0]["firedBy"] == "pulseMessage", fires
+    made = queue.task(fires[0]["taskId"])
+    assert made["payload"] == {"after": task_id, "firedBy": "pulseMessage"}

@@ -5,7 +5,9 @@
 //! with JSON-e (`model::hook` gives the context and defaults) and creates the task as the
 //! hook's role, `assume:hook-id:<hookGroupId>/<hookId>`, through createTask's own checks. The
 //! scheduler fires each hook of the partitions this node serves when its schedule says, with
-//! the task id chosen in advance, so a fire repeated after a crash creates the same task.
+//! the task id chosen in advance, so a fire repeated after a crash creates the same task. The
+//! binding listener fires hooks whose `bindings` match a message of Taskfold's own exchanges
+//! (as heard by this node's listeners), with the message's body as the payload.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use crate::api::routes::tasks::create_task_from;
 use crate::api::routes::{get, template};
 use crate::api::server::State;
 use crate::auth::{self, Authenticated, ScopeExpression, ScopeSet};
+use crate::model::binding::{Binding, Pattern};
 use crate::model::document::{self, HookBinding, HookRecord, LastFire};
 use crate::model::hook::{self, FiredBy};
 use crate::model::{
@@ -64,6 +67,9 @@ const DENIED_EXCHANGES: [&str; 2] = [
 ];
 /// How often the scheduler looks for hooks whose time has come.
 const SCHEDULER_TICK: Duration = Duration::from_secs(1);
+/// How often the binding listener reads the hooks again besides when one changes (a node
+/// that gained a partition finds its hooks so).
+const BINDINGS_REFRESH: Duration = Duration::from_secs(30);
 /// Longest error kept with a fire.
 const MAX_FIRE_ERROR: usize = 131_072;
 
@@ -272,6 +278,12 @@ fn defined(call: &Call, group: &str, id: &str) -> Result<Defined, ApiError> {
             return Err(schema_problem(
                 "a binding's `exchange` and `routingKeyPattern` are not empty",
             ));
+        }
+        if let Err(problem) = Pattern::parse(&binding.routing_key_pattern) {
+            return Err(ApiError::input(format!(
+                "binding `{}`: {problem}",
+                binding.exchange
+            )));
         }
         if DENIED_EXCHANGES
             .iter()
@@ -667,22 +679,7 @@ fn trigger_payload(call: &Call, record: &HookRecord) -> Result<(Value, Option<Sl
             "the request does not match v1/trigger-hook.json: the payload must be an object",
         ));
     }
-    let schema = record.trigger_schema.to_value();
-    let validator = jsonschema::validator_for(&schema).map_err(|error| {
-        ApiError::input(format!(
-            "the hook's triggerSchema does not compile: {error}"
-        ))
-    })?;
-    let problems: Vec<String> = validator
-        .iter_errors(&payload)
-        .map(|error| {
-            let place = error.instance_path().to_string();
-            format!("payload{place}: {error}")
-        })
-        .collect();
-    if !problems.is_empty() {
-        return Err(ApiError::input(problems.join("; ")));
-    }
+    check_payload(record, &payload)?;
     let task_id = match payload.get("taskId") {
         None => None,
         Some(value) => Some(
@@ -693,6 +690,27 @@ fn trigger_payload(call: &Call, record: &HookRecord) -> Result<(Value, Option<Sl
         ),
     };
     Ok((payload, task_id))
+}
+
+/// Checks a fire's payload against the hook's `triggerSchema`.
+fn check_payload(record: &HookRecord, payload: &Value) -> Result<(), ApiError> {
+    let schema = record.trigger_schema.to_value();
+    let validator = jsonschema::validator_for(&schema).map_err(|error| {
+        ApiError::input(format!(
+            "the hook's triggerSchema does not compile: {error}"
+        ))
+    })?;
+    let problems: Vec<String> = validator
+        .iter_errors(payload)
+        .map(|error| {
+            let place = error.instance_path().to_string();
+            format!("payload{place}: {error}")
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(ApiError::input(problems.join("; ")));
+    }
+    Ok(())
 }
 
 /// The reply of a trigger: the task, or `{}` when the template declined to make one.
@@ -930,4 +948,105 @@ async fn fire_due(state: &State) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Fires hooks whose `bindings` match the exchange messages this node's listeners hear, for as
+/// long as the server runs: each hook of a partition this node serves (so a cluster fires it
+/// once), with the message's body as the payload (a payload its `triggerSchema` refuses fires
+/// nothing) and a new task id, as Taskcluster's hooks do with Pulse messages.
+pub fn start_binding_listener(state: Data<State>) {
+    actix::spawn(async move {
+        let Ok(mut subscription) = state.engine.bus().subscribe(None) else {
+            return;
+        };
+        // Read again when a hook changed (here or on another node), and now and then.
+        let changed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let heard = changed.clone();
+        state
+            .engine
+            .watch_documents(std::sync::Arc::new(move |kind, _, _| {
+                if kind == DocumentKind::Hook {
+                    heard.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }));
+        let mut bound: Vec<(String, HookRecord, Vec<Binding>)> = Vec::new();
+        let mut refreshed = tokio::time::Instant::now();
+        loop {
+            let batch = tokio::select! {
+                received = subscription.receiver.recv() => match received {
+                    Ok(batch) => batch,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "hook bindings fell behind the exchanges; messages were missed");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = subscription.closing.changed() => return,
+            };
+            if changed.swap(false, std::sync::atomic::Ordering::AcqRel)
+                || refreshed.elapsed() >= BINDINGS_REFRESH
+            {
+                refreshed = tokio::time::Instant::now();
+                match bound_hooks(&state).await {
+                    Ok(hooks) => bound = hooks,
+                    Err(error) => {
+                        tracing::warn!(message = %error.message, "reading the hooks' bindings")
+                    }
+                }
+            }
+            for published in batch.messages.iter() {
+                let message = &published.message;
+                for (name, record, bindings) in &bound {
+                    if !message.matches_any(bindings) {
+                        continue;
+                    }
+                    let Ok(payload) = serde_json::from_str::<Value>(message.body().get()) else {
+                        continue;
+                    };
+                    if check_payload(record, &payload).is_err() {
+                        tracing::info!(hook = %name, "a message the hook's triggerSchema refuses fires nothing");
+                        continue;
+                    }
+                    let Some((group, id)) = name.split_once('/') else {
+                        continue;
+                    };
+                    let fire = Fire {
+                        group,
+                        id,
+                        fired_by: FiredBy::PulseMessage,
+                        task_id: Slugid::nice(),
+                        now: Timestamp::now(),
+                        payload: Some(&payload),
+                        client_id: None,
+                    };
+                    if let Err(error) = fire.run(&state, record).await {
+                        tracing::info!(hook = %name, message = %error.message, "a fire by a message failed");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The hooks of the partitions this node serves that have bindings to exchanges of its own.
+async fn bound_hooks(state: &State) -> Result<Vec<(String, HookRecord, Vec<Binding>)>, ApiError> {
+    Ok(hooks_under(state, "")
+        .await?
+        .into_iter()
+        .filter(|(name, _)| {
+            state
+                .engine
+                .serves(&document::partition_key(DocumentKind::Hook, name))
+        })
+        .filter_map(|(name, record)| {
+            let bindings: Vec<Binding> = record
+                .bindings
+                .iter()
+                .filter_map(|binding| {
+                    Binding::parse(&binding.exchange, &binding.routing_key_pattern).ok()
+                })
+                .collect();
+            (!bindings.is_empty()).then_some((name, record, bindings))
+        })
+        .collect())
 }
