@@ -36,13 +36,17 @@
 //!
 //! ## The services beside the queue
 //!
-//! Auth, Secrets and Index (`api::services`) keep documents (`model::document`: a client, a
-//! role, a secret, an index entry), entities of the log like tasks: each change is an event of
+//! Auth, Secrets, Index and Hooks (`api::services`) keep documents (`model::document`: a
+//! client, a role, a secret, an index entry, a hook, a hook's fire), entities of the log like
+//! tasks: each change is an event of
 //! the document's partition, applied by that partition's shard and written to its store, so
 //! the same durability, replay and forwarding hold. Lists ask every partition and merge. Clients
 //! and roles are also kept whole, in memory, in the one table every request of every service is
 //! authenticated against (`api::access`); a change reaches this node's table and every other
-//! node's before its call answers.
+//! node's before its call answers. A hook fires on the node that serves its partition (its
+//! schedule, its bindings), creating its task through the queue's own checks as the hook's
+//! role. taskcluster-proxy (`worker::proxy`) is the worker's: it reaches the services over
+//! HTTP like the rest of the worker.
 //!
 //! ## Several nodes
 //!

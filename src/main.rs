@@ -254,6 +254,39 @@ enum BenchCommand {
     /// Interactive sessions through the queue's relay and a worker: keystroke echo round
     /// trips and bulk output, in an interactive Docker task the bench creates.
     Shell(BenchShell),
+    /// The services beside the queue over HTTP: findTask and findArtifactFromTask on a filled
+    /// index, a Hawk-signed call as API-made clients beside a static one, and createTask
+    /// through taskcluster-proxy beside a direct one (credentials holding `*` from
+    /// `TASKCLUSTER_CLIENT_ID` / `TASKCLUSTER_ACCESS_TOKEN`).
+    Services(BenchServices),
+}
+
+#[derive(Args)]
+struct BenchServices {
+    /// The deployment's root URL, e.g. `http://127.0.0.1:8080`.
+    #[arg(long)]
+    root_url: String,
+    /// Index entries to insert before timing the reads.
+    #[arg(long, default_value_t = 1_000_000)]
+    index_entries: u64,
+    /// Clients to make through the Auth API.
+    #[arg(long, default_value_t = 10_000)]
+    clients: u64,
+    /// Roles to make through the Auth API.
+    #[arg(long, default_value_t = 1_000)]
+    roles: u64,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds each timed phase runs.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// createTask calls each way through the proxy and directly.
+    #[arg(long, default_value_t = 200)]
+    proxy_tasks: usize,
+    /// The server's pid, to report its resident memory after each phase.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -467,6 +500,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Retain(bench)) => bench_retain(bench),
         Command::Bench(BenchCommand::Tasks(bench)) => bench_tasks(bench),
         Command::Bench(BenchCommand::Shell(bench)) => bench_shell(bench),
+        Command::Bench(BenchCommand::Services(bench)) => bench_services(bench),
         Command::Serve(serve) => serve_queue(serve),
         Command::Worker(worker) => run_worker(worker),
         Command::Up(up) => run_up(up),
@@ -972,6 +1006,27 @@ fn bench_tasks(bench: BenchTasks) -> anyhow::Result<ExitCode> {
     let report = actix_web::rt::System::new()
         .block_on(taskfold::client::bench_tasks::run(client, options))?;
     print_report(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_services(bench: BenchServices) -> anyhow::Result<ExitCode> {
+    let credentials = credentials_from_env().context(
+        "the bench needs TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN (with scope `*`)",
+    )?;
+    let options = taskfold::bench::services::Options {
+        root_url: bench.root_url,
+        credentials,
+        index_entries: bench.index_entries,
+        clients: bench.clients,
+        roles: bench.roles,
+        concurrency: bench.concurrency,
+        seconds: bench.seconds,
+        proxy_tasks: bench.proxy_tasks,
+        server_pid: bench.server_pid,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let report = actix_web::rt::System::new().block_on(taskfold::bench::services::run(options))?;
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -126,6 +126,25 @@ impl QueueClient {
         credentials: Option<Credentials>,
         connections: usize,
     ) -> Result<Self, Error> {
+        Self::build(root_url, credentials, connections, true)
+    }
+
+    /// A client that hands redirects back rather than following them (taskcluster-proxy's
+    /// forwarding, the benches of redirecting methods).
+    pub fn not_following_redirects(
+        root_url: &str,
+        credentials: Option<Credentials>,
+        connections: usize,
+    ) -> Result<Self, Error> {
+        Self::build(root_url, credentials, connections, false)
+    }
+
+    fn build(
+        root_url: &str,
+        credentials: Option<Credentials>,
+        connections: usize,
+        follow_redirects: bool,
+    ) -> Result<Self, Error> {
         let root = root_url.trim_end_matches('/');
         let uri: Uri = root
             .parse()
@@ -147,11 +166,14 @@ impl QueueClient {
         if uri.scheme_str() == Some("https") {
             connector = connector.rustls_0_23(tls::config().map_err(Error::Tls)?);
         }
-        let http = awc::Client::builder()
+        let mut http = awc::Client::builder()
             .connector(connector)
             // claimWork holds a request up to 20 s.
-            .timeout(Duration::from_secs(60))
-            .finish();
+            .timeout(Duration::from_secs(60));
+        if !follow_redirects {
+            http = http.disable_redirects();
+        }
+        let http = http.finish();
         Ok(QueueClient {
             base: root.to_owned(),
             prefix: format!("{}/api/queue/v1", uri.path().trim_end_matches('/')),

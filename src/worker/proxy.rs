@@ -131,7 +131,8 @@ async fn forward(shared: Data<Shared>, request: HttpRequest, body: Bytes) -> Htt
         resource.push_str(query);
     }
     let credentials = shared.credentials.borrow().clone();
-    let client = match QueueClient::new(&shared.root_url, Some(credentials), 4) {
+    let client = match QueueClient::not_following_redirects(&shared.root_url, Some(credentials), 4)
+    {
         Ok(client) => client,
         Err(error) => return text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     };
