@@ -97,6 +97,9 @@ pub async fn connect_websocket(
 }
 
 /// One deployment's Queue API, as one client.
+/// The largest answer a client reads.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
 /// What a forwarded request got back ([`QueueClient::forward`]).
 pub struct Forwarded {
     pub status: StatusCode,
@@ -285,7 +288,7 @@ impl QueueClient {
             .collect();
         let body = response
             .body()
-            .limit(64 << 20)
+            .limit(MAX_ANSWER_BYTES)
             .await
             .map_err(|error| transport(error.to_string()))?;
         Ok(Forwarded {
@@ -302,37 +305,8 @@ impl QueueClient {
         resource: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<(StatusCode, actix_web::web::Bytes), Error> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{resource}", self.origin()))
-            .insert_header(("Accept", "application/json"));
-        let hash = body
-            .as_ref()
-            .map(|(content_type, body)| payload_hash(Some(content_type), body));
-        if let Some(header) = self.authorization(method.as_str(), resource, hash.as_deref()) {
-            request = request.insert_header(("Authorization", header));
-        }
-        let transport = |reason: String| Error::Transport {
-            method: method.clone(),
-            path: resource.to_owned(),
-            reason,
-        };
-        let mut response = match body {
-            Some((content_type, body)) => {
-                request
-                    .insert_header(("Content-Type", content_type))
-                    .send_body(body)
-                    .await
-            }
-            None => request.send().await,
-        }
-        .map_err(|error| transport(error.to_string()))?;
-        let bytes = response
-            .body()
-            .limit(16 << 20)
-            .await
-            .map_err(|error| transport(error.to_string()))?;
-        Ok((response.status(), bytes))
+        let answer = self.forward(method, resource, body).await?;
+        Ok((answer.status, answer.body))
     }
 
     /// The Hawk `Authorization` header for `method resource` (with the body's payload hash),

@@ -211,19 +211,12 @@ impl Engine {
         else {
             return Err(wire::unexpected(&Answer::Done));
         };
-        let parts = self.partitions.local().into_iter().map(|(_, shard)| {
-            let message = ListDocuments {
-                prefix: prefix.clone(),
-                after: after.clone(),
-                limit: *limit,
-            };
-            async move { ask(&shard, message).await }
-        });
-        let mut found = Vec::new();
-        for part in futures::future::join_all(parts).await {
-            found.extend(part?);
-        }
-        Ok(found)
+        self.ask_local_shards(|| ListDocuments {
+            prefix: prefix.clone(),
+            after: after.clone(),
+            limit: *limit,
+        })
+        .await
     }
 
     /// This node's part of a [`Call::ListNamespaces`].
@@ -239,12 +232,23 @@ impl Engine {
         else {
             return Err(wire::unexpected(&Answer::Done));
         };
+        self.ask_local_shards(|| ListNamespaces {
+            parent: parent.clone(),
+            after: after.clone(),
+            limit: *limit,
+        })
+        .await
+    }
+
+    /// Every local shard's answer to the list `message` makes, together.
+    async fn ask_local_shards<M, T>(&self, message: impl Fn() -> M) -> Result<Vec<T>, ApiError>
+    where
+        M: actix::Message<Result = super::shard::Reply<Vec<T>>> + Send + 'static,
+        super::shard::TaskShard: actix::Handler<M>,
+        T: Send + 'static,
+    {
         let parts = self.partitions.local().into_iter().map(|(_, shard)| {
-            let message = ListNamespaces {
-                parent: parent.clone(),
-                after: after.clone(),
-                limit: *limit,
-            };
+            let message = message();
             async move { ask(&shard, message).await }
         });
         let mut found = Vec::new();

@@ -5,33 +5,11 @@
 // naming the step, at the first thing that is not as Taskcluster would answer.
 
 import assert from 'node:assert/strict';
-import {createRequire} from 'node:module';
-import path from 'node:path';
 
-const modules = process.env.TASKFOLD_NODE_MODULES;
-assert.ok(modules, 'TASKFOLD_NODE_MODULES names the directory with taskcluster-client');
-const load = async name => {
-  const entry = createRequire(path.join(modules, 'noop.js')).resolve(name);
-  return (await import(entry)).default;
-};
-const taskcluster = await load('taskcluster-client');
-const slugid = await load('slugid');
+import {credentials, refused, rootUrl, slugid, taskcluster} from './setup.mjs';
 
-const rootUrl = process.env.TASKCLUSTER_ROOT_URL;
-const credentials = {
-  clientId: process.env.TASKCLUSTER_CLIENT_ID,
-  accessToken: process.env.TASKCLUSTER_ACCESS_TOKEN,
-};
 const queue = new taskcluster.Queue({rootUrl, credentials, retries: 0});
 const taskQueueId = `node-interop/w${slugid.nice().slice(0, 8).toLowerCase().replace(/[^a-z0-9]/g, 'x')}`;
-
-async function refused(call, status, code) {
-  await assert.rejects(call, error => {
-    assert.equal(error.statusCode, status, error.message);
-    assert.equal(error.code, code, error.message);
-    return true;
-  });
-}
 
 const taskId = slugid.nice();
 const definition = {

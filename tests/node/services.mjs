@@ -4,37 +4,15 @@
 // naming the step, at the first answer that is not as Taskcluster's would be.
 
 import assert from 'node:assert/strict';
-import {createRequire} from 'node:module';
-import path from 'node:path';
 
-const modules = process.env.TASKFOLD_NODE_MODULES;
-assert.ok(modules, 'TASKFOLD_NODE_MODULES names the directory with taskcluster-client');
-const load = async name => {
-  const entry = createRequire(path.join(modules, 'noop.js')).resolve(name);
-  return (await import(entry)).default;
-};
-const taskcluster = await load('taskcluster-client');
-const slugid = await load('slugid');
+import {credentials, refused, rootUrl, slugid, taskcluster} from './setup.mjs';
 
-const rootUrl = process.env.TASKCLUSTER_ROOT_URL;
-const credentials = {
-  clientId: process.env.TASKCLUSTER_CLIENT_ID,
-  accessToken: process.env.TASKCLUSTER_ACCESS_TOKEN,
-};
 const options = {rootUrl, credentials, retries: 0};
 const auth = new taskcluster.Auth(options);
 const secrets = new taskcluster.Secrets(options);
 const index = new taskcluster.Index(options);
 const unique = slugid.nice().slice(0, 10).replace(/[^a-zA-Z0-9]/g, 'x');
 const expires = taskcluster.fromNowJSON('1 hour');
-
-async function refused(call, status, code) {
-  await assert.rejects(call, error => {
-    assert.equal(error.statusCode, status, error.message);
-    assert.equal(error.code, code, error.message);
-    return true;
-  });
-}
 
 // Auth: a client and a role, and what they allow.
 const clientId = `node/${unique}`;

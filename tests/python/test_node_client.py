@@ -30,13 +30,4 @@ def test_the_node_client_drives_auth_secrets_index_and_hooks(server):
 
 
 def test_the_node_client_works_unmodified(server):
-    modules = os.environ.get("TASKFOLD_NODE_MODULES")
-    assert modules and os.path.isdir(os.path.join(modules, "taskcluster-client")), \
-        "TASKFOLD_NODE_MODULES must name a node_modules with taskcluster-client (tests/run.sh)"
-    env = dict(os.environ, TASKCLUSTER_ROOT_URL=server.root_url,
-               TASKCLUSTER_CLIENT_ID=ROOT_CLIENT, TASKCLUSTER_ACCESS_TOKEN=ROOT_TOKEN)
-    env.pop("TASKCLUSTER_CERTIFICATE", None)
-    done = subprocess.run(["node", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
-    print(done.stdout)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "every step as Taskcluster answers" in done.stdout
+    assert "every step as Taskcluster answers" in run_node(server, SCRIPT)

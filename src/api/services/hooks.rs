@@ -222,6 +222,28 @@ struct Defined {
     trigger_schema: Json,
 }
 
+impl Defined {
+    /// The hook's record with these bindings and trigger token; its next scheduled fire
+    /// (after `now`) gets a new task id.
+    fn into_record(
+        self,
+        bindings: Vec<HookBinding>,
+        trigger_token: String,
+        now: Timestamp,
+    ) -> HookRecord {
+        HookRecord {
+            metadata: self.metadata,
+            bindings,
+            next_scheduled_date: hook::next_fire(&self.schedule, now),
+            schedule: self.schedule,
+            task: self.task,
+            trigger_schema: self.trigger_schema,
+            trigger_token,
+            next_task_id: Slugid::nice(),
+        }
+    }
+}
+
 fn defined(call: &Call, group: &str, id: &str) -> Result<Defined, ApiError> {
     let input: HookInput = call.input(HOOK_SCHEMA)?;
     if input
@@ -340,7 +362,7 @@ async fn create_hook(state: Data<State>, request: HttpRequest, body: Body) -> Ht
             let defined = defined(call, &group, &id)?;
             call.authorize_url(&state.access.clients(), &MODIFY_HOOK)?;
             let name = hook::hook_name(&group, &id);
-            let bindings = defined.bindings.unwrap_or_default();
+            let bindings = defined.bindings.clone().unwrap_or_default();
             if let Ok(existing) = load(&state, &name).await {
                 let same = existing.metadata == defined.metadata
                     && existing.bindings == bindings
@@ -358,24 +380,11 @@ async fn create_hook(state: Data<State>, request: HttpRequest, body: Body) -> Ht
                     format!("hook `{name}` already exists."),
                 ));
             }
-            let record = HookRecord {
-                metadata: defined.metadata,
-                bindings,
-                next_scheduled_date: hook::next_fire(&defined.schedule, call.now),
-                schedule: defined.schedule,
-                task: defined.task,
-                trigger_schema: defined.trigger_schema,
-                trigger_token: Slugid::nice().to_string(),
-                next_task_id: Slugid::nice(),
-            };
+            let token = Slugid::nice().to_string();
+            let record = defined.into_record(bindings, token, call.now);
             let reply = definition_json(&group, &id, &record);
-            put(
-                &state,
-                &name,
-                DocumentCommand::Create(Document::Hook(record)),
-                call.client_id(),
-            )
-            .await?;
+            let command = DocumentCommand::Create(Document::Hook(record));
+            put(&state, &name, command, call.client_id()).await?;
             Ok(response::json(StatusCode::OK, &reply))
         })
         .await
@@ -391,24 +400,11 @@ async fn update_hook(state: Data<State>, request: HttpRequest, body: Body) -> Ht
             call.authorize_url(&state.access.clients(), &MODIFY_HOOK)?;
             let name = hook::hook_name(&group, &id);
             let existing = load(&state, &name).await?;
-            let record = HookRecord {
-                metadata: defined.metadata,
-                bindings: defined.bindings.unwrap_or(existing.bindings),
-                next_scheduled_date: hook::next_fire(&defined.schedule, call.now),
-                schedule: defined.schedule,
-                task: defined.task,
-                trigger_schema: defined.trigger_schema,
-                trigger_token: existing.trigger_token,
-                next_task_id: Slugid::nice(),
-            };
+            let bindings = defined.bindings.clone().unwrap_or(existing.bindings);
+            let record = defined.into_record(bindings, existing.trigger_token, call.now);
             let reply = definition_json(&group, &id, &record);
-            put(
-                &state,
-                &name,
-                DocumentCommand::Put(Document::Hook(record)),
-                call.client_id(),
-            )
-            .await?;
+            let command = DocumentCommand::Put(Document::Hook(record));
+            put(&state, &name, command, call.client_id()).await?;
             Ok(response::json(StatusCode::OK, &reply))
         })
         .await
