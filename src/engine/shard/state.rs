@@ -971,4 +971,100 @@ mod tests {
             }
         }
     }
+
+    /// Documents read, list and survive a restart alike whether they are flushed or not, and
+    /// the index's namespaces follow its entries: raised, never lowered.
+    #[test]
+    fn documents_read_and_list_from_the_store_and_what_is_not_flushed() {
+        use crate::model::Json;
+        use crate::model::document::{IndexedTask, Secret, store_key};
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = open(dir.path());
+        let day = 86_400_000;
+        let entry = |rank, expires| {
+            Document::IndexedTask(IndexedTask {
+                task_id: Slugid::MIN,
+                rank,
+                data: Json::empty_object(),
+                expires: Timestamp::from_millis(expires),
+            })
+        };
+        let put = |name: &str, document| Envelope {
+            key: String::new(),
+            at: Timestamp::from_millis(0),
+            client_id: None,
+            event: Event::DocumentPut {
+                name: name.to_owned(),
+                document,
+            },
+        };
+        let secret = Document::Secret(Secret {
+            value: Json::empty_object(),
+            expires: Timestamp::from_millis(day),
+        });
+        let mut offset = 0;
+        for (name, document) in [
+            ("a.b.one", entry(1, day / 2)),
+            ("a.b.two", entry(2, 3 * day)),
+            ("a.c.three", entry(3, day / 2)),
+        ] {
+            state.apply(offset, &put(name, document));
+            offset += 1;
+        }
+        flush(&mut state, offset);
+        // Not flushed: a new entry, a lower expiry (the namespace stays), a removal, a secret.
+        state.apply(offset, &put("a.b.four", entry(4, day / 4)));
+        state.apply(offset + 1, &put("s/1", secret.clone()));
+        let removed = Envelope {
+            event: Event::DocumentRemoved {
+                kind: DocumentKind::IndexedTask,
+                name: "a.b.one".into(),
+            },
+            ..put("", secret.clone())
+        };
+        state.apply(offset + 2, &removed);
+        offset += 3;
+        let listed = |state: &PartitionState, namespace: &str, limit| -> Vec<String> {
+            let mut prefix = store_key(DocumentKind::IndexedTask, &format!("{namespace}.x"));
+            prefix.pop();
+            state
+                .documents(&prefix, None, limit)
+                .unwrap()
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect()
+        };
+        for round in 0..2 {
+            assert_eq!(
+                listed(&state, "a.b", 10),
+                ["a.b.four", "a.b.two"],
+                "round {round}"
+            );
+            assert_eq!(listed(&state, "a.b", 1), ["a.b.four"], "round {round}");
+            assert_eq!(listed(&state, "a.c", 10), ["a.c.three"], "round {round}");
+            assert_eq!(
+                state.read_document(DocumentKind::Secret, "s/1").unwrap(),
+                Some(secret.clone())
+            );
+            assert_eq!(
+                state
+                    .read_document(DocumentKind::IndexedTask, "a.b.one")
+                    .unwrap(),
+                None
+            );
+            let namespaces = state.namespaces("a", None, 10).unwrap();
+            assert_eq!(
+                namespaces,
+                [
+                    ("b".to_owned(), Timestamp::from_millis(4 * day)),
+                    ("c".to_owned(), Timestamp::from_millis(day)),
+                ],
+                "round {round}"
+            );
+            assert_eq!(state.namespaces("", None, 10).unwrap().len(), 1);
+            flush(&mut state, offset);
+            drop(state);
+            state = open(dir.path());
+        }
+    }
 }
