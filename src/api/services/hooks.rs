@@ -381,8 +381,13 @@ async fn create_hook(state: Data<State>, request: HttpRequest, body: Body) -> Ht
                 ));
             }
             let token = Slugid::nice().to_string();
+            let given_bindings = defined.bindings.is_some();
             let record = defined.into_record(bindings, token, call.now);
-            let reply = definition_json(&group, &id, &record);
+            let mut reply = definition_json(&group, &id, &record);
+            // As Taskcluster's: the request as defaulted, which has no `bindings` by default.
+            if !given_bindings && let Value::Object(fields) = &mut reply {
+                fields.remove("bindings");
+            }
             let command = DocumentCommand::Create(Document::Hook(record));
             put(&state, &name, command, call.client_id()).await?;
             Ok(response::json(StatusCode::OK, &reply))
