@@ -145,7 +145,11 @@ def test_bad_input_is_refused_and_nothing_is_stored(server):
         assert (error.status_code, error.body["code"]) == (400, "InputValidationError"), body
     error = failure(create, auth, client_id, ["a:**"])
     assert (error.status_code, error.body["code"]) == (400, "InputError")
-    assert failure(create, auth, "has space", []).status_code == 400
+    for bad_id in ["has space", "x" * 1025]:
+        error = failure(create, auth, bad_id, [])
+        assert (error.status_code, error.body["code"]) == (400, "InvalidRequestArguments")
+    error = failure(auth.createRole, "r" * 4097, {"description": "d", "scopes": []})
+    assert (error.status_code, error.body["code"]) == (400, "InvalidRequestArguments")
     assert failure(auth.client, client_id).status_code == 404
     assert failure(auth.expandScopes, {"scopes": "no"}).status_code == 400
 

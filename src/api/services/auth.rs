@@ -47,6 +47,11 @@ static EXPAND_SCOPES: LazyLock<ScopeExpression> =
 static CURRENT_SCOPES: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("auth:current-scopes")));
 
+/// Longest client id: far longer than any Taskcluster makes (a task's credentials name about
+/// a hundred characters), short enough to refuse a name that is a mistake.
+const MAX_ID: usize = 1_024;
+/// Longest role id: a hook's role names a hook group and id of up to 1,000 characters each.
+const MAX_ROLE_ID: usize = 4_096;
 /// Longest description of a client or role (Taskcluster's schema).
 const MAX_DESCRIPTION: usize = 10_240;
 /// How long a repeated createClient of equal content answers with the client it made (as
@@ -159,25 +164,29 @@ fn role_json(view: &RoleView, clients: &Clients) -> Value {
 
 fn client_id_param(call: &Call) -> Result<String, ApiError> {
     let client_id = call.param("clientId");
-    if is_valid_client_id(client_id) {
+    if is_valid_client_id(client_id) && client_id.len() <= MAX_ID {
         return Ok(client_id.to_owned());
     }
     Err(ApiError::new(
         ErrorCode::InvalidRequestArguments,
         format!(
-            "Invalid URL parameter `clientId`: `{client_id}` does not match `^[A-Za-z0-9!@/:.+|_-]+$`"
+            "Invalid URL parameter `clientId`: it must match `^[A-Za-z0-9!@/:.+|_-]+$` and hold \
+             at most {MAX_ID} characters"
         ),
     ))
 }
 
 fn role_id_param(call: &Call) -> Result<String, ApiError> {
     let role_id = call.param("roleId");
-    if !role_id.is_empty() && is_valid_scope(role_id) {
+    if !role_id.is_empty() && is_valid_scope(role_id) && role_id.len() <= MAX_ROLE_ID {
         return Ok(role_id.to_owned());
     }
     Err(ApiError::new(
         ErrorCode::InvalidRequestArguments,
-        format!("Invalid URL parameter `roleId`: `{role_id}` does not match `^[\\x20-\\x7e]+$`"),
+        format!(
+            "Invalid URL parameter `roleId`: it must match `^[\\x20-\\x7e]+$` and hold at \
+             most {MAX_ROLE_ID} characters"
+        ),
     ))
 }
 
