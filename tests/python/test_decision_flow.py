@@ -2,7 +2,8 @@
 `taskfold worker` and a real Docker engine: a hook (triggered, as a push would) creates a
 decision task; the decision task, a Docker task with `taskclusterProxy`, reads a secret and
 creates three dependent tasks with busybox `wget` through `$TASKCLUSTER_PROXY_URL` (which
-signs with the task's own credentials, so a secret outside the task's scopes is refused 403);
+signs with the task's own credentials, so a secret outside the task's scopes is refused 403,
+and signs a URL through `/bewit`);
 the dependents run, and their `index.` routes make them findable with `findTask`, their
 artifact downloaded with `findArtifactFromTask`."""
 
@@ -30,6 +31,12 @@ if wget -q -O /dev/null "$P/api/secrets/v1/secret/forbidden%2Fsecret" 2>/tmp/err
     echo "the proxy let the task read a secret outside its scopes"; exit 1
 fi
 grep -q 403 /tmp/err && echo "the proxy refused the secret outside the task's scopes: 403"
+# /bewit answers 303 to the signed URL; busybox follows a redirect with the same POST, so the
+# URL is read from the answer's headers (-S) and fetched with a GET.
+signed=$(wget -S -O /dev/null --post-data "$TASKCLUSTER_ROOT_URL/api/secrets/v1/secret/$SECRET" \
+    "$P/bewit" 2>&1 | sed -n 's/^ *[Ll]ocation: *//p' | head -n 1 | tr -d '\r')
+wget -q -O /tmp/signed.json "$signed"
+grep -q "$greeting" /tmp/signed.json && echo "a URL signed through /bewit read the secret"
 created=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
 deadline=$(date -u -d @$(( $(date +%s) + 3600 )) +%Y-%m-%dT%H:%M:%S.000Z)
 n=0
@@ -109,6 +116,7 @@ def test_a_hook_s_decision_task_makes_a_graph_that_runs_and_is_indexed(flow_serv
     assert status["state"] == "completed", log
     assert f"the secret says {greeting}" in log
     assert "the proxy refused the secret outside the task's scopes: 403" in log
+    assert "a URL signed through /bewit read the secret" in log
     for task_id in dependents:
         done = wait_resolved(queue, task_id)
         assert done["state"] == "completed", done
