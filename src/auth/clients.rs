@@ -96,6 +96,9 @@ pub struct Clients {
     /// The configured roles, then those the Auth API made.
     static_roles: Vec<Role>,
     api_roles: BTreeMap<String, Arc<RoleRecord>>,
+    /// When the configuration's clients and roles were loaded (the server's start): what the
+    /// Auth API shows as their creation.
+    configured_at: Timestamp,
 }
 
 /// Taskcluster's clientId pattern.
@@ -190,6 +193,7 @@ impl Clients {
             anonymous_scopes,
             static_roles,
             api_roles: BTreeMap::new(),
+            configured_at: Timestamp::now(),
         })
     }
 
@@ -288,7 +292,13 @@ impl Clients {
             roles,
             static_roles: self.static_roles.clone(),
             api_roles,
+            configured_at: self.configured_at,
         })
+    }
+
+    /// When the configuration's clients and roles were loaded.
+    pub fn configured_at(&self) -> Timestamp {
+        self.configured_at
     }
 
     /// Whether `client_id` is a client of the configuration (the API cannot change it).

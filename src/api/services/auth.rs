@@ -104,7 +104,7 @@ fn far_future(now: Timestamp) -> Timestamp {
 }
 
 /// Taskcluster's get-client-response.
-fn client_json(view: &ClientView, now: Timestamp) -> Value {
+fn client_json(view: &ClientView, table: &Clients, now: Timestamp) -> Value {
     let (description, created, modified, rotated, delete) = match &view.record {
         Some(record) => (
             record.description.clone(),
@@ -114,9 +114,9 @@ fn client_json(view: &ClientView, now: Timestamp) -> Value {
             record.delete_on_expiration,
         ),
         None => {
-            let epoch = Timestamp::from_millis(0);
+            let since = table.configured_at();
             let text = "A static client of the server's configuration; the API cannot change it.";
-            (text.to_owned(), epoch, epoch, epoch, false)
+            (text.to_owned(), since, since, since, false)
         }
     };
     json!({
@@ -136,7 +136,7 @@ fn client_json(view: &ClientView, now: Timestamp) -> Value {
 
 /// Taskcluster's get-role-response.
 fn role_json(view: &RoleView, clients: &Clients) -> Value {
-    let epoch = Timestamp::from_millis(0);
+    let since = clients.configured_at();
     let (description, created, modified) = match &view.record {
         Some(record) => (
             record.description.clone(),
@@ -145,8 +145,8 @@ fn role_json(view: &RoleView, clients: &Clients) -> Value {
         ),
         None => (
             "A role of the server's configuration; the API cannot change it.".to_owned(),
-            epoch,
-            epoch,
+            since,
+            since,
         ),
     };
     let expanded = clients
@@ -311,7 +311,7 @@ fn client_reply(
         .clients()
         .client(client_id)
         .ok_or_else(|| not_found_client(client_id))?;
-    let mut reply = client_json(&view, now);
+    let mut reply = client_json(&view, &state.access.clients(), now);
     if token && let Some(record) = &view.record {
         reply["accessToken"] = json!(derive_access_token(
             &state.access.token_key,
@@ -493,7 +493,7 @@ async fn list_clients(state: Data<State>, request: HttpRequest, body: Body) -> H
             let clients: Vec<Value> = shown
                 .iter()
                 .filter_map(|id| table.client(id))
-                .map(|view| client_json(&view, call.now))
+                .map(|view| client_json(&view, &table, call.now))
                 .collect();
             let mut reply = json!({ "clients": clients });
             if let Some(token) = pagination::token(shown.last().copied(), ids.len() > shown.len()) {
