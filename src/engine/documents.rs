@@ -153,6 +153,27 @@ impl Engine {
         after: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<(Vec<(String, Document)>, bool), ApiError> {
+        self.list_documents(prefix, after, limit, true).await
+    }
+
+    /// [`Engine::documents`] over the partitions this node serves only (for what only the
+    /// owner of a partition does, such as firing its hooks).
+    pub async fn documents_served_here(
+        &self,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<(String, Document)>, bool), ApiError> {
+        self.list_documents(prefix, after, limit, false).await
+    }
+
+    async fn list_documents(
+        &self,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+        everywhere: bool,
+    ) -> Result<(Vec<(String, Document)>, bool), ApiError> {
         // One more than asked from each: all that follow may be in one partition.
         let call = Call::ListDocuments {
             prefix,
@@ -160,9 +181,11 @@ impl Engine {
             limit: limit + 1,
         };
         let mut found = self.documents_here(&call).await?;
-        for answer in self.ask_peers(&call).await {
-            if let Answer::Documents(part) = answer {
-                found.extend(part);
+        if everywhere {
+            for answer in self.ask_peers(&call).await {
+                if let Answer::Documents(part) = answer {
+                    found.extend(part);
+                }
             }
         }
         found.sort_by(|(a, _), (b, _)| a.cmp(b));

@@ -731,11 +731,6 @@ impl Engine {
         }
     }
 
-    /// Whether this node serves `key`'s partition.
-    pub fn serves(&self, key: &str) -> bool {
-        self.partitions.get(self.log.partition_of(key)).is_some()
-    }
-
     /// The URL of the node that serves `key`'s partition, when that is another node.
     pub fn remote_owner(&self, key: &str) -> Option<String> {
         match self.owner(self.log.partition_of(key))? {

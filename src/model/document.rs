@@ -254,22 +254,33 @@ pub fn partition_key(kind: DocumentKind, name: &str) -> String {
 /// path's namespace and last segment are separated by a zero byte, so that the tasks of one
 /// namespace are adjacent and in name order.
 pub fn store_key(kind: DocumentKind, name: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + name.len() + 1);
-    key.push(kind.number());
     match kind {
         DocumentKind::Secret
         | DocumentKind::Client
         | DocumentKind::Role
         | DocumentKind::Hook
-        | DocumentKind::LastFire => key.extend_from_slice(name.as_bytes()),
+        | DocumentKind::LastFire => {
+            let mut key = Vec::with_capacity(1 + name.len());
+            key.push(kind.number());
+            key.extend_from_slice(name.as_bytes());
+            key
+        }
         DocumentKind::IndexedTask => {
             let (namespace, last) = split_index_path(name);
-            key.extend_from_slice(namespace.as_bytes());
-            key.push(0);
+            let mut key = index_namespace_prefix(namespace);
             key.extend_from_slice(last.as_bytes());
+            key
         }
     }
-    key
+}
+
+/// The store-key prefix of the indexed tasks directly in `namespace` (its tasks, not those
+/// of the namespaces below it).
+pub fn index_namespace_prefix(namespace: &str) -> Vec<u8> {
+    let mut prefix = vec![DocumentKind::IndexedTask.number()];
+    prefix.extend_from_slice(namespace.as_bytes());
+    prefix.push(0);
+    prefix
 }
 
 /// The kind and name of a [`store_key`].
@@ -511,9 +522,12 @@ mod tests {
                 Some((kind, name.to_owned()))
             );
         }
-        let prefix = store_key(DocumentKind::IndexedTask, "a.b.");
+        let prefix = index_namespace_prefix("a.b");
         assert!(store_key(DocumentKind::IndexedTask, "a.b.zz").starts_with(&prefix));
         assert!(!store_key(DocumentKind::IndexedTask, "a.b.c.d").starts_with(&prefix));
+        assert!(
+            store_key(DocumentKind::IndexedTask, "top").starts_with(&index_namespace_prefix(""))
+        );
     }
 
     #[test]

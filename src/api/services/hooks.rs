@@ -468,14 +468,36 @@ async fn hook(state: Data<State>, request: HttpRequest, body: Body) -> HttpRespo
 
 /// Every hook whose name starts with `prefix`, in name order.
 async fn hooks_under(state: &State, prefix: &str) -> Result<Vec<(String, HookRecord)>, ApiError> {
+    hooks(state, prefix, true).await
+}
+
+/// Every hook of the partitions this node serves: those its scheduler and binding listener
+/// fire (another node fires the others).
+async fn hooks_served_here(state: &State) -> Result<Vec<(String, HookRecord)>, ApiError> {
+    hooks(state, "", false).await
+}
+
+async fn hooks(
+    state: &State,
+    prefix: &str,
+    everywhere: bool,
+) -> Result<Vec<(String, HookRecord)>, ApiError> {
     let prefix = document::store_key(DocumentKind::Hook, prefix);
     let mut found = Vec::new();
     let mut after = None;
     loop {
-        let (page, more) = state
-            .engine
-            .documents(prefix.clone(), after.take(), MAX_LIMIT)
-            .await?;
+        let (page, more) = if everywhere {
+            let listed = state
+                .engine
+                .documents(prefix.clone(), after.take(), MAX_LIMIT);
+            listed.await?
+        } else {
+            let listed =
+                state
+                    .engine
+                    .documents_served_here(prefix.clone(), after.take(), MAX_LIMIT);
+            listed.await?
+        };
         if let Some((name, _)) = page.last() {
             after = Some(document::store_key(DocumentKind::Hook, name));
         }
@@ -906,16 +928,10 @@ pub fn start_scheduler(state: Data<State>) {
 
 async fn fire_due(state: &State) -> Result<(), ApiError> {
     let now = Timestamp::now();
-    for (name, record) in hooks_under(state, "").await? {
+    for (name, record) in hooks_served_here(state).await? {
         let Some(due) = record.next_scheduled_date.filter(|due| *due <= now) else {
             continue;
         };
-        if !state
-            .engine
-            .serves(&document::partition_key(DocumentKind::Hook, &name))
-        {
-            continue;
-        }
         let Some((group, id)) = name.split_once('/') else {
             continue;
         };
@@ -1031,14 +1047,9 @@ pub fn start_binding_listener(state: Data<State>) {
 
 /// The hooks of the partitions this node serves that have bindings to exchanges of its own.
 async fn bound_hooks(state: &State) -> Result<Vec<(String, HookRecord, Vec<Binding>)>, ApiError> {
-    Ok(hooks_under(state, "")
+    Ok(hooks_served_here(state)
         .await?
         .into_iter()
-        .filter(|(name, _)| {
-            state
-                .engine
-                .serves(&document::partition_key(DocumentKind::Hook, name))
-        })
         .filter_map(|(name, record)| {
             let bindings: Vec<Binding> = record
                 .bindings

@@ -362,9 +362,7 @@ async fn tasks(state: &State, call: &mut Call, page: Page) -> Result<HttpRespons
         &[("namespace", &namespace)],
     )?;
     let kind = DocumentKind::IndexedTask;
-    // The entries of one namespace are adjacent in the store: its key, then a zero byte.
-    let mut prefix = document::store_key(kind, &document::join_index_path(&namespace, "x"));
-    prefix.pop();
+    let prefix = document::index_namespace_prefix(&namespace);
     let mut last = page.after.clone();
     let mut tasks = Vec::new();
     let mut more = true;

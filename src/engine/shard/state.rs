@@ -977,7 +977,7 @@ mod tests {
     #[test]
     fn documents_read_and_list_from_the_store_and_what_is_not_flushed() {
         use crate::model::Json;
-        use crate::model::document::{IndexedTask, Secret, store_key};
+        use crate::model::document::{IndexedTask, Secret, index_namespace_prefix};
         let dir = tempfile::tempdir().unwrap();
         let mut state = open(dir.path());
         let day = 86_400_000;
@@ -1025,8 +1025,7 @@ mod tests {
         state.apply(offset + 2, &removed);
         offset += 3;
         let listed = |state: &PartitionState, namespace: &str, limit| -> Vec<String> {
-            let mut prefix = store_key(DocumentKind::IndexedTask, &format!("{namespace}.x"));
-            prefix.pop();
+            let prefix = index_namespace_prefix(namespace);
             state
                 .documents(&prefix, None, limit)
                 .unwrap()
