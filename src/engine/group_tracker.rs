@@ -12,7 +12,7 @@
 //! do) it asks again a little later. The last node to reach zero sees all the others at zero;
 //! two at once both resolve, which the group's shard records once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -24,6 +24,8 @@ use crate::model::{Slugid, Timestamp};
 /// How often, and how far apart, a resolution is looked at again while partitions move.
 const COVERAGE_TRIES: u32 = 60;
 const COVERAGE_RETRY: Duration = Duration::from_millis(500);
+/// How many of the groups resolved lately each node remembers, for [`RecentGroups`].
+const RECENTLY_RESOLVED: usize = 100;
 
 #[derive(Default)]
 pub struct GroupTracker {
@@ -34,6 +36,9 @@ pub struct GroupTracker {
     /// Until the engine attaches: the groups whose tasks resolved lately, whose resolution
     /// may not have been recorded (the latest resolution, and the latest record of one).
     unsettled: HashMap<Slugid, (Timestamp, Option<Timestamp>)>,
+    /// The groups whose last unresolved task resolved here lately, latest last (memory only:
+    /// a start begins it again).
+    recently_resolved: VecDeque<(Slugid, Timestamp)>,
     engine: Option<Engine>,
 }
 
@@ -139,6 +144,12 @@ impl Handler<Changed> for GroupTracker {
             return;
         }
         self.unresolved.remove(&message.group);
+        self.recently_resolved
+            .retain(|(group, _)| *group != message.group);
+        if self.recently_resolved.len() == RECENTLY_RESOLVED {
+            self.recently_resolved.pop_front();
+        }
+        self.recently_resolved.push_back((message.group, at));
         if self.engine.is_some() {
             self.resolve(message.group, at);
         } else {
@@ -216,6 +227,43 @@ pub struct CountUnresolved(pub Slugid);
 pub struct Unresolved {
     pub count: u64,
     pub partitions: Vec<u32>,
+}
+
+/// The groups this node's partitions hold unresolved tasks of, with how many, and those
+/// whose last task resolved here lately, latest first, with when: what the console's home
+/// page shows as recent groups.
+#[derive(Message)]
+#[rtype(result = "Vec<RecentGroup>")]
+pub struct RecentGroups;
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RecentGroup {
+    pub task_group_id: Slugid,
+    pub unresolved: u64,
+    pub resolved: Option<Timestamp>,
+}
+
+impl Handler<RecentGroups> for GroupTracker {
+    type Result = MessageResult<RecentGroups>;
+
+    fn handle(&mut self, _: RecentGroups, _: &mut Context<Self>) -> Self::Result {
+        let active = self.unresolved.iter().map(|(&group, &count)| RecentGroup {
+            task_group_id: group,
+            unresolved: count,
+            resolved: None,
+        });
+        let resolved = self
+            .recently_resolved
+            .iter()
+            .rev()
+            .filter(|(group, _)| !self.unresolved.contains_key(group))
+            .map(|&(group, at)| RecentGroup {
+                task_group_id: group,
+                unresolved: 0,
+                resolved: Some(at),
+            });
+        MessageResult(active.chain(resolved).collect())
+    }
 }
 
 impl Handler<CountUnresolved> for GroupTracker {

@@ -366,6 +366,51 @@ impl Engine {
         Ok(())
     }
 
+    /// Up to `limit` task groups with unresolved tasks (most unresolved first), then those
+    /// resolved lately (latest first), as every node reports them.
+    pub async fn recent_groups(&self, limit: usize) -> Vec<group_tracker::RecentGroup> {
+        let mut found = self
+            .context
+            .groups
+            .send(group_tracker::RecentGroups)
+            .await
+            .unwrap_or_default();
+        for answer in self.ask_peers(&Call::RecentGroups).await {
+            if let Answer::RecentGroups(part) = answer {
+                found.extend(part);
+            }
+        }
+        // A group spans partitions, so nodes: its counts add up, and it is resolved only
+        // where no node counts it unresolved.
+        let mut merged: HashMap<Slugid, group_tracker::RecentGroup> = HashMap::new();
+        for group in found {
+            match merged.entry(group.task_group_id) {
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(group);
+                }
+                std::collections::hash_map::Entry::Occupied(mut entry) => {
+                    let known = entry.get_mut();
+                    known.unresolved += group.unresolved;
+                    known.resolved = known.resolved.max(group.resolved);
+                }
+            }
+        }
+        let mut groups: Vec<_> = merged.into_values().collect();
+        for group in &mut groups {
+            if group.unresolved > 0 {
+                group.resolved = None;
+            }
+        }
+        groups.sort_by(|a, b| {
+            b.unresolved
+                .cmp(&a.unresolved)
+                .then(b.resolved.cmp(&a.resolved))
+                .then(a.task_group_id.cmp(&b.task_group_id))
+        });
+        groups.truncate(limit);
+        groups
+    }
+
     /// How many tasks of the group every partition holds unresolved; `None` while the
     /// nodes' answers do not cover each partition exactly once (a partition moving, a node not
     /// answering).
@@ -875,6 +920,13 @@ impl Engine {
                 self.context
                     .groups
                     .send(group_tracker::CountUnresolved(task_group_id))
+                    .await
+                    .unwrap_or_default(),
+            )),
+            Call::RecentGroups => Ok(Answer::RecentGroups(
+                self.context
+                    .groups
+                    .send(group_tracker::RecentGroups)
                     .await
                     .unwrap_or_default(),
             )),

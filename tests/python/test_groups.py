@@ -291,3 +291,36 @@ def test_batch_tasks_and_statuses(queue, task_queue_id):
 
     assert queue.tasks({"taskIds": [unknown]})["tasks"] == []
     assert queue.statuses({"taskIds": [unknown]})["statuses"] == []
+
+
+def test_list_recent_task_groups(server, queue, task_queue_id):
+    """Taskfold's `GET /task-groups` (the console's home page): the groups with unresolved
+    tasks, most unresolved first, then the ones resolved lately, latest first; public, like
+    listTaskGroup; a bad limit is a 400."""
+    import requests
+
+    busy, quiet, done = new_task_id(), new_task_id(), new_task_id()
+    for _ in range(3):
+        create_in_group(queue, task_queue_id, busy)
+    create_in_group(queue, task_queue_id, quiet)
+    # The resolved group's task is alone in a queue of its own, so it is the one claimed.
+    own_queue = task_queue_id + "-done"
+    only = create_in_group(queue, own_queue, done)
+    [claimed] = claim(queue, own_queue)
+    assert claimed["status"]["taskId"] == only
+    queue.reportCompleted(only, "0")
+
+    url = f"{server.root_url}/api/queue/v1/task-groups"
+    # Anonymous, like listTaskGroup.
+    answer = requests.get(url, params={"limit": "200"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    groups = {group["taskGroupId"]: group for group in answer.json()["taskGroups"]}
+    assert groups[busy]["unresolvedTasks"] == 3 and "resolved" not in groups[busy]
+    assert groups[quiet]["unresolvedTasks"] == 1
+    assert groups[done]["unresolvedTasks"] == 0 and groups[done]["resolved"]
+    assert groups[done]["schedulerId"] == "-" and groups[done]["expires"]
+    order = [group["taskGroupId"] for group in answer.json()["taskGroups"]]
+    assert order.index(busy) < order.index(quiet) < order.index(done)
+
+    answer = requests.get(url, params={"limit": "x"}, timeout=10)
+    assert (answer.status_code, answer.json()["code"]) == (400, "InvalidRequestArguments")

@@ -1,5 +1,5 @@
 //! Task groups: `listTaskGroup`, `getTaskGroup`, `sealTaskGroup`, `cancelTaskGroup`,
-//! `changeTaskGroupPriority`.
+//! `changeTaskGroupPriority`, and Taskfold's `listRecentTaskGroups` (the console's home page).
 
 use std::sync::LazyLock;
 
@@ -22,6 +22,11 @@ use crate::model::{ApiError, ErrorCode, Task, TaskGroup};
 
 static LIST_TASK_GROUP: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:list-task-group:<taskGroupId>")));
+static LIST_RECENT_TASK_GROUPS: LazyLock<ScopeExpression> =
+    LazyLock::new(|| template(json!("queue:list-task-group:*")));
+/// Most groups `listRecentTaskGroups` answers, and how many without `limit`.
+const MAX_RECENT_GROUPS: usize = 200;
+const DEFAULT_RECENT_GROUPS: usize = 20;
 static SEAL_TASK_GROUP: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:seal-task-group:<schedulerId>/<taskGroupId>")));
 static CANCEL_TASK_GROUP: LazyLock<ScopeExpression> =
@@ -76,6 +81,45 @@ pub async fn get_task_group(state: Data<State>, request: HttpRequest, body: Body
             call.authorize_url(&state.access.clients(), &LIST_TASK_GROUP)?;
             let group = load(&state, call).await?;
             Ok(response::json(StatusCode::OK, &group.to_json()))
+        })
+        .await
+}
+
+/// `GET /task-groups?limit=N`: the task groups with unresolved tasks (most first), then
+/// those resolved lately (latest first; each node remembers its last hundred since it
+/// started), each as `getTaskGroup` answers it with `unresolvedTasks` and, when resolved,
+/// `resolved`.
+pub async fn list_recent_task_groups(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Body,
+) -> HttpResponse {
+    Call::new("listRecentTaskGroups", request, body)
+        .answer(async |call| {
+            call.authorize(&state.access.clients(), &LIST_RECENT_TASK_GROUPS, &[])?;
+            let limit = call
+                .page(DEFAULT_RECENT_GROUPS)?
+                .limit
+                .min(MAX_RECENT_GROUPS);
+            let recent = state.engine.recent_groups(limit).await;
+            let groups = futures::future::join_all(recent.into_iter().map(async |recent| {
+                let mut entry = state
+                    .engine
+                    .task_group(recent.task_group_id)
+                    .await?
+                    .to_json();
+                entry["unresolvedTasks"] = json!(recent.unresolved);
+                if let Some(resolved) = recent.resolved {
+                    entry["resolved"] = json!(resolved);
+                }
+                Some(entry)
+            }))
+            .await;
+            let groups: Vec<Value> = groups.into_iter().flatten().collect();
+            Ok(response::json(
+                StatusCode::OK,
+                &json!({"taskGroups": groups}),
+            ))
         })
         .await
 }

@@ -86,6 +86,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(get().to(groups::list_task_group)),
         )
         .service(resource("/task-group/{taskGroupId}").route(get().to(groups::get_task_group)))
+        .service(resource("/task-groups").route(get().to(groups::list_recent_task_groups)))
         .service(
             resource("/task-group/{taskGroupId}/seal")
                 .route(web::post().to(groups::seal_task_group)),

@@ -83,6 +83,9 @@ pub enum Call {
     GroupUnresolved {
         task_group_id: Slugid,
     },
+    /// The task groups the node's partitions hold unresolved tasks of, and those resolved
+    /// there lately.
+    RecentGroups,
     /// Runs pending in a task queue on the node's partitions.
     PendingCount {
         task_queue_id: String,
@@ -172,6 +175,7 @@ impl Call {
             | Call::ListProvisioners(_)
             | Call::LookupTaskQueue { .. }
             | Call::GroupUnresolved { .. }
+            | Call::RecentGroups
             | Call::ListDocuments { .. }
             | Call::ListNamespaces { .. }
             | Call::DocumentChanged { .. }
@@ -192,6 +196,7 @@ pub enum Answer {
     Count(u64),
     /// A node's count of a group's unresolved tasks, with the partitions it covers.
     Unresolved(crate::engine::group_tracker::Unresolved),
+    RecentGroups(Vec<crate::engine::group_tracker::RecentGroup>),
     WorkerInfo(Option<WorkerInfo>),
     Workers(Vec<WorkerInfo>),
     /// Task queues or provisioners, each with when it was last active.
