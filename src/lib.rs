@@ -48,6 +48,16 @@
 //! role. taskcluster-proxy (`worker::proxy`) is the worker's: it reaches the services over
 //! HTTP like the rest of the worker.
 //!
+//! ## The web console
+//!
+//! The pages at `<rootUrl>/` (`api::console`) are one page application in `web/` (Preact,
+//! xterm.js, bundled by esbuild), built by `build.rs` and embedded in the binary. It is an
+//! API client like any other: it reads anonymously or signs with Hawk in the browser, follows
+//! live logs through the queue's live-log route and task groups through the event listeners
+//! (server-sent events), and holds nothing the server must keep. Its home page's recent groups
+//! come from the group trackers (`listRecentTaskGroups`): groups with unresolved tasks, then
+//! each node's last hundred resolved since it started.
+//!
 //! ## Several nodes
 //!
 //! With the Kafka log, `taskfold serve --node-id ID --advertise URL` joins a cluster of nodes

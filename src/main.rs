@@ -663,6 +663,10 @@ fn run_up(up: Up) -> anyhow::Result<ExitCode> {
 fn print_welcome(up: &Up, farm: &taskfold::local::LocalFarm, docker: Option<&anyhow::Error>) {
     let data_dir = up.data_dir.display();
     println!(
+        "Taskfold console: {}/ (sign in there with the client id and access token below)",
+        farm.root_url
+    );
+    println!(
         "Taskfold is up: {}/api/queue/v1/ (data in {data_dir})",
         farm.root_url
     );
@@ -677,19 +681,43 @@ fn print_welcome(up: &Up, farm: &taskfold::local::LocalFarm, docker: Option<&any
              `dockerd`), or point DOCKER_HOST at one, and start `taskfold up` again."
         ),
     }
+    let taskfold = this_command();
     println!(
         "\nCredentials (kept in {data_dir}/credentials.json):\n\
          \x20 export TASKCLUSTER_ROOT_URL={}\n\
          \x20 export TASKCLUSTER_CLIENT_ID={}\n\
          \x20 export TASKCLUSTER_ACCESS_TOKEN={}\n\
-         \nTry:\n\
-         \x20 taskfold task run --image busybox -- echo hello\n\
-         \x20 taskfold task status TASK_ID\n\
-         \x20 taskfold task log TASK_ID\n",
+         \nTry (each task's page is at {}/tasks/TASK_ID):\n\
+         \x20 {taskfold} task run --image busybox -- echo hello\n\
+         \x20 {taskfold} task status TASK_ID\n\
+         \x20 {taskfold} task log TASK_ID\n",
         farm.root_url,
         taskfold::local::ROOT_CLIENT_ID,
-        farm.root_access_token
+        farm.root_access_token,
+        farm.root_url,
     );
+}
+
+/// How to call this binary from the current directory: `taskfold` when that is what the
+/// `PATH` finds, else its own path (as after `cargo run`, which puts it under `target/`).
+fn this_command() -> String {
+    let Ok(this) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "taskfold".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|dir| std::fs::canonicalize(dir.join("taskfold")).is_ok_and(|found| found == this))
+    });
+    if on_path {
+        return "taskfold".to_owned();
+    }
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|dir| this.strip_prefix(dir).ok().map(|path| path.to_path_buf()));
+    match relative {
+        Some(path) => format!("./{}", path.display()),
+        None => this.display().to_string(),
+    }
 }
 
 /// The deployment `taskfold task …` talks to.

@@ -28,6 +28,7 @@ pub struct Settings {
     pub blobs: BlobSettings,
     pub cluster: crate::engine::cluster::Settings,
     pub store: StoreSettings,
+    pub console: ConsoleSettings,
 }
 
 /// The partition stores (`[store]`).
@@ -69,6 +70,15 @@ pub struct SessionSettings {
     pub relay_buffer_frames: usize,
     pub worker_attach_seconds: u64,
     pub xterm_dir: std::path::PathBuf,
+}
+
+/// The web console (`[console]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Serve the console's files from this directory instead of the built-in ones (empty: the
+    /// built-in ones).
+    pub dir: std::path::PathBuf,
 }
 
 /// Exchange messages and their listeners (`[events]`).

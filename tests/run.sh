@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH:/usr/local/go/bin"
 
 XTERM_VERSION=5.5.0
+AXE_CORE_VERSION=4.10.3
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -71,6 +72,19 @@ if [ ! -f "$node_dir/node_modules/taskcluster-client/package.json" ]; then
         taskcluster-client@87.1.3 slugid@5.0.1
 fi
 export TASKFOLD_NODE_MODULES="$node_dir/node_modules"
+# axe-core, pinned, beside it: the console's browser tests inject its axe.min.js into each page
+# for an accessibility scan.
+axe_installed=$(node -p "try { require('$node_dir/node_modules/axe-core/package.json').version }
+                         catch (e) { '' }")
+if [ "$axe_installed" != "$AXE_CORE_VERSION" ]; then
+    npm install --prefix "$node_dir" --silent --no-audit --no-fund --save-exact \
+        "axe-core@$AXE_CORE_VERSION"
+fi
+export TASKFOLD_AXE_JS="$node_dir/node_modules/axe-core/axe.min.js"
+# Where the tests leave what they make for people to look at (the console's screenshots),
+# unless the caller chose a place.
+export TASKFOLD_TEST_ARTIFACTS="${TASKFOLD_TEST_ARTIFACTS:-$target_dir/test-artifacts}"
+mkdir -p "$TASKFOLD_TEST_ARTIFACTS"
 
 # The official Go client (client-go, from the Go module proxy, pinned in tests/go/go.mod), in
 # a program of the tests' own; modules and build cache under the target directory.

@@ -8,6 +8,7 @@ pub mod audience;
 pub mod blobs;
 mod call;
 mod connection;
+pub mod console;
 pub mod events;
 pub mod live_logs;
 mod node;

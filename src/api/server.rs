@@ -60,6 +60,9 @@ pub struct State {
     pub waiting_claims: connection::WaitingClaims,
     /// Largest task definition (`api.max_task_bytes`).
     pub max_task_bytes: usize,
+    /// Where the console's files are read from instead of the built-in ones
+    /// (`console.dir`; empty: the built-in ones).
+    pub console_dir: std::path::PathBuf,
     started: Instant,
 }
 
@@ -96,6 +99,7 @@ impl State {
             max_body_bytes: settings.api.max_body_bytes,
             waiting_claims: connection::WaitingClaims::new(settings.api.max_waiting_claims),
             max_task_bytes: settings.api.max_task_bytes,
+            console_dir: settings.console.dir.clone(),
             started: Instant::now(),
         }
     }
@@ -308,6 +312,7 @@ pub fn app(config: &mut web::ServiceConfig, state: web::Data<State>) {
         )
         .route("/metrics", get().to(metrics))
         .configure(monitoring)
+        .configure(super::console::configure)
         .default_service(web::to(response::not_found));
 }
 

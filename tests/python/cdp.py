@@ -1,5 +1,6 @@
 """A minimal Chrome DevTools Protocol driver: headless Chromium, its pages, navigation,
-JavaScript evaluation and typing. Only `websocket-client` and the standard library.
+JavaScript evaluation, typing, clicking, waiting for elements, viewport emulation and
+screenshots. Only `websocket-client` and the standard library.
 
     with Chromium() as browser:
         page = browser.new_page()
@@ -7,7 +8,13 @@ JavaScript evaluation and typing. Only `websocket-client` and the standard libra
         page.wait_for("document.title == 'ready'")
         page.type_text("hello")
         page.press_enter()
+        page.set_viewport(375, 812, mobile=True)
+        page.click("button[data-action=save]")
+        page.wait_for_selector("[data-testid=message]")
+        page.screenshot("/tmp/page.png")
 """
+
+import base64
 
 import json
 import os
@@ -36,19 +43,49 @@ class Connection:
         self.timeout = timeout
         self.next_id = 0
         self.events = []
+        # Native dialogs (alert, confirm, prompt) are accepted as they open, and kept here.
+        self.accept_dialogs = True
+        self.dialogs = []
 
-    def call(self, method, **params):
+    def call(self, method, timeout=None, **params):
+        """Sends a command and returns its result. `timeout` (s) bounds the wait for the answer
+        (default: the connection's); past it, TimeoutError (a late answer is dropped)."""
         self.next_id += 1
         command_id = self.next_id
         self.socket.send(json.dumps({"id": command_id, "method": method, "params": params}))
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
-            message = json.loads(self.socket.recv())
+            message = self.receive(deadline, f"no answer to {method}")
             if message.get("id") != command_id:
-                self.events.append(message)
                 continue
             if "error" in message:
                 raise CdpError(f"{method}: {message['error']}")
             return message.get("result", {})
+
+    def receive(self, deadline, what):
+        """The next message (an event or an answer); events are also kept in `events`, and a
+        native dialog is accepted as it opens, since it would block the page. TimeoutError
+        (saying `what`) past `deadline`."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(what)
+        self.socket.settimeout(remaining)
+        try:
+            message = json.loads(self.socket.recv())
+        except websocket.WebSocketTimeoutException:
+            raise TimeoutError(what) from None
+        finally:
+            self.socket.settimeout(self.timeout)
+        if "method" in message:
+            self.events.append(message)
+            if message["method"] == "Page.javascriptDialogOpening" and self.accept_dialogs:
+                self.dialogs.append(message["params"])
+                self.next_id += 1
+                self.socket.send(json.dumps({
+                    "id": self.next_id, "method": "Page.handleJavaScriptDialog",
+                    "params": {"accept": True,
+                               "promptText": message["params"].get("defaultPrompt", "")}}))
+        return message
 
     def wait_event(self, method, since=0, timeout=30):
         """The first event `method` received after the first `since` events, waiting for it
@@ -60,23 +97,14 @@ class Connection:
                 if event.get("method") == method:
                     return event
             index = len(self.events)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no {method} within {timeout} s")
-            self.socket.settimeout(remaining)
-            try:
-                self.events.append(json.loads(self.socket.recv()))
-            except websocket.WebSocketTimeoutException:
-                pass
-            finally:
-                self.socket.settimeout(self.timeout)
+            self.receive(deadline, f"no {method} within {timeout} s")
 
     def close(self):
         self.socket.close()
 
 
 class Page:
-    """A page target: navigate, evaluate, wait, type."""
+    """A page target: navigate, evaluate, wait, type, click, emulate a screen, screenshot."""
 
     def __init__(self, url, target_id=None):
         self.target_id = target_id
@@ -93,14 +121,15 @@ class Page:
         if "loaderId" in result:   # else a navigation within the document: nothing loads
             self.connection.wait_event("Page.loadEventFired", since, timeout)
 
-    def evaluate(self, expression):
-        """The value of a JavaScript expression (promises awaited), as JSON would carry it."""
-        result = self.connection.call("Runtime.evaluate", expression=expression,
+    def evaluate(self, expression, timeout=None):
+        """The value of a JavaScript expression (promises awaited), as JSON would carry it.
+        `timeout` (s) bounds the wait for the answer: past it, TimeoutError (a hung page)."""
+        result = self.connection.call("Runtime.evaluate", timeout=timeout, expression=expression,
                                       returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
             text = details.get("exception", {}).get("description") or details.get("text")
-            raise CdpError(f"{expression!r} threw: {text}")
+            raise CdpError(f"{expression[:200]!r} threw: {text}")
         return result["result"].get("value")
 
     def wait_for(self, expression, timeout=30, interval=0.1):
@@ -113,6 +142,124 @@ class Page:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{expression!r} still false after {timeout} s")
             time.sleep(interval)
+
+    def wait_for_selector(self, selector, timeout=30, visible=False):
+        """Waits until an element matches the CSS `selector` (and, with `visible`, has a box
+        on screen); raises TimeoutError naming it."""
+        check = "(e => e && (e.getClientRects().length > 0))" if visible else "(e => Boolean(e))"
+        try:
+            self.wait_for(f"{check}(document.querySelector({json.dumps(selector)}))", timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no element matches {selector!r} after {timeout} s") from None
+
+    def count(self, selector):
+        """How many elements match the CSS `selector`."""
+        return self.evaluate(f"document.querySelectorAll({json.dumps(selector)}).length")
+
+    def text(self, selector):
+        """The trimmed text of the first element matching `selector`, None if there is none."""
+        return self.evaluate(f"(e => e ? e.textContent.trim() : null)"
+                             f"(document.querySelector({json.dumps(selector)}))")
+
+    def attributes(self, selector, *names):
+        """For each element matching `selector`, a dict of its attributes `names` (None for
+        those it lacks), in document order."""
+        return self.evaluate(
+            f"Array.from(document.querySelectorAll({json.dumps(selector)}), e => "
+            f"Object.fromEntries({json.dumps(names)}.map(n => [n, e.getAttribute(n)])))")
+
+    def responsive(self, timeout=2):
+        """Whether the page answers a trivial evaluation within `timeout` s (a hung tab does
+        not: its main thread is busy)."""
+        try:
+            return self.evaluate("1 + 1", timeout=timeout) == 2
+        except TimeoutError:
+            return False
+
+    def click(self, selector, timeout=30):
+        """Clicks the first element matching `selector` with the mouse, as a user would: waits
+        for it to be visible, scrolls it into view and presses and releases the left button at
+        its centre."""
+        self.wait_for_selector(selector, timeout, visible=True)
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            f" e.scrollIntoView({{block: 'center', inline: 'center'}});"
+            f" const r = e.getBoundingClientRect();"
+            f" return {{x: r.left + r.width / 2, y: r.top + r.height / 2}}; }})()")
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            extra = {} if kind == "mouseMoved" else {"button": "left", "clickCount": 1}
+            self.connection.call("Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"],
+                                 **extra)
+
+    def fill(self, selector, text):
+        """Replaces the value of the input matching `selector` with `text`, as typing would
+        (focus, select all, insert: one `input` event, which frameworks' controlled inputs
+        read)."""
+        self.focus(selector)
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).select()")
+        if text:
+            self.insert_text(text)
+        else:
+            self.press_key("Delete", code="Delete", key_code=46)
+
+    def select_option(self, selector, value):
+        """Chooses `value` in the <select> matching `selector` and sends `input` and `change`
+        events, as picking it with the mouse would."""
+        self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            f" e.value = {json.dumps(value)};"
+            f" e.dispatchEvent(new Event('input', {{bubbles: true}}));"
+            f" e.dispatchEvent(new Event('change', {{bubbles: true}})); }})()")
+
+    def set_viewport(self, width, height, mobile=False, scale=1):
+        """Emulates a screen of `width`×`height` CSS pixels (`mobile`: a phone's viewport and
+        touch-sized layout) until `reset_viewport`."""
+        self.connection.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                             deviceScaleFactor=scale, mobile=mobile)
+        self.connection.call("Emulation.setTouchEmulationEnabled", enabled=mobile)
+
+    def reset_viewport(self):
+        self.connection.call("Emulation.clearDeviceMetricsOverride")
+        self.connection.call("Emulation.setTouchEmulationEnabled", enabled=False)
+
+    def screenshot(self, path, full_page=False):
+        """Saves a PNG of the viewport (or, with `full_page`, of the whole document) to
+        `path`, making its folder; the path."""
+        params = {"format": "png"}
+        if full_page:
+            metrics = self.connection.call("Page.getLayoutMetrics")
+            size = metrics.get("cssContentSize") or metrics["contentSize"]
+            params.update(captureBeyondViewport=True,
+                          clip={"x": 0, "y": 0, "width": size["width"],
+                                "height": min(size["height"], 16384), "scale": 1})
+        data = self.connection.call("Page.captureScreenshot", **params)["data"]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "wb") as file:
+            file.write(base64.b64decode(data))
+        return path
+
+    def add_init_script(self, source):
+        """Runs `source` in every document this page loads from now on, before the page's own
+        scripts (e.g. an observer that notes when an element first appears)."""
+        self.connection.call("Page.addScriptToEvaluateOnNewDocument", source=source)
+
+    def disable_cache(self, disabled=True):
+        """Loads every resource from the network, as a first visit would."""
+        self.connection.call("Network.enable")
+        self.connection.call("Network.setCacheDisabled", cacheDisabled=disabled)
+
+    def bypass_csp(self, enabled=True):
+        """Has the page ignore its Content-Security-Policy from its next load on (so that a
+        test can add scripts of its own, such as axe-core)."""
+        self.connection.call("Page.setBypassCSP", enabled=enabled)
+
+    def run_script(self, source):
+        """Runs a script's source in the page as a global script (its `var`s and functions
+        become the window's), bypassing the page's CSP, as DevTools' console does."""
+        result = self.connection.call("Runtime.evaluate", expression=source, returnByValue=False,
+                                      timeout=60)
+        if "exceptionDetails" in result:
+            raise CdpError(f"the script threw: {result['exceptionDetails'].get('text')}")
 
     def focus(self, selector):
         """Focuses the first element matching the CSS `selector`."""

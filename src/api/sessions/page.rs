@@ -42,7 +42,7 @@ fn inline_script_hashes(page: &str) -> String {
 }
 
 /// The websocket origin of the queue at `root_url` (`ws://host:port`).
-fn websocket_origin(root_url: &str) -> String {
+pub(crate) fn websocket_origin(root_url: &str) -> String {
     let url = super::websocket_url(root_url);
     match url.split_once("://") {
         Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or("")),

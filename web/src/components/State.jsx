@@ -1,0 +1,5 @@
+// A task or run state, coloured by its kind.
+
+export function State({ state, testid }) {
+  return <span class={`state state-${state}`} data-testid={testid}>{state}</span>;
+}
