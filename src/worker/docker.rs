@@ -42,7 +42,7 @@ const LABEL_RUN: &str = "taskfold.run-id";
 const LABEL_WORKER: &str = "taskfold.worker";
 /// How long a pull may take before the image counts as unavailable.
 const PULL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// After the container stopped, how long its last output may take to arrive.
+/// After the container stopped, how long its output may pause before the rest counts as lost.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
 /// Where an interactive container has the worker's static busybox, and the directory it
 /// shares with the worker.
@@ -400,10 +400,20 @@ impl DockerEngine {
             ),
         );
         let log = run.log.clone();
-        let streaming = actix_web::rt::spawn(async move {
+        // Output read so far, in chunks: the drain below waits while it still grows.
+        let chunks = Rc::new(std::cell::Cell::new(0u64));
+        let read = chunks.clone();
+        let mut streaming = actix_web::rt::spawn(async move {
             let mut logs = std::pin::pin!(logs);
-            while let Some(Ok(output)) = logs.next().await {
-                log.write(&output.into_bytes());
+            while let Some(output) = logs.next().await {
+                match output {
+                    Ok(output) => log.write(&output.into_bytes()),
+                    Err(error) => {
+                        log.error(&format!("reading the container's output failed: {error}"));
+                        break;
+                    }
+                }
+                read.set(read.get() + 1);
             }
         });
         let max_run_time = Duration::from_secs(payload.max_run_time);
@@ -450,7 +460,20 @@ impl DockerEngine {
                 outcome.exit_code = Some(self.wait(container).await);
             }
         }
-        let _ = tokio::time::timeout(LOG_DRAIN, streaming).await;
+        // The stream ends once Docker has handed over the container's last output, which may
+        // be well after it stopped when it wrote faster than the log is read: wait as long as
+        // output keeps coming.
+        loop {
+            let before = chunks.get();
+            if tokio::time::timeout(LOG_DRAIN, &mut streaming).await.is_ok() {
+                break;
+            }
+            if chunks.get() == before {
+                streaming.abort();
+                run.log.error("the container's last output did not arrive");
+                break;
+            }
+        }
         run.log
             .task_finished(outcome.exit_code, outcome.timed_out, started.elapsed());
     }

@@ -419,6 +419,19 @@ def test_the_live_log_stream_is_complete_when_the_task_prints_fast(docker_server
     assert len(results) == 3
 
 
+def test_a_log_written_faster_than_it_is_read_is_kept_whole(docker_server, queue, run_task):
+    """A container that writes 40 MB at once and exits is done long before the worker has read
+    its output: the worker keeps reading until Docker has handed over the last byte."""
+    task_id = run_task({"command": ["sh", "-c",
+                                    "yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghij"
+                                    " | head -c 41943040; echo; echo the-last-line"]})
+    status = wait_resolved(queue, task_id)
+    assert_run(status, 0, "completed", "completed")
+    log = task_log(docker_server, task_id)
+    assert len(log) > 40 * 1024 * 1024, len(log)
+    assert "the-last-line" in log[-4096:]
+
+
 def test_reserved_environment_variables_cannot_be_overridden(docker_server, docker_worker,
                                                              queue, run_task):
     names = ["TASK_ID", "RUN_ID", "TASKCLUSTER_ROOT_URL", "TASKCLUSTER_WORKER_GROUP",
