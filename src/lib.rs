@@ -15,7 +15,8 @@
 //!   state, pure `decide` and `apply`.
 //! - [`engine`], the actors that carry those decisions out (decide → append → apply → reply),
 //!   and the [`projections`] it runs (exchange messages, the listener bus, the Kafka exchange
-//!   topics); neither imports the API, the worker or the CLI.
+//!   topics, the AMQP exchanges of a Pulse broker); neither imports the API, the worker or the
+//!   CLI.
 //! - [`api`], which serves the engine over HTTP and renders what listeners receive.
 //! - [`worker`] and [`client`], which reach the queue over HTTP only: they import nothing from
 //!   the engine, the API, the projections or the log.

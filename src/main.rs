@@ -196,10 +196,12 @@ struct WorkerArgs {
     /// Runs at once.
     #[arg(long, default_value_t = 1)]
     capacity: usize,
-    /// What runs the payloads: `docker` (the engine at `DOCKER_HOST`, or the default socket)
-    /// or `ssh` (the `[[worker.ssh.targets]]` of the configuration).
-    #[arg(long, value_enum, default_value = "docker")]
-    engine: taskfold::worker::EngineKind,
+    /// What runs the payloads: `docker` (the engine at `DOCKER_HOST`, or the default socket),
+    /// `ssh` (the `[[worker.ssh.targets]]` of the configuration), or one call per task: `rest`,
+    /// `smtp`, `redis`. Repeat it or list several (`--engine docker,rest`) to serve several: a
+    /// payload names its engine in `kind`, and one without runs with the first.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "docker")]
+    engine: Vec<taskfold::worker::EngineKind>,
     /// Where runs keep their files and caches live.
     #[arg(long, default_value = "taskfold-worker")]
     data_dir: PathBuf,
@@ -535,6 +537,17 @@ async fn start_queue(
         }
         _ => None,
     };
+    let pulse = if settings.events.amqp_url.is_empty() {
+        None
+    } else {
+        let options = taskfold::projections::pulse::Options {
+            url: settings.events.amqp_url.clone(),
+            exchange_prefix: settings.events.amqp_exchange_prefix.clone(),
+        };
+        let exchanges = taskfold::projections::pulse::PulseExchanges::open(options, data_dir)
+            .context("starting the AMQP publishers")?;
+        Some(std::sync::Arc::new(exchanges))
+    };
     let blobs = &settings.blobs;
     let blob_store = taskfold::blobs::Store::open(blobs.backend, &blobs.s3, data_dir)
         .await
@@ -545,6 +558,7 @@ async fn start_queue(
         blob_store.clone(),
         engine_settings,
         exchange_topics,
+        pulse,
     )
     .await
     .context("starting the engine (replaying the log, joining the cluster)")?;
@@ -627,7 +641,7 @@ fn run_up(up: Up) -> anyhow::Result<ExitCode> {
         worker_group: "local".to_owned(),
         worker_id: taskfold::local::worker_id(&up.data_dir),
         capacity: up.capacity.max(1),
-        engine: taskfold::worker::EngineKind::Docker,
+        engines: vec![taskfold::worker::EngineKind::Docker],
         data_dir: up.data_dir.join("worker"),
         credentials: Some(farm.root_credentials()),
         ssh: settings.worker.ssh.clone(),
@@ -955,7 +969,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         worker_group: args.worker_group,
         worker_id: args.worker_id,
         capacity: args.capacity.max(1),
-        engine: args.engine,
+        engines: args.engine,
         data_dir: args.data_dir,
         credentials: credentials_from_env(),
         ssh: settings.worker.ssh,

@@ -97,6 +97,10 @@ pub struct Metrics {
     pub listeners: IntGauge,
     pub listeners_dropped: IntCounter,
     pub kafka_consumer_lag: IntGaugeVec,
+    pub amqp_messages_published: IntCounter,
+    pub amqp_confirms: IntCounterVec,
+    pub amqp_reconnects: IntCounter,
+    pub amqp_lag: IntGaugeVec,
     pub pending_tasks: IntGaugeVec,
     pub log_append_seconds: Histogram,
     pub log_append_batch_events: Histogram,
@@ -209,6 +213,34 @@ impl Metrics {
                 &["partition"],
             )
             .expect("a valid metric"),
+            amqp_messages_published: IntCounter::new(
+                "taskfold_amqp_messages_published_total",
+                "Exchange messages handed to the AMQP broker, those published again after a \
+                 lost connection included.",
+            )
+            .expect("a valid metric"),
+            amqp_confirms: IntCounterVec::new(
+                Opts::new(
+                    "taskfold_amqp_confirms_total",
+                    "The AMQP broker's publisher confirms, by outcome (ack, nack).",
+                ),
+                &["outcome"],
+            )
+            .expect("a valid metric"),
+            amqp_reconnects: IntCounter::new(
+                "taskfold_amqp_reconnects_total",
+                "Connections to the AMQP broker made again after the previous one broke.",
+            )
+            .expect("a valid metric"),
+            amqp_lag: IntGaugeVec::new(
+                Opts::new(
+                    "taskfold_amqp_lag",
+                    "Events in the log whose exchange messages the AMQP broker has not yet \
+                     confirmed, by log partition.",
+                ),
+                &["partition"],
+            )
+            .expect("a valid metric"),
             pending_tasks: IntGaugeVec::new(
                 Opts::new(
                     "taskfold_pending_tasks",
@@ -306,6 +338,10 @@ impl Metrics {
             Box::new(metrics.listeners.clone()),
             Box::new(metrics.listeners_dropped.clone()),
             Box::new(metrics.kafka_consumer_lag.clone()),
+            Box::new(metrics.amqp_messages_published.clone()),
+            Box::new(metrics.amqp_confirms.clone()),
+            Box::new(metrics.amqp_reconnects.clone()),
+            Box::new(metrics.amqp_lag.clone()),
             Box::new(metrics.pending_tasks.clone()),
             Box::new(metrics.log_append_seconds.clone()),
             Box::new(metrics.log_append_batch_events.clone()),

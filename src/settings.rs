@@ -90,6 +90,9 @@ pub struct EventsSettings {
     pub listener_flush_ms: u64,
     pub kafka_publish: bool,
     pub kafka_topic_prefix: String,
+    /// The AMQP broker exchange messages also go to; empty: none.
+    pub amqp_url: String,
+    pub amqp_exchange_prefix: String,
 }
 
 /// `[kafka] brokers`: the brokers of `[log.kafka]` under a shorter name; when set, it wins.

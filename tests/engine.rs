@@ -40,7 +40,7 @@ async fn start_with(dir: &std::path::Path, settings: EngineSettings) -> Engine {
         .unwrap(),
     );
     let blobs = taskfold::blobs::Store::files(dir);
-    Engine::start(log, dir.to_owned(), blobs, settings, None)
+    Engine::start(log, dir.to_owned(), blobs, settings, None, None)
         .await
         .unwrap()
 }

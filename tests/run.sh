@@ -41,6 +41,8 @@ command -v ssh >/dev/null || packages+=(openssh-client)
 command -v tmux >/dev/null || packages+=(tmux)
 [ -x /usr/bin/chromium ] || packages+=(chromium)
 command -v setsid >/dev/null || packages+=(util-linux)
+# The REDIS task kind's tests start a redis-server of their own.
+command -v redis-server >/dev/null || packages+=(redis-server)
 command -v curl >/dev/null || packages+=(curl ca-certificates)
 # Node.js and npm, for the official Node client's interop test.
 command -v node >/dev/null || packages+=(nodejs)
@@ -62,7 +64,7 @@ venv="$target_dir/python-venv"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest prometheus-client pyyaml jsonschema websocket-client confluent-kafka trustme boto3
+"$venv/bin/pip" install --quiet --disable-pip-version-check taskcluster pytest prometheus-client pyyaml jsonschema websocket-client confluent-kafka trustme boto3 aiosmtpd kombu
 
 # The official Node client, pinned, in a directory of its own under the target directory.
 node_dir="$target_dir/node-interop"
@@ -72,6 +74,14 @@ if [ ! -f "$node_dir/node_modules/taskcluster-client/package.json" ]; then
         taskcluster-client@87.1.3 slugid@5.0.1
 fi
 export TASKFOLD_NODE_MODULES="$node_dir/node_modules"
+# Taskcluster's Pulse consumer (`consume()`), pinned, beside it, for the AMQP tests: npm has it as
+# taskcluster-lib-pulse (the monorepo's `@taskcluster/lib-pulse` is not published).
+lib_pulse_installed=$(node -p "try { require('$node_dir/node_modules/taskcluster-lib-pulse/package.json').version }
+                               catch (e) { '' }")
+if [ "$lib_pulse_installed" != 11.1.0 ]; then
+    npm install --prefix "$node_dir" --silent --no-audit --no-fund --save-exact \
+        taskcluster-lib-pulse@11.1.0
+fi
 # axe-core, pinned, beside it: the console's browser tests inject its axe.min.js into each page
 # for an accessibility scan.
 axe_installed=$(node -p "try { require('$node_dir/node_modules/axe-core/package.json').version }
@@ -117,6 +127,10 @@ source tests/setup/kafka.sh
 install_kafka "$target_dir"
 # Tests that need brokers of their own (a cluster to lose a broker of) start them with this.
 export TASKFOLD_TEST_KAFKA_SCRIPT="$PWD/tests/setup/kafka.sh"
+# RabbitMQ, Debian's, for the AMQP (Pulse) tests, which start brokers of their own with
+# tests/setup/rabbitmq.sh.
+source tests/setup/rabbitmq.sh
+install_rabbitmq
 
 work=$(mktemp -d)
 kafka_pid=

@@ -25,6 +25,7 @@ pub async fn start(settings: &Settings, data_dir: &Path) -> Result<Engine, crate
         blobs,
         settings.engine_settings(),
         None,
+        None,
     )
     .await
 }

@@ -42,6 +42,7 @@ use crate::model::{
 };
 use crate::projections::bus::{Bus, BusOptions};
 use crate::projections::kafka::ExchangeTopics;
+use crate::projections::pulse::PulseExchanges;
 use cluster::wire::{self, Answer, Call, Reply};
 use cluster::{Cluster, group};
 use dependencies::DependencyResolver;
@@ -81,6 +82,8 @@ const OWNER_WAIT: Duration = Duration::from_secs(20);
 const OWNER_RETRY: Duration = Duration::from_millis(200);
 /// How long resolutions gather before they go to the other nodes together.
 const RESOLUTION_BATCH: Duration = Duration::from_millis(5);
+/// How long a clean stop waits for the partition stores' last writes.
+const SEAL_WAIT: Duration = Duration::from_secs(10);
 
 /// The shards of the partitions this process serves.
 struct Partitions {
@@ -167,14 +170,15 @@ pub struct Claimed {
 
 impl Engine {
     /// Replays every partition and starts the actors; must run inside an actix System.
-    /// `exchange_topics`: where exchange messages go besides this server's listeners (the
-    /// Kafka backend's topics).
+    /// `exchange_topics` and `pulse`: where exchange messages go besides this server's
+    /// listeners (the Kafka backend's topics, an AMQP broker's exchanges).
     pub async fn start(
         log: Arc<dyn EventLog>,
         data_dir: PathBuf,
         blobs: crate::blobs::Store,
         settings: EngineSettings,
         exchange_topics: Option<Arc<ExchangeTopics>>,
+        pulse: Option<Arc<PulseExchanges>>,
     ) -> Result<Engine, crate::log::Error> {
         let started = Instant::now();
         let dispatcher = Dispatcher::default().start();
@@ -194,6 +198,7 @@ impl Engine {
                 _ => Some(bus.clone()),
             },
             exchange_topics,
+            pulse,
             groups: groups.clone(),
             log: log.clone(),
             data_dir,
@@ -1682,14 +1687,25 @@ impl Engine {
     }
 
     /// Everything in the partition stores and their memtables written out: for a clean stop,
-    /// after which a start reads nothing back into memory.
+    /// after which a start reads nothing back into memory. Gives up after [`SEAL_WAIT`]: a
+    /// store's last write waits for its publishers, and a broker that is away must not hold
+    /// the stop for ever (the next start replays what the store lacks).
     pub async fn seal(&self) {
         let waits = self
             .partitions
             .local()
             .into_iter()
             .map(|(_, shard)| shard.send(shard::Seal));
-        futures::future::join_all(waits).await;
+        if tokio::time::timeout(SEAL_WAIT, futures::future::join_all(waits))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                waited = ?SEAL_WAIT,
+                "stopping with partition stores behind the log (their exchange messages are not \
+                 all delivered); the next start replays the rest"
+            );
+        }
     }
 
     /// Resolves once every change so far is in the partition stores.

@@ -1,6 +1,7 @@
 //! A shard's outbox: the exchange messages of its commits, published in log order once their
-//! events are durable — to this server's listeners, and with the Kafka backend to the exchange
-//! topics, whose delivered prefix it checkpoints (see `projections::kafka`).
+//! events are durable — to this server's listeners; with the Kafka backend to the exchange
+//! topics, whose delivered prefix it checkpoints (see `projections::kafka`); and to the
+//! partition's AMQP publisher, which keeps its own (see `projections::pulse`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::model::exchange::MessageId;
 use crate::projections::bus::Bus;
 use crate::projections::exchanges::Message;
 use crate::projections::kafka::{Checkpoint, ExchangeTopics};
+use crate::projections::pulse::Committed;
 
 /// How often a moved checkpoint is written.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
@@ -49,24 +51,40 @@ struct Delivered {
     result: Result<Offset, String>,
 }
 
+/// `pulse`: the partition's AMQP publisher, handed every durable commit (it keeps its place
+/// by log offset).
 pub async fn forward(
     partition: u32,
     mut outbox: mpsc::UnboundedReceiver<Outgoing>,
     bus: Option<Arc<Bus>>,
     kafka: Option<KafkaSink>,
+    pulse: Option<mpsc::UnboundedSender<Committed>>,
 ) {
+    // The publisher lives as long as the shard; if it is gone, the shard is stopping.
+    let to_pulse = |end: Offset, messages: &[Message]| {
+        if let Some(pulse) = &pulse {
+            let _ = pulse.send(Committed {
+                end,
+                messages: messages.to_vec(),
+            });
+        }
+    };
     let Some(mut kafka) = kafka else {
         let mut next = outbox.recv().await;
         while let Some(outgoing) = next.take() {
             if !outgoing.durable.await {
                 return;
             }
+            let mut end = outgoing.end;
             let mut messages = outgoing.messages;
             // Whatever else is durable already goes out with it: listeners wake once per
             // publication, and one group commit makes many commits durable at once.
             while let Ok(mut outgoing) = outbox.try_recv() {
                 match (&mut outgoing.durable).now_or_never() {
-                    Some(true) => messages.extend(outgoing.messages),
+                    Some(true) => {
+                        end = outgoing.end;
+                        messages.extend(outgoing.messages);
+                    }
                     Some(false) => return,
                     None => {
                         next = Some(outgoing);
@@ -74,6 +92,7 @@ pub async fn forward(
                     }
                 }
             }
+            to_pulse(end, &messages);
             if let Some(bus) = &bus {
                 bus.publish(messages);
             }
@@ -101,6 +120,7 @@ pub async fn forward(
                 if !outgoing.durable.await {
                     return;
                 }
+                to_pulse(outgoing.end, &outgoing.messages);
                 if !failed {
                     for (index, message) in outgoing.messages.iter().enumerate() {
                         let last_of_event = outgoing

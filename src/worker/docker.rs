@@ -161,14 +161,7 @@ impl DockerEngine {
         let mut outcome = Outcome::new(Phase::Preparing);
         let payload = match DockerPayload::read(&run.definition["payload"], &run.task_scopes) {
             Ok(payload) => payload,
-            Err(invalid) => {
-                run.log.error("the task's payload is not valid:");
-                for problem in &invalid.0 {
-                    run.log.write(format!("  {problem}\n").as_bytes());
-                }
-                outcome.problem = Some(Problem::MalformedPayload(invalid.to_string()));
-                return outcome;
-            }
+            Err(invalid) => return run.malformed_payload(&invalid),
         };
         outcome.retry_exit_codes = payload.on_exit_status.retry.clone();
         run.log.info(&format!("Image: {}", payload.image.name()));
@@ -465,7 +458,10 @@ impl DockerEngine {
         // output keeps coming.
         loop {
             let before = chunks.get();
-            if tokio::time::timeout(LOG_DRAIN, &mut streaming).await.is_ok() {
+            if tokio::time::timeout(LOG_DRAIN, &mut streaming)
+                .await
+                .is_ok()
+            {
                 break;
             }
             if chunks.get() == before {

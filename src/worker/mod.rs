@@ -1,11 +1,16 @@
 //! `taskfold worker`: a client of the Queue API, exactly like Taskcluster's docker-worker and
 //! generic-worker (DESIGN.md, workers and engines). It claims up to `capacity` runs at a time
-//! from one task queue, runs each as a [`task_run`] with the configured engine, and on SIGTERM
+//! from one task queue, runs each as a [`task_run`] with one of its engines, and on SIGTERM
 //! stops claiming, aborts what runs with `exception/worker-shutdown` and exits once every run
 //! is reported.
+//!
+//! Engines run programs (Docker, SSH) or make one call (REST, SMTP, REDIS: Cloudomation's
+//! task kinds, [`calls`]). A worker may serve several: a payload names its engine in `kind`,
+//! and one without `kind` runs with the worker's first.
 
 pub mod artifacts;
 pub mod caches;
+pub mod calls;
 pub mod docker;
 pub mod interactive;
 pub mod live_log;
@@ -13,7 +18,11 @@ pub mod metrics;
 pub mod payload;
 pub mod proxy;
 pub mod pty;
+pub mod redis;
 pub mod resolution;
+pub mod rest;
+pub mod secrets;
+pub mod smtp;
 pub mod ssh;
 pub mod task_run;
 
@@ -30,6 +39,7 @@ use crate::auth::Credentials;
 use crate::client::QueueClient;
 use docker::DockerEngine;
 use metrics::WORKER_METRICS;
+use payload::Invalid;
 use resolution::Outcome;
 use task_run::RunContext;
 
@@ -38,11 +48,14 @@ const MAX_CLAIM: usize = 32;
 /// Wait after a failed claimWork before the next.
 const CLAIM_RETRY: Duration = Duration::from_secs(2);
 
-/// Which engine runs the payloads of the worker's task queue.
+/// An engine a worker may serve; its name is the `--engine` value and a payload's `kind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineKind {
     Docker,
     Ssh,
+    Rest,
+    Smtp,
+    Redis,
 }
 
 impl EngineKind {
@@ -50,6 +63,9 @@ impl EngineKind {
         match self {
             EngineKind::Docker => "docker",
             EngineKind::Ssh => "ssh",
+            EngineKind::Rest => "rest",
+            EngineKind::Smtp => "smtp",
+            EngineKind::Redis => "redis",
         }
     }
 }
@@ -60,7 +76,8 @@ pub struct Options {
     pub worker_group: String,
     pub worker_id: String,
     pub capacity: usize,
-    pub engine: EngineKind,
+    /// The engines it serves (at least one); the first runs payloads without a `kind`.
+    pub engines: Vec<EngineKind>,
     /// Run directories and caches.
     pub data_dir: PathBuf,
     pub credentials: Option<Credentials>,
@@ -117,17 +134,73 @@ impl Identity {
     }
 }
 
-/// The engine a worker runs payloads with.
+/// An engine a worker runs payloads with.
 pub enum Engine {
     Docker(DockerEngine),
     Ssh(ssh::SshEngine),
+    Rest,
+    Smtp,
+    Redis,
 }
 
 impl Engine {
+    fn kind(&self) -> EngineKind {
+        match self {
+            Engine::Docker(_) => EngineKind::Docker,
+            Engine::Ssh(_) => EngineKind::Ssh,
+            Engine::Rest => EngineKind::Rest,
+            Engine::Smtp => EngineKind::Smtp,
+            Engine::Redis => EngineKind::Redis,
+        }
+    }
+
     async fn execute(&self, run: &mut RunContext) -> Outcome {
         match self {
             Engine::Docker(docker) => docker.execute(run).await,
             Engine::Ssh(ssh) => ssh.execute(run).await,
+            Engine::Rest => rest::execute(run).await,
+            Engine::Smtp => smtp::execute(run).await,
+            Engine::Redis => redis::execute(run).await,
+        }
+    }
+}
+
+/// The engines of a worker, the first for payloads that name none.
+pub struct Engines(Vec<Engine>);
+
+impl Engines {
+    /// The engine the payload's `kind` names, or the first.
+    fn select(&self, payload: &Value) -> Result<&Engine, Invalid> {
+        let Some(kind) = payload.get("kind") else {
+            return self
+                .0
+                .first()
+                .ok_or_else(|| Invalid(vec!["this worker serves no engine".to_owned()]));
+        };
+        let serves = || {
+            self.0
+                .iter()
+                .map(|engine| engine.kind().name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let found = kind
+            .as_str()
+            .and_then(|kind| self.0.iter().find(|engine| engine.kind().name() == kind));
+        found.ok_or_else(|| {
+            Invalid(vec![format!(
+                "payload/kind: {kind} is not a kind this worker serves (it serves {})",
+                serves()
+            )])
+        })
+    }
+
+    /// Runs the payload with its engine; the outcome and the engine's kind (`None` when the
+    /// payload names none the worker serves).
+    async fn execute(&self, run: &mut RunContext) -> (Option<EngineKind>, Outcome) {
+        match self.select(&run.definition["payload"]) {
+            Ok(engine) => (Some(engine.kind()), engine.execute(run).await),
+            Err(invalid) => (None, run.malformed_payload(&invalid)),
         }
     }
 }
@@ -136,8 +209,7 @@ impl Engine {
 pub struct Worker {
     pub queue: QueueClient,
     pub identity: Rc<Identity>,
-    pub engine: Engine,
-    pub engine_kind: EngineKind,
+    pub engines: Engines,
     pub data_dir: PathBuf,
 }
 
@@ -164,7 +236,7 @@ pub fn serve_metrics(listen: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Connects the engine, removes what an earlier process left, and claims and runs tasks until
+/// Connects the engines, removes what an earlier process left, and claims and runs tasks until
 /// `shutdown` turns true; then waits for every run to be reported.
 pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.data_dir)?;
@@ -174,7 +246,46 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
         worker_group: options.worker_group.clone(),
         worker_id: options.worker_id.clone(),
     });
-    let engine = match options.engine {
+    anyhow::ensure!(
+        !options.engines.is_empty(),
+        "a worker serves at least one engine"
+    );
+    let mut engines: Vec<Engine> = Vec::new();
+    for kind in &options.engines {
+        if engines.iter().any(|engine| engine.kind() == *kind) {
+            continue;
+        }
+        engines.push(connect(*kind, &options, &identity).await?);
+        WORKER_METRICS.activate(kind.name());
+    }
+    let queue = QueueClient::new(&options.root_url, options.credentials, 64)?;
+    // Runs left by an earlier process are gone with their containers.
+    let runs_dir = options.data_dir.join("runs");
+    let _ = std::fs::remove_dir_all(&runs_dir);
+    let worker = Rc::new(Worker {
+        queue,
+        identity,
+        engines: Engines(engines),
+        data_dir: options.data_dir,
+    });
+    tracing::info!(
+        task_queue_id = worker.identity.task_queue_id.as_str(),
+        worker = worker.identity.worker().as_str(),
+        capacity = options.capacity,
+        engines = ?options.engines,
+        "the worker is claiming tasks"
+    );
+    claim_and_run(&worker, options.capacity, &mut shutdown).await;
+    Ok(())
+}
+
+/// Makes the engine of `kind` ready to run payloads.
+async fn connect(
+    kind: EngineKind,
+    options: &Options,
+    identity: &Identity,
+) -> anyhow::Result<Engine> {
+    Ok(match kind {
         EngineKind::Docker => {
             let docker = DockerEngine::connect(
                 &options.data_dir,
@@ -194,30 +305,20 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
                 tracing::warn!("no [[worker.ssh.targets]] are configured: every task will fail");
             }
             Engine::Ssh(ssh::SshEngine::new(
-                options.ssh,
+                options.ssh.clone(),
                 options.interactive.clone(),
                 &options.data_dir,
             ))
         }
-    };
-    WORKER_METRICS.activate(options.engine.name());
-    let queue = QueueClient::new(&options.root_url, options.credentials, 64)?;
-    // Runs left by an earlier process are gone with their containers.
-    let runs_dir = options.data_dir.join("runs");
-    let _ = std::fs::remove_dir_all(&runs_dir);
-    let worker = Rc::new(Worker {
-        queue,
-        identity,
-        engine,
-        engine_kind: options.engine,
-        data_dir: options.data_dir,
-    });
-    tracing::info!(
-        task_queue_id = worker.identity.task_queue_id.as_str(),
-        worker = worker.identity.worker().as_str(),
-        capacity = options.capacity,
-        "the worker is claiming tasks"
-    );
+        EngineKind::Rest => Engine::Rest,
+        EngineKind::Smtp => Engine::Smtp,
+        EngineKind::Redis => Engine::Redis,
+    })
+}
+
+/// Claims and runs tasks until `shutdown` turns true; then aborts the runs and waits for
+/// every one to be reported.
+async fn claim_and_run(worker: &Rc<Worker>, capacity: usize, shutdown: &mut watch::Receiver<bool>) {
     let running = Rc::new(Cell::new(0usize));
     // Runs are aborted only once no claimWork is in flight: a run ended with worker-shutdown
     // while one waits would have its retry claimed by this very worker, which is stopping.
@@ -231,7 +332,7 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
         })
     };
     while !*shutdown.borrow() {
-        let free = options.capacity.saturating_sub(running.get());
+        let free = capacity.saturating_sub(running.get());
         if free == 0 {
             tokio::select! {
                 () = finished.notified() => {}
@@ -257,7 +358,7 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
             }
         };
         for claim in claims {
-            start_run(&worker, claim, &runs_aborted, &running, &finished);
+            start_run(worker, claim, &runs_aborted, &running, &finished);
         }
     }
     tracing::info!(
@@ -268,7 +369,6 @@ pub async fn run(options: Options, mut shutdown: watch::Receiver<bool>) -> anyho
     while running.get() > 0 {
         finished.notified().await;
     }
-    Ok(())
 }
 
 fn start_run(
@@ -322,4 +422,23 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
         std::future::pending::<()>().await;
     });
     receiver
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_names_its_engine_or_runs_with_the_first() {
+        let engines = Engines(vec![Engine::Rest, Engine::Redis]);
+        let kind = |payload: Value| engines.select(&payload).map(Engine::kind).ok();
+        assert_eq!(kind(json!({"url": "http://x"})), Some(EngineKind::Rest));
+        assert_eq!(kind(json!({"kind": "redis"})), Some(EngineKind::Redis));
+        for unserved in [json!({"kind": "smtp"}), json!({"kind": 5})] {
+            let Err(Invalid(errors)) = engines.select(&unserved) else {
+                panic!("{unserved} was given an engine");
+            };
+            assert!(errors[0].ends_with("(it serves rest, redis)"), "{errors:?}");
+        }
+    }
 }

@@ -15,10 +15,34 @@ static DOCKER_SCHEMA: LazyLock<jsonschema::Validator> =
     LazyLock::new(|| compile(include_str!("../../schemas/docker-worker-payload.json")));
 static SSH_SCHEMA: LazyLock<jsonschema::Validator> =
     LazyLock::new(|| compile(include_str!("../../schemas/ssh-payload.json")));
+static REST_SCHEMA: LazyLock<jsonschema::Validator> =
+    LazyLock::new(|| compile(include_str!("../../schemas/rest-payload.json")));
+static SMTP_SCHEMA: LazyLock<jsonschema::Validator> =
+    LazyLock::new(|| compile(include_str!("../../schemas/smtp-payload.json")));
+static REDIS_SCHEMA: LazyLock<jsonschema::Validator> =
+    LazyLock::new(|| compile(include_str!("../../schemas/redis-payload.json")));
+
+/// The schemas that payload schemas refer to, by their `$id`: a field that may come from a
+/// secret is defined once, in `schemas/secret-string.json`.
+static SHARED_SCHEMAS: LazyLock<jsonschema::Registry<'static>> = LazyLock::new(|| {
+    let secret_string = include_str!("../../schemas/secret-string.json");
+    let secret_string: Value =
+        serde_json::from_str(secret_string).expect("a payload schema is JSON");
+    jsonschema::Registry::new()
+        .add(
+            "https://taskfold.dev/schemas/secret-string.json",
+            jsonschema::Resource::from_contents(secret_string),
+        )
+        .and_then(jsonschema::RegistryBuilder::prepare)
+        .expect("the shared payload schemas are valid")
+});
 
 fn compile(schema: &str) -> jsonschema::Validator {
     let schema: Value = serde_json::from_str(schema).expect("a payload schema is JSON");
-    jsonschema::validator_for(&schema).expect("a payload schema is a valid JSON schema")
+    jsonschema::options()
+        .with_registry(&SHARED_SCHEMAS)
+        .build(&schema)
+        .expect("a payload schema is a valid JSON schema")
 }
 
 /// Why a payload cannot run, as lines for the task's log.
@@ -243,6 +267,165 @@ impl SshPayload {
     }
 }
 
+/// A field that may hold a credential (`schemas/secret-string.json`): the string itself, or a
+/// field of a secret, read when the task runs ([`super::secrets`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SecretString {
+    Plain(String),
+    Secret { secret: String, key: String },
+}
+
+/// Seconds a call (REST, SMTP, REDIS) may take when its payload does not say.
+const DEFAULT_CALL_SECONDS: u64 = 60;
+
+/// The REST engine's payload (`schemas/rest-payload.json`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestPayload {
+    pub url: String,
+    #[serde(default = "get")]
+    pub method: String,
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, SecretString>,
+    #[serde(default)]
+    pub cookies: BTreeMap<String, SecretString>,
+    pub cacert: Option<String>,
+    #[serde(rename = "expected_status_code")]
+    pub expected_status_code: Option<ExpectedStatus>,
+    #[serde(default = "default_call_seconds")]
+    pub max_run_time: u64,
+}
+
+fn get() -> String {
+    "GET".to_owned()
+}
+
+fn default_call_seconds() -> u64 {
+    DEFAULT_CALL_SECONDS
+}
+
+/// `expected_status_code`: one status or several.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ExpectedStatus {
+    One(u16),
+    Any(Vec<u16>),
+}
+
+impl RestPayload {
+    pub fn read(payload: &Value) -> Result<RestPayload, Invalid> {
+        validate(&REST_SCHEMA, payload)
+    }
+
+    /// Whether the answer's status is one the payload expects (any 2xx when it names none).
+    pub fn expects(&self, status: u16) -> bool {
+        match &self.expected_status_code {
+            None => (200..300).contains(&status),
+            Some(ExpectedStatus::One(expected)) => status == *expected,
+            Some(ExpectedStatus::Any(expected)) => expected.contains(&status),
+        }
+    }
+
+    /// What `expected_status_code` asks for, for the log.
+    pub fn expected(&self) -> String {
+        match &self.expected_status_code {
+            None => "2xx".to_owned(),
+            Some(ExpectedStatus::One(expected)) => expected.to_string(),
+            Some(ExpectedStatus::Any(expected)) => expected
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    }
+}
+
+/// The SMTP engine's payload (`schemas/smtp-payload.json`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct SmtpPayload {
+    pub from: String,
+    pub to: Recipients,
+    pub subject: String,
+    #[serde(default)]
+    pub body: String,
+    pub login: Option<SecretString>,
+    pub password: Option<SecretString>,
+    pub smtp_host: String,
+    pub smtp_port: Option<u16>,
+    #[serde(default = "yes")]
+    pub use_tls: bool,
+    #[serde(default = "default_call_seconds", rename = "maxRunTime")]
+    pub max_run_time: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `to`: one recipient or several.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Recipients {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl Recipients {
+    pub fn list(&self) -> &[String] {
+        match self {
+            Recipients::One(recipient) => std::slice::from_ref(recipient),
+            Recipients::Several(recipients) => recipients,
+        }
+    }
+}
+
+impl SmtpPayload {
+    pub fn read(payload: &Value) -> Result<SmtpPayload, Invalid> {
+        validate(&SMTP_SCHEMA, payload)
+    }
+
+    /// The server's port: the submission port with STARTTLS, SMTP's own without.
+    pub fn port(&self) -> u16 {
+        self.smtp_port
+            .unwrap_or(if self.use_tls { 587 } else { 25 })
+    }
+}
+
+/// The REDIS engine's payload (`schemas/redis-payload.json`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct RedisPayload {
+    pub host: String,
+    #[serde(default = "redis_port")]
+    pub port: u16,
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<Value>,
+    #[serde(default = "default_call_seconds", rename = "maxRunTime")]
+    pub max_run_time: u64,
+}
+
+fn redis_port() -> u16 {
+    6379
+}
+
+impl RedisPayload {
+    pub fn read(payload: &Value) -> Result<RedisPayload, Invalid> {
+        validate(&REDIS_SCHEMA, payload)
+    }
+
+    /// The command's words and its arguments, as the strings sent to the server.
+    pub fn words(&self) -> Vec<String> {
+        let command = self.command.split_whitespace().map(str::to_owned);
+        let args = self.args.iter().map(|arg| match arg {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        });
+        command.chain(args).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +514,56 @@ mod tests {
             "apple/banana.log_backing.txt"
         );
         assert_eq!(log_names(Some("a.b/log")).1, "a.b/log_backing");
+    }
+
+    #[test]
+    fn each_schema_names_the_engine_that_reads_it() {
+        use crate::worker::EngineKind;
+        let schemas = [
+            (
+                include_str!("../../schemas/docker-worker-payload.json"),
+                EngineKind::Docker,
+            ),
+            (
+                include_str!("../../schemas/ssh-payload.json"),
+                EngineKind::Ssh,
+            ),
+            (
+                include_str!("../../schemas/rest-payload.json"),
+                EngineKind::Rest,
+            ),
+            (
+                include_str!("../../schemas/smtp-payload.json"),
+                EngineKind::Smtp,
+            ),
+            (
+                include_str!("../../schemas/redis-payload.json"),
+                EngineKind::Redis,
+            ),
+        ];
+        for (schema, kind) in schemas {
+            let schema: Value = serde_json::from_str(schema).unwrap();
+            assert_eq!(schema["properties"]["kind"]["const"], kind.name());
+        }
+    }
+
+    #[test]
+    fn secret_strings_are_a_string_or_a_secret_s_key() {
+        let read =
+            |headers: Value| RestPayload::read(&json!({"url": "http://x", "headers": headers}));
+        let payload = read(json!({"A": "plain", "B": {"secret": "s", "key": "k"}})).unwrap();
+        assert!(matches!(&payload.headers["A"], SecretString::Plain(text) if text == "plain"));
+        assert!(matches!(
+            &payload.headers["B"],
+            SecretString::Secret { secret, key } if secret == "s" && key == "k"
+        ));
+        for wrong in [
+            json!({"A": 1}),
+            json!({"A": {"secret": "s"}}),
+            json!({"A": {"secret": "s", "key": "k", "x": 1}}),
+        ] {
+            assert!(read(wrong.clone()).is_err(), "{wrong}");
+        }
     }
 
     #[test]

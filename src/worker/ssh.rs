@@ -23,7 +23,7 @@ use futures::future::LocalBoxFuture;
 
 use super::artifacts::Missing;
 use super::interactive::{Interactive, Shell, ShellProcess, ShellRequest, Shells};
-use super::payload::SshPayload;
+use super::payload::{Invalid, SshPayload};
 use super::pty::Pty;
 use super::resolution::{Abort, Artifacts, Outcome, Phase, Problem};
 use super::task_run::RunContext;
@@ -129,19 +129,9 @@ impl SshEngine {
 
     pub async fn execute(&self, run: &mut RunContext) -> Outcome {
         let mut outcome = Outcome::new(Phase::Preparing);
-        let invalid = |outcome: &mut Outcome, run: &RunContext, problems: Vec<String>| {
-            run.log.error("the task's payload is not valid:");
-            for problem in &problems {
-                run.log.write(format!("  {problem}\n").as_bytes());
-            }
-            outcome.problem = Some(Problem::MalformedPayload(problems.join("; ")));
-        };
         let payload = match SshPayload::read(&run.definition["payload"]) {
             Ok(payload) => payload,
-            Err(errors) => {
-                invalid(&mut outcome, run, errors.0);
-                return outcome;
-            }
+            Err(invalid) => return run.malformed_payload(&invalid),
         };
         let Some(target) = self.target(&payload.target) else {
             let known: Vec<&str> = self
@@ -159,8 +149,7 @@ impl SshEngine {
                     known.join(", ")
                 }
             );
-            invalid(&mut outcome, run, vec![problem]);
-            return outcome;
+            return run.malformed_payload(&Invalid(vec![problem]));
         };
         run.log.info(&format!(
             "Target: {} ({}@{}:{})",

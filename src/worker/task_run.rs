@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use super::artifacts::Publisher;
 use super::live_log::LiveLog;
 use super::metrics::{INTERNAL_ERROR, RESOURCE_UNAVAILABLE, WORKER_METRICS};
-use super::payload::log_names;
-use super::resolution::{self, Abort, Artifacts, Outcome, Problem, Resolution};
+use super::payload::{Invalid, log_names};
+use super::resolution::{self, Abort, Artifacts, Outcome, Phase, Problem, Resolution};
 use super::{Identity, Worker};
 use crate::auth::{Credentials, ScopeSet};
 use crate::client::{Error, QueueClient};
@@ -56,6 +56,18 @@ impl RunContext {
         WORKER_METRICS
             .payload_start_seconds
             .observe(self.claimed.elapsed().as_secs_f64());
+    }
+
+    /// The outcome of a run whose payload cannot run, every problem listed in the log.
+    pub fn malformed_payload(&self, invalid: &Invalid) -> Outcome {
+        self.log.error("the task's payload is not valid:");
+        for problem in &invalid.0 {
+            self.log.write(format!("  {problem}\n").as_bytes());
+        }
+        Outcome {
+            problem: Some(Problem::MalformedPayload(invalid.to_string())),
+            ..Outcome::new(Phase::Preparing)
+        }
     }
 
     /// The task's deadline, as an instant of this process's clock.
@@ -224,16 +236,16 @@ pub async fn run(worker: Rc<Worker>, claim: Value, shutdown: watch::Receiver<boo
         abort: aborts,
         claimed,
     };
-    let mut outcome = worker.engine.execute(&mut context).await;
+    let (engine, mut outcome) = worker.engines.execute(&mut context).await;
     let engine_error = match &outcome.problem {
         Some(Problem::ResourceUnavailable(_)) => Some(RESOURCE_UNAVAILABLE),
         Some(Problem::Internal(_)) => Some(INTERNAL_ERROR),
         Some(Problem::MalformedPayload(_)) | None => None,
     };
-    if let Some(kind) = engine_error {
+    if let (Some(engine), Some(kind)) = (engine, engine_error) {
         WORKER_METRICS
             .engine_errors
-            .with_label_values(&[worker.engine_kind.name(), kind])
+            .with_label_values(&[engine.name(), kind])
             .inc();
     }
     reclaimer.abort();

@@ -189,8 +189,9 @@ impl TaskShard {
         }
         .boxed()
         .shared();
-        // Exchange topics checkpoint by log offset, so they hear of every commit.
-        if (!messages.is_empty() || self.context.exchange_topics.is_some())
+        // Exchange topics and the AMQP broker checkpoint by log offset, so they hear of every
+        // commit.
+        if (!messages.is_empty() || self.context.checkpoints_by_offset())
             && let Some(outbox) = &self.outbox
         {
             let durable = barrier.clone().map(|appended| appended.is_ok()).boxed();
@@ -249,10 +250,10 @@ impl TaskShard {
             .shared();
         actix::spawn(ended.clone().map(drop));
         if taken > 0
-            && self.context.exchange_topics.is_some()
+            && self.context.checkpoints_by_offset()
             && let Some(outbox) = &self.outbox
         {
-            // Exchange topics checkpoint by log offset: the offsets of the end count too.
+            // Publishers checkpoint by log offset: the offsets of the end count too.
             let _ = outbox.send(Outgoing {
                 durable: ended.map(|ended| ended.is_ok()).boxed(),
                 end: self.next_offset,

@@ -53,6 +53,7 @@ use crate::model::{
 use crate::projections::bus::Bus;
 use crate::projections::exchanges::{self, Message};
 use crate::projections::kafka::{Checkpoint, ExchangeTopics};
+use crate::projections::pulse::{Committed, PulseExchanges};
 pub use documents::{ExecuteDocument, GetDocument, ListDocuments, ListNamespaces};
 use state::{PartitionState, is_resolved};
 use timers::{Timer, Timers};
@@ -78,11 +79,21 @@ pub struct ShardContext {
     pub bus: Option<Arc<Bus>>,
     /// The exchange topics, with the Kafka backend.
     pub exchange_topics: Option<Arc<ExchangeTopics>>,
+    /// The AMQP broker's exchanges (`[events] amqp_url`).
+    pub pulse: Option<Arc<PulseExchanges>>,
     /// Set by the first failed append: from then on the shard refuses everything.
     pub health: LogHealth,
     pub clock: Clock,
     /// How long the log keeps records the store no longer needs; `None`: for ever.
     pub log_retention: Option<Duration>,
+}
+
+impl ShardContext {
+    /// Whether a publisher keeps its place by log offset (exchange topics, AMQP broker), and so
+    /// must hear of every commit, those without messages too.
+    fn checkpoints_by_offset(&self) -> bool {
+        self.exchange_topics.is_some() || self.pulse.is_some()
+    }
 }
 
 type Barrier = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -131,9 +142,13 @@ pub struct TaskShard {
     /// With exchange topics: where the replay left their publishing, and the messages it
     /// found undelivered; taken when the shard starts.
     recovered: Option<(Checkpoint, Vec<Message>)>,
-    /// With exchange topics: the offset before which every message is delivered, as
-    /// checkpointed; a flush never passes it, so a restart can re-derive the rest.
-    exchange_progress: Option<watch::Receiver<Offset>>,
+    /// With the AMQP broker: where the replay left its publishing, and the messages it
+    /// re-derived from there; taken when the shard starts.
+    pulse_recovered: Option<(Offset, Vec<Message>)>,
+    /// Per publisher that checkpoints (exchange topics, AMQP broker): the offset before which
+    /// every message is delivered, as checkpointed; a flush never passes any, so a restart
+    /// can re-derive the rest.
+    exchange_progress: Vec<watch::Receiver<Offset>>,
     /// Whether anything was appended since the log's batch last ended.
     batch_open: bool,
     /// Why the partition is no longer this shard's, once another writer took it: the shard
@@ -319,7 +334,7 @@ impl Actor for TaskShard {
         let kafka = match (&self.context.exchange_topics, self.recovered.take()) {
             (Some(topics), Some((checkpoint, messages))) => {
                 let (progress, watching) = watch::channel(checkpoint.offset);
-                self.exchange_progress = Some(watching);
+                self.exchange_progress.push(watching);
                 // What the replay found undelivered goes first.
                 let _ = outbox.send(Outgoing {
                     durable: futures::future::ready(true).boxed(),
@@ -334,11 +349,27 @@ impl Actor for TaskShard {
             }
             _ => None,
         };
+        let pulse = match (&self.context.pulse, self.pulse_recovered.take()) {
+            (Some(exchanges), Some((cursor, messages))) => {
+                let (progress, watching) = watch::channel(cursor);
+                self.exchange_progress.push(watching);
+                let (committed, publishing) = mpsc::unbounded_channel();
+                // What the replay re-derived goes first.
+                let _ = committed.send(Committed {
+                    end: self.next_offset,
+                    messages,
+                });
+                exchanges.start(self.partition, cursor, publishing, progress);
+                Some(committed)
+            }
+            _ => None,
+        };
         actix::spawn(outbox::forward(
             self.partition,
             pending,
             self.context.bus.clone(),
             kafka,
+            pulse,
         ));
         self.outbox = Some(outbox);
         self.self_address = Some(context.address());

@@ -52,17 +52,27 @@ impl TaskShard {
             Some(topics) => Some(topics.recover(partition, start)?),
             None => None,
         };
-        let mut rederiving = recovery.as_ref().map(|recovery| Rederiving {
+        let pulse_cursor = match &context.pulse {
+            Some(exchanges) => Some(exchanges.recover(partition, start, log_end)?),
+            None => None,
+        };
+        // Messages are re-derived from where the publisher furthest behind stands.
+        let resume_from = [
+            recovery.as_ref().map(|recovery| recovery.checkpoint.offset),
+            pulse_cursor,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let mut rederiving = resume_from.map(|from| Rederiving {
             partition,
-            from: recovery.checkpoint.offset,
+            from,
             run: Vec::new(),
             messages: Vec::new(),
         });
-        // Flushes while replaying may not pass the exchange checkpoint: the messages of events
-        // after it are re-derived only from the store's offset on.
-        let flush_limit = recovery
-            .as_ref()
-            .map_or(Offset::MAX, |recovery| recovery.checkpoint.offset);
+        // Flushes while replaying may not pass it: the messages of events after it are
+        // re-derived only from the store's offset on.
+        let flush_limit = resume_from.unwrap_or(Offset::MAX);
         let every = context.flush_every_events;
         let mut since_flush = 0;
         let read = context.log.read(partition, start, &mut |offset, payload| {
@@ -97,11 +107,28 @@ impl TaskShard {
         if end <= flush_limit {
             flush_now(&mut state, end, &context)?;
         }
-        let recovered = recovery.zip(rederiving).map(|(recovery, rederiving)| {
-            let messages: Vec<Message> = rederiving
-                .messages
+        let rederived = rederiving.map_or_else(Vec::new, |rederiving| rederiving.messages);
+        let pulse_recovered = pulse_cursor.map(|cursor| {
+            let messages: Vec<Message> = rederived
+                .iter()
+                .filter(|message| message.id.offset >= cursor)
+                .cloned()
+                .collect();
+            tracing::info!(
+                partition,
+                from = cursor,
+                republished = messages.len(),
+                "AMQP messages to publish again"
+            );
+            (cursor, messages)
+        });
+        let recovered = recovery.map(|recovery| {
+            let messages: Vec<Message> = rederived
                 .into_iter()
-                .filter(|message| !recovery.delivered.contains(&message.id))
+                .filter(|message| {
+                    message.id.offset >= recovery.checkpoint.offset
+                        && !recovery.delivered.contains(&message.id)
+                })
                 .collect();
             tracing::info!(
                 partition,
@@ -135,7 +162,8 @@ impl TaskShard {
             self_address: None,
             outbox: None,
             recovered,
-            exchange_progress: None,
+            pulse_recovered,
+            exchange_progress: Vec::new(),
             batch_open: false,
             lost: Arc::new(watch::Sender::new(None)),
         })

@@ -16,8 +16,8 @@ impl TaskShard {
     }
 
     /// Writes the changes since the last flush to the store, once every event they reflect
-    /// is durable (and, with exchange topics, delivered). One flush at a time: while one is
-    /// being written, this returns it.
+    /// is durable (and, with exchange topics or an AMQP broker, delivered). One flush at a
+    /// time: while one is being written, this returns it.
     pub(super) fn flush(&mut self, context: &mut Context<Self>) {
         if self.flushing.is_some() || self.events_since_flush == 0 && !self.state.has_changes() {
             return;
@@ -42,13 +42,14 @@ impl TaskShard {
             {
                 return false;
             }
-            if let Some(progress) = &mut exchange_progress
-                && progress
+            for progress in &mut exchange_progress {
+                if progress
                     .wait_for(|delivered| *delivered >= offset)
                     .await
                     .is_err()
-            {
-                return false;
+                {
+                    return false;
+                }
             }
             let started = Instant::now();
             let settled_before = PartitionState::settled_before(clock.now());
