@@ -39,21 +39,14 @@ pub async fn run(
     let mut outcome = Outcome::new(Phase::Running);
     run.payload_starting();
     let started = Instant::now();
-    let ended = tokio::select! {
-        ended = call => Some(ended),
-        () = tokio::time::sleep(Duration::from_secs(max_run_time)) => {
-            run.log.error(&format!(
-                "Task timeout after {max_run_time} seconds: the call did not end."
-            ));
-            outcome.timed_out = true;
-            None
-        }
-        abort = run.aborted() => {
-            run.log.error(&format!("the run was aborted: {}", abort.describe()));
-            outcome.abort = Some(abort);
-            None
-        }
-    };
+    let ended = run
+        .bounded(
+            call,
+            Duration::from_secs(max_run_time),
+            ": the call did not end.",
+            &mut outcome,
+        )
+        .await;
     let outputs = match ended {
         Some(Ended::Done(outputs)) => {
             outcome.exit_code = Some(0);

@@ -418,20 +418,14 @@ impl DockerEngine {
                 self.wait(container).await
             }
         };
-        tokio::select! {
-            code = command_ended => outcome.exit_code = Some(code),
-            () = tokio::time::sleep(max_run_time) => {
-                run.log.error(&format!(
-                    "Task timeout after {} seconds. Force killing container.",
-                    payload.max_run_time
-                ));
-                outcome.timed_out = true;
-            }
-            abort = run.aborted() => {
-                run.log.error(&format!("the run was aborted: {}", abort.describe()));
-                outcome.abort = Some(abort);
-            }
-        }
+        outcome.exit_code = run
+            .bounded(
+                command_ended,
+                max_run_time,
+                ". Force killing container.",
+                outcome,
+            )
+            .await;
         if let Some(sessions) = sessions {
             // The container stays for the sessions a while after the command.
             let linger = Duration::from_secs(self.interactive.linger_seconds);

@@ -260,22 +260,14 @@ impl SshEngine {
         };
         let max_run_time = Duration::from_secs(payload.max_run_time);
         let mut finished = std::pin::pin!(finished);
-        let stopped = tokio::select! {
-            status = &mut finished => Some(status),
-            () = tokio::time::sleep(max_run_time) => {
-                run.log.error(&format!(
-                    "Task timeout after {} seconds. Killing the script.",
-                    payload.max_run_time
-                ));
-                outcome.timed_out = true;
-                None
-            }
-            abort = run.aborted() => {
-                run.log.error(&format!("the run was aborted: {}", abort.describe()));
-                outcome.abort = Some(abort);
-                None
-            }
-        };
+        let stopped = run
+            .bounded(
+                &mut finished,
+                max_run_time,
+                ". Killing the script.",
+                outcome,
+            )
+            .await;
         let status = match stopped {
             Some(status) => status,
             None => {

@@ -80,6 +80,34 @@ impl RunContext {
         Instant::now() + Duration::from_millis(left)
     }
 
+    /// `work`'s result, or `None` when the run's time is up first (logged as `Task timeout
+    /// after <seconds> seconds<then>` and marked in `outcome`) or the run is aborted first
+    /// (logged and kept in `outcome`): the bound every engine puts on a payload.
+    pub async fn bounded<T>(
+        &mut self,
+        work: impl Future<Output = T>,
+        max_run_time: Duration,
+        then: &str,
+        outcome: &mut Outcome,
+    ) -> Option<T> {
+        tokio::select! {
+            ended = work => Some(ended),
+            () = tokio::time::sleep(max_run_time) => {
+                self.log.error(&format!(
+                    "Task timeout after {} seconds{then}",
+                    max_run_time.as_secs()
+                ));
+                outcome.timed_out = true;
+                None
+            }
+            abort = self.aborted() => {
+                self.log.error(&format!("the run was aborted: {}", abort.describe()));
+                outcome.abort = Some(abort);
+                None
+            }
+        }
+    }
+
     /// Resolves when the run is aborted from outside (cancel, shutdown, lost claim).
     pub async fn aborted(&mut self) -> Abort {
         loop {
