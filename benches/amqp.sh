@@ -9,6 +9,9 @@
 # Builds the release binary (BINARY names another) and starts its own queues; the broker is
 # AMQP_URL, else a RabbitMQ of its own started as the tests do (tests/setup/rabbitmq.sh; needs
 # Debian's rabbitmq-server). TASKS (default 40000) and CONCURRENCY (default 64) set the load.
+# That broker runs one Erlang scheduler (see tests/setup/rabbitmq.sh); TASKFOLD_RABBITMQ_ERL_ARGS
+# gives its Erlang VM flags instead (empty: Erlang's defaults), to tell what the broker's
+# configuration changes from what Taskfold's code does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

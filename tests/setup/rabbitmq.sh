@@ -68,7 +68,13 @@ start_rabbitmq() {
     mkdir -p "$dir/mnesia" "$dir/log"
     [ -f "$dir/port" ] || rabbitmq_free_port >"$dir/port"
     [ -f "$dir/dist_port" ] || rabbitmq_free_port >"$dir/dist_port"
-    : >"$dir/rabbitmq-env.conf"
+    # One Erlang scheduler (`+S 1:1`): the broker shares a small machine with the queue and the
+    # test's clients, and with a scheduler per core it spends CPU on waking and balancing
+    # schedulers that the queue needs (benches/amqp.sh: about a third less broker CPU per
+    # message on 2 cores). Debian's scripts already turn off the schedulers' busy waiting
+    # (`+sbwt none +sbwtdcpu none +sbwtdio none`, RabbitMQ's advice for shared hosts).
+    # TASKFOLD_RABBITMQ_ERL_ARGS replaces these flags (empty: Erlang's defaults).
+    echo "SERVER_ADDITIONAL_ERL_ARGS=\"${TASKFOLD_RABBITMQ_ERL_ARGS-+S 1:1}\"" >"$dir/rabbitmq-env.conf"
     # No plugins (the management UI would want ports of its own), and the guest user (which
     # RabbitMQ allows from loopback only).
     echo '[].' >"$dir/enabled_plugins"
