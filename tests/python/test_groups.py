@@ -193,6 +193,7 @@ def test_change_task_priority(server, queue, task_queue_id):
     status = queue.changeTaskPriority(low, {"newPriority": "highest"})["status"]
     assert (status["taskId"], status["priority"], status["state"]) == (low, "highest", "pending")
     assert queue.status(low)["status"]["priority"] == "highest"
+    assert queue.task(low)["priority"] == "highest"
     # The pending queue follows: the raised task is claimed first.
     [claimed] = claim(queue, task_queue_id)
     assert claimed["status"]["taskId"] == low

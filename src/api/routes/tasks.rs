@@ -64,7 +64,16 @@ pub async fn task(state: Data<State>, request: HttpRequest, body: Body) -> HttpR
                 "Are you sure this task has already been submitted?",
             )
             .await?;
-            Ok(response::json(StatusCode::OK, &task.definition))
+            // changeTaskPriority changes what the definition says, as upstream's does.
+            if task.priority == task.definition.priority {
+                Ok(response::json(StatusCode::OK, &task.definition))
+            } else {
+                let definition = crate::model::TaskDefinition {
+                    priority: task.priority,
+                    ..(*task.definition).clone()
+                };
+                Ok(response::json(StatusCode::OK, &definition))
+            }
         })
         .await
 }
