@@ -52,6 +52,10 @@ enum Command {
     /// A terminal into a running task that enabled `features.interactive` (the deployment and
     /// credentials as for `taskfold task`); exits with the remote command's status.
     Shell(ShellArgs),
+    /// See and answer the requests of INPUT tasks (the deployment and credentials as for
+    /// `taskfold task`).
+    #[command(subcommand)]
+    Input(InputCommand),
     /// Look into the event log.
     #[command(subcommand)]
     Log(LogCommand),
@@ -179,6 +183,34 @@ enum TaskCommand {
     },
     /// The task's history: every event, in order, one per line, with who caused it.
     History { task_id: String },
+}
+
+#[derive(Subcommand)]
+enum InputCommand {
+    /// The requests waiting in a task queue, or every request of a task, one per line: task,
+    /// run, state, expiry, question.
+    List {
+        /// The task queue, `<provisionerId>/<workerType>` (needs
+        /// `queue:claimed-list:<taskQueueId>`).
+        #[arg(
+            long = "queue",
+            required_unless_present = "task_id",
+            conflicts_with = "task_id"
+        )]
+        task_queue_id: Option<String>,
+        /// A task: the requests of each of its runs, whatever their state.
+        #[arg(long = "task")]
+        task_id: Option<String>,
+    },
+    /// Answer a request (needs `queue:answer-input:<taskQueueId>`); prints it as answered.
+    Answer {
+        task_id: String,
+        /// The run (default: the latest).
+        #[arg(long = "run")]
+        run_id: Option<u64>,
+        /// The response: JSON, or else text.
+        response: String,
+    },
 }
 
 #[derive(Args)]
@@ -509,6 +541,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(command) => run_task_command(command),
         Command::Listen(listen) => run_listen(listen),
         Command::Shell(shell) => run_shell(shell),
+        Command::Input(command) => run_input_command(command),
     }
 }
 
@@ -855,6 +888,38 @@ fn run_task_command(command: TaskCommand) -> anyhow::Result<ExitCode> {
                 for event in tasks::history(&client, &task_id).await? {
                     println!("{}", tasks::history_line(&event));
                 }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+fn run_input_command(command: InputCommand) -> anyhow::Result<ExitCode> {
+    use taskfold::client::input;
+    let client = task_client()?;
+    actix_web::rt::System::new().block_on(async move {
+        match command {
+            InputCommand::List {
+                task_queue_id,
+                task_id,
+            } => {
+                let listed = match (task_queue_id, task_id) {
+                    (_, Some(task_id)) => input::Listed::Task(task_id),
+                    (Some(task_queue_id), None) => input::Listed::Queue(task_queue_id),
+                    (None, None) => anyhow::bail!("give --queue or --task"),
+                };
+                for request in input::list(&client, &listed).await? {
+                    println!("{}", input::line(&request));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            InputCommand::Answer {
+                task_id,
+                run_id,
+                response,
+            } => {
+                let answered = input::answer(&client, &task_id, run_id, &response).await?;
+                println!("{}", serde_json::to_string_pretty(&answered)?);
                 Ok(ExitCode::SUCCESS)
             }
         }

@@ -126,7 +126,14 @@ pub struct ProxySettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InteractiveSettings {
+    /// Every interactive run: after the later of the command's exit and the last session's end.
     pub linger_seconds: u64,
+    /// Docker tasks (docker-worker's payload): at least this long after the container started,
+    /// with or without a session (docker-worker's `minTime`).
+    pub docker_min_seconds: u64,
+    /// Docker tasks: this long after the last session ended (docker-worker's
+    /// `expirationAfterSession`).
+    pub docker_after_session_seconds: u64,
     pub busybox: std::path::PathBuf,
 }
 

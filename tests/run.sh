@@ -5,9 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH:/usr/local/go/bin"
+# A first run needs room under the target directory: the Rust builds, and SeaweedFS's Go
+# modules while it builds (4 GB for some minutes). Said first, so that a full disk is plain.
+df -h . | awk 'NR == 2 { print "disk: " $4 " free of " $2 " here" }'
 
 XTERM_VERSION=5.5.0
 AXE_CORE_VERSION=4.10.3
+DOCKER_EXEC_WEBSOCKET_SERVER_VERSION=1.4.0
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -91,6 +95,14 @@ if [ "$axe_installed" != "$AXE_CORE_VERSION" ]; then
         "axe-core@$AXE_CORE_VERSION"
 fi
 export TASKFOLD_AXE_JS="$node_dir/node_modules/axe-core/axe.min.js"
+# docker-exec-websocket-server, pinned, beside it: its client (`DockerExecClient`, in versions
+# before 3.0.0) is what docker-worker's interactive tutorial connects with.
+dews_installed=$(node -p "try { require('$node_dir/node_modules/docker-exec-websocket-server/package.json').version }
+                          catch (e) { '' }")
+if [ "$dews_installed" != "$DOCKER_EXEC_WEBSOCKET_SERVER_VERSION" ]; then
+    npm install --prefix "$node_dir" --silent --no-audit --no-fund --save-exact \
+        "docker-exec-websocket-server@$DOCKER_EXEC_WEBSOCKET_SERVER_VERSION"
+fi
 # Where the tests leave what they make for people to look at (the console's screenshots),
 # unless the caller chose a place.
 export TASKFOLD_TEST_ARTIFACTS="${TASKFOLD_TEST_ARTIFACTS:-$target_dir/test-artifacts}"

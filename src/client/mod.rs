@@ -4,6 +4,7 @@
 
 pub mod bench_shell;
 pub mod bench_tasks;
+pub mod input;
 pub mod lifecycle;
 pub mod listen;
 pub mod shell;

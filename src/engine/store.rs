@@ -47,8 +47,8 @@ use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistM
 use crate::log::{Offset, codec};
 use crate::model::document::{self, store_key};
 use crate::model::{
-    Artifact, Document, DocumentKind, Priority, Run, Session, Slugid, Task, TaskDefinition,
-    TaskGroup, Timestamp, Worker,
+    Artifact, Document, DocumentKind, InputRequest, Priority, Run, Session, Slugid, Task,
+    TaskDefinition, TaskGroup, Timestamp, Worker,
 };
 
 /// Journal bytes after which a store writes its memtables out as tables (fjall's least; its default is
@@ -166,6 +166,7 @@ struct TaskStateRef<'a> {
     satisfied_dependencies: &'a BTreeSet<Slugid>,
     artifacts: &'a BTreeMap<(u32, String), Artifact>,
     sessions: &'a [Session],
+    inputs: &'a [InputRequest],
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -176,9 +177,50 @@ struct TaskState {
     satisfied_dependencies: BTreeSet<Slugid>,
     artifacts: BTreeMap<(u32, String), Artifact>,
     sessions: Vec<Session>,
+    inputs: Vec<InputRequest>,
 }
 
-impl codec::Versioned for TaskState {}
+/// Version 2 added the runs' requests for input (`inputs`); a version-1 task was written
+/// before any run could ask, so it has none.
+impl codec::Versioned for TaskState {
+    const VERSION: u8 = 2;
+
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, codec::Error> {
+        match version {
+            1 => {
+                let TaskStateVersion1 {
+                    retries_left,
+                    priority,
+                    runs,
+                    satisfied_dependencies,
+                    artifacts,
+                    sessions,
+                } = codec::decode_body(body)?;
+                Ok(TaskState {
+                    retries_left,
+                    priority,
+                    runs,
+                    satisfied_dependencies,
+                    artifacts,
+                    sessions,
+                    inputs: Vec::new(),
+                })
+            }
+            found => Err(codec::Error::UnknownVersion { found }),
+        }
+    }
+}
+
+/// [`TaskState`] as format version 1 wrote it.
+#[derive(serde::Deserialize)]
+struct TaskStateVersion1 {
+    retries_left: u32,
+    priority: Priority,
+    runs: Vec<Run>,
+    satisfied_dependencies: BTreeSet<Slugid>,
+    artifacts: BTreeMap<(u32, String), Artifact>,
+    sessions: Vec<Session>,
+}
 
 /// The lists the store keeps of a task group's members and of a task's dependents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -437,6 +479,7 @@ impl PartitionStore {
             satisfied_dependencies: state.satisfied_dependencies,
             artifacts: state.artifacts,
             sessions: state.sessions,
+            inputs: state.inputs,
         }))
     }
 
@@ -662,6 +705,7 @@ impl PartitionStore {
                         satisfied_dependencies: &task.satisfied_dependencies,
                         artifacts: &task.artifacts,
                         sessions: &task.sessions,
+                        inputs: &task.inputs,
                     };
                     batch.insert(&self.tasks, key, codec::encode_as::<TaskState, _>(&state)?);
                     if task.runs.last().is_some_and(|run| run.state.is_resolved()) {
@@ -925,5 +969,38 @@ mod tests {
             };
             assert_eq!(Expiry::from_key(&expiry.key()), Some(expiry));
         }
+    }
+
+    #[test]
+    fn a_task_state_written_before_input_requests_still_reads() {
+        /// The shape version 1 wrote, written here again so that the test does not move
+        /// with `TaskState`.
+        #[derive(serde::Serialize)]
+        struct Written {
+            retries_left: u32,
+            priority: Priority,
+            runs: Vec<Run>,
+            satisfied_dependencies: BTreeSet<Slugid>,
+            artifacts: BTreeMap<(u32, String), Artifact>,
+            sessions: Vec<Session>,
+        }
+        let written = Written {
+            retries_left: 4,
+            priority: Priority::High,
+            runs: vec![],
+            satisfied_dependencies: BTreeSet::from([Slugid::nice()]),
+            artifacts: BTreeMap::new(),
+            sessions: vec![],
+        };
+        let mut bytes = vec![1u8];
+        bytes.extend(bincode::serde::encode_to_vec(&written, bincode::config::standard()).unwrap());
+        let state: TaskState = codec::decode(&bytes).unwrap();
+        assert_eq!((state.retries_left, state.priority), (4, Priority::High));
+        assert_eq!(state.satisfied_dependencies, written.satisfied_dependencies);
+        assert!(state.inputs.is_empty());
+        // What this build writes is version 2 and reads back whole.
+        let encoded = codec::encode(&state).unwrap();
+        assert_eq!(encoded[0], 2);
+        assert!(codec::decode::<TaskState>(&encoded).is_ok());
     }
 }

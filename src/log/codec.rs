@@ -117,8 +117,9 @@ pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T, Error> {
     }
 }
 
-/// Decodes the body of a record (what follows its version byte) as `T`, all of it.
-fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+/// Decodes the body of a record (what follows its version byte) as `T`, all of it: for a
+/// type's [`Versioned::decode_older`], reading the shape an older version wrote.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     let (value, read) = bincode::serde::decode_from_slice(body, config())?;
     match body.len() - read {
         0 => Ok(value),

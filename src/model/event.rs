@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::document::{Document, DocumentKind};
 use super::{
-    Artifact, Priority, QuarantineChange, ReasonCreated, ReasonResolved, SessionEnd, Slugid,
+    Artifact, Json, Priority, QuarantineChange, ReasonCreated, ReasonResolved, SessionEnd, Slugid,
     TaskDefinition, Timestamp,
 };
 
@@ -114,4 +114,18 @@ pub enum Event {
     DocumentPut { name: String, document: Document },
     /// The document was removed, or expired.
     DocumentRemoved { kind: DocumentKind, name: String },
+    /// The run's worker asked a person for input (an INPUT task), answerable until
+    /// `expires`.
+    InputRequested {
+        run_id: u32,
+        request: String,
+        reference: Option<Json>,
+        expires: Timestamp,
+    },
+    /// Someone (`client_id`, when the call had credentials) answered the run's request.
+    InputAnswered {
+        run_id: u32,
+        response: Json,
+        client_id: Option<String>,
+    },
 }

@@ -105,6 +105,14 @@ pub enum HistoryEvent {
     SessionClosed {
         session_id: Slugid,
     },
+    /// The run's worker asked a person for input (an INPUT task).
+    InputRequested {
+        run_id: u32,
+    },
+    /// Someone answered the run's request for input.
+    InputAnswered {
+        run_id: u32,
+    },
 }
 
 impl HistoryEvent {
@@ -122,6 +130,8 @@ impl HistoryEvent {
             HistoryEvent::ArtifactCreated { .. } => "artifact-created",
             HistoryEvent::SessionOpened { .. } => "session-opened",
             HistoryEvent::SessionClosed { .. } => "session-closed",
+            HistoryEvent::InputRequested { .. } => "input-requested",
+            HistoryEvent::InputAnswered { .. } => "input-answered",
         }
     }
 
@@ -134,7 +144,9 @@ impl HistoryEvent {
             | HistoryEvent::RunResolved { run_id, .. }
             | HistoryEvent::ExceptionRunAdded { run_id, .. }
             | HistoryEvent::ArtifactCreated { run_id, .. }
-            | HistoryEvent::SessionOpened { run_id, .. } => Some(*run_id),
+            | HistoryEvent::SessionOpened { run_id, .. }
+            | HistoryEvent::InputRequested { run_id }
+            | HistoryEvent::InputAnswered { run_id } => Some(*run_id),
             HistoryEvent::TaskDefined
             | HistoryEvent::DependencySatisfied { .. }
             | HistoryEvent::PriorityChanged { .. }
@@ -194,6 +206,10 @@ impl HistoryRecord {
             Event::SessionClosed { session_id, .. } => HistoryEvent::SessionClosed {
                 session_id: *session_id,
             },
+            Event::InputRequested { run_id, .. } => {
+                HistoryEvent::InputRequested { run_id: *run_id }
+            }
+            Event::InputAnswered { run_id, .. } => HistoryEvent::InputAnswered { run_id: *run_id },
             Event::TaskExpired
             | Event::TaskGroupJoined { .. }
             | Event::TaskGroupSealed

@@ -1,7 +1,9 @@
 //! The interactive-session wire protocol (`schemas/interactive.md`): binary frames whose first
 //! byte is an opcode of docker-exec-websocket-server, with a full 32-bit exit status, and the
 //! control messages the queue sends a worker. The queue's relay, the worker and `taskfold
-//! shell` all speak it through these types.
+//! shell` all speak it through these types. A user may also speak Taskcluster's current shell
+//! protocol ([`v2`]), which the queue's relay translates; the artifacts that lead users to
+//! sessions are named here too, for the worker that makes them and the queue that resolves them.
 
 use serde::{Deserialize, Serialize};
 
@@ -127,6 +129,117 @@ impl Frame {
     }
 }
 
+/// How a user's websocket frames a session: which protocol the user speaks. The worker always
+/// speaks [`Frame`]s; the queue's relay translates for a [`Framing::V2`] user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// [`Frame`]s, docker-exec-websocket-server's opcodes (Taskcluster's shell page's `v=1`).
+    V1,
+    /// Taskcluster's current shell protocol ([`v2`]; the shell page's `v=2`).
+    V2,
+}
+
+impl Framing {
+    /// As the socket routes name it (`v1`, `v2`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Framing::V1 => "v1",
+            Framing::V2 => "v2",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Framing> {
+        match name {
+            "v1" => Some(Framing::V1),
+            "v2" => Some(Framing::V2),
+            _ => None,
+        }
+    }
+}
+
+/// Taskcluster's current shell protocol (generic-worker's, which Taskcluster's UI opens at
+/// `/shell/?v=2&socketUrl=…`). The user sends `0x01` + bytes (stdin) and `0x02`, `u16le rows`,
+/// `u16le cols` (resize) and sends at once, without waiting for a `resume`; the server sends
+/// the shell's output (stdout and stderr alike) as the frame's raw bytes, with no opcode, and
+/// has no exit message: it closes the socket when the shell ends.
+pub mod v2 {
+    use super::{Frame, FrameError};
+
+    pub const STDIN: u8 = 0x01;
+    pub const RESIZE: u8 = 0x02;
+
+    /// A v2 user's frame as a session frame (stdin or resize).
+    pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
+        let (&opcode, payload) = bytes.split_first().ok_or(FrameError::Empty)?;
+        match opcode {
+            STDIN => Ok(Frame::Stdin(payload.to_vec())),
+            RESIZE if payload.len() == 4 => Ok(Frame::Resize {
+                rows: u16::from_le_bytes([payload[0], payload[1]]),
+                cols: u16::from_le_bytes([payload[2], payload[3]]),
+            }),
+            RESIZE => Err(FrameError::Length {
+                opcode,
+                needs: 4,
+                got: payload.len(),
+            }),
+            other => Err(FrameError::UnknownOpcode(other)),
+        }
+    }
+
+    /// What a v2 user sends for `frame` (only stdin and resize have a v2 form).
+    pub fn encode(frame: &Frame) -> Option<Vec<u8>> {
+        match frame {
+            Frame::Stdin(data) => Some([&[STDIN], data.as_slice()].concat()),
+            Frame::Resize { rows, cols } => {
+                let mut bytes = vec![RESIZE];
+                bytes.extend_from_slice(&rows.to_le_bytes());
+                bytes.extend_from_slice(&cols.to_le_bytes());
+                Some(bytes)
+            }
+            _ => None,
+        }
+    }
+
+    /// What a v2 user gets of a frame the shell's side sent: output as its raw bytes, an error
+    /// as its text on a line of its own (as generic-worker reports errors); nothing else has a
+    /// v2 form.
+    pub fn to_user(frame: &Frame) -> Option<Vec<u8>> {
+        match frame {
+            Frame::Stdout(data) | Frame::Stderr(data) => Some(data.clone()),
+            Frame::Error(reason) => Some(format!("\r\n[{reason}]\r\n").into_bytes()),
+            _ => None,
+        }
+    }
+}
+
+/// The reference artifact every interactive run has: the queue's browser page for the run.
+pub const TASKFOLD_SHELL_ARTIFACT: &str = "private/taskfold/shell.html";
+/// docker-worker's reference artifacts of an interactive Docker run: a websocket URL for
+/// docker-exec-websocket-server's client, and the browser page.
+pub const DOCKER_WORKER_SOCKET_ARTIFACT: &str = "private/docker-worker/interactive.sock";
+pub const DOCKER_WORKER_PAGE_ARTIFACT: &str = "private/docker-worker/interactive.html";
+/// generic-worker's reference artifact of an interactive run: Taskcluster's shell page (`v=2`).
+pub const GENERIC_WORKER_SHELL_ARTIFACT: &str = "private/generic-worker/shell.html";
+
+/// What the queue does when it resolves a reference artifact of an interactive run that leads
+/// to a new session: each resolution mints a fresh single-use ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionArtifact {
+    /// Redirect to a websocket URL of this framing.
+    Socket(Framing),
+    /// Redirect to the shell page (`v=2`), given a websocket URL of this framing.
+    Page(Framing),
+}
+
+/// Which artifacts mint a session's ticket when resolved, and how.
+pub fn session_artifact(name: &str) -> Option<SessionArtifact> {
+    match name {
+        DOCKER_WORKER_SOCKET_ARTIFACT => Some(SessionArtifact::Socket(Framing::V1)),
+        GENERIC_WORKER_SHELL_ARTIFACT => Some(SessionArtifact::Page(Framing::V2)),
+        _ => None,
+    }
+}
+
 /// What the queue tells a worker on a run's control channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -199,6 +312,64 @@ mod tests {
                 got: 1
             })
         );
+    }
+
+    #[test]
+    fn v2_frames_become_session_frames_and_output_is_raw() {
+        assert_eq!(
+            v2::decode(&[1, b'l', b's']),
+            Ok(Frame::Stdin(b"ls".to_vec()))
+        );
+        assert_eq!(
+            v2::decode(&[2, 37, 0, 101, 0]),
+            Ok(Frame::Resize {
+                rows: 37,
+                cols: 101
+            })
+        );
+        assert_eq!(
+            v2::decode(&[2, 37]),
+            Err(FrameError::Length {
+                opcode: 2,
+                needs: 4,
+                got: 1
+            })
+        );
+        assert_eq!(v2::decode(&[0, b'x']), Err(FrameError::UnknownOpcode(0)));
+        assert_eq!(v2::decode(&[]), Err(FrameError::Empty));
+        for frame in [
+            Frame::Stdin(b"x".to_vec()),
+            Frame::Resize { rows: 1, cols: 2 },
+        ] {
+            assert_eq!(v2::decode(&v2::encode(&frame).unwrap()), Ok(frame));
+        }
+        assert_eq!(
+            v2::to_user(&Frame::Stdout(b"hi".to_vec())),
+            Some(b"hi".to_vec())
+        );
+        assert_eq!(
+            v2::to_user(&Frame::Stderr(b"oops".to_vec())),
+            Some(b"oops".to_vec())
+        );
+        assert_eq!(v2::to_user(&Frame::Stopped(0)), None);
+        assert_eq!(v2::to_user(&Frame::Resume), None);
+    }
+
+    #[test]
+    fn the_artifacts_that_mint_sessions() {
+        assert_eq!(
+            session_artifact("private/docker-worker/interactive.sock"),
+            Some(SessionArtifact::Socket(Framing::V1))
+        );
+        assert_eq!(
+            session_artifact("private/generic-worker/shell.html"),
+            Some(SessionArtifact::Page(Framing::V2))
+        );
+        assert_eq!(session_artifact(DOCKER_WORKER_PAGE_ARTIFACT), None);
+        assert_eq!(session_artifact(TASKFOLD_SHELL_ARTIFACT), None);
+        assert_eq!(Framing::from_name("v2"), Some(Framing::V2));
+        assert_eq!(Framing::from_name(Framing::V1.name()), Some(Framing::V1));
+        assert_eq!(Framing::from_name("v3"), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod group;
 pub mod history;
 pub mod hook;
 pub mod ids;
+pub mod input;
 pub mod interactive;
 pub mod json;
 pub mod session;
@@ -35,6 +36,7 @@ pub use event::{Envelope, Event};
 pub use group::TaskGroup;
 pub use history::{Caller, HistoryEvent, HistoryRecord};
 pub use ids::Slugid;
+pub use input::{InputAnswer, InputRequest, InputState};
 pub use json::Json;
 pub use session::{Session, SessionEnd};
 pub use status::{

@@ -384,7 +384,9 @@ pub fn derive(
         | Event::WorkerQuarantined { .. }
         | Event::WorkerDeclared { .. }
         | Event::SessionOpened { .. }
-        | Event::SessionClosed { .. } => {}
+        | Event::SessionClosed { .. }
+        | Event::InputRequested { .. }
+        | Event::InputAnswered { .. } => {}
     }
     derived
 }

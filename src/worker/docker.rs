@@ -28,7 +28,7 @@ use std::rc::Rc;
 
 use super::artifacts::Missing;
 use super::caches::{Caches, Lease};
-use super::interactive::{Interactive, Shell, ShellProcess, ShellRequest, Shells};
+use super::interactive::{Interactive, Linger, Shell, ShellProcess, ShellRequest, Shells};
 use super::payload::{DockerArtifact, DockerPayload, PathKind};
 use super::proxy::Proxy;
 use super::resolution::{Abort, Artifacts, Outcome, Phase, Problem};
@@ -380,6 +380,7 @@ impl DockerEngine {
                 linger_dir: linger_dir(run),
                 opened: std::cell::Cell::new(0),
             });
+            Interactive::publish_docker_worker_artifacts(run);
             Interactive::start(run, shells)
         });
         let logs = self.api.logs(
@@ -427,8 +428,14 @@ impl DockerEngine {
             )
             .await;
         if let Some(sessions) = sessions {
-            // The container stays for the sessions a while after the command.
-            let linger = Duration::from_secs(self.interactive.linger_seconds);
+            // The container stays for the sessions a while after the command, and by
+            // docker-worker's rules a while after its start and after the last session.
+            let settings = &self.interactive;
+            let linger = Linger {
+                after_exit: Duration::from_secs(settings.linger_seconds),
+                after_session: Duration::from_secs(settings.docker_after_session_seconds),
+                until: Some(started + Duration::from_secs(settings.docker_min_seconds)),
+            };
             let bound = (started + max_run_time).min(run.deadline());
             sessions.finish(run, outcome, linger, bound).await;
             if outcome.exit_code.is_some() && outcome.abort.is_none() {

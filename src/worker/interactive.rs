@@ -3,7 +3,14 @@
 //! the queue announces there, it dials back a websocket, starts a shell through the engine
 //! ([`Shells`]: `docker exec` with a TTY, or a PTY over SSH) and passes frames between the two.
 //! No inbound port is needed. After the task's command exits, [`Interactive::linger`] keeps
-//! the run while sessions are attached, and a while after.
+//! the run while sessions are attached, and a while after ([`Linger`]).
+//!
+//! Every interactive run has the reference artifacts of the queue's browser page
+//! (`private/taskfold/shell.html`) and of Taskcluster's shell page (generic-worker's
+//! `private/generic-worker/shell.html`); a Docker run also has docker-worker's
+//! (`private/docker-worker/interactive.sock` and `interactive.html`). The queue mints a
+//! session's ticket each time one that leads to a new session is resolved, so the URL stored
+//! for those is only where to ask for one: the artifact itself.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -23,15 +30,66 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use super::resolution::{Abort, Outcome};
 use super::task_run::{RunContext, SharedClient};
 use crate::client::{Error, QueueClient, WebSocket};
-use crate::model::interactive::{Control, Frame, MAX_DATA, STDERR};
+use crate::model::interactive::{
+    Control, DOCKER_WORKER_PAGE_ARTIFACT, DOCKER_WORKER_SOCKET_ARTIFACT, Frame,
+    GENERIC_WORKER_SHELL_ARTIFACT, MAX_DATA, STDERR, TASKFOLD_SHELL_ARTIFACT,
+};
 
 /// The reference artifact to the browser page, as docker-worker named its own under
 /// `private/docker-worker/`.
-pub const SHELL_ARTIFACT: &str = "private/taskfold/shell.html";
+pub const SHELL_ARTIFACT: &str = TASKFOLD_SHELL_ARTIFACT;
 
 /// The queue's browser page for a run's sessions.
 pub fn shell_page_url(root_url: &str, task_id: &str, run_id: u64) -> String {
     format!("{root_url}/shell/?taskId={task_id}&runId={run_id}")
+}
+
+/// The getArtifact URL of a run's artifact: what a session artifact stores, since the queue
+/// answers it with a freshly minted session URL.
+fn artifact_url(root_url: &str, task_id: &str, run_id: u64, name: &str) -> String {
+    format!("{root_url}/api/queue/v1/task/{task_id}/runs/{run_id}/artifacts/{name}")
+}
+
+/// How long a run stays for its sessions after its command exited, within the bound that
+/// [`Interactive::finish`] is given (maxRunTime and the deadline): while a session is attached,
+/// and then until the latest of `after_exit` past the later of the exit and the last session's
+/// end, `after_session` past the last session's end, and `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linger {
+    /// `[worker.interactive] linger_seconds`.
+    pub after_exit: Duration,
+    /// Docker tasks: `docker_after_session_seconds` (docker-worker's `expirationAfterSession`).
+    pub after_session: Duration,
+    /// Docker tasks: the container's start plus `docker_min_seconds` (docker-worker's
+    /// `minTime`).
+    pub until: Option<Instant>,
+}
+
+impl From<Duration> for Linger {
+    /// `linger_seconds` alone.
+    fn from(after_exit: Duration) -> Linger {
+        Linger {
+            after_exit,
+            after_session: Duration::ZERO,
+            until: None,
+        }
+    }
+}
+
+impl Linger {
+    /// When the run may end, with no session attached: the command exited at `exited`, the last
+    /// session ended at `last_end`.
+    fn end(&self, exited: Instant, last_end: Option<Instant>) -> Instant {
+        let since = last_end.map_or(exited, |end| end.max(exited));
+        let mut end = since + self.after_exit;
+        if let Some(last_end) = last_end {
+            end = end.max(last_end + self.after_session);
+        }
+        if let Some(until) = self.until {
+            end = end.max(until);
+        }
+        end
+    }
 }
 
 /// Wait before the control channel is dialed again after it dropped.
@@ -100,18 +158,28 @@ pub struct Interactive {
 
 impl Interactive {
     /// Dials the run's control channel and serves the sessions the queue announces on it;
-    /// publishes the browser page as the run's `private/taskfold/shell.html`.
+    /// publishes the browser page as the run's `private/taskfold/shell.html` and Taskcluster's
+    /// shell page as `private/generic-worker/shell.html`.
     pub fn start(run: &RunContext, shells: Rc<dyn Shells>) -> Interactive {
-        let page = shell_page_url(&run.identity.root_url, &run.task_id, run.run_id);
-        let publisher = run.publisher.clone();
-        actix_web::rt::spawn(async move {
-            if let Err(error) = publisher
-                .reference(SHELL_ARTIFACT, &page, "text/html")
-                .await
-            {
-                tracing::warn!(%error, "creating the shell.html artifact");
-            }
-        });
+        let root_url = &run.identity.root_url;
+        let page = shell_page_url(root_url, &run.task_id, run.run_id);
+        let generic_worker_page = artifact_url(
+            root_url,
+            &run.task_id,
+            run.run_id,
+            GENERIC_WORKER_SHELL_ARTIFACT,
+        );
+        publish(
+            run,
+            vec![
+                (SHELL_ARTIFACT, page, "text/html"),
+                (
+                    GENERIC_WORKER_SHELL_ARTIFACT,
+                    generic_worker_page,
+                    "text/html",
+                ),
+            ],
+        );
         let client = run.publisher.client.clone();
         let (task_id, run_id) = (&run.task_id, run.run_id);
         let attached = Rc::new(RefCell::new(Attached {
@@ -141,20 +209,40 @@ impl Interactive {
         }
     }
 
-    /// After the task's command exited: returns once no session is attached and `linger` has
-    /// passed since the later of now and the last session's end, or at `bound`.
-    pub async fn linger(&self, linger: Duration, bound: Instant) {
+    /// docker-worker's artifacts of an interactive Docker run: the socket
+    /// (`private/docker-worker/interactive.sock`, for docker-exec-websocket-server's client)
+    /// and the browser page (`private/docker-worker/interactive.html`).
+    pub fn publish_docker_worker_artifacts(run: &RunContext) {
+        let root_url = &run.identity.root_url;
+        let socket = artifact_url(
+            root_url,
+            &run.task_id,
+            run.run_id,
+            DOCKER_WORKER_SOCKET_ARTIFACT,
+        );
+        let page = shell_page_url(root_url, &run.task_id, run.run_id);
+        publish(
+            run,
+            vec![
+                (
+                    DOCKER_WORKER_SOCKET_ARTIFACT,
+                    socket,
+                    "application/octet-stream",
+                ),
+                (DOCKER_WORKER_PAGE_ARTIFACT, page, "text/html"),
+            ],
+        );
+    }
+
+    /// After the task's command exited: returns once no session is attached and `linger`'s
+    /// time has come, or at `bound`.
+    pub async fn linger(&self, linger: Linger, bound: Instant) {
         let exited = Instant::now();
         loop {
             let changed = self.changed.notified();
             let until = {
                 let attached = self.attached.borrow();
-                if attached.count > 0 {
-                    None
-                } else {
-                    let since = attached.last_end.map_or(exited, |end| end.max(exited));
-                    Some(since + linger)
-                }
+                (attached.count == 0).then(|| linger.end(exited, attached.last_end))
             };
             let wake = until.map_or(bound, |until| until.min(bound));
             if Instant::now() >= wake {
@@ -174,12 +262,12 @@ impl Interactive {
         self,
         run: &mut RunContext,
         outcome: &mut Outcome,
-        linger: Duration,
+        linger: impl Into<Linger>,
         bound: Instant,
     ) {
         if outcome.exit_code.is_some() && !outcome.timed_out && outcome.abort.is_none() {
             tokio::select! {
-                () = self.linger(linger, bound) => {}
+                () = self.linger(linger.into(), bound) => {}
                 abort = run.aborted() => {
                     if abort == Abort::Canceled {
                         outcome.abort = Some(abort);
@@ -202,6 +290,19 @@ impl Interactive {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Creates reference artifacts of the run (name, URL, content type) in the background, one
+/// after the other.
+fn publish(run: &RunContext, references: Vec<(&'static str, String, &'static str)>) {
+    let publisher = run.publisher.clone();
+    actix_web::rt::spawn(async move {
+        for (name, url, content_type) in references {
+            if let Err(error) = publisher.reference(name, &url, content_type).await {
+                tracing::warn!(%error, name, "creating an interactive run's artifact");
+            }
+        }
+    });
 }
 
 impl Drop for Interactive {
@@ -487,5 +588,49 @@ impl Session {
             }
         };
         close(&mut sink, &mut stream, code, reason).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linger_alone_counts_from_the_later_of_the_exit_and_the_last_end() {
+        let exited = Instant::now();
+        let linger = Linger::from(Duration::from_secs(5));
+        assert_eq!(linger.end(exited, None), exited + Duration::from_secs(5));
+        let later = exited + Duration::from_secs(10);
+        assert_eq!(
+            linger.end(exited, Some(later)),
+            later + Duration::from_secs(5)
+        );
+        let earlier = exited - Duration::from_secs(3);
+        assert_eq!(
+            linger.end(exited, Some(earlier)),
+            exited + Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn docker_workers_rules_add_a_minimum_and_a_time_after_the_last_session() {
+        let started = Instant::now();
+        let exited = started + Duration::from_secs(1);
+        let linger = Linger {
+            after_exit: Duration::from_secs(2),
+            after_session: Duration::from_secs(900),
+            until: Some(started + Duration::from_secs(180)),
+        };
+        // Nobody connected: the minimum after the start.
+        assert_eq!(linger.end(exited, None), started + Duration::from_secs(180));
+        // A session that ended: 15 minutes after it.
+        let ended = started + Duration::from_secs(60);
+        assert_eq!(
+            linger.end(exited, Some(ended)),
+            ended + Duration::from_secs(900)
+        );
+        // A command that ran past the minimum: linger_seconds after its exit.
+        let late = started + Duration::from_secs(300);
+        assert_eq!(linger.end(late, None), late + Duration::from_secs(2));
     }
 }

@@ -5,13 +5,15 @@
 //! is reported.
 //!
 //! Engines run programs (Docker, SSH) or make one call (REST, SMTP, REDIS: Cloudomation's
-//! task kinds, [`calls`]). A worker may serve several: a payload names its engine in `kind`,
+//! task kinds, [`calls`]; INPUT, whose one call is a question to a person, asked and answered
+//! through the queue). A worker may serve several: a payload names its engine in `kind`,
 //! and one without `kind` runs with the worker's first.
 
 pub mod artifacts;
 pub mod caches;
 pub mod calls;
 pub mod docker;
+pub mod input;
 pub mod interactive;
 pub mod live_log;
 pub mod metrics;
@@ -56,6 +58,7 @@ pub enum EngineKind {
     Rest,
     Smtp,
     Redis,
+    Input,
 }
 
 impl EngineKind {
@@ -66,6 +69,7 @@ impl EngineKind {
             EngineKind::Rest => "rest",
             EngineKind::Smtp => "smtp",
             EngineKind::Redis => "redis",
+            EngineKind::Input => "input",
         }
     }
 }
@@ -141,6 +145,7 @@ pub enum Engine {
     Rest,
     Smtp,
     Redis,
+    Input,
 }
 
 impl Engine {
@@ -151,6 +156,7 @@ impl Engine {
             Engine::Rest => EngineKind::Rest,
             Engine::Smtp => EngineKind::Smtp,
             Engine::Redis => EngineKind::Redis,
+            Engine::Input => EngineKind::Input,
         }
     }
 
@@ -161,6 +167,7 @@ impl Engine {
             Engine::Rest => rest::execute(run).await,
             Engine::Smtp => smtp::execute(run).await,
             Engine::Redis => redis::execute(run).await,
+            Engine::Input => input::execute(run).await,
         }
     }
 }
@@ -313,6 +320,7 @@ async fn connect(
         EngineKind::Rest => Engine::Rest,
         EngineKind::Smtp => Engine::Smtp,
         EngineKind::Redis => Engine::Redis,
+        EngineKind::Input => Engine::Input,
     })
 }
 

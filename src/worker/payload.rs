@@ -21,6 +21,8 @@ static SMTP_SCHEMA: LazyLock<jsonschema::Validator> =
     LazyLock::new(|| compile(include_str!("../../schemas/smtp-payload.json")));
 static REDIS_SCHEMA: LazyLock<jsonschema::Validator> =
     LazyLock::new(|| compile(include_str!("../../schemas/redis-payload.json")));
+static INPUT_SCHEMA: LazyLock<jsonschema::Validator> =
+    LazyLock::new(|| compile(include_str!("../../schemas/input-payload.json")));
 
 /// The schemas that payload schemas refer to, by their `$id`: a field that may come from a
 /// secret is defined once, in `schemas/secret-string.json`.
@@ -426,6 +428,21 @@ impl RedisPayload {
     }
 }
 
+/// The INPUT engine's payload (`schemas/input-payload.json`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct InputPayload {
+    pub request: String,
+    pub reference: Option<Value>,
+    /// Minutes; without it, the request waits until the deadline.
+    pub timeout: Option<f64>,
+}
+
+impl InputPayload {
+    pub fn read(payload: &Value) -> Result<InputPayload, Invalid> {
+        validate(&INPUT_SCHEMA, payload)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,6 +556,10 @@ mod tests {
             (
                 include_str!("../../schemas/redis-payload.json"),
                 EngineKind::Redis,
+            ),
+            (
+                include_str!("../../schemas/input-payload.json"),
+                EngineKind::Input,
             ),
         ];
         for (schema, kind) in schemas {

@@ -29,9 +29,13 @@ from worker_helpers import (SHORT_CLAIM_WORK_CONFIG, TIMEOUT, WorkerProcess, art
 
 IMAGE = os.environ.get("TASKFOLD_TEST_IMAGE", "taskfold-test/busybox:1")
 LINGER = 5
+# linger_seconds alone: docker-worker's rules for Docker tasks (test_interactive_protocols.py)
+# are off here.
 WORKER_CONFIG = f"""
 [worker.interactive]
 linger_seconds = {LINGER}
+docker_min_seconds = 0
+docker_after_session_seconds = 0
 """
 TICKET_SECONDS = 3
 MAX_PER_RUN = 2

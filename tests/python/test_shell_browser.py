@@ -2,8 +2,10 @@
 (driven by cdp.py) opens the page on an interactive docker task of a real worker, types
 `echo hello` and sees `hello`, the command's output on a line of its own.
 
-Two ways in: the `shellUrl` that createSession answers (the page connects to its `socketUrl`),
-and the bare page with the credentials form (the page signs createSession with Hawk itself).
+Three ways in: the `shellUrl` that createSession answers (the page connects to its `socketUrl`),
+the bare page with the credentials form (the page signs createSession with Hawk itself), and
+Taskcluster's shell address (`?v=2&socketUrl=…`) that `private/generic-worker/shell.html`
+redirects to (the page speaks the v2 framing).
 
 Needs Debian's chromium, a Docker engine, the local image of TASKFOLD_TEST_IMAGE (nothing is
 pulled) and xterm.js (the npm package, in TASKFOLD__SESSIONS__XTERM_DIR). tests/run.sh installs them all and sets
@@ -186,3 +188,21 @@ def test_the_credentials_form_creates_a_session_and_shows_hello(shell_server, in
     error = page.evaluate("document.getElementById('login-error').textContent")
     assert not error, f"createSession failed: {error}"
     echo_hello(page)
+
+
+def test_the_page_speaks_v2_from_generic_workers_shell_html(shell_server, interactive_task, page):
+    """Taskcluster's shell page address (`?v=2&socketUrl=…`), as the run's
+    `private/generic-worker/shell.html` redirects to it: the page speaks the v2 framing."""
+    queue = shell_server.queue()
+    url = queue.buildSignedUrl("getArtifact", interactive_task, "0",
+                               "private/generic-worker/shell.html")
+
+    def location():
+        response = requests.get(url, allow_redirects=False, timeout=10)
+        return response.headers.get("Location") if response.status_code == 303 else None
+
+    shell_url = wait_until(location, 20)
+    assert shell_url and shell_url.startswith(f"{shell_server.root_url}/shell/?v=2&"), shell_url
+    page.navigate(shell_url)
+    echo_hello(page)
+    assert shell_state(page)["protocol"] == 2, shell_state(page)

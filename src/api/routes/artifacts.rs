@@ -17,6 +17,7 @@ use crate::api::call::{Body, Call};
 use crate::api::pagination::{self, MAX_LIMIT};
 use crate::api::response;
 use crate::api::server::State;
+use crate::api::sessions;
 use crate::auth::ScopeExpression;
 use crate::blobs::BlobId;
 use crate::model::artifact::is_artifact_name;
@@ -121,6 +122,8 @@ struct Resolved {
     run_id: u32,
     name: String,
     artifact: Artifact,
+    /// Whether the task enabled `features.interactive` (its session artifacts mint tickets).
+    interactive: bool,
 }
 
 /// The task of the URL, or 404.
@@ -183,6 +186,7 @@ async fn resolve(
                 run_id,
                 name,
                 artifact: artifact.clone(),
+                interactive: task.definition.interactive(),
             });
         };
         call.authorize(&state.access.clients(), &GET_ARTIFACT, &[("name", target)])?;
@@ -194,15 +198,26 @@ async fn resolve(
 }
 
 /// Where the content of a resolved `s3` or `reference` artifact is: public blobs by their
-/// plain URL, others by a URL signed for half an hour.
+/// plain URL, others by a URL signed for half an hour; an interactive run's session artifact
+/// (`schemas/interactive.md`) leads to a new session, with a ticket minted for `client_id`.
 fn content_url(
     state: &State,
     task_id: Slugid,
     resolved: &Resolved,
     now: Timestamp,
+    client_id: Option<String>,
 ) -> Option<String> {
     match &resolved.artifact.storage {
-        Storage::Reference { url } => Some(url.clone()),
+        Storage::Reference { url } => Some(
+            sessions::session_artifact_url(
+                state,
+                (task_id, resolved.run_id),
+                &resolved.name,
+                resolved.interactive,
+                client_id,
+            )
+            .unwrap_or_else(|| url.clone()),
+        ),
         Storage::S3 { .. } => {
             let blob = BlobId {
                 task_id,
@@ -233,7 +248,8 @@ async fn redirect(
             &json!({"reason": reason, "message": message}),
         ));
     }
-    let url = content_url(state, task_id, &resolved, call.now).unwrap_or_default();
+    let url =
+        content_url(state, task_id, &resolved, call.now, call.client_id()).unwrap_or_default();
     let mut reply = response::json(
         StatusCode::SEE_OTHER,
         &json!({"storageType": storage_type, "url": url}),
@@ -284,7 +300,7 @@ async fn content(
         }
         storage => json!({
             "storageType": storage.type_name(),
-            "url": content_url(state, task_id, &resolved, call.now),
+            "url": content_url(state, task_id, &resolved, call.now, call.client_id()),
         }),
     };
     Ok(response::json(StatusCode::OK, &reply))

@@ -102,7 +102,10 @@ impl<'a> HistoryEntry<'a> {
         };
         let mut run_worker = true;
         match &record.event {
-            HistoryEvent::TaskDefined | HistoryEvent::RunReclaimed { .. } => {}
+            HistoryEvent::TaskDefined
+            | HistoryEvent::RunReclaimed { .. }
+            | HistoryEvent::InputRequested { .. }
+            | HistoryEvent::InputAnswered { .. } => {}
             HistoryEvent::RunPending { reason, .. } => {
                 // Whoever claims the run later did not cause it.
                 run_worker = false;

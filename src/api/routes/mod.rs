@@ -5,6 +5,7 @@
 pub(super) mod artifacts;
 mod groups;
 mod history;
+mod input;
 mod queues;
 pub(super) mod tasks;
 pub(super) mod work;
@@ -65,11 +66,21 @@ pub fn configure(config: &mut web::ServiceConfig) {
             resource("/sessions/{sessionId}/socket").route(get().to(sessions::user_socket)),
         )
         .service(
+            resource("/task/{taskId}/runs/{runId}/socket/{framing}/{ticket}")
+                .route(get().to(sessions::ticket_socket)),
+        )
+        .service(
             resource("/sessions/{sessionId}/worker").route(get().to(sessions::worker_socket)),
         )
         .service(
             resource("/task/{taskId}/runs/{runId}/interactive")
                 .route(get().to(sessions::control_socket)),
+        )
+        .service(
+            resource("/task/{taskId}/runs/{runId}/input")
+                .route(get().to(input::get_input))
+                .route(web::put().to(input::request_input))
+                .route(web::post().to(input::answer_input)),
         )
         .service(resource("/pending/{taskQueueId:.+}").route(get().to(work::pending_tasks)))
         .service(
@@ -149,6 +160,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             resource("/task-queues/{taskQueueId:.+}/claimed")
                 .route(get().to(queues::list_claimed_tasks)),
+        )
+        .service(
+            resource("/task-queues/{taskQueueId:.+}/input").route(get().to(input::list_input)),
         )
         .service(resource("/task-queues").route(get().to(queues::list_task_queues)))
         .service(

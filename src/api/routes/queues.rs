@@ -32,7 +32,7 @@ static COUNTS: LazyLock<ScopeExpression> = LazyLock::new(|| {
 });
 static PENDING_LIST: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:pending-list:<taskQueueId>")));
-static CLAIMED_LIST: LazyLock<ScopeExpression> =
+pub(super) static CLAIMED_LIST: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:claimed-list:<taskQueueId>")));
 static LIST_TASK_QUEUES: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:list-task-queues")));

@@ -40,7 +40,7 @@ static CLAIM_TASK: LazyLock<ScopeExpression> = LazyLock::new(|| {
 });
 pub(in crate::api) static RECLAIM_TASK: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:reclaim-task:<taskId>/<runId>")));
-static RESOLVE_TASK: LazyLock<ScopeExpression> =
+pub(super) static RESOLVE_TASK: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:resolve-task:<taskId>/<runId>")));
 static PENDING_COUNT: LazyLock<ScopeExpression> =
     LazyLock::new(|| template(json!("queue:pending-count:<taskQueueId>")));

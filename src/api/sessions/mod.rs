@@ -1,6 +1,9 @@
 //! Interactive sessions on the queue (`schemas/interactive.md`): the REST calls that open,
 //! list and close them, the user's websocket, and the worker's control channel and
-//! dial-back. The queue relays bytes; the worker never needs an inbound port.
+//! dial-back. The queue relays bytes; the worker never needs an inbound port. The artifacts
+//! that lead to a session (docker-worker's `interactive.sock`, generic-worker's `shell.html`)
+//! mint a ticket each time they are resolved ([`session_artifact_url`]), and the websocket that
+//! spends it opens the session ([`ticket_socket`]), as createSession does.
 
 pub mod page;
 pub mod registry;
@@ -20,10 +23,10 @@ use super::routes::work::RECLAIM_TASK;
 use super::server::State;
 use super::websocket;
 use crate::auth::ScopeExpression;
-use crate::model::interactive::{Control, MAX_DATA};
+use crate::model::interactive::{Control, Framing, MAX_DATA, SessionArtifact, session_artifact};
 use crate::model::task::Command;
 use crate::model::{ApiError, ErrorCode, RunState, Session, SessionEnd, Slugid, Task, Timestamp};
-use registry::{Ending, Registry, bad_ticket};
+use registry::{Ending, Registry, RunKey, bad_ticket};
 
 static CREATE_SESSION: LazyLock<ScopeExpression> = LazyLock::new(|| session_scopes("create"));
 static LIST_SESSIONS: LazyLock<ScopeExpression> = LazyLock::new(|| session_scopes("list"));
@@ -44,6 +47,9 @@ fn session_scopes(action: &str) -> ScopeExpression {
 
 /// The shell a session runs when the request names none.
 const DEFAULT_COMMAND: &str = "sh";
+/// A terminal's first size when the request gives none.
+const DEFAULT_ROWS: u16 = 24;
+const DEFAULT_COLS: u16 = 80;
 /// Largest frame either side may send (a paste can be large; data frames the worker sends
 /// hold at most 64 KiB).
 const MAX_FRAME: usize = 1 << 20;
@@ -124,6 +130,85 @@ fn websocket_url(root_url: &str) -> String {
     }
 }
 
+/// What a new session runs, and its terminal's first size.
+struct Opening {
+    command: Vec<String>,
+    tty: bool,
+    rows: u16,
+    cols: u16,
+}
+
+/// A session just opened: the task with its `SessionOpened`, and the session's ticket.
+struct Opened {
+    task: Task,
+    session_id: Slugid,
+    ticket: String,
+}
+
+/// Opens a session of a run, the one way every session opens (createSession, and the
+/// websockets of the tickets that session artifacts mint): reserves it here (refused past
+/// `max_per_run`), records `SessionOpened` for `client_id` (refused unless the run is a running
+/// interactive one), and ends it if its user never connects with its ticket. `caller`: who
+/// caused it, for the task's history.
+async fn open_session(
+    state: &Data<State>,
+    (task_id, run_id): RunKey,
+    client_id: String,
+    opening: Opening,
+    framing: Framing,
+    caller: Option<String>,
+) -> Result<Opened, ApiError> {
+    let Opening {
+        command,
+        tty,
+        rows,
+        cols,
+    } = opening;
+    if command.is_empty() || command[0].is_empty() {
+        return Err(ApiError::input("`command` must name a program to run"));
+    }
+    if rows == 0 || cols == 0 {
+        return Err(ApiError::input("`rows` and `cols` must be at least 1"));
+    }
+    let (shared, ticket) = state
+        .sessions
+        .create((task_id, run_id), framing, |session_id| Control::Open {
+            session_id: session_id.to_string(),
+            command: command.clone(),
+            tty,
+            rows,
+            cols,
+        })?;
+    let session_id = shared.session_id;
+    let opened = state
+        .engine
+        .execute(
+            task_id,
+            Command::OpenSession {
+                run_id,
+                session_id,
+                client_id,
+                command,
+                tty,
+            },
+            caller,
+        )
+        .await;
+    let task = match opened {
+        Ok(task) => task,
+        Err(error) => {
+            state.sessions.forget(session_id);
+            return Err(error);
+        }
+    };
+    expire_unclaimed(state.clone(), session_id);
+    Ok(Opened {
+        task,
+        session_id,
+        ticket,
+    })
+}
+
 /// `POST /task/<taskId>/runs/<runId>/sessions`.
 pub async fn create_session(state: Data<State>, request: HttpRequest, body: Body) -> HttpResponse {
     Call::new("createSession", request, body)
@@ -140,49 +225,27 @@ pub async fn create_session(state: Data<State>, request: HttpRequest, body: Body
                 .client_id
                 .clone()
                 .unwrap_or_default();
-            let command = input
-                .command
-                .unwrap_or_else(|| vec![DEFAULT_COMMAND.to_owned()]);
-            if command.is_empty() || command[0].is_empty() {
-                return Err(ApiError::input("`command` must name a program to run"));
-            }
-            if input.rows == Some(0) || input.cols == Some(0) {
-                return Err(ApiError::input("`rows` and `cols` must be at least 1"));
-            }
-            let tty = input.tty.unwrap_or(true);
-            let (shared, ticket) =
-                state
-                    .sessions
-                    .create((task_id, run_id), |session_id| Control::Open {
-                        session_id: session_id.to_string(),
-                        command: command.clone(),
-                        tty,
-                        rows: input.rows.unwrap_or(24),
-                        cols: input.cols.unwrap_or(80),
-                    })?;
-            let session_id = shared.session_id;
-            let opened = state
-                .engine
-                .execute(
-                    task_id,
-                    Command::OpenSession {
-                        run_id,
-                        session_id,
-                        client_id,
-                        command,
-                        tty,
-                    },
-                    call.client_id(),
-                )
-                .await;
-            let task = match opened {
-                Ok(task) => task,
-                Err(error) => {
-                    state.sessions.forget(session_id);
-                    return Err(error);
-                }
+            let opening = Opening {
+                command: input
+                    .command
+                    .unwrap_or_else(|| vec![DEFAULT_COMMAND.to_owned()]),
+                tty: input.tty.unwrap_or(true),
+                rows: input.rows.unwrap_or(DEFAULT_ROWS),
+                cols: input.cols.unwrap_or(DEFAULT_COLS),
             };
-            expire_unclaimed(state.clone(), session_id);
+            let Opened {
+                task,
+                session_id,
+                ticket,
+            } = open_session(
+                &state,
+                (task_id, run_id),
+                client_id,
+                opening,
+                Framing::V1,
+                call.client_id(),
+            )
+            .await?;
             let session = task
                 .session(session_id)
                 .ok_or_else(|| ApiError::new(ErrorCode::InternalServerError, "session lost"))?;
@@ -205,6 +268,110 @@ pub async fn create_session(state: Data<State>, request: HttpRequest, body: Body
             Ok(response::json(actix_web::http::StatusCode::OK, &reply))
         })
         .await
+}
+
+/// Where a resolved artifact of an interactive run leads when it is a session artifact
+/// (`schemas/interactive.md`): each call mints a new grant for `client_id` (the caller, whose
+/// `queue:get-artifact:<name>` was checked), and answers a websocket URL with the grant's ticket
+/// in its path, or the shell page (`v=2`) given one. `None` for every other artifact.
+pub fn session_artifact_url(
+    state: &State,
+    (task_id, run_id): RunKey,
+    name: &str,
+    interactive: bool,
+    client_id: Option<String>,
+) -> Option<String> {
+    let artifact = session_artifact(name).filter(|_| interactive)?;
+    let ticket = state
+        .sessions
+        .grant((task_id, run_id), client_id.unwrap_or_default());
+    let socket = |framing: Framing| {
+        format!(
+            "{}/api/queue/v1/task/{task_id}/runs/{run_id}/socket/{}/{ticket}",
+            websocket_url(&state.root_url),
+            framing.name()
+        )
+    };
+    Some(match artifact {
+        SessionArtifact::Socket(framing) => socket(framing),
+        SessionArtifact::Page(framing) => {
+            let encoded: String =
+                form_urlencoded::byte_serialize(socket(framing).as_bytes()).collect();
+            format!(
+                "{}/shell/?v=2&socketUrl={encoded}&taskId={task_id}&runId={run_id}",
+                state.root_url
+            )
+        }
+    })
+}
+
+/// `GET /task/<taskId>/runs/<runId>/socket/<v1|v2>/<ticket>[?tty=…&command=…]`: the websocket
+/// of a grant's ticket, which opens a session for the clientId it was minted for and connects
+/// to it at once, speaking the framing of the path. docker-exec-websocket-server's client adds
+/// `tty` (`true` for a TTY; without it, a TTY) and `command` (repeated for each argument;
+/// without it, `sh`). A wrong, used or expired ticket is a 401 before the upgrade, a run that
+/// is not running a 409.
+pub async fn ticket_socket(
+    state: Data<State>,
+    request: HttpRequest,
+    body: Payload,
+) -> HttpResponse {
+    Call::new("sessionTicketSocket", request.clone(), Ok(Bytes::new()))
+        .answer(async |call| {
+            let Some(framing) = Framing::from_name(call.param("framing")) else {
+                return Err(ApiError::not_found(format!(
+                    "No session protocol `{}`: `v1` or `v2`.",
+                    call.param("framing")
+                )));
+            };
+            let run = (
+                call.slugid_param("taskId").map_err(|_| bad_ticket())?,
+                call.run_id_param().map_err(|_| bad_ticket())?,
+            );
+            let opening = ticket_opening(request.query_string());
+            let (response, reader, writer) = websocket::accept(
+                &request,
+                body,
+                MAX_FRAME,
+                state.sessions.settings.relay_buffer_frames,
+            )?;
+            let client_id = state
+                .sessions
+                .spend_grant(run, call.param("ticket"))
+                .map_err(|_| bad_ticket())?;
+            let caller = Some(client_id.clone()).filter(|client_id| !client_id.is_empty());
+            let opened = open_session(&state, run, client_id, opening, framing, caller).await?;
+            let attach = state
+                .sessions
+                .attach_user(opened.session_id, &opened.ticket, writer.clone())
+                .map_err(|_| bad_ticket())?;
+            actix_web::rt::spawn(relay::serve_user(state.clone(), attach, reader, writer));
+            Ok(response)
+        })
+        .await
+}
+
+/// The session a ticket's websocket asks for in its query: `tty` and `command` as
+/// docker-exec-websocket-server's client sends them.
+fn ticket_opening(query: &str) -> Opening {
+    let mut command = Vec::new();
+    let mut tty = None;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*name {
+            "command" => command.push(value.into_owned()),
+            "tty" => tty = Some(value.eq_ignore_ascii_case("true")),
+            _ => {}
+        }
+    }
+    if command.is_empty() {
+        command.push(DEFAULT_COMMAND.to_owned());
+    }
+    Opening {
+        command,
+        tty: tty.unwrap_or(true),
+        rows: DEFAULT_ROWS,
+        cols: DEFAULT_COLS,
+    }
 }
 
 /// The browser page for a run, connecting to `socket_url` when given.

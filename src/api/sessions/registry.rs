@@ -1,7 +1,8 @@
 //! The live side of interactive sessions (DESIGN.md, interactive sessions): which sessions are
 //! open in this process, their single-use tickets, the runs' control channels to their
 //! workers, and the meeting point where a user's websocket and the worker's dial-back find
-//! each other. Opening and closing are the task's events; nothing here is durable, so after a
+//! each other. Besides a session's ticket, a run may have grants: single-use tickets minted
+//! when a session artifact is resolved, which open a session when their websocket connects. Opening and closing are the task's events; nothing here is durable, so after a
 //! restart every session is over.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::websocket::Writer;
-use crate::model::interactive::Control;
+use crate::model::interactive::{Control, Framing};
 use crate::model::{ApiError, ErrorCode, SessionEnd, Slugid};
 use crate::settings::SessionSettings;
 
@@ -30,8 +31,12 @@ pub struct Ending {
 pub struct Shared {
     pub session_id: Slugid,
     pub run: RunKey,
+    /// What the user's websocket speaks.
+    pub framing: Framing,
     /// Set once; both halves stop when it is.
     ending: watch::Sender<Option<Ending>>,
+    /// Whether the worker's shell takes input (its first `resume` came).
+    ready: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -50,6 +55,20 @@ impl Shared {
 
     pub fn ending(&self) -> Option<Ending> {
         *self.ending.borrow()
+    }
+
+    /// Notes the worker's first `resume`: its shell takes input.
+    pub fn mark_ready(&self) {
+        self.ready
+            .send_if_modified(|ready| !std::mem::replace(ready, true));
+    }
+
+    /// Resolves once the worker's shell takes input (at once if it does).
+    pub async fn wait_ready(&self) {
+        let mut watching = self.ready.subscribe();
+        if watching.wait_for(|ready| *ready).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Resolves once the session has ended.
@@ -83,9 +102,23 @@ struct ControlChannel {
     messages: mpsc::UnboundedSender<Control>,
 }
 
+/// A ticket that opens a new session of `run` for `client_id` (minted when a session
+/// artifact was resolved).
+struct Grant {
+    run: RunKey,
+    secret: String,
+    client_id: String,
+    expires: Instant,
+}
+
+/// Characters of a grant's ticket that name it; the rest is its secret.
+const GRANT_ID_CHARS: usize = 22;
+
 #[derive(Default)]
 struct Inner {
     live: HashMap<Slugid, Live>,
+    /// Grants by the first [`GRANT_ID_CHARS`] characters of their ticket.
+    grants: HashMap<String, Grant>,
     controls: HashMap<RunKey, ControlChannel>,
     /// Opens waiting for their run's control channel to connect.
     waiting_opens: HashMap<RunKey, Vec<Control>>,
@@ -131,6 +164,7 @@ impl Registry {
     pub fn create(
         &self,
         run: RunKey,
+        framing: Framing,
         open: impl FnOnce(Slugid) -> Control,
     ) -> Result<(Arc<Shared>, String), ApiError> {
         let mut inner = self.inner();
@@ -151,7 +185,9 @@ impl Registry {
         let shared = Arc::new(Shared {
             session_id,
             run,
+            framing,
             ending: watch::Sender::new(None),
+            ready: watch::Sender::new(false),
         });
         inner.live.insert(
             session_id,
@@ -165,6 +201,47 @@ impl Registry {
             },
         );
         Ok((shared, ticket))
+    }
+
+    /// Mints a grant: a single-use ticket, expiring after `ticket_seconds`, that opens a new
+    /// session of `run` for `client_id` when its websocket connects. Expired grants are
+    /// dropped here.
+    pub fn grant(&self, run: RunKey, client_id: String) -> String {
+        let mut inner = self.inner();
+        let now = Instant::now();
+        inner.grants.retain(|_, grant| grant.expires > now);
+        let (id, secret) = (Slugid::nice().to_string(), Slugid::nice().to_string());
+        let ticket = format!("{id}{secret}");
+        inner.grants.insert(
+            id,
+            Grant {
+                run,
+                secret,
+                client_id,
+                expires: now + self.ticket_lifetime(),
+            },
+        );
+        ticket
+    }
+
+    /// Spends a grant's ticket for `run`: the clientId it was minted for. A ticket that is
+    /// wrong, used, expired or of another run is refused.
+    pub fn spend_grant(&self, run: RunKey, ticket: &str) -> Result<String, BadTicket> {
+        let mut inner = self.inner();
+        let (id, secret) = (
+            ticket.get(..GRANT_ID_CHARS).ok_or(BadTicket)?,
+            ticket.get(GRANT_ID_CHARS..).ok_or(BadTicket)?,
+        );
+        let grant = inner.grants.get(id).ok_or(BadTicket)?;
+        let matches: bool = grant.secret.as_bytes().ct_eq(secret.as_bytes()).into();
+        if !matches || grant.run != run {
+            return Err(BadTicket);
+        }
+        let grant = inner.grants.remove(id).ok_or(BadTicket)?;
+        if Instant::now() >= grant.expires {
+            return Err(BadTicket);
+        }
+        Ok(grant.client_id)
     }
 
     /// Whether the session is open in this process.
@@ -286,4 +363,41 @@ pub fn bad_ticket() -> ApiError {
         "The session's URL is not valid: its ticket is wrong, was already used, or expired. \
          Create a new session.",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(ticket_seconds: u64) -> Registry {
+        let mut settings = crate::settings::Settings::defaults().sessions.clone();
+        settings.ticket_seconds = ticket_seconds;
+        Registry::new(settings)
+    }
+
+    #[test]
+    fn a_grant_is_spent_once_for_its_own_run() {
+        let registry = registry(60);
+        let run = (Slugid::nice(), 0);
+        let ticket = registry.grant(run, "someone".to_owned());
+        assert!(registry.spend_grant((run.0, 1), &ticket).is_err());
+        assert!(registry.spend_grant((Slugid::nice(), 0), &ticket).is_err());
+        let mut wrong = ticket.clone();
+        wrong.pop();
+        wrong.push(if ticket.ends_with('A') { 'B' } else { 'A' });
+        assert!(registry.spend_grant(run, &wrong).is_err());
+        assert!(registry.spend_grant(run, "short").is_err());
+        assert_eq!(registry.spend_grant(run, &ticket).unwrap(), "someone");
+        assert!(registry.spend_grant(run, &ticket).is_err());
+    }
+
+    #[test]
+    fn an_expired_grant_is_refused_and_dropped() {
+        let registry = registry(0);
+        let run = (Slugid::nice(), 0);
+        let ticket = registry.grant(run, String::new());
+        assert!(registry.spend_grant(run, &ticket).is_err());
+        registry.grant(run, String::new());
+        assert_eq!(registry.inner().grants.len(), 1);
+    }
 }

@@ -1,7 +1,13 @@
 //! The relay of one session: the user's websocket and the worker's dial-back, each served by
 //! its own half on its own connection's thread, each writing into the other's bounded output
 //! (`[sessions] relay_buffer_frames`), so a slow side slows the other instead of growing
-//! memory. Frames pass as they are; the relay only watches for the ones that end a session.
+//! memory. Frames pass as they are to a user who speaks the session's own protocol; the relay
+//! only watches for the ones that end a session. For a user who speaks Taskcluster's current
+//! shell protocol (`v2`) it is also the one place that translates: the user's `0x01`/`0x02`
+//! frames become stdin and resize, the shell's output goes out as raw bytes, and what v2 has no
+//! form for is dropped (the end is the socket's close). A v2 user sends at once, so its frames
+//! are read only once the worker's shell takes input (its first `resume`); until then they wait
+//! in the connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +18,7 @@ use actix_web::web::{Bytes, Data};
 use super::registry::{Ending, RunKey, Shared, UserAttach};
 use crate::api::server::State;
 use crate::api::websocket::{Incoming, Reader, Writer, close_reason};
-use crate::model::interactive::{self, Control, Frame};
+use crate::model::interactive::{self, Control, Frame, Framing, v2};
 use crate::model::task::Command;
 use crate::model::{ApiError, SessionEnd, Slugid};
 
@@ -86,24 +92,34 @@ pub async fn serve_user(state: Data<State>, attach: UserAttach, mut reader: Read
         state
             .sessions
             .tell_worker_to_close(shared.run, shared.session_id);
-        close_user(user, shared.ending()).await;
+        close_user(user, shared.ending(), shared.framing).await;
         return;
     };
     let heard = reader.heard();
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.reset();
+    // A v1 user waits for `resume` itself; a v2 user's frames wait until the shell is ready.
+    let mut ready = shared.framing == Framing::V1;
     loop {
         tokio::select! {
-            incoming = reader.receive() => match incoming {
+            () = shared.wait_ready(), if !ready => ready = true,
+            incoming = reader.receive(), if ready => match incoming {
                 Incoming::Binary(bytes) => {
-                    if let Some(refusal) = refuse_from_user(&bytes) {
-                        let frame = Frame::Error(refusal).encode();
-                        if user.send_binary(Bytes::from(frame)).await.is_err() {
-                            end_session(&state, &shared, ended(SessionEnd::Disconnected));
-                            break;
+                    let bytes = match from_user(shared.framing, bytes) {
+                        Ok(bytes) => bytes,
+                        Err(refusal) if shared.framing == Framing::V1 => {
+                            let frame = Frame::Error(refusal).encode();
+                            if user.send_binary(Bytes::from(frame)).await.is_err() {
+                                end_session(&state, &shared, ended(SessionEnd::Disconnected));
+                                break;
+                            }
+                            continue;
                         }
-                        continue;
-                    }
+                        Err(refusal) => {
+                            tracing::debug!(session = %shared.session_id, refusal, "a v2 frame ignored");
+                            continue;
+                        }
+                    };
                     if worker.send_binary(bytes).await.is_err() {
                         tracing::warn!(session = %shared.session_id, "a session's worker stopped reading");
                         end_session(&state, &shared, ended(SessionEnd::WorkerGone));
@@ -133,7 +149,32 @@ pub async fn serve_user(state: Data<State>, attach: UserAttach, mut reader: Read
             }
         }
     }
-    close_user(user, shared.ending()).await;
+    close_user(user, shared.ending(), shared.framing).await;
+}
+
+/// A user's frame as the worker gets it, or why it is not passed on.
+fn from_user(framing: Framing, bytes: Bytes) -> Result<Bytes, String> {
+    match framing {
+        Framing::V1 => match refuse_from_user(&bytes) {
+            Some(refusal) => Err(refusal),
+            None => Ok(bytes),
+        },
+        Framing::V2 => v2::decode(&bytes)
+            .map(|frame| Bytes::from(frame.encode()))
+            .map_err(|error| error.to_string()),
+    }
+}
+
+/// A frame of the worker's as the user gets it (`None`: it has no form in the user's
+/// protocol).
+fn to_user(framing: Framing, bytes: Bytes, frame: Option<&Frame>) -> Option<Bytes> {
+    match framing {
+        Framing::V1 => Some(bytes),
+        Framing::V2 => frame
+            .and_then(v2::to_user)
+            .filter(|bytes| !bytes.is_empty())
+            .map(Bytes::from),
+    }
 }
 
 /// Why a frame from the user is not passed on, if it is not.
@@ -152,7 +193,7 @@ fn refuse_from_user(bytes: &[u8]) -> Option<String> {
 }
 
 /// Closes the user's websocket as the session's end asks.
-async fn close_user(user: Writer, ending: Option<Ending>) {
+async fn close_user(user: Writer, ending: Option<Ending>, framing: Framing) {
     let end = ending.map_or(SessionEnd::WorkerGone, |ending| ending.end);
     let (code, reason) = match end {
         SessionEnd::Exited => (CloseCode::Normal, "the command exited".to_owned()),
@@ -167,8 +208,11 @@ async fn close_user(user: Writer, ending: Option<Ending>) {
         ),
         SessionEnd::WorkerGone | SessionEnd::ServerRestart => {
             let reason = "the worker went away or did not dial back";
-            let frame = Frame::Error(reason.to_owned()).encode();
-            let _ = user.send_binary(Bytes::from(frame)).await;
+            let frame = Frame::Error(reason.to_owned());
+            let bytes = Bytes::from(frame.encode());
+            if let Some(bytes) = to_user(framing, bytes, Some(&frame)) {
+                let _ = user.send_binary(bytes).await;
+            }
             (CloseCode::Error, reason.to_owned())
         }
     };
@@ -193,12 +237,17 @@ pub async fn serve_worker(
         tokio::select! {
             incoming = reader.receive() => match incoming {
                 Incoming::Binary(bytes) => {
-                    match Frame::decode(&bytes) {
-                        Ok(Frame::Stopped(status)) => exit_status = Some(status),
-                        Ok(Frame::Shutdown) => shutdown = true,
-                        Ok(Frame::Error(_)) => failed = true,
+                    let frame = Frame::decode(&bytes).ok();
+                    match &frame {
+                        Some(Frame::Stopped(status)) => exit_status = Some(*status),
+                        Some(Frame::Shutdown) => shutdown = true,
+                        Some(Frame::Error(_)) => failed = true,
+                        Some(Frame::Resume) => shared.mark_ready(),
                         _ => {}
                     }
+                    let Some(bytes) = to_user(shared.framing, bytes, frame.as_ref()) else {
+                        continue;
+                    };
                     if user.send_binary(bytes).await.is_err() {
                         end_session(&state, &shared, ended(SessionEnd::Disconnected));
                         break;

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use super::MAX_RUNS_PER_TASK;
 use crate::model::{
-    ApiError, Artifact, ErrorCode, Event, ExceptionReason, Priority, ReasonCreated, ReasonResolved,
-    Requires, Run, RunState, SessionEnd, Slugid, Task, TaskDefinition, Timestamp,
+    ApiError, Artifact, ErrorCode, Event, ExceptionReason, InputState, Json, Priority,
+    ReasonCreated, ReasonResolved, Requires, Run, RunState, SessionEnd, Slugid, Task,
+    TaskDefinition, Timestamp,
 };
 
 /// The knobs of the task decisions.
@@ -116,6 +117,21 @@ pub enum Command {
         end: SessionEnd,
         exit_status: Option<i32>,
     },
+    /// The worker of the running run `run_id` asks a person for input, answerable for
+    /// `timeout` (or until the deadline, which also bounds it). The same request again
+    /// changes nothing, so that a worker may retry it.
+    RequestInput {
+        run_id: u32,
+        request: String,
+        reference: Option<Json>,
+        timeout: Option<Duration>,
+    },
+    /// Someone answers the run's request for input, once, while it waits.
+    AnswerInput {
+        run_id: u32,
+        response: Json,
+        client_id: Option<String>,
+    },
 }
 
 /// Decides `command` for the task `task_id`, whose folded state is `task` (`None` if it was
@@ -201,6 +217,17 @@ pub fn decide(
                 }]
             })
             .unwrap_or_default()),
+        Command::RequestInput {
+            run_id,
+            request,
+            reference,
+            timeout,
+        } => decision.request_input(task, run_id, request, reference, timeout),
+        Command::AnswerInput {
+            run_id,
+            response,
+            client_id,
+        } => decision.answer_input(task, run_id, response, client_id),
     }
 }
 
@@ -556,6 +583,78 @@ impl Decision<'_> {
         }])
     }
 
+    fn request_input(
+        &self,
+        task: Option<&Task>,
+        run_id: u32,
+        request: String,
+        reference: Option<Json>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Event>, ApiError> {
+        let task = self.found(task, self.not_created())?;
+        let run = self.run(task, run_id)?;
+        if let Some(asked) = task.input(run_id) {
+            if asked.request == request && asked.reference == reference {
+                return Ok(vec![]);
+            }
+            return Err(ApiError::conflict(format!(
+                "Run {run_id} of task `{}` already asked for input.",
+                self.task_id
+            ))
+            .with_details(serde_json::json!({ "taskId": self.task_id, "runId": run_id })));
+        }
+        if !is_latest(task, run_id) || run.state != RunState::Running {
+            return Err(self.resolved_or_not_running(run_id));
+        }
+        let deadline = task.definition.deadline;
+        let expires = match timeout {
+            Some(timeout) => {
+                let millis = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+                self.now.plus_millis(millis).min(deadline)
+            }
+            None => deadline,
+        };
+        Ok(vec![Event::InputRequested {
+            run_id,
+            request,
+            reference,
+            expires,
+        }])
+    }
+
+    fn answer_input(
+        &self,
+        task: Option<&Task>,
+        run_id: u32,
+        response: Json,
+        client_id: Option<String>,
+    ) -> Result<Vec<Event>, ApiError> {
+        let task = self.found(task, self.not_created())?;
+        let run = self.run(task, run_id)?;
+        let input = task
+            .input(run_id)
+            .ok_or_else(|| no_input(self.task_id, run_id))?;
+        let details = serde_json::json!({ "taskId": self.task_id, "runId": run_id });
+        let refused = |why: &str| {
+            ApiError::conflict(format!(
+                "The input request of run {run_id} of task `{}` {why}.",
+                self.task_id
+            ))
+            .with_details(details.clone())
+        };
+        let running = is_latest(task, run_id) && run.state == RunState::Running;
+        match input.state(running, self.now) {
+            InputState::Waiting => Ok(vec![Event::InputAnswered {
+                run_id,
+                response,
+                client_id,
+            }]),
+            InputState::Answered => Err(refused("was already answered")),
+            InputState::Expired if running => Err(refused("expired")),
+            InputState::Expired => Err(self.resolved_or_not_running(run_id)),
+        }
+    }
+
     /// The new pending run after a retrying resolution of `run_id`, if one is due: retries
     /// left, room under the run cap, and time before the deadline (a run nobody may claim
     /// any more would only wait for the deadline timer).
@@ -620,6 +719,14 @@ impl Decision<'_> {
         let millis = i64::try_from(self.settings.claim_timeout.as_millis()).unwrap_or(i64::MAX);
         self.now.plus_millis(millis)
     }
+}
+
+/// The 404 of a run that asked for no input (an answer to it, or reading its request).
+pub fn no_input(task_id: Slugid, run_id: u32) -> ApiError {
+    ApiError::not_found(format!(
+        "Run {run_id} of task `{task_id}` asked for no input."
+    ))
+    .with_details(serde_json::json!({ "taskId": task_id, "runId": run_id }))
 }
 
 /// Resolves the latest run if it is unresolved, or records a resolved run on a task that has
@@ -1771,6 +1878,100 @@ mod tests {
         assert_eq!(
             (session.opened, session.closed),
             (minutes(2), Some(minutes(3)))
+        );
+    }
+
+    fn request_input(timeout_minutes: Option<u64>) -> Command {
+        Command::RequestInput {
+            run_id: 0,
+            request: "deploy?".into(),
+            reference: Some(crate::model::Json::from_value(
+                &serde_json::json!({"ticket": 7}),
+            )),
+            timeout: timeout_minutes.map(|minutes| Duration::from_secs(minutes * 60)),
+        }
+    }
+
+    fn answer_input(response: &str) -> Command {
+        Command::AnswerInput {
+            run_id: 0,
+            response: crate::model::Json::from_value(&serde_json::json!(response)),
+            client_id: Some("someone".into()),
+        }
+    }
+
+    #[test]
+    fn a_running_run_asks_once_and_is_answered_once_before_it_expires() {
+        let mut harness = Harness::defined(definition());
+        assert_error(
+            harness.at(1, request_input(Some(10))),
+            ErrorCode::RequestConflict,
+            "is resolved or not running",
+        );
+        assert_error(
+            harness.at(1, answer_input("yes")),
+            ErrorCode::ResourceNotFound,
+            "asked for no input",
+        );
+        harness.at(1, claim(0)).unwrap();
+        assert_eq!(harness.at(2, request_input(Some(10))).unwrap().len(), 1);
+        // The worker's retry of the same request changes nothing; another request is refused.
+        assert!(harness.at(3, request_input(Some(10))).unwrap().is_empty());
+        assert_error(
+            harness.at(
+                3,
+                Command::RequestInput {
+                    run_id: 0,
+                    request: "another?".into(),
+                    reference: None,
+                    timeout: None,
+                },
+            ),
+            ErrorCode::RequestConflict,
+            "already asked for input",
+        );
+        let input = harness.task().unwrap().input(0).unwrap().clone();
+        assert_eq!((input.requested, input.expires), (minutes(2), minutes(12)));
+        assert_eq!(input.state(true, minutes(11)), InputState::Waiting);
+        harness.at(4, answer_input("yes")).unwrap();
+        assert_error(
+            harness.at(5, answer_input("no")),
+            ErrorCode::RequestConflict,
+            "already answered",
+        );
+        let answer = harness.task().unwrap().input(0).unwrap().answer.clone();
+        let answer = answer.unwrap();
+        assert_eq!(answer.response.as_str(), "\"yes\"");
+        assert_eq!(
+            (answer.answered, answer.client_id.as_deref()),
+            (minutes(4), Some("someone"))
+        );
+    }
+
+    #[test]
+    fn an_input_request_expires_at_its_timeout_or_the_deadline() {
+        let mut harness = Harness::defined(definition());
+        harness.at(1, claim(0)).unwrap();
+        harness.at(2, request_input(Some(10))).unwrap();
+        assert_error(
+            harness.at(12, answer_input("late")),
+            ErrorCode::RequestConflict,
+            "expired",
+        );
+        // Without a timeout, or with one beyond the deadline, the deadline bounds it.
+        let mut unbounded = Harness::defined(definition());
+        unbounded.at(1, claim(0)).unwrap();
+        unbounded.at(2, request_input(Some(100_000))).unwrap();
+        let expires = unbounded.task().unwrap().input(0).unwrap().expires;
+        assert_eq!(expires, minutes(DEADLINE));
+        // A run that ended cannot be answered any more.
+        unbounded
+            .at(3, Command::ReportFailed { run_id: 0 })
+            .unwrap();
+        assert_error(
+            unbounded.at(4, answer_input("yes")),
+            ErrorCode::RequestConflict,
+            "is resolved or not running",
         );
     }
 }

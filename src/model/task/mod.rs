@@ -10,7 +10,7 @@ pub mod decide;
 pub mod definition;
 pub mod state;
 
-pub use decide::{Command, ResolvedDependency, Settings, decide};
+pub use decide::{Command, ResolvedDependency, Settings, decide, no_input};
 pub use definition::{
     CreateTaskRequest, DEFAULT_MAX_DEADLINE, Metadata, Priority, Requires, TaskDefinition,
     is_worker_identifier, split_task_queue_id,

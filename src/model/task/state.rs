@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Artifact, Event, Priority, ReasonCreated, ReasonResolved, RunState, RunStatus, Session, Slugid,
-    TaskDefinition, TaskState, TaskStatus, Timestamp,
+    Artifact, Event, InputAnswer, InputRequest, Priority, ReasonCreated, ReasonResolved, RunState,
+    RunStatus, Session, Slugid, TaskDefinition, TaskState, TaskStatus, Timestamp,
 };
 
 /// Most runs a task may have (Taskcluster's `MAX_RUNS_ALLOWED`): `rerunTask` refuses to add
@@ -35,6 +35,8 @@ pub struct Task {
     pub artifacts: BTreeMap<(u32, String), Artifact>,
     /// Every interactive session of every run, in opening order.
     pub sessions: Vec<Session>,
+    /// The requests for input of its runs (INPUT tasks), at most one per run, in run order.
+    pub inputs: Vec<InputRequest>,
 }
 
 /// A run inside the folded task. Unlike [`RunStatus`], every field is always encoded, so the
@@ -63,7 +65,13 @@ impl Task {
             satisfied_dependencies: BTreeSet::new(),
             artifacts: BTreeMap::new(),
             sessions: Vec::new(),
+            inputs: Vec::new(),
         }
+    }
+
+    /// The request for input of run `run_id`, if it asked for one.
+    pub fn input(&self, run_id: u32) -> Option<&InputRequest> {
+        self.inputs.iter().find(|input| input.run_id == run_id)
     }
 
     pub fn session(&self, session_id: Slugid) -> Option<&Session> {
@@ -199,6 +207,38 @@ impl Task {
                     session.closed = Some(at);
                     session.end = Some(*end);
                     session.exit_status = *exit_status;
+                }
+            }
+            Event::InputRequested {
+                run_id,
+                request,
+                reference,
+                expires,
+            } => {
+                if (*run_id as usize) < self.runs.len() && self.input(*run_id).is_none() {
+                    self.inputs.push(InputRequest {
+                        run_id: *run_id,
+                        request: request.clone(),
+                        reference: reference.clone(),
+                        requested: at,
+                        expires: *expires,
+                        answer: None,
+                    });
+                }
+            }
+            Event::InputAnswered {
+                run_id,
+                response,
+                client_id,
+            } => {
+                if let Some(input) = self.inputs.iter_mut().find(|input| input.run_id == *run_id)
+                    && input.answer.is_none()
+                {
+                    input.answer = Some(InputAnswer {
+                        response: response.clone(),
+                        answered: at,
+                        client_id: client_id.clone(),
+                    });
                 }
             }
             // Events of other entities.

@@ -61,4 +61,5 @@ export const required = {
   quarantine: (taskQueueId, workerGroup, workerId) =>
     `queue:quarantine-worker:${taskQueueId}/${workerGroup}/${workerId}`,
   readSecret: (name) => `secrets:get:${name}`,
+  answerInput: (task) => `queue:answer-input:${task.taskQueueId}`,
 };

@@ -1,6 +1,7 @@
 // A task: its status and runs (live, from the task's exchange messages), the actions the
-// signed-in client may take, the selected run's artifacts and log, its dependencies and
-// dependents, its history from the event log, and its definition.
+// signed-in client may take, an INPUT task's request (and its answer), the selected run's
+// artifacts and log, its dependencies and dependents, its history from the event log, and its
+// definition.
 
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { ApiError, listAll, queue } from '../lib/api.js';
@@ -11,6 +12,7 @@ import { isNewer } from '../lib/status.js';
 import { Artifacts } from '../components/Artifacts.jsx';
 import { CopyableId } from '../components/CopyableId.jsx';
 import { History } from '../components/History.jsx';
+import { InputRequest } from '../components/InputRequest.jsx';
 import { Json } from '../components/Json.jsx';
 import { LogViewer } from '../components/LogViewer.jsx';
 import { Loading, Message } from '../components/Message.jsx';
@@ -115,6 +117,7 @@ function TaskView({ taskId, runParam }) {
         />
       </section>
       {shellRun !== null && <Shell taskId={taskId} runId={shellRun} onClose={() => setShellRun(null)} />}
+      {asksForInput(task.payload) && run && <InputRequest taskId={taskId} task={task} run={run} />}
 
       <section aria-labelledby="runs-title">
         <h2 id="runs-title">Runs</h2>
@@ -139,6 +142,11 @@ function TaskView({ taskId, runParam }) {
       </section>
     </>
   );
+}
+
+// An INPUT task's payload: one that names the kind, or one without a kind that asks.
+function asksForInput(payload) {
+  return payload?.kind === 'input' || (payload?.kind === undefined && typeof payload?.request === 'string');
 }
 
 // The selected run's artifacts and log. The log starts once its artifact exists.
