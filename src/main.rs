@@ -187,16 +187,13 @@ enum TaskCommand {
 
 #[derive(Subcommand)]
 enum InputCommand {
-    /// The requests waiting in a task queue, or every request of a task, one per line: task,
-    /// run, state, expiry, question.
+    /// The requests waiting in every task queue (needs `queue:list-task-queues` too), in one
+    /// task queue, or every request of a task, one per line: task, run, state, expiry,
+    /// question.
     List {
         /// The task queue, `<provisionerId>/<workerType>` (needs
         /// `queue:claimed-list:<taskQueueId>`).
-        #[arg(
-            long = "queue",
-            required_unless_present = "task_id",
-            conflicts_with = "task_id"
-        )]
+        #[arg(long = "queue", conflicts_with = "task_id")]
         task_queue_id: Option<String>,
         /// A task: the requests of each of its runs, whatever their state.
         #[arg(long = "task")]
@@ -906,7 +903,7 @@ fn run_input_command(command: InputCommand) -> anyhow::Result<ExitCode> {
                 let listed = match (task_queue_id, task_id) {
                     (_, Some(task_id)) => input::Listed::Task(task_id),
                     (Some(task_queue_id), None) => input::Listed::Queue(task_queue_id),
-                    (None, None) => anyhow::bail!("give --queue or --task"),
+                    (None, None) => input::Listed::All,
                 };
                 for request in input::list(&client, &listed).await? {
                     println!("{}", input::line(&request));

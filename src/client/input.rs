@@ -4,10 +4,13 @@
 use awc::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::tasks::every_page;
 use super::{Error, QueueClient};
 
 /// Which requests `input list` shows.
 pub enum Listed {
+    /// Those waiting in every task queue (`listTaskQueues`, then each queue's).
+    All,
     /// Those waiting in a task queue.
     Queue(String),
     /// Those of every run of a task, whatever their state.
@@ -17,13 +20,14 @@ pub enum Listed {
 /// The requests `listed` names, as the queue shows them.
 pub async fn list(client: &QueueClient, listed: &Listed) -> Result<Vec<Value>, Error> {
     match listed {
-        Listed::Queue(task_queue_id) => {
-            let queue = task_queue_id.replace('/', "%2F");
-            let answer = client
-                .call(Method::GET, &format!("/task-queues/{queue}/input"), None)
-                .await?;
-            Ok(answer["inputs"].as_array().cloned().unwrap_or_default())
+        Listed::All => {
+            let mut inputs = Vec::new();
+            for task_queue_id in task_queues(client).await? {
+                inputs.extend(waiting_in(client, &task_queue_id).await?);
+            }
+            Ok(inputs)
         }
+        Listed::Queue(task_queue_id) => waiting_in(client, task_queue_id).await,
         Listed::Task(task_id) => {
             let status = client.status(task_id).await?;
             let runs = status["status"]["runs"].as_array().map_or(0, Vec::len);
@@ -41,6 +45,21 @@ pub async fn list(client: &QueueClient, listed: &Listed) -> Result<Vec<Value>, E
             Ok(inputs)
         }
     }
+}
+
+/// The requests waiting in one task queue.
+async fn waiting_in(client: &QueueClient, task_queue_id: &str) -> Result<Vec<Value>, Error> {
+    let queue = task_queue_id.replace('/', "%2F");
+    every_page(client, &format!("/task-queues/{queue}/input"), "inputs").await
+}
+
+/// Every task queue the queue knows.
+async fn task_queues(client: &QueueClient) -> Result<Vec<String>, Error> {
+    let listed = every_page(client, "/task-queues", "taskQueues").await?;
+    Ok(listed
+        .iter()
+        .filter_map(|queue| queue["taskQueueId"].as_str().map(str::to_owned))
+        .collect())
 }
 
 /// One request as a line: task, run, state, when it expires, and the question.

@@ -249,7 +249,11 @@ pub async fn history(client: &QueueClient, task_id: &str) -> Result<Vec<Value>, 
 
 /// The items under `field` of every page of the listing at `path`, following
 /// `continuationToken`.
-async fn every_page(client: &QueueClient, path: &str, field: &str) -> Result<Vec<Value>, Error> {
+pub(super) async fn every_page(
+    client: &QueueClient,
+    path: &str,
+    field: &str,
+) -> Result<Vec<Value>, Error> {
     let mut items = Vec::new();
     let mut token: Option<String> = None;
     loop {

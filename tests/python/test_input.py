@@ -152,6 +152,8 @@ def test_answered_through_the_cli(input_server, queue, worker, tmp_path):
     listed = cli("list", "--queue", worker.task_queue_id)
     assert f"{task_id}\t0\twaiting\t" in listed and "which colour?" in listed
     assert "waiting" in cli("list", "--task", task_id)
+    # Without either, every task queue's: this one's request among them.
+    assert f"{task_id}\t0\twaiting\t" in cli("list")
     answered = json.loads(cli("answer", task_id, "blue"))
     assert (answered["state"], answered["response"]) == ("answered", "blue")
     status, _, outputs = outcome(input_server, queue, task_id)
