@@ -88,8 +88,13 @@ async fn ask(client: SharedClient, log: LiveLog, path: String, payload: InputPay
                     _ => {}
                 }
             }
-            // The queue refused: nothing will change by asking again.
-            Err(error) if error.status().is_some() => {
+            // The queue refused: nothing will change by asking again (a server error or no
+            // answer may pass, as while the queue restarts).
+            Err(error)
+                if error
+                    .status()
+                    .is_some_and(|status| status.is_client_error()) =>
+            {
                 return Ended::Failed {
                     reason: format!("asking for input through the queue: {error}"),
                     outputs: None,
