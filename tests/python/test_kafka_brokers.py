@@ -103,9 +103,9 @@ class Load:
                         self.completed.add(claimed_id)
 
     def call(self, method, *args):
-        """`method(*args)`, or None when it failed."""
+        """What `method(*args)` answered (an empty claim is `[]`), or None when it failed."""
         try:
-            return method(*args) or True
+            return method(*args)
         except (taskcluster.exceptions.TaskclusterRestFailure,
                 taskcluster.exceptions.TaskclusterConnectionError) as error:
             with self.lock:
