@@ -2,8 +2,9 @@
 //! open in this process, their single-use tickets, the runs' control channels to their
 //! workers, and the meeting point where a user's websocket and the worker's dial-back find
 //! each other. Besides a session's ticket, a run may have grants: single-use tickets minted
-//! when a session artifact is resolved, which open a session when their websocket connects. Opening and closing are the task's events; nothing here is durable, so after a
-//! restart every session is over.
+//! when a session artifact is resolved, which open a session when their websocket connects.
+//! Opening and closing are the task's events; nothing here is durable, so after a restart
+//! every session is over.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
