@@ -35,10 +35,6 @@ use crate::model::interactive::{
     GENERIC_WORKER_SHELL_ARTIFACT, MAX_DATA, STDERR, TASKFOLD_SHELL_ARTIFACT,
 };
 
-/// The reference artifact to the browser page, as docker-worker named its own under
-/// `private/docker-worker/`.
-pub const SHELL_ARTIFACT: &str = TASKFOLD_SHELL_ARTIFACT;
-
 /// The queue's browser page for a run's sessions.
 pub fn shell_page_url(root_url: &str, task_id: &str, run_id: u64) -> String {
     format!("{root_url}/shell/?taskId={task_id}&runId={run_id}")
@@ -172,7 +168,7 @@ impl Interactive {
         publish(
             run,
             vec![
-                (SHELL_ARTIFACT, page, "text/html"),
+                (TASKFOLD_SHELL_ARTIFACT, page, "text/html"),
                 (
                     GENERIC_WORKER_SHELL_ARTIFACT,
                     generic_worker_page,
